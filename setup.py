@@ -1,0 +1,46 @@
+"""bgprompt_ros: background prompting for object depth (ament_python package, also pip-installable).
+
+Dependencies are declared once, in requirements/*.txt, and read here as extras. On a ROS 2 robot the
+system packages named in package.xml (rosdep) provide rclpy and the messages instead of the `ros` extra.
+"""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "bgprompt_ros"
+HERE = Path(__file__).resolve().parent
+
+
+def _requirements(name: str) -> list[str]:
+    lines = (HERE / "requirements" / f"{name}.txt").read_text().splitlines()
+    return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+
+
+extras = {name: _requirements(name) for name in ("core", "train", "runtime", "ros", "test")}
+extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Object depth from one image with learned background prompts and a frozen depth network",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bgprompt_core", "bgprompt_core.*", "bgprompt_ros", "bgprompt_ros.*"])
+    + find_packages(where="training", include=["bgprompt_training", "bgprompt_training.*"]),
+    package_dir={"bgprompt_training": "training/bgprompt_training"},
+    package_data={"bgprompt_core": ["models/**/*", "prompts/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", [str(p) for p in sorted(Path("launch").glob("*.launch.py"))]),
+        (f"share/{PACKAGE}/config", [str(p) for p in sorted(Path("config").glob("*")) if p.is_file()]),
+    ],
+    install_requires=["setuptools"],
+    extras_require=extras,
+    zip_safe=False,
+    entry_points={
+        "console_scripts": [
+            "bgprompt = bgprompt_training.cli:main",
+        ],
+    },
+)
