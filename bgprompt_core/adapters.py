@@ -1,0 +1,228 @@
+"""Depth-network adapters: one small interface over Hugging Face ``AutoModelForDepthEstimation``.
+
+A ``DepthNetSpec`` declares what the method needs to know about a network: its input-size rule, its
+normalization phi (mean/std), and its output kind (relative disparity needs Eq. 2). ``load_depth_net``
+accepts a registry name ("dpt-large"), a hub id ("Intel/dpt-large") or a local directory in
+Hugging Face layout; nothing is downloaded at import time. Networks are always frozen: ``eval()``
+and ``requires_grad_(False)`` (the reference code forgot eval mode and let BatchNorm drift).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .depth_transform import OUTPUT_KINDS
+from .normalization import HALF, IMAGENET_MEAN, IMAGENET_STD, Normalization
+
+
+class ModelLoadError(RuntimeError):
+    """A depth network could not be found or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DepthNetSpec:
+    """What bgprompt needs to know about a depth network."""
+
+    name: str
+    source: str  # hub id or local directory ("" when built from a config in memory)
+    family: str  # transformers model_type
+    input_size: tuple[int, int]  # default network input (H, W)
+    size_multiple: int = 1
+    fixed_size: bool = False  # only input_size is accepted (DPT-hybrid, DepthPro)
+    square: bool = False  # H must equal W (plain-ViT DPT)
+    mean: tuple[float, float, float] = HALF
+    std: tuple[float, float, float] = HALF
+    output_kind: str = "relative_disparity"
+
+    def __post_init__(self) -> None:
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
+        self.check_input_size(*self.input_size)
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(self.mean, self.std)
+
+    def check_input_size(self, h: int, w: int) -> None:
+        """Raise ValueError naming the rule when (h, w) is not a valid network input."""
+        if self.fixed_size and (h, w) != tuple(self.input_size):
+            raise ValueError(f"{self.name} accepts only {self.input_size[0]}x{self.input_size[1]} inputs, got {h}x{w}")
+        if self.square and h != w:
+            raise ValueError(f"{self.name} needs square inputs, got {h}x{w}")
+        if h % self.size_multiple or w % self.size_multiple:
+            raise ValueError(f"{self.name} needs input sides that are multiples of {self.size_multiple}, got {h}x{w}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DepthNetSpec":
+        d = dict(d)
+        for key in ("input_size", "mean", "std"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+
+_DA_SIZES = {"small": "Small", "base": "Base", "large": "Large"}
+
+REGISTRY: dict[str, DepthNetSpec] = {
+    "dpt-large": DepthNetSpec("dpt-large", "Intel/dpt-large", "dpt", (384, 384), 32, square=True),
+    "dpt-hybrid": DepthNetSpec("dpt-hybrid", "Intel/dpt-hybrid-midas", "dpt", (384, 384), 32, fixed_size=True),
+    **{
+        f"depth-anything-v2-{k}": DepthNetSpec(
+            f"depth-anything-v2-{k}", f"depth-anything/Depth-Anything-V2-{v}-hf", "depth_anything", (518, 518), 14,
+            mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        for k, v in _DA_SIZES.items()
+    },
+    "zoedepth-nyu-kitti": DepthNetSpec("zoedepth-nyu-kitti", "Intel/zoedepth-nyu-kitti", "zoedepth", (384, 512), 32,
+                                       output_kind="metric_depth"),
+    "glpn-nyu": DepthNetSpec("glpn-nyu", "vinvino02/glpn-nyu", "glpn", (480, 640), 32, mean=(0.0, 0.0, 0.0),
+                             std=(1.0, 1.0, 1.0), output_kind="metric_depth"),
+    "depth-pro": DepthNetSpec("depth-pro", "apple/DepthPro-hf", "depth_pro", (1536, 1536), 1, fixed_size=True,
+                              output_kind="metric_depth"),
+}
+
+
+class DepthNet(nn.Module):
+    """A frozen depth network: normalized (N, 3, H, W) -> raw output (N, H, W) at input resolution."""
+
+    def __init__(self, model: nn.Module, spec: DepthNetSpec, frozen: bool = True):
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        self.frozen = frozen
+        if frozen:
+            self.freeze()
+
+    def freeze(self) -> "DepthNet":
+        self.frozen = True
+        self.model.eval()
+        self.model.requires_grad_(False)
+        return self
+
+    def unfreeze(self) -> "DepthNet":
+        """For the finetuning baseline only: train the network's own weights."""
+        self.frozen = False
+        self.model.requires_grad_(True)
+        return self
+
+    def train(self, mode: bool = True) -> "DepthNet":
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()  # a frozen network never leaves eval mode (no BatchNorm drift)
+        return self
+
+    @property
+    def normalization(self) -> Normalization:
+        return self.spec.normalization
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        self.spec.check_input_size(h, w)
+        out = self.model(pixel_values=x).predicted_depth
+        if out.dim() == 4:
+            out = out[:, 0]
+        if tuple(out.shape[-2:]) != (h, w):
+            out = F.interpolate(out[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        return out
+
+
+def _read_json(source: str, filename: str, local_only: bool) -> dict[str, Any] | None:
+    path = Path(source) / filename
+    if path.is_file():
+        return json.loads(path.read_text())
+    if Path(source).is_dir():
+        return None
+    from transformers.utils import cached_file  # lazy: never touch the hub at import time
+
+    try:
+        found = cached_file(source, filename, local_files_only=local_only,
+                            _raise_exceptions_for_missing_entries=False)
+    except OSError as exc:  # network down, unknown repo...
+        raise ModelLoadError(f"cannot fetch {filename} of {source!r}: {exc}") from exc
+    return json.loads(Path(found).read_text()) if found else None
+
+
+def spec_from_configs(name: str, source: str, config: dict[str, Any], preproc: dict[str, Any] | None) -> DepthNetSpec:
+    """Infer a spec from a model's config.json and preprocessor_config.json."""
+    family = config.get("model_type", "")
+    preproc = preproc or {}
+    if preproc.get("do_normalize", True) and "image_mean" in preproc:
+        mean, std = tuple(preproc["image_mean"]), tuple(preproc["image_std"])
+    elif preproc.get("do_normalize") is False:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    else:
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if family == "depth_anything" else (HALF, HALF)
+    size = preproc.get("size", {})
+    multiple = int(preproc.get("ensure_multiple_of", preproc.get("size_divisor", 1)) or 1)
+    if "height" in size:
+        hw = (int(size["height"]), int(size["width"]))
+    else:
+        side = int(config.get("image_size", size.get("shortest_edge", 384)))
+        hw = (side, side)
+    kind = config.get("bgprompt_output_kind")
+    if kind is None:
+        metric = family in ("zoedepth", "glpn", "depth_pro") or config.get("depth_estimation_type") == "metric"
+        kind = "metric_depth" if metric else "relative_disparity"
+    hybrid = family == "dpt" and bool(config.get("is_hybrid") or config.get("backbone_config"))
+    square = family == "dpt" and not hybrid
+    if family == "depth_anything":
+        multiple = max(multiple, int(config.get("patch_size", 14)))
+    hw = tuple(max(multiple, (s // multiple) * multiple) for s in hw)
+    return DepthNetSpec(name, source, family, hw, multiple, fixed_size=hybrid or family == "depth_pro",
+                        square=square, mean=mean, std=std, output_kind=kind)
+
+
+def resolve_spec(name_or_path: str, local_only: bool = False) -> DepthNetSpec:
+    """Registry name, local directory or hub id -> spec (reads only small JSON files)."""
+    if name_or_path in REGISTRY:
+        return REGISTRY[name_or_path]
+    source = os.fspath(name_or_path)
+    config = _read_json(source, "config.json", local_only)
+    if config is None:
+        where = "directory" if Path(source).is_dir() else "hub id"
+        raise ModelLoadError(
+            f"no depth model at {source!r}: expected a registry name ({', '.join(sorted(REGISTRY))}), a local "
+            f"directory with config.json + model.safetensors, or a hub id (this {where} has no config.json)")
+    return spec_from_configs(Path(source).name if Path(source).is_dir() else source, source, config,
+                             _read_json(source, "preprocessor_config.json", local_only))
+
+
+def load_depth_net(name_or_path: str, device: str | torch.device = "cpu", local_only: bool = False) -> DepthNet:
+    """Load a frozen depth network by registry name, hub id or local directory.
+
+    ``local_only=True`` (robots, tests) never touches the network: a missing model is a clear error.
+    """
+    spec = resolve_spec(name_or_path, local_only)
+    from transformers import AutoModelForDepthEstimation
+
+    local_dir = Path(spec.source)
+    if spec.source and local_dir.is_dir() and not (local_dir / "config.json").is_file():
+        raise ModelLoadError(f"model directory {local_dir} has no config.json")
+    if spec.source and not local_dir.is_dir() and Path(spec.source).is_absolute():
+        raise ModelLoadError(f"model files for {spec.name!r} are missing: expected a directory at {spec.source}")
+    try:
+        model = AutoModelForDepthEstimation.from_pretrained(spec.source, local_files_only=local_only)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load depth network {spec.name!r} from {spec.source!r}: {exc}") from exc
+    return DepthNet(model.to(device), spec)
+
+
+def build_depth_net(config: Any, spec: DepthNetSpec) -> DepthNet:
+    """A frozen network of the same architecture built from a transformers config (random weights)."""
+    from transformers import AutoModelForDepthEstimation
+
+    return DepthNet(AutoModelForDepthEstimation.from_config(config), spec)
+
+
+def with_input_size(spec: DepthNetSpec, h: int, w: int) -> DepthNetSpec:
+    """The same spec with another default input size (validated against the size rule)."""
+    spec.check_input_size(h, w)
+    return replace(spec, input_size=(h, w))

@@ -1,0 +1,114 @@
+"""Camera geometry: intrinsics under resize/crop/pad, back-projection, normals from depth.
+
+Pixel convention: pixel (u, v) has its centre at integer coordinates (OpenCV / ROS CameraInfo), so a
+resize by factor s maps u -> s * (u + 0.5) - 0.5. Camera optical frame: x right, y down, z forward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def check_intrinsics(K: np.ndarray | torch.Tensor) -> None:
+    """Raise ValueError unless K is a finite 3x3 pinhole matrix with positive focal lengths."""
+    k = np.asarray(K.detach().cpu() if isinstance(K, torch.Tensor) else K, dtype=np.float64)
+    if k.shape[-2:] != (3, 3):
+        raise ValueError(f"intrinsics must be 3x3, got shape {k.shape}")
+    if not np.isfinite(k).all():
+        raise ValueError(f"intrinsics contain NaN or inf: {k.reshape(-1, 9).tolist()}")
+    if (k[..., 0, 0] <= 0).any() or (k[..., 1, 1] <= 0).any():
+        raise ValueError(f"focal lengths must be positive, got fx={k[..., 0, 0]}, fy={k[..., 1, 1]}")
+
+
+def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """K after resizing the image by (sx, sy) (pixel-centre convention)."""
+    out = np.array(K, dtype=np.float64, copy=True)
+    out[0, 0] *= sx
+    out[1, 1] *= sy
+    out[0, 1] *= sx
+    out[0, 2] = sx * (K[0, 2] + 0.5) - 0.5
+    out[1, 2] = sy * (K[1, 2] + 0.5) - 0.5
+    return out
+
+
+def shift_intrinsics(K: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """K after moving the image origin: padding left/top by (dx, dy) > 0, cropping by (-dx, -dy)."""
+    out = np.array(K, dtype=np.float64, copy=True)
+    out[0, 2] += dx
+    out[1, 2] += dy
+    return out
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Aspect-preserving resize of an (H, W) image into (out_h, out_w), centred with padding."""
+
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+
+    @property
+    def scale(self) -> float:
+        return min(self.out_h / self.in_h, self.out_w / self.in_w)
+
+    @property
+    def resized(self) -> tuple[int, int]:
+        return (max(1, round(self.in_h * self.scale)), max(1, round(self.in_w * self.scale)))
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        """(top, left) padding."""
+        rh, rw = self.resized
+        return ((self.out_h - rh) // 2, (self.out_w - rw) // 2)
+
+    def intrinsics(self, K: np.ndarray) -> np.ndarray:
+        rh, rw = self.resized
+        top, left = self.offset
+        return shift_intrinsics(scale_intrinsics(K, rw / self.in_w, rh / self.in_h), left, top)
+
+
+def pixel_grid(h: int, w: int, dtype=torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    v, u = torch.meshgrid(torch.arange(h, dtype=dtype, device=device),
+                          torch.arange(w, dtype=dtype, device=device), indexing="ij")
+    return u, v
+
+
+def backproject(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Camera-frame points (N, H, W, 3) from z-depth (N, H, W) and K (3, 3) or (N, 3, 3)."""
+    n, h, w = depth.shape
+    K = K.to(depth).expand(n, 3, 3) if K.dim() == 2 else K.to(depth)
+    u, v = pixel_grid(h, w, depth.dtype, depth.device)
+    fx, fy = K[:, 0, 0].view(n, 1, 1), K[:, 1, 1].view(n, 1, 1)
+    cx, cy = K[:, 0, 2].view(n, 1, 1), K[:, 1, 2].view(n, 1, 1)
+    skew = K[:, 0, 1].view(n, 1, 1)
+    y = (v - cy) / fy * depth
+    x = ((u - cx) * depth - skew * y) / fx
+    return torch.stack([x, y, depth], dim=-1)
+
+
+def normals_from_depth(depth: torch.Tensor, K: torch.Tensor, valid: torch.Tensor | None = None,
+                       eps: float = 1e-30) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit normals (N, H, W, 3) facing the camera, and where they are defined (N, H, W) bool.
+
+    As in the reference code, the normal at a pixel is the cross product of the differences to its
+    top and left neighbours of the back-projected points; it needs the pixel and both neighbours
+    valid, so the first row and column are never defined. Hand-written (kornia's version uses
+    different neighbours) so that training losses match the paper's Eq. 4 exactly.
+    """
+    p = backproject(depth, K)
+    d_left = torch.zeros_like(p)
+    d_top = torch.zeros_like(p)
+    d_left[:, :, 1:] = p[:, :, 1:] - p[:, :, :-1]
+    d_top[:, 1:, :] = p[:, 1:, :] - p[:, :-1, :]
+    n = torch.cross(d_top, d_left, dim=-1)
+    sq = (n * n).sum(-1, keepdim=True)
+    n = n / torch.sqrt(sq.clamp_min(eps))
+    ok = torch.ones_like(depth, dtype=torch.bool) if valid is None else valid > 0.5
+    ok = ok & torch.isfinite(depth) & (depth > 0)
+    defined = torch.zeros_like(ok)
+    defined[:, 1:, 1:] = ok[:, 1:, 1:] & ok[:, :-1, 1:] & ok[:, 1:, :-1]
+    defined &= sq[..., 0] > eps
+    return n, defined

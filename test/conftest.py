@@ -1,0 +1,32 @@
+"""Test configuration: markers, loopback-only ROS environment, GPU skipping."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# Safety rule: DDS discovery never leaves loopback, whatever starts rclpy under this test run.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
+os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="bgprompt-roslog-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _gpu_reason() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU on this machine"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _gpu_reason()
+    if reason:
+        skip = pytest.mark.skip(reason=f"gpu test skipped: {reason}")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)

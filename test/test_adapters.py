@@ -1,0 +1,97 @@
+"""Depth-network adapters: four transformers families built tiny from config, frozen, prompt-only gradients."""
+import json
+
+import pytest
+import torch
+
+from bgprompt_core.adapters import (REGISTRY, DepthNetSpec, ModelLoadError, build_depth_net, load_depth_net,
+                                    resolve_spec, spec_from_configs)
+from bgprompt_core.config import FourierPromptConfig
+from bgprompt_core.model import PromptedDepth
+from bgprompt_core.model_configs import FAMILIES, small_config
+from bgprompt_core.prompts import FourierPrompt
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_forward_and_gradients_reach_the_prompt_only(family):
+    torch.manual_seed(0)
+    cfg, spec, (h, w) = small_config(family)
+    net = build_depth_net(cfg, spec)
+    assert not any(p.requires_grad for p in net.parameters())
+    prompt = FourierPrompt(FourierPromptConfig(height=h, width=w))
+    model = PromptedDepth(net, prompt)
+    model.train()  # a parent switching to train mode must not un-freeze the network
+    assert not net.model.training
+    image, mask = torch.rand(2, 3, h, w), torch.zeros(2, 1, h, w)
+    mask[..., h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
+    out = model(image, mask)
+    assert out["depth"].shape == (2, h, w) and torch.isfinite(out["depth"]).all()
+    out["depth"][mask[:, 0] > 0].mean().backward()
+    assert prompt.spectrum.grad is not None and prompt.spectrum.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.parameters())
+    if spec.output_kind == "relative_disparity":  # Eq. 2 range
+        assert out["depth"].min() >= 1 - 1e-5 and out["depth"].max() <= 20 + 1e-4
+
+
+def test_input_size_rules():
+    _, spec, _ = small_config("dpt")
+    with pytest.raises(ValueError, match="square"):
+        spec.check_input_size(64, 96)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        spec.check_input_size(60, 60)
+    with pytest.raises(ValueError, match="only 384x384"):
+        REGISTRY["dpt-hybrid"].check_input_size(320, 320)
+
+
+def test_save_and_load_local_directory_gives_identical_outputs(tmp_path):
+    torch.manual_seed(1)
+    cfg, spec, (h, w) = small_config("depth_anything")
+    net = build_depth_net(cfg, spec)
+    net.model.save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "do_normalize": True,
+         "size": {"height": 56, "width": 56}, "ensure_multiple_of": 14}))
+    loaded = load_depth_net(str(tmp_path), local_only=True)
+    assert loaded.spec.family == "depth_anything" and loaded.spec.output_kind == "relative_disparity"
+    assert loaded.spec.mean == (0.485, 0.456, 0.406) and loaded.spec.size_multiple == 14
+    assert not loaded.model.training and not any(p.requires_grad for p in loaded.parameters())
+    x = torch.randn(1, 3, h, w)
+    assert torch.equal(loaded(x), net(x))
+
+
+def test_spec_inference_from_hub_style_configs():
+    dpt = spec_from_configs("dpt", "Intel/dpt-large", {"model_type": "dpt", "image_size": 384},
+                            {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "size": {"height": 384, "width": 384}})
+    assert dpt.square and dpt.output_kind == "relative_disparity" and dpt.mean == (0.5, 0.5, 0.5)
+    hybrid = spec_from_configs("h", "x", {"model_type": "dpt", "is_hybrid": True, "image_size": 384}, None)
+    assert hybrid.fixed_size
+    glpn = spec_from_configs("g", "x", {"model_type": "glpn"}, {"do_normalize": False, "size_divisor": 32})
+    assert glpn.output_kind == "metric_depth" and glpn.mean == (0, 0, 0) and glpn.size_multiple == 32
+    metric_da = spec_from_configs("m", "x", {"model_type": "depth_anything", "depth_estimation_type": "metric",
+                                             "patch_size": 14}, None)
+    assert metric_da.output_kind == "metric_depth" and metric_da.input_size[0] % 14 == 0
+
+
+def test_missing_model_errors_are_actionable(tmp_path):
+    with pytest.raises(ModelLoadError, match="config.json"):
+        resolve_spec(str(tmp_path), local_only=True)
+    with pytest.raises(ModelLoadError):
+        load_depth_net("nobody/not-a-depth-model", local_only=True)
+
+
+def test_registry_specs_roundtrip():
+    for spec in REGISTRY.values():
+        assert DepthNetSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+@pytest.mark.gpu
+def test_prompted_depth_on_cuda_matches_cpu():
+    torch.manual_seed(2)
+    cfg, spec, (h, w) = small_config("dpt")
+    net = build_depth_net(cfg, spec)
+    model = PromptedDepth(net, FourierPrompt(FourierPromptConfig(height=h, width=w)))
+    image, mask = torch.rand(1, 3, h, w), torch.ones(1, 1, h, w)
+    mask[..., :8, :] = 0
+    cpu = model(image, mask)["depth"]
+    gpu = model.cuda()(image.cuda(), mask.cuda())["depth"].cpu()
+    assert torch.allclose(cpu, gpu, rtol=1e-3, atol=1e-3)

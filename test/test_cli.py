@@ -1,0 +1,62 @@
+"""The `bgprompt` command: help on every verb, and the verbs of the core, run as users run them."""
+import json
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from bgprompt_core.prompts import fourier_scale
+from bgprompt_training.cli import build_parser
+
+BGPROMPT = shutil.which("bgprompt")
+
+
+def _run(*args, check=True):
+    assert BGPROMPT, "the bgprompt console script is not installed (pip install -e .)"
+    proc = subprocess.run([BGPROMPT, *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _verbs():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "verb")
+    return sorted(sub.choices)
+
+
+def test_top_level_help_lists_every_verb():
+    out = _run("--help").stdout
+    for verb in _verbs():
+        assert verb in out
+
+
+@pytest.mark.parametrize("verb", _verbs())
+def test_every_verb_has_help(verb):
+    out = _run(verb, "--help").stdout
+    assert f"usage: bgprompt {verb}" in out and len(out.splitlines()) > 3
+
+
+def test_models_lists_registry_as_json():
+    specs = json.loads(_run("models", "--json").stdout)
+    names = {s["name"] for s in specs}
+    assert {"dpt-large", "dpt-hybrid", "depth-anything-v2-small", "zoedepth-nyu-kitti", "glpn-nyu"} <= names
+
+
+def test_import_prompt_then_prompt_info(tmp_path):
+    spectrum = torch.randn(1, 3, 16, 9, 2) * 0.01
+    torch.save({"state_dict": {"module.optimized_distortion.spectrum_real_imag_t": spectrum,
+                               "module.optimized_distortion.scale": fourier_scale(16, 16)}}, tmp_path / "a.pth.tar")
+    out = tmp_path / "a.safetensors"
+    _run("import-prompt", str(tmp_path / "a.pth.tar"), "--network", "dpt-large", "--out", str(out))
+    info = json.loads(_run("prompt-info", str(out)).stdout)
+    assert info["prompt"]["height"] == 16 and info["network"]["name"] == "dpt-large"
+
+
+def test_errors_are_one_clear_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    proc = _run("prompt-info", str(bad), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("bgprompt prompt-info: error:") and "Traceback" not in proc.stderr
