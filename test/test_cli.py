@@ -2,6 +2,8 @@
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +11,9 @@ import torch
 from bgprompt_core.prompts import fourier_scale
 from bgprompt_training.cli import build_parser
 
-BGPROMPT = shutil.which("bgprompt")
+# the console script of the interpreter running the tests (its venv), else whatever is on PATH
+_VENV_SCRIPT = Path(sys.executable).parent / "bgprompt"
+BGPROMPT = str(_VENV_SCRIPT) if _VENV_SCRIPT.exists() else shutil.which("bgprompt")
 
 
 def _run(*args, check=True):

@@ -1,5 +1,6 @@
 """The loopback-only ROS environment every rclpy process of this test suite runs under."""
 import os
+import socket
 import subprocess
 import sys
 
@@ -25,7 +26,8 @@ rclpy.shutdown()
 
 
 def _interfaces() -> list[str]:
-    return sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else []
+    """Interfaces of THIS network namespace (netlink; /sys/class/net shows the mount's namespace)."""
+    return sorted(name for _, name in socket.if_nameindex())
 
 
 @pytest.mark.ros
