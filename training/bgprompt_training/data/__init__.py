@@ -1,0 +1,1 @@
+"""Datasets with one sample schema, and the sample transforms shared by all loaders."""

@@ -1,0 +1,53 @@
+"""Loader of `bgprompt render` output (npz shards + manifest.json)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..render.store import read_manifest
+from .schema import to_torch, validate
+
+
+class RenderedDataset(Dataset):
+    """Samples of a `bgprompt render` directory, in the shared schema.
+
+    Layout: ``ROOT/manifest.json`` and ``ROOT/shard-00000.npz ...``; each shard holds stacked arrays
+    rgb, alpha, depth, mask, normals, instance, K, cam_from_world, object_id, family. The last decoded
+    shard is cached, so sequential access decompresses each shard once.
+    """
+
+    def __init__(self, root: str | Path, transform: Callable[[dict], dict] | None = None):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        self.transform = transform
+        self._index = [(k, j) for k, s in enumerate(self.manifest["shards"]) for j in range(s["count"])]
+        self._cached: tuple[int, dict] | None = None
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _shard(self, k: int) -> dict:
+        if self._cached is None or self._cached[0] != k:
+            path = self.root / self.manifest["shards"][k]["file"]
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: shard listed in the manifest is missing")
+            with np.load(path) as f:
+                self._cached = (k, {key: f[key] for key in f.files})
+        return self._cached[1]
+
+    def raw(self, i: int) -> dict:
+        """The numpy sample (before transforms)."""
+        k, j = self._index[i]
+        sh = self._shard(k)
+        return {"rgb": sh["rgb"][j], "depth": sh["depth"][j], "mask": sh["mask"][j].astype(bool),
+                "normals": sh["normals"][j], "K": sh["K"][j], "alpha": sh["alpha"][j],
+                "id": str(sh["object_id"][j]), "family": str(sh["family"][j])}
+
+    def __getitem__(self, i: int) -> dict:
+        sample = validate(self.raw(i), f"{self.root}/{self.manifest['shards'][self._index[i][0]]['file']}[{i}]")
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return to_torch(sample)

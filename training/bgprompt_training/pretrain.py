@@ -1,0 +1,167 @@
+"""``bgprompt pretrain``: train the embedded "off-the-shelf" depth network on rendered SCENES only.
+
+Like MiDaS / DPT, the network predicts relative disparity, trained with a scale-and-shift-invariant
+loss (Ranftl et al.): L1 between disparities normalized by median and mean absolute deviation, plus
+multi-scale gradient matching. It never sees isolated objects; background prompting then adapts it.
+The result is saved in Hugging Face layout (config.json, model.safetensors, preprocessor_config.json)
+and loads through the same adapter path as hub models.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from bgprompt_core.adapters import DepthNet, spec_from_configs
+from bgprompt_core.metrics import abs_rel, delta1, scale_shift_align
+from bgprompt_core.normalization import Normalization
+
+from .data.rendered import RenderedDataset
+
+
+def build_model(arch: dict):
+    """A transformers depth model from the ``architecture`` block of a config such as configs/mini.json."""
+    from transformers import AutoModelForDepthEstimation, BitConfig, DPTConfig
+
+    if arch.get("model_type") != "dpt":
+        raise ValueError(f"unsupported architecture {arch.get('model_type')!r} (configs use model_type 'dpt')")
+    cfg = DPTConfig(backbone_config=BitConfig(**arch["bit"]) if "bit" in arch else None, **arch["dpt"])
+    cfg.bgprompt_output_kind = "relative_disparity"
+    return AutoModelForDepthEstimation.from_config(cfg)
+
+
+def ssi_normalize(d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(d - median) / mean|d - median| over the mask, per sample (MiDaS's scale-shift normalization)."""
+    out = []
+    for x, m in zip(d, mask):
+        v = x[m]
+        t = v.median()
+        s = (v - t).abs().mean().clamp_min(1e-6)
+        out.append((x - t) / s)
+    return torch.stack(out)
+
+
+def gradient_matching(diff: torch.Tensor, mask: torch.Tensor, scales: int) -> torch.Tensor:
+    """Multi-scale gradient matching of the normalized residual (MiDaS, Eq. 11)."""
+    total = diff.new_zeros(())
+    for k in range(scales):
+        step = 2**k
+        r, m = diff[:, ::step, ::step], mask[:, ::step, ::step].float()
+        gx = (r[:, :, 1:] - r[:, :, :-1]).abs() * m[:, :, 1:] * m[:, :, :-1]
+        gy = (r[:, 1:] - r[:, :-1]).abs() * m[:, 1:] * m[:, :-1]
+        total = total + (gx.sum() + gy.sum()) / m.sum().clamp_min(1)
+    return total / scales
+
+
+def ssi_loss(pred: torch.Tensor, disp: torch.Tensor, mask: torch.Tensor, grad_weight: float, scales: int):
+    p, g = ssi_normalize(pred, mask), ssi_normalize(disp, mask)
+    diff = (p - g) * mask
+    l1 = diff.abs().sum() / mask.sum().clamp_min(1)
+    return l1 + grad_weight * gradient_matching(p - g, mask, scales), l1
+
+
+def _load_all(ds: RenderedDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    rgb = np.stack([ds.raw(i)["rgb"] for i in range(len(ds))])
+    depth = np.stack([ds.raw(i)["depth"] for i in range(len(ds))])
+    return torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(depth)
+
+
+@torch.no_grad()
+def scene_quality(net: DepthNet, rgb: torch.Tensor, depth: torch.Tensor, batch: int = 32) -> dict[str, float]:
+    """AbsRel and delta<1.25 of 1/(s * disparity + t), (s, t) fitted to GT disparity per image."""
+    phi = net.normalization
+    rels, d1s = [], []
+    for i in range(0, len(rgb), batch):
+        x = phi(rgb[i:i + batch].float() / 255)
+        d = depth[i:i + batch]
+        valid = (d > 0).float()
+        disp = net(x)
+        aligned = scale_shift_align(disp, 1.0 / d.clamp_min(1e-6), valid)
+        pred_depth = 1.0 / aligned.clamp_min(1.0 / 100)
+        rels.append(abs_rel(pred_depth, d.clamp_min(1e-6), valid))
+        d1s.append(delta1(pred_depth, d.clamp_min(1e-6), valid))
+    return {"abs_rel": float(torch.cat(rels).mean()), "delta1": float(torch.cat(d1s).mean())}
+
+
+def save_hf(model, out: Path, config: dict, metrics: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    size = config["input"]["size"]
+    (out / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "DPTImageProcessor", "do_normalize": True, "do_rescale": True,
+        "image_mean": config["input"]["image_mean"], "image_std": config["input"]["image_std"],
+        "size": {"height": size, "width": size}, "ensure_multiple_of": 16, "keep_aspect_ratio": False}, indent=2))
+    (out / "training.json").write_text(json.dumps({"config": config, "metrics": metrics}, indent=2))
+
+
+def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | Path, steps: int | None = None,
+             log_dir: str | None = None) -> dict:
+    config = json.loads(Path(config_path).read_text())
+    tc = config["training"]
+    steps = steps or tc["steps"]
+    torch.manual_seed(tc["seed"])
+    torch.set_num_threads(tc.get("threads", 2))
+    gen = torch.Generator().manual_seed(tc["seed"])
+    model = build_model(config["architecture"])
+    phi = Normalization(tuple(config["input"]["image_mean"]), tuple(config["input"]["image_std"]))
+    train_rgb, train_depth = _load_all(RenderedDataset(train_dir))
+    val_rgb, val_depth = _load_all(RenderedDataset(val_dir))
+    size = config["input"]["size"]
+    if train_rgb.shape[-1] != size:
+        raise ValueError(f"training renders are {train_rgb.shape[-1]}px, the config expects {size}px")
+    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tc["warmup"]) *
+                                              0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    writer = None
+    if log_dir:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir)
+    spec = spec_from_configs("mini", "", {**model.config.to_dict()}, {"image_mean": config["input"]["image_mean"],
+                                                                      "image_std": config["input"]["image_std"],
+                                                                      "size": {"height": size, "width": size}})
+    history = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(steps), desc="pretrain", unit="step")
+    for step in bar:
+        model.train()
+        idx = torch.randint(len(train_rgb), (tc["batch"],), generator=gen)
+        rgb, depth = train_rgb[idx].float() / 255, train_depth[idx]
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        rgb[flip], depth[flip] = rgb[flip].flip(-1), depth[flip].flip(-1)
+        rgb = (rgb * (0.8 + 0.4 * torch.rand(len(idx), 3, 1, 1, generator=gen))).clamp(0, 1)
+        mask = depth > 0
+        disp = torch.where(mask, 1.0 / depth.clamp_min(1e-6), torch.zeros_like(depth))
+        pred = model(pixel_values=phi(rgb)).predicted_depth
+        loss, l1 = ssi_loss(pred, disp, mask, tc["grad_weight"], tc["grad_scales"])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if writer:
+            writer.add_scalar("train/loss", loss.item(), step)
+            writer.add_scalar("train/l1", l1.item(), step)
+        if (step + 1) % tc["val_every"] == 0 or step + 1 == steps:
+            model.eval()
+            q = scene_quality(DepthNet(model, spec, frozen=False), val_rgb, val_depth)
+            model.requires_grad_(True)
+            history.append({"step": step + 1, "loss": loss.item(), **q, "seconds": time.perf_counter() - t0})
+            tqdm.write(f"step {step + 1}: val AbsRel {q['abs_rel']:.4f} delta1 {q['delta1']:.4f}")
+            if writer:
+                writer.add_scalar("val/abs_rel", q["abs_rel"], step + 1)
+                writer.add_scalar("val/delta1", q["delta1"], step + 1)
+    model.eval()
+    metrics = {"val_scenes": len(val_rgb), "train_scenes": len(train_rgb), "steps": steps,
+               "train_seconds": time.perf_counter() - t0, "history": history, **history[-1]}
+    save_hf(model, Path(out), config, metrics)
+    if writer:
+        writer.close()
+    return metrics
