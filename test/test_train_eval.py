@@ -1,0 +1,169 @@
+"""bgprompt train / eval on tiny configs: learning, frozen network, ablations, exact resume, metrics."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bgprompt_core.adapters import build_depth_net, load_depth_net
+from bgprompt_core.checkpoint import load_prompt
+from bgprompt_core.config import DepthTransformConfig
+from bgprompt_core.depth_transform import disparity_to_depth
+from bgprompt_core.model_configs import small_config
+from bgprompt_training.eval import evaluate, write_outputs
+from bgprompt_training.evaluate import sample_metrics
+from bgprompt_training.render.generate import RenderConfig
+from bgprompt_training.render.store import render_dataset
+from bgprompt_training.train import TrainConfig, Trainer
+
+BGPROMPT = str(Path(sys.executable).parent / "bgprompt")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    torch.manual_seed(0)
+    cfg, spec, _ = small_config("depth_anything")
+    net = build_depth_net(cfg, spec)
+    net.model.save_pretrained(root / "net")
+    (root / "net" / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "size": {"height": 56, "width": 56}}))
+    render_dataset(RenderConfig(size=56, seed=1, families=("superquadric", "primitive")), root / "train", 48,
+                   backend="numpy", progress=False)
+    return root
+
+
+def _cfg(world, **kw):
+    base = dict(model=str(world / "net"), data=[str(world / "train")], val=[str(world / "train")], steps=60,
+                batch=8, val_every=30, val_samples=24, optimizer="adam", lr=0.05, local_only=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_lowers_val_loss_beats_white_and_touches_only_the_prompt(world, tmp_path):
+    cfg = _cfg(world, out=str(tmp_path / "p.safetensors"))
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    result = trainer.run()
+    assert all(torch.equal(before[k], v) for k, v in trainer.net.state_dict().items())  # frozen
+    assert not trainer.net.model.training and all(p.grad is None for p in trainer.net.parameters())
+    losses = [h["loss"] for h in result["history"]]
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    rows = evaluate(str(world / "net"), [str(world / "train")], prompts=[cfg.out], count=24, local_only=True,
+                    eq2_variants=False)
+    by = {r["condition"]: r for r in rows}
+    assert by["1-BG (p)"]["si_rmse"] < 0.7 * by["none (white)"]["si_rmse"]
+
+
+def test_ablation_flags_change_the_parameterization(world, tmp_path):
+    out = str(tmp_path / "x.safetensors")
+    assert type(Trainer(_cfg(world, out=out, param="pixel")).prompt).__name__ == "PixelPrompt"
+    assert Trainer(_cfg(world, out=out, composite="additive")).model.mode == "additive"
+    pn = Trainer(_cfg(world, out=out, prompt="pnet", pnet_downs=3, pnet_channels=4, pnet_input="image")).prompt
+    assert pn.unet.down[0].in_channels == 6 and pn.bias is not None
+    nb = Trainer(_cfg(world, out=out, prompt="pnet", pnet_downs=3, pnet_channels=4, bias=False)).prompt
+    assert nb.unet.down[0].in_channels == 2 and nb.bias is None
+    pix = Trainer(_cfg(world, out=out, prompt="pnet", pnet_downs=3, pnet_channels=4, param="pixel")).prompt
+    assert pix.cfg.space == "pixel" and pix.unet.up[0][1].out_channels == 3
+    ft = Trainer(_cfg(world, out=str(tmp_path / "ft"), prompt="finetune", steps=4, val_every=2, val_samples=8))
+    assert ft.prompt is None and all(p.requires_grad for p in ft.net.parameters())
+    before = next(ft.net.parameters()).clone()
+    ft.run()
+    tuned = load_depth_net(str(tmp_path / "ft"), local_only=True)  # a finetuned network is a model directory
+    assert not torch.equal(next(tuned.parameters()), before)
+    pnet = Trainer(_cfg(world, out=str(tmp_path / "pn.safetensors"), prompt="pnet", pnet_downs=3, pnet_channels=4,
+                        steps=4, val_every=2, val_samples=8))
+    pnet.run()
+    loaded, meta = load_prompt(tmp_path / "pn.safetensors", pnet.net.spec)
+    assert meta.prompt.kind == "pnet" and meta.metrics["step"] in (2, 4)
+
+
+def _train_cmd(world, out, steps, *extra):
+    return [BGPROMPT, "train", "--model", str(world / "net"), "--data", str(world / "train"), "--out", str(out),
+            "--steps", str(steps), "--val-every", "5", "--optimizer", "adam", "--lr", "0.05", "--local-only", *extra]
+
+
+def test_killed_run_resumes_exactly(world, tmp_path):
+    full, part = tmp_path / "full.safetensors", tmp_path / "part.safetensors"
+    subprocess.run(_train_cmd(world, full, 14), check=True, capture_output=True, timeout=300)
+    killed = subprocess.run(_train_cmd(world, part, 14, "--kill-at", "12"), capture_output=True, timeout=300)
+    assert killed.returncode == -9  # SIGKILL mid-way: the last checkpoint is step 10
+    latest = (Path(str(part) + ".state") / "LATEST").read_text()
+    assert latest == "step-0000010"
+    subprocess.run(_train_cmd(world, part, 14, "--resume"), check=True, capture_output=True, timeout=300)
+    h_full = json.loads(next(Path(str(full) + ".state").glob("step-*/state.json")).read_text())["history"]
+    h_part = json.loads(next(Path(str(part) + ".state").glob("step-*/state.json")).read_text())["history"]
+    assert [h["step"] for h in h_part] == list(range(1, 15))
+    assert np.allclose([h["loss"] for h in h_part], [h["loss"] for h in h_full], rtol=1e-5, atol=1e-6)
+    a, _ = load_prompt(full)
+    b, _ = load_prompt(part)
+    assert torch.allclose(a.spectrum, b.spectrum, atol=1e-6)
+
+
+def _plane_npz(root, n=3, size=32):
+    root.mkdir(parents=True, exist_ok=True)
+    f = 40.0
+    K = np.array([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1.0]])
+    v, u = np.mgrid[0:size, 0:size].astype(float)
+    normals = []
+    for i in range(n):
+        nrm = np.array([0.2 * (i + 1), -0.1 * i, -1.0])
+        nrm /= np.linalg.norm(nrm)
+        rays = np.stack([(u - K[0, 2]) / f, (v - K[1, 2]) / f, np.ones_like(u)], -1)
+        depth = (nrm @ np.array([0, 0, 1.5 + i])) / (rays @ nrm)
+        mask = np.zeros((size, size), bool)
+        mask[6:26, 5:27] = True
+        rgb = np.full((size, size, 3), 90 + 40 * i, np.uint8)
+        np.savez(root / f"plane{i}.npz", rgb=rgb, depth=depth.astype(np.float32), mask=mask, K=K)
+        normals.append(nrm)
+    return normals
+
+
+def test_eval_numbers_equal_an_independent_computation(world, tmp_path):
+    normals = _plane_npz(tmp_path / "planes", size=56)
+    rows = evaluate(str(world / "net"), [f"npz:{tmp_path / 'planes'}"], count=3, local_only=True,
+                    figures=tmp_path / "figs", figure_count=2)
+    flat = next(r for r in rows if r["condition"] == "flat")
+    stds, shapes = [], []
+    for i in range(3):
+        with np.load(tmp_path / "planes" / f"plane{i}.npz") as f:
+            g = f["depth"][f["mask"]].astype(np.float64)
+        g5 = g * 5 / g.mean()
+        stds.append(g5.std())  # constant prediction, optimal scale -> mean: RMSE = std
+        shapes.append((1 / g5).std())  # flat disparity aligned by scale+shift -> its mean
+    assert flat["si_rmse"] == pytest.approx(np.mean(stds), rel=1e-4)
+    assert flat["shape_err"] == pytest.approx(np.mean(shapes), rel=1e-3)
+    assert flat["normal_cos"] == pytest.approx(np.mean([-n[2] for n in normals]), abs=1e-4)  # flat normal (0,0,-1)
+    assert flat["skill"] == 0.0 and flat["collapse_fraction"] == 1.0
+    table = write_outputs(rows, tmp_path / "out", tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert {"condition", "dataset", "si_rmse", "normal_cos", "count", "shape_err", "skill",
+            "collapse_fraction"} <= set(data["rows"][0])
+    assert "| flat |" in table and (tmp_path / "out" / "results.csv").read_text().startswith("condition,dataset")
+    pngs = sorted((tmp_path / "figs").glob("*.png"))
+    assert len(pngs) == 2 and all(cv2.imread(str(p)) is not None for p in pngs)
+
+
+def test_shape_err_skill_and_collapse_definitions():
+    torch.manual_seed(0)
+    gt = 1.0 + torch.rand(2, 20, 20)
+    mask = torch.ones(2, 20, 20)
+    mask[:, :3] = 0
+    K = torch.tensor([[30.0, 0, 9.5], [0, 30.0, 9.5], [0, 0, 1]])
+    perfect = sample_metrics(gt, gt, mask, K)
+    assert perfect["shape_err"].max() < 1e-6 and perfect["si_rmse"].max() < 1e-4
+    assert perfect["collapsed"].sum() == 0
+    affine = 1.0 / (0.5 / gt + 0.3)  # an affine map of GT disparity with a wrong shift
+    m = sample_metrics(affine, gt, mask, K)
+    assert m["shape_err"].max() < 1e-5 and m["si_rmse"].min() > 0.05
+    # a "cheating" prompt: one extreme disparity in a corner flattens the object through Eq. 2
+    raw = 1.0 / gt + 0.0
+    raw[:, 0, 0] = 1e4
+    cheat = disparity_to_depth(raw, mask, DepthTransformConfig(range="image"))
+    assert sample_metrics(cheat, gt, mask, K)["collapsed"].tolist() == [1.0, 1.0]
+    honest = disparity_to_depth(raw, mask, DepthTransformConfig(range="object"))
+    assert sample_metrics(honest, gt, mask, K)["collapsed"].tolist() == [0.0, 0.0]

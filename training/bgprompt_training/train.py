@@ -1,0 +1,346 @@
+"""``bgprompt train``: learn a background prompt through a frozen depth network (paper Sec. 3-4).
+
+Loss: si-RMSE (Eq. 3) + normal loss (Eq. 4), GT rescaled to masked mean 5. SGD with momentum 0.9,
+the reference code's schedule by default (lr 5e-4, divided by 10 at 80% of the steps; the paper's
+text says 5e-5: ``--lr 5e-5``). ``--prompt finetune`` is the paper's baseline: the same loss and
+schedule on the network's own weights, white background.
+
+Reproducible and resumable: the batch of step t is drawn from (seed, t) alone, and a checkpoint
+holds the trainable tensors and the optimizer state, so ``--resume`` continues exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from bgprompt_core.adapters import DepthNet, load_depth_net
+from bgprompt_core.checkpoint import PromptMeta, save_prompt
+from bgprompt_core.config import (ConfigError, DepthTransformConfig, FourierPromptConfig, PixelPromptConfig,
+                                  PromptNetConfig)
+from bgprompt_core.metrics import object_depth_loss
+from bgprompt_core.model import PromptedDepth
+from bgprompt_core.prompts import build_prompt
+
+from .data.open import open_dataset
+from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
+from .evaluate import sample_metrics
+
+log = logging.getLogger("bgprompt.train")
+EVAL_SEED = 1338
+LOWER_IS_BETTER = {"si_rmse": True, "shape_err": True, "normal_cos": False, "loss": True}
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: list[str]
+    val: list[str] = field(default_factory=list)
+    out: str = "prompt.safetensors"
+    prompt: str = "single"  # single | pnet | finetune
+    param: str = "fourier"  # fourier | pixel
+    composite: str = "replace"  # replace | additive
+    pnet_input: str = "mask"  # mask | image
+    bias: bool = True
+    pnet_downs: int = 7
+    pnet_channels: int = 64
+    divisor: float = 0.2
+    eq2_range: str = "image"  # image | object
+    steps: int = 1000
+    batch: int = 8
+    lr: float = 5e-4
+    lr_drop_at: float = 0.8  # lr / 10 from this fraction of the steps on (reference schedule)
+    optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.9
+    size: int | None = None  # network input side; default: the network's own
+    recenter: bool = False
+    val_every: int = 100
+    val_samples: int = 64
+    select_by: str = "si_rmse"
+    collapse_warn: float = 0.10
+    seed: int = 0
+    device: str = "auto"
+    logdir: str | None = None
+    local_only: bool = False
+
+    def __post_init__(self) -> None:
+        choices = {"prompt": ("single", "pnet", "finetune"), "param": ("fourier", "pixel"),
+                   "composite": ("replace", "additive"), "pnet_input": ("mask", "image"),
+                   "eq2_range": ("image", "object"), "optimizer": ("sgd", "adam"),
+                   "select_by": tuple(LOWER_IS_BETTER)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not self.data:
+            raise ConfigError("at least one --data set is needed")
+        for name in ("steps", "batch", "val_every", "val_samples"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def prompt_config(self, size: int):
+        if self.prompt == "pnet":
+            return PromptNetConfig(height=size, width=size, num_downs=self.pnet_downs,
+                                   base_channels=self.pnet_channels, input=self.pnet_input, space=self.param,
+                                   bias=self.bias, bias_prompt={"divisor": self.divisor})
+        if self.param == "pixel":
+            return PixelPromptConfig(height=size, width=size)
+        return FourierPromptConfig(height=size, width=size, divisor=self.divisor)
+
+
+def parse_weighted(specs: list[str]) -> list[tuple[str, float]]:
+    """``SPEC`` or ``SPEC@WEIGHT``."""
+    out = []
+    for s in specs:
+        path, _, w = s.rpartition("@") if "@" in s else (s, "", "1")
+        out.append((path, float(w)))
+    return out
+
+
+class SampleCache:
+    """Datasets decoded once into memory as tensors at the training resolution."""
+
+    def __init__(self, specs: list[str], size: int, recenter: bool):
+        tf = Compose(Recenter() if recenter else None, crop_to_square, lambda s: resize(s, size),
+                     ReplaceBackground("white"))
+        self.sets = [open_dataset(spec, tf) for spec in specs]
+        self._cache: dict[tuple[int, int], dict] = {}
+
+    def get(self, d: int, i: int) -> dict:
+        if (d, i) not in self._cache:
+            self._cache[(d, i)] = self.sets[d][i]
+        return self._cache[(d, i)]
+
+    def batch(self, items: list[tuple[int, int]], device) -> dict[str, torch.Tensor]:
+        samples = [self.get(d, i) for d, i in items]
+        return {k: torch.stack([s[k] for s in samples]).to(device) for k in ("image", "depth", "mask", "K")}
+
+
+def batch_items(seed: int, step: int, sizes: list[int], weights: list[float], batch: int) -> list[tuple[int, int]]:
+    """The samples of one step, a pure function of (seed, step)."""
+    rng = np.random.default_rng([seed, step])
+    p = np.asarray(weights, float) / sum(weights)
+    ds = rng.choice(len(sizes), size=batch, p=p)
+    return [(int(d), int(rng.integers(sizes[d]))) for d in ds]
+
+
+def val_items(size: int, count: int) -> list[int]:
+    """The paper's protocol: ``count`` random samples with seed 1338 (all of them when fewer)."""
+    return sorted(np.random.default_rng(EVAL_SEED).permutation(size)[:count].tolist())
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr * (0.1 if step >= cfg.lr_drop_at * cfg.steps else 1.0)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.net: DepthNet = load_depth_net(cfg.model, self.device, local_only=cfg.local_only)
+        size = cfg.size or self.net.spec.input_size[0]
+        self.net.spec.check_input_size(size, size)
+        self.size = size
+        self.prompt = None
+        if cfg.prompt == "finetune":
+            self.net.unfreeze()
+            self.trainable: torch.nn.Module = self.net.model
+        else:
+            self.prompt = build_prompt(cfg.prompt_config(size)).to(self.device)
+            self.trainable = self.prompt
+        self.model = PromptedDepth(self.net, self.prompt, cfg.composite, DepthTransformConfig(range=cfg.eq2_range))
+        params = [p for p in self.trainable.parameters() if p.requires_grad]
+        self.opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
+                    else torch.optim.Adam(params, lr=cfg.lr))
+        weighted = parse_weighted(cfg.data)
+        self.train_data = SampleCache([p for p, _ in weighted], size, cfg.recenter)
+        self.weights = [w for _, w in weighted]
+        self.val_data = SampleCache(cfg.val, size, cfg.recenter) if cfg.val else None
+        self.step = 0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.state_dir = Path(str(cfg.out) + ".state")
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def save_state(self) -> None:
+        """Trainable tensors + optimizer state (safetensors) and counters (JSON), written atomically."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {f"param.{k}": v.detach().cpu().contiguous() for k, v in self.trainable.state_dict().items()}
+        opt = self.opt.state_dict()
+        for pid, st in opt["state"].items():
+            for name, val in st.items():
+                if isinstance(val, torch.Tensor):
+                    tensors[f"opt.{pid}.{name}"] = val.detach().cpu().contiguous()
+        scalars = {str(pid): {n: v for n, v in st.items() if not isinstance(v, torch.Tensor)}
+                   for pid, st in opt["state"].items()}
+        meta = {"step": self.step, "history": self.history, "best": self.best, "config": self.cfg.to_dict(),
+                "param_groups": opt["param_groups"], "opt_scalars": scalars}
+        # a complete step directory first, then the LATEST pointer is replaced atomically
+        step_dir = self.state_dir / f"step-{self.step:07d}"
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.state_dir))
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(meta))
+        if step_dir.exists():
+            shutil.rmtree(step_dir)
+        os.replace(tmp, step_dir)
+        _atomic(self.state_dir / "LATEST", lambda p: Path(p).write_text(step_dir.name))
+        for old in self.state_dir.glob("step-*"):
+            if old != step_dir:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_state(self) -> None:
+        latest = self.state_dir / "LATEST"
+        if not latest.is_file():
+            raise FileNotFoundError(f"nothing to resume: {latest} does not exist")
+        step_dir = self.state_dir / latest.read_text().strip()
+        meta = json.loads((step_dir / "state.json").read_text())
+        if meta["config"] != self.cfg.to_dict():
+            diff = {k: (v, self.cfg.to_dict().get(k)) for k, v in meta["config"].items() if self.cfg.to_dict().get(k) != v}
+            raise ConfigError(f"cannot resume {step_dir}: the run was started with other settings {diff}")
+        tensors = load_file(str(step_dir / "state.safetensors"))
+        self.trainable.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("param.")})
+        state: dict = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v.to(self.device)
+        for pid, sc in meta["opt_scalars"].items():
+            state.setdefault(int(pid), {}).update(sc)
+        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.step, self.history, self.best = meta["step"], meta["history"], meta["best"]
+
+    def save_result(self, metrics: dict) -> None:
+        if self.prompt is not None:
+            meta = PromptMeta(prompt=self.prompt.cfg, network=self.net.spec, composite=self.cfg.composite,
+                              depth_transform=self.model.transform, training=self.cfg.to_dict(), metrics=metrics)
+            save_prompt(self.cfg.out, self.prompt, meta)
+            return
+        out = Path(self.cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.net.model.save_pretrained(out, safe_serialization=True)
+        src = Path(self.net.spec.source) / "preprocessor_config.json"
+        if src.is_file():
+            (out / "preprocessor_config.json").write_text(src.read_text())
+        (out / "bgprompt_finetune.json").write_text(json.dumps({"base": self.net.spec.to_dict(),
+                                                                "training": self.cfg.to_dict(), "metrics": metrics}))
+
+    # --- loop --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        out: dict[str, list] = {}
+        for d, ds in enumerate(self.val_data.sets):
+            for chunk in np.array_split(np.array(val_items(len(ds), self.cfg.val_samples)), max(1, self.cfg.val_samples // 16)):
+                b = self.val_data.batch([(d, int(i)) for i in chunk], self.device)
+                depth = self.model(b["image"], b["mask"])["depth"]
+                for k, v in sample_metrics(depth.float(), b["depth"], b["mask"][:, 0], b["K"]).items():
+                    out.setdefault(k, []).extend(v.tolist())
+        m = {k: float(np.mean(v)) for k, v in out.items()}
+        m["collapse_fraction"] = m.pop("collapsed")
+        return m
+
+    def train_step(self) -> float:
+        cfg = self.cfg
+        items = batch_items(cfg.seed, self.step, [len(s) for s in self.train_data.sets], self.weights, cfg.batch)
+        b = self.train_data.batch(items, self.device)
+        for g in self.opt.param_groups:
+            g["lr"] = learning_rate(cfg, self.step)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+            depth = self.model(b["image"], b["mask"])["depth"]
+        loss, _ = object_depth_loss(depth.float(), b["depth"], b["mask"][:, 0], b["K"])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def run(self, resume: bool = False, kill_at: int | None = None) -> dict:
+        cfg = self.cfg
+        if resume:
+            self.load_state()
+            log.info("resumed at step %d", self.step)
+        writer = None
+        if cfg.logdir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(cfg.logdir)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.prompt}", unit="step")
+        t0 = time.perf_counter()
+        while self.step < cfg.steps:
+            loss = self.train_step()
+            self.step += 1
+            self.history.append({"step": self.step, "loss": loss})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if writer:
+                writer.add_scalar("train/loss", loss, self.step)
+                writer.add_scalar("train/lr", learning_rate(cfg, self.step - 1), self.step)
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                metrics = self.validate() if self.val_data else {"loss": float(np.mean([h["loss"] for h in self.history[-cfg.val_every:]]))}
+                metrics["step"] = self.step
+                self.history[-1]["val"] = metrics
+                self._log_val(metrics, writer)
+                key = cfg.select_by if cfg.select_by in metrics else "loss"
+                better = self.best is None or (metrics[key] < self.best[key] if LOWER_IS_BETTER[key] else metrics[key] > self.best[key])
+                if better:
+                    self.best = metrics
+                    self.save_result(metrics)
+                self.save_state()
+            if kill_at is not None and self.step == kill_at:  # for tests: die like a killed process
+                os.kill(os.getpid(), signal.SIGKILL)
+        bar.close()
+        if writer:
+            writer.close()
+        return {"best": self.best, "seconds": time.perf_counter() - t0, "history": self.history}
+
+    def _log_val(self, m: dict, writer) -> None:
+        text = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "step")
+        tqdm.write(f"step {self.step}: val {text}")
+        if m.get("collapse_fraction", 0) > self.cfg.collapse_warn:
+            msg = (f"WARNING: {100 * m['collapse_fraction']:.0f}% of validation objects have COLLAPSED to a nearly "
+                   f"constant depth (> {100 * self.cfg.collapse_warn:.0f}%): the prompt may be winning si-RMSE by "
+                   f"flattening objects through Eq. 2, not by better shape. Check shape_err and the flat reference.")
+            log.warning(msg)
+            tqdm.write(msg)
+        if writer:
+            for k, v in m.items():
+                if k != "step":
+                    writer.add_scalar(f"val/{k}", v, self.step)
+            if self.prompt is not None and self.val_data is not None:
+                b = self.val_data.batch([(0, 0)], self.device)
+                with torch.no_grad():
+                    writer.add_image("prompt", self.prompt(b["mask"], b["image"])[0].clamp(0, 1), self.step)
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
