@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dft import MatrixDFT
 from .config import FourierPromptConfig, PixelPromptConfig, PromptNetConfig
 from .unet import UNet
 
@@ -107,10 +108,14 @@ class PixelPrompt(Prompt):
         return bg.expand(mask.shape[0], -1, -1, -1)
 
 
-def mask_spectrum(x: torch.Tensor, side: int) -> torch.Tensor:
+def mask_spectrum(x: torch.Tensor, side: int, dft: MatrixDFT | None = None) -> torch.Tensor:
     """rfft2 of (N, C, H, W) as 2C real channels (real parts, then imaginary), zero-padded to side x side."""
-    spec = torch.fft.rfft2(x, norm="ortho")
-    chans = torch.cat([spec.real, spec.imag], dim=1)
+    if dft is None:
+        spec = torch.fft.rfft2(x, norm="ortho")
+        re, im = spec.real, spec.imag
+    else:
+        re, im = dft.rfft2(x)
+    chans = torch.cat([re, im], dim=1)
     pad_w, pad_h = side - chans.shape[-1], side - chans.shape[-2]
     return F.pad(chans, (0, pad_w, 0, pad_h))
 
@@ -140,6 +145,16 @@ class PromptNet(Prompt):
             in_ch, out_ch = in_img, 3
         self.unet = UNet(in_ch, out_ch, num_downs=cfg.num_downs, base_channels=cfg.base_channels)
         self.bias = FourierPrompt(cfg.bias_config()) if cfg.bias else None
+        self.dft: MatrixDFT | None = None  # set by ``for_export``: DFTs as matrix products
+        self.bias_image: torch.Tensor | None = None
+
+    def for_export(self) -> "PromptNet":
+        """Make the graph free of FFT ops (TensorRT has no DFT): matrix DFTs, the bias baked as an image."""
+        self.dft = MatrixDFT(self.cfg.height, self.cfg.width)
+        if self.bias is not None:
+            with torch.no_grad():
+                self.bias_image = self.bias.image().detach().clone()
+        return self
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -157,14 +172,17 @@ class PromptNet(Prompt):
         size_in = tuple(mask.shape[-2:])
         x = _resize(self._input(mask, image), (h, w))
         if self.cfg.space == "fourier":
-            out = self.unet(mask_spectrum(x, self.side))[..., :h, : w // 2 + 1]
-            spec = torch.stack([out[:, :3], out[:, 3:]], dim=-1)
-            bg = torch.sigmoid(self.cfg.gain * spectrum_to_logits(spec, (h, w), 1.0))
+            out = self.unet(mask_spectrum(x, self.side, self.dft))[..., :h, : w // 2 + 1]
+            if self.dft is None:
+                logits = spectrum_to_logits(torch.stack([out[:, :3], out[:, 3:]], dim=-1), (h, w), 1.0)
+            else:
+                logits = self.dft.irfft2(out[:, :3], out[:, 3:])
+            bg = torch.sigmoid(self.cfg.gain * logits)
         else:
             x = F.pad(x, (0, self.side - w, 0, self.side - h))
             bg = torch.sigmoid(self.unet(x)[..., :h, :w])
         if self.bias is not None:
-            bg = 0.5 * (bg + self.bias.image())
+            bg = 0.5 * (bg + (self.bias.image() if self.bias_image is None else self.bias_image))
         return _resize(bg, size_in)
 
 

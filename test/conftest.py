@@ -30,3 +30,22 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny Depth Anything (random weights) saved in Hugging Face layout, 56x56 input."""
+    import json
+
+    import torch
+
+    from bgprompt_core.adapters import build_depth_net
+    from bgprompt_core.model_configs import small_config
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    torch.manual_seed(0)
+    cfg, spec, _ = small_config("depth_anything")
+    build_depth_net(cfg, spec).model.save_pretrained(root)
+    (root / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "size": {"height": 56, "width": 56}}))
+    return root

@@ -129,6 +129,83 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimator_config(args: argparse.Namespace):
+    from bgprompt_core.estimator import EstimatorConfig
+
+    return EstimatorConfig(model=args.model, prompt=args.prompt, backend=args.backend, onnx=args.onnx,
+                           device=args.device, precision=args.precision, scale=args.scale,
+                           recenter=args.recenter, segmentation="rembg" if args.rembg else "none",
+                           rembg_model=args.rembg or "u2net", local_only=not args.allow_download)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from bgprompt_core.estimator import ObjectDepthEstimator
+
+    from .figures import side_view, write_png
+    from .ply import write_ply
+    from .render.preview import depth_to_color
+
+    if args.mask and len(args.mask) != len(args.images):
+        raise ValueError(f"{len(args.images)} images but {len(args.mask)} masks: give one mask per image")
+    fx, fy, cx, cy = args.intrinsics
+    K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    est = ObjectDepthEstimator(_estimator_config(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(args.images):
+        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read image {path}")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        mask = None
+        if args.mask:
+            mask = cv2.imread(args.mask[i], cv2.IMREAD_UNCHANGED)
+            if mask is None:
+                raise FileNotFoundError(f"cannot read mask {args.mask[i]}")
+            mask = mask[..., 0] if mask.ndim == 3 else mask
+        res = est.estimate(rgb, K, mask)
+        stem = Path(path).stem
+        np.save(out / f"{stem}_depth.npy", res.depth)
+        write_png(out / f"{stem}_depth.png", depth_to_color(np.nan_to_num(res.depth), res.valid))
+        write_ply(out / f"{stem}.ply", res.points[res.valid], rgb[res.valid])
+        if mask is not None:
+            write_png(out / f"{stem}_composite.png", est.composite_preview(rgb, mask))
+        import torch
+
+        write_png(out / f"{stem}_side.png", side_view(torch.from_numpy(np.nan_to_num(res.depth)), torch.from_numpy(K),
+                                                      torch.from_numpy(res.valid.astype(np.float32)),
+                                                      torch.from_numpy(rgb).permute(2, 0, 1).float() / 255, 256))
+        print(f"{path}: {len(res.object_ids)} object(s), {int(res.valid.sum())} points ({res.units}), "
+              f"network {res.timing_ms['network']:.0f} ms, total {res.timing_ms['total']:.0f} ms -> {out}/{stem}_*")
+        for w in res.warnings:
+            print(f"  warning: {w}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from bgprompt_core.estimator import EstimatorConfig
+    from bgprompt_core.export import export_onnx
+    from bgprompt_core.runtime import build_model
+
+    cfg = EstimatorConfig(model=args.model, prompt=args.prompt, backend="onnxruntime", precision=args.precision,
+                          local_only=not args.allow_download)
+    model = build_model(cfg)
+    size = model.net.spec.input_size[0]
+    onnx_path = Path(args.out) if args.format == "onnx" else Path(args.out).with_suffix(".onnx")
+    export_onnx(model, onnx_path, size, max_batch=args.max_batch, half=args.precision == "fp16")
+    print(f"exported {model.net.spec.name} + prompt {args.prompt} ({size}x{size}, batch 1..{args.max_batch}, "
+          f"{args.precision}) -> {onnx_path}")
+    if args.format == "tensorrt":
+        from bgprompt_core.tensorrt_backend import build_engine
+
+        engine = build_engine(onnx_path, Path(args.out).parent, args.precision, size, args.max_batch)
+        print(f"TensorRT engine: {engine}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -278,6 +355,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure-count", type=int, default=4, help="samples per data set in the figures")
     p.add_argument("--local-only", action="store_true", help="never touch the network for model files")
     p.set_defaults(func=_cmd_eval)
+
+    def runtime_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", default="mini", help="depth network (default: the embedded `mini`)")
+        p.add_argument("--prompt", default="default",
+                       help="prompt checkpoint, 'default' (the model's shipped prompt) or 'none' (white background)")
+        p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+        p.add_argument("--allow-download", action="store_true", help="let transformers fetch hub models")
+
+    p = sub.add_parser("predict", help="object depth and point clouds for image files",
+                       description="Run the object-depth pipeline (the one the ROS node uses) on images: writes "
+                                   "depth (.npy float32, NaN outside objects, and a colour PNG), the object point "
+                                   "cloud (.ply with colour), the composite the network saw and a side view.")
+    p.add_argument("images", nargs="+", help="RGB images")
+    p.add_argument("--mask", nargs="+", help="one mask per image (binary, soft or instance labels)")
+    p.add_argument("--rembg", metavar="MODEL", help="segment with this rembg model when no mask is given")
+    p.add_argument("--intrinsics", nargs=4, type=float, required=True, metavar=("FX", "FY", "CX", "CY"))
+    runtime_args(p)
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch")
+    p.add_argument("--onnx", help="exported graph for onnxruntime / tensorrt (default: exported on first use)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--scale", choices=["relative", "metric"], default="relative")
+    p.add_argument("--recenter", action="store_true", help="re-centre each object by a virtual camera")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="export prompt + network to ONNX (and build a TensorRT engine)",
+                       description="Export the deployable graph: image and mask in, object depth out (Eq. 1 + frozen "
+                                   "network + Eq. 2), dynamic batch for several objects. The 1-BG prompt is baked in "
+                                   "as a constant image and PNet uses matrix DFTs, so TensorRT can build it. With "
+                                   "--format tensorrt the engine is built and cached next to --out (needs a GPU).")
+    runtime_args(p)
+    p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--out", required=True, help="output .onnx (or engine directory stem for tensorrt)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="run the main job on the embedded default and write a report",
                        description="Run the end-to-end demonstration offline and write its outputs under --out.")

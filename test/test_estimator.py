@@ -1,0 +1,273 @@
+"""ObjectDepthEstimator: geometry of the letterbox and its inverse, fusion, alignment, bad input, backends."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bgprompt_core.adapters import load_depth_net
+from bgprompt_core.alignment import fit_to_sensor
+from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator, backproject_np, split_mask
+from bgprompt_core.geometry import Letterbox
+from bgprompt_core.segmentation import RembgSegmenter, clean_mask
+from bgprompt_core.tensorrt_backend import key_id, rebuild_reason
+
+K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
+S = 64
+
+
+class Spec:
+    input_size = (S, S)
+    output_kind = "relative_disparity"
+    name = "fake"
+
+
+class ColumnBackend:
+    """Depth = the network-input column index + 1 (a linear function: interpolation reproduces it exactly)."""
+
+    name = "fake"
+
+    def run(self, image, mask):
+        n = image.shape[0]
+        return np.broadcast_to(np.arange(S, dtype=np.float32)[None, None, :] + 1, (n, S, S)).copy()
+
+
+class ObjectBackend:
+    """Depth = 1 + object index in the batch, everywhere."""
+
+    name = "fake"
+
+    def run(self, image, mask):
+        return np.stack([np.full((S, S), 1.0 + k, np.float32) for k in range(image.shape[0])])
+
+
+def _est(backend, **kw):
+    return ObjectDepthEstimator(EstimatorConfig(**kw), backend=backend, spec=Spec(), model=None)
+
+
+def _frame(h=240, w=320):
+    img = np.full((h, w, 3), 255, np.uint8)
+    labels = np.zeros((h, w), np.uint16)
+    labels[60:140, 40:120] = 3
+    labels[100:200, 180:300] = 7
+    img[labels > 0] = (40, 90, 160)
+    return img, labels
+
+
+def test_letterbox_inverse_maps_pixels_exactly():
+    img, labels = _frame()
+    res = _est(ColumnBackend()).estimate(img, K, (labels > 0).astype(np.uint8))
+    lb = Letterbox(240, 320, S, S)
+    top, left = lb.offset
+    v, u = np.nonzero(res.valid)
+    expected = lb.scale * (u + 0.5) - 0.5 + left + 1  # the network column each input pixel maps to, + 1
+    assert np.abs(res.depth[v, u] - expected).max() < 1e-3
+    assert np.isnan(res.depth[labels == 0]).all() and res.units == "relative"
+
+
+def test_instances_are_batched_and_fused_by_id_with_nan_elsewhere():
+    img, labels = _frame()
+    res = _est(ObjectBackend()).estimate(img, K, labels)
+    assert res.object_ids == [3, 7]
+    interior3 = cv2.erode((labels == 3).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    interior7 = cv2.erode((labels == 7).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert (res.depth[interior3] == 1.0).all() and (res.depth[interior7] == 2.0).all()
+    assert (res.instance[interior3] == 3).all() and (res.instance[interior7] == 7).all()
+    assert np.isnan(res.depth[labels == 0]).all() and (res.instance[labels == 0] == 0).all()
+    # organized points are exactly the back-projection of the published depth
+    v, u = np.nonzero(res.valid)
+    z = res.depth[v, u]
+    assert np.allclose(res.points[v, u, 0], (u - K[0, 2]) / K[0, 0] * z, atol=1e-5)
+    assert np.allclose(res.points[v, u, 1], (v - K[1, 2]) / K[1, 1] * z, atol=1e-5)
+    assert np.isnan(res.points[~res.valid]).all()
+    assert set(res.timing_ms) == {"preprocess", "network", "postprocess", "total"}
+
+
+def test_align_to_sensor_recovers_scale_despite_holes_and_outliers():
+    img, labels = _frame()
+    mask = labels == 7
+    rng = np.random.default_rng(0)
+    pred = ObjectBackend().run(np.zeros((1, 3, S, S), np.float32), None)[0, 0, 0]  # 1.0
+    sensor = np.full(mask.shape, np.nan, np.float32)
+    sensor[mask] = 2.5 * pred + rng.normal(0, 0.002, mask.sum())
+    holes = mask & (rng.random(mask.shape) < 0.4)
+    sensor[holes] = 0  # RGB-D holes
+    flying = mask & ~holes & (rng.random(mask.shape) < 0.05)
+    sensor[flying] = 9.0  # flying pixels / reflections
+    res = _est(ObjectBackend(), scale="align-to-sensor").estimate(img, K, mask.astype(np.uint8), sensor)
+    fit = res.alignment[1]
+    assert fit.scale == pytest.approx(2.5, rel=2e-3)
+    assert fit.coverage == pytest.approx(1 - holes.sum() / mask.sum(), abs=0.02)
+    assert res.units == "metres" and np.nanmedian(res.depth) == pytest.approx(2.5, rel=2e-3)
+    # scale + shift on an affine relation
+    d = np.linspace(1, 2, 400, dtype=np.float32).reshape(20, 20)
+    ss = fit_to_sensor(d, 0.5 * d + 0.3, np.ones((20, 20), bool), "scale-shift")
+    assert ss.scale == pytest.approx(0.5, abs=1e-4) and ss.shift == pytest.approx(0.3, abs=1e-4)
+    assert fit_to_sensor(d, np.zeros_like(d), np.ones((20, 20), bool)) is None  # no valid sensor pixel
+
+
+@pytest.mark.parametrize("case,msg", [
+    ("float image", "uint8"), ("mask size", "mask is"), ("nan K", "NaN"), ("zero K", "focal"),
+    ("empty mask", "empty mask"), ("tiny", "too small"), ("no mask", "segmentation is off"),
+])
+def test_bad_input_is_a_clear_error(case, msg):
+    img, labels = _frame()
+    mask, k = (labels > 0).astype(np.uint8), K.copy()
+    if case == "float image":
+        img = img.astype(np.float32)
+    elif case == "mask size":
+        mask = mask[:100]
+    elif case == "nan K":
+        k[0, 2] = np.nan
+    elif case == "zero K":
+        k[0, 0] = 0
+    elif case == "empty mask":
+        mask[:] = 0
+    elif case == "tiny":
+        img, mask = img[:1, :1], mask[:1, :1]
+    elif case == "no mask":
+        mask = None
+    with pytest.raises(InputError, match=msg):
+        _est(ObjectBackend()).estimate(img, k, mask)
+
+
+def test_split_mask_kinds():
+    soft = np.zeros((20, 20), np.float32)
+    soft[5:15, 5:15] = 0.8
+    (oid, s, b), = split_mask(soft, 0.5, 4)
+    assert oid == 1 and s.max() == pytest.approx(0.8) and b.sum() == 100
+    assert len(split_mask(np.where(soft > 0, 255, 0).astype(np.uint8), 0.5, 4)) == 1
+    with pytest.raises(InputError, match="soft mask"):
+        split_mask(soft * 3, 0.5, 4)
+
+
+def test_recenter_path_returns_depth_on_the_object(tiny_model_dir, tmp_path):
+    img, labels = _frame()
+    est = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none", recenter=True))
+    res = est.estimate(img, K, labels)
+    for oid in (3, 7):
+        inner = cv2.erode((labels == oid).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        assert res.valid[inner].mean() > 0.95
+    assert not res.valid[labels == 0].any()
+
+
+def test_torch_and_onnxruntime_agree(tiny_model_dir, tmp_path):
+    from bgprompt_core.checkpoint import PromptMeta, save_prompt
+    from bgprompt_core.config import FourierPromptConfig
+    from bgprompt_core.prompts import FourierPrompt
+
+    torch.manual_seed(1)
+    # a random tiny network outputs ~1e-7 as a difference of O(1) activations: ill-conditioned, so any two
+    # float implementations differ after Eq. 2. Condition it: the last convolution gets gain and a bias.
+    net = load_depth_net(str(tiny_model_dir), local_only=True)
+    with torch.no_grad():
+        net.model.head.conv3.weight.mul_(1e4)
+        net.model.head.conv3.bias.fill_(1.0)
+    net.model.save_pretrained(tmp_path / "net")
+    (tmp_path / "net" / "preprocessor_config.json").write_text((tiny_model_dir / "preprocessor_config.json").read_text())
+    tiny_model_dir = tmp_path / "net"
+    spec = load_depth_net(str(tiny_model_dir), local_only=True).spec
+    cfg = FourierPromptConfig(height=56, width=56)
+    prompt = FourierPrompt(cfg)
+    with torch.no_grad():
+        prompt.spectrum.mul_(30)
+    ckpt = save_prompt(tmp_path / "p.safetensors", prompt, PromptMeta(prompt=cfg, network=spec))
+    img, labels = _frame()
+    common = dict(model=str(tiny_model_dir), prompt=str(ckpt), cache_dir=str(tmp_path / "cache"))
+    a = ObjectDepthEstimator(EstimatorConfig(backend="torch", **common)).estimate(img, K, labels)
+    onnx_est = ObjectDepthEstimator(EstimatorConfig(backend="onnxruntime", **common))
+    b = onnx_est.estimate(img, K, labels)
+    assert list((tmp_path / "cache").glob("*.onnx"))  # exported once into the cache
+    assert np.array_equal(a.valid, b.valid)
+    # tolerance 1e-4 relative: float32 differences of the two runtimes (~1e-6) grow through Eq. 2's division
+    assert np.allclose(a.depth[a.valid], b.depth[b.valid], rtol=1e-4, atol=1e-5)
+    assert a.depth[a.valid].std() > 0.1  # a non-trivial depth map was compared
+
+
+def test_tensorrt_cache_key_says_why_it_rebuilds(tmp_path):
+    key = {"onnx_sha256": "abc", "precision": "fp16", "tensorrt": "10.13.0", "gpu": "Orin", "compute_capability": "8.7"}
+    meta = tmp_path / "e.json"
+    assert rebuild_reason(meta, key) == "no cached engine"
+    meta.write_text(json.dumps(key))
+    assert rebuild_reason(meta, key) is None
+    moved = {**key, "gpu": "RTX 4090", "compute_capability": "8.9"}
+    reason = rebuild_reason(meta, moved)
+    assert "Orin" in reason and "RTX 4090" in reason and key_id(moved) != key_id(key)
+    meta.write_text("{corrupt")
+    assert "corrupt" in rebuild_reason(meta, key)
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_matches_onnxruntime(tiny_model_dir, tmp_path):
+    pytest.importorskip("tensorrt", reason="tensorrt is not installed")
+    img, labels = _frame()
+    common = dict(model=str(tiny_model_dir), prompt="none", cache_dir=str(tmp_path))
+    a = ObjectDepthEstimator(EstimatorConfig(backend="onnxruntime", **common)).estimate(img, K, labels)
+    b = ObjectDepthEstimator(EstimatorConfig(backend="tensorrt", **common)).estimate(img, K, labels)
+    assert np.allclose(a.depth[a.valid], b.depth[a.valid], rtol=1e-2)
+    engines = list(tmp_path.glob("*.engine"))
+    assert len(engines) == 1
+    ObjectDepthEstimator(EstimatorConfig(backend="tensorrt", **common))  # second start reuses the engine
+    assert list(tmp_path.glob("*.engine")) == engines
+
+
+def test_clean_mask_keeps_largest_component_and_fills_holes():
+    prob = np.zeros((40, 40), np.float32)
+    prob[5:30, 5:30] = 0.9
+    prob[12:18, 12:18] = 0.1  # a hole
+    prob[35:38, 35:38] = 0.9  # a speck
+    m = clean_mask(prob)
+    assert m[15, 15] and not m[36, 36] and m.sum() == 25 * 25
+
+
+def test_rembg_missing_model_names_the_expected_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    with pytest.raises(Exception, match=str(tmp_path / "models" / "u2net" / "u2net.onnx")):
+        RembgSegmenter("u2net")
+
+
+def test_rembg_custom_model_segments_offline(tmp_path, monkeypatch):
+    pytest.importorskip("rembg")
+
+    class Darkness(torch.nn.Module):  # foreground = dark pixels; a stand-in U-2-Net with the same I/O
+        def forward(self, x):
+            return (-x.mean(1, keepdim=True)).repeat(1, 1, 1, 1)
+
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    onnx_path = tmp_path / "dark.onnx"
+    torch.onnx.export(Darkness(), (torch.rand(1, 3, 320, 320),), str(onnx_path), input_names=["input"],
+                      output_names=["output"], dynamo=False, opset_version=17)
+    seg = RembgSegmenter(str(onnx_path))
+    img = np.full((120, 160, 3), 250, np.uint8)
+    img[30:90, 40:120] = 20
+    mask = seg(img)
+    truth = np.zeros((120, 160), bool)
+    truth[30:90, 40:120] = True
+    assert (mask == truth).mean() > 0.97
+
+
+def test_predict_cli_writes_depth_cloud_and_images(tiny_model_dir, tmp_path):
+    from bgprompt_training.ply import read_ply
+
+    img, labels = _frame()
+    cv2.imwrite(str(tmp_path / "f.png"), img[..., ::-1])
+    cv2.imwrite(str(tmp_path / "m.png"), (labels > 0).astype(np.uint8) * 255)
+    exe = Path(sys.executable).parent / "bgprompt"
+    proc = subprocess.run([str(exe), "predict", str(tmp_path / "f.png"), "--mask", str(tmp_path / "m.png"),
+                           "--intrinsics", "300", "300", "159.5", "119.5", "--model", str(tiny_model_dir),
+                           "--prompt", "none", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    depth = np.load(tmp_path / "out" / "f_depth.npy")
+    assert depth.shape == (240, 320) and np.isnan(depth[labels == 0]).all()
+    pts, cols = read_ply(tmp_path / "out" / "f.ply")
+    valid = np.isfinite(depth)
+    assert len(pts) == valid.sum() and np.allclose(pts, backproject_np(depth, K)[valid], atol=1e-5)
+    assert (cols == img[valid]).all()
+    for name in ("f_depth.png", "f_composite.png", "f_side.png"):
+        assert cv2.imread(str(tmp_path / "out" / name)) is not None
