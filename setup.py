@@ -41,6 +41,7 @@ setup(
     entry_points={
         "console_scripts": [
             "bgprompt = bgprompt_training.cli:main",
+            "object_depth_node = bgprompt_ros.node:main",
         ],
     },
 )

@@ -206,6 +206,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_assets(args: argparse.Namespace) -> int:
+    from .assets import OBJECTS, real_meshes
+
+    out = real_meshes(args.out, args.wheel)
+    print(f"extracted {len(OBJECTS)} real meshes (z-up) -> {out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -390,6 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--out", required=True, help="output .onnx (or engine directory stem for tensorrt)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("assets", help="fetch real textured meshes (pybullet's objects) for out-of-distribution tests",
+                       description="Download the pybullet wheel from the package index with pip and extract a fixed "
+                                   "list of object meshes (duck, bunny, teddy, mug, domino, jenga, lego, tray, torus, "
+                                   "soccer ball and 30 random shapes) with their materials. Render them with "
+                                   "`bgprompt render objects --meshes DIR --mesh-up z`.")
+    p.add_argument("kind", choices=["real-meshes"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--wheel", help="use this pybullet wheel instead of downloading it")
+    p.set_defaults(func=_cmd_assets)
 
     p = sub.add_parser("demo", help="run the main job on the embedded default and write a report",
                        description="Run the end-to-end demonstration offline and write its outputs under --out.")

@@ -1,0 +1,147 @@
+"""numpy <-> sensor_msgs conversions without cv_bridge or sensor_msgs_py.
+
+cv_bridge and sensor_msgs_py do not install on our machines and cv_bridge breaks under NumPy 2 on many
+robots, so this module does what they do, byte-compatible with them and with depth_image_proc:
+- images: rgb8, bgr8, rgba8, bgra8, mono8, mono16, 16UC1, 32SC1, 32FC1, honouring ``step`` padding and
+  ``is_bigendian``; zero-copy views where the layout allows;
+- depth out: 32FC1 in metres with NaN for "no measurement" (REP 118), never 0;
+- clouds: PointCloud2 with x, y, z float32 (point_step 16, padded like depth_image_proc) and optionally
+  rgb packed as a float (point_step 32), built from one contiguous buffer (no per-point Python).
+The functions take and return plain values so they work with rclpy messages and with rosbags' classes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+ENCODINGS = {  # encoding -> (dtype, channels)
+    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
+    "mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1),
+    "32SC1": (np.int32, 1), "32FC1": (np.float32, 1),
+}
+COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+# PointField datatypes (sensor_msgs/PointField)
+FLOAT32, UINT32 = 7, 6
+
+
+class ConversionError(ValueError):
+    """A message that cannot be decoded as claimed; the message says what is wrong."""
+
+
+def image_to_array(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> np.ndarray:
+    """Decode sensor_msgs/Image fields to an (H, W) or (H, W, C) array (a view when possible)."""
+    if encoding not in ENCODINGS:
+        raise ConversionError(f"unsupported image encoding {encoding!r}; expected one of {sorted(ENCODINGS)}")
+    dtype, channels = ENCODINGS[encoding]
+    itemsize = np.dtype(dtype).itemsize
+    row = width * channels * itemsize
+    if height <= 0 or width <= 0:
+        raise ConversionError(f"image has no pixels ({width}x{height})")
+    if step < row:
+        raise ConversionError(f"step {step} is smaller than a row of {width} x {encoding} ({row} bytes)")
+    buf = memoryview(data).cast("B") if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
+    if len(buf) < step * (height - 1) + row:
+        raise ConversionError(f"data has {len(buf)} bytes, {encoding} {width}x{height} with step {step} needs "
+                              f"{step * (height - 1) + row}")
+    raw = np.frombuffer(buf, np.uint8, count=step * (height - 1) + row)
+    if step != row:  # drop the row padding (one copy); otherwise a zero-copy view
+        raw = np.lib.stride_tricks.as_strided(raw, shape=(height, row), strides=(step, 1)).copy().reshape(-1)
+    wire = np.dtype(dtype).newbyteorder(">" if is_bigendian else "<")
+    arr = raw.view(wire).reshape((height, width, channels) if channels > 1 else (height, width))
+    return arr if wire == np.dtype(dtype) or itemsize == 1 else arr.astype(dtype)
+
+
+def to_rgb(encoding: str, arr: np.ndarray) -> np.ndarray:
+    """Any colour encoding -> contiguous (H, W, 3) uint8 RGB."""
+    if encoding == "rgb8":
+        return np.ascontiguousarray(arr)
+    if encoding == "bgr8":
+        return np.ascontiguousarray(arr[..., ::-1])
+    if encoding == "rgba8":
+        return np.ascontiguousarray(arr[..., :3])
+    if encoding == "bgra8":
+        return np.ascontiguousarray(arr[..., 2::-1])
+    if encoding in ("mono8", "8UC1"):
+        return np.repeat(arr[..., None], 3, axis=2)
+    raise ConversionError(f"{encoding!r} is not a colour encoding; expected one of {COLOR_ENCODINGS}")
+
+
+def to_mask(encoding: str, arr: np.ndarray) -> np.ndarray:
+    """mono8 0/255 or 0/1 -> bool; 16UC1 / 32SC1 -> instance labels (uint16 / int32)."""
+    if encoding in ("mono8", "8UC1"):
+        return arr > 0
+    if encoding in ("16UC1", "mono16", "32SC1"):
+        return np.ascontiguousarray(arr)
+    raise ConversionError(f"mask encoding {encoding!r} not supported: use mono8 (binary) or 16UC1/32SC1 (labels)")
+
+
+def to_sensor_depth(encoding: str, arr: np.ndarray) -> np.ndarray:
+    """RGB-D depth -> float32 metres with NaN for no measurement (16UC1 millimetres 0 = invalid; 32FC1 m)."""
+    if encoding in ("16UC1", "mono16"):
+        out = arr.astype(np.float32) * np.float32(0.001)
+        out[arr == 0] = np.nan
+        return out
+    if encoding == "32FC1":
+        out = np.array(arr, np.float32, copy=True)
+        out[~np.isfinite(out) | (out <= 0)] = np.nan
+        return out
+    raise ConversionError(f"depth encoding {encoding!r} not supported: use 16UC1 (mm) or 32FC1 (m)")
+
+
+def camera_matrix(k: list | np.ndarray, width: int, height: int, image_shape: tuple[int, int]) -> np.ndarray:
+    """CameraInfo.k -> 3x3, validated against the image it belongs to."""
+    K = np.asarray(k, np.float64).reshape(3, 3)
+    if not np.isfinite(K).all():
+        raise ConversionError("camera_info K contains NaN or inf")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ConversionError(f"camera_info K has non-positive focal lengths (fx={K[0, 0]}, fy={K[1, 1]}); "
+                              "is the camera calibrated?")
+    h, w = image_shape
+    if (width, height) != (0, 0) and (width, height) != (w, h):
+        raise ConversionError(f"camera_info is for {width}x{height}, the image is {w}x{h}")
+    return K
+
+
+def depth_image_bytes(depth: np.ndarray) -> tuple[str, int, bytes]:
+    """32FC1 metres with NaN for invalid: (encoding, step, data)."""
+    d = np.ascontiguousarray(depth, dtype="<f4")
+    return "32FC1", d.shape[1] * 4, d.tobytes()
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) -> float32 whose bits are 0x00RRGGBB, as PCL / depth_image_proc pack them."""
+    rgb = rgb.astype(np.uint32)
+    return ((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]).view(np.float32)
+
+
+def cloud_fields(with_rgb: bool) -> tuple[list[tuple[str, int, int, int]], int]:
+    """[(name, offset, datatype, count)], point_step: x y z (+ pad) [rgb + pad] like depth_image_proc."""
+    fields = [("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1)]
+    if with_rgb:
+        fields.append(("rgb", 16, FLOAT32, 1))
+        return fields, 32
+    return fields, 16
+
+
+def cloud_bytes(points: np.ndarray, rgb: np.ndarray | None = None, organized: bool = True,
+                valid: np.ndarray | None = None) -> tuple[int, int, bool, int, bytes]:
+    """(height, width, is_dense, point_step, data) of a PointCloud2 from (H, W, 3) points.
+
+    Organized: H x W, NaN for invalid points, is_dense False. Dense: 1 x N valid points only, is_dense True.
+    """
+    _, step = cloud_fields(rgb is not None)
+    h, w = points.shape[:2]
+    if valid is None:
+        valid = np.isfinite(points).all(-1)
+    if organized:
+        buf = np.zeros((h, w, step // 4), np.float32)
+        buf[..., :3] = points
+        buf[~valid, :3] = np.nan
+        if rgb is not None:
+            buf[..., 4] = pack_rgb(rgb)
+        return h, w, False, step, buf.tobytes()
+    n = int(valid.sum())
+    buf = np.zeros((n, step // 4), np.float32)
+    buf[:, :3] = points[valid]
+    if rgb is not None:
+        buf[:, 4] = pack_rgb(rgb[valid])
+    return 1, n, True, step, buf.tobytes()

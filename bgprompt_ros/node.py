@@ -1,0 +1,317 @@
+"""``object_depth_node``: a managed (lifecycle) rclpy node over bgprompt_core's ObjectDepthEstimator.
+
+configure: load the model / build or load the TensorRT engine, create publishers.
+activate: subscribe (image, camera_info, mask, sensor_depth as configured).
+deactivate / cleanup: unsubscribe / release. ``autostart`` runs configure + activate at start.
+
+Subscription callbacks only decode stamps and feed the synchronizer; matched frames go into a
+latest-only slot that a worker thread drains, so inference never backs up DDS; frames superseded
+before processing are counted as drops. Every output carries the input image's header.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections import deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+
+from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator
+
+from . import conversions as cv
+from .sync import Synchronizer
+
+S, I, D, B = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_DOUBLE, \
+    ParameterType.PARAMETER_BOOL
+# name: (default, type, description, allowed values or None, needs reload)
+PARAMETERS = {
+    "model": ("mini", S, "depth network: registry name, hub id or local directory", None, True),
+    "prompt": ("default", S, "prompt checkpoint, 'default' (shipped with the model) or 'none' (white)", None, True),
+    "backend": ("torch", S, "inference backend", ("torch", "onnxruntime", "tensorrt"), True),
+    "device": ("auto", S, "torch device: auto, cpu, cuda, cuda:N", None, True),
+    "precision": ("fp32", S, "network precision", ("fp32", "fp16"), True),
+    "engine_cache_dir": ("~/.cache/bgprompt", S, "where exported ONNX graphs and TensorRT engines are cached", None, True),
+    "onnx": ("", S, "an exported graph to use instead of exporting on first start", None, True),
+    "segmentation": ("mask_topic", S, "where object masks come from", ("mask_topic", "rembg"), True),
+    "rembg_model": ("u2net", S, "rembg model name (installed under U2NET_HOME) or .onnx path", None, True),
+    "sync_mode": ("exact", S, "time synchronization of the inputs", ("exact", "approximate"), True),
+    "sync_slop": (0.05, D, "approximate sync: max stamp difference in seconds", None, True),
+    "queue_size": (10, I, "per-topic synchronizer queue and subscription depth", None, True),
+    "scale": ("relative", S, "relative (up to scale), metric (metric networks) or align-to-sensor (RGB-D)",
+              ("relative", "metric", "align-to-sensor"), True),
+    "align": ("scale", S, "align-to-sensor fit", ("scale", "scale-shift"), True),
+    "recenter": (False, B, "re-centre each object by a virtual camera before the network", None, True),
+    "max_depth": (0.0, D, "drop points farther than this (0: no limit)", None, False),
+    "cloud_mode": ("organized", S, "organized HxW with NaN, or dense object points only", ("organized", "dense"), False),
+    "cloud_rgb": (True, B, "add an rgb field packed as in depth_image_proc", None, False),
+    "publish_composite": (True, B, "publish the composite debug image when someone subscribes", None, False),
+    "sub_reliability": ("best_effort", S, "subscription reliability (sensor data QoS by default)",
+                        ("best_effort", "reliable"), True),
+    "pub_depth": (5, I, "publisher queue depth (reliable)", None, True),
+    "diagnostics_period": (1.0, D, "seconds between /diagnostics messages", None, True),
+    "autostart": (True, B, "configure and activate at start (plain, unmanaged use)", None, False),
+}
+
+
+class ObjectDepthNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__("object_depth", **kwargs)
+        for name, (default, ptype, desc, allowed, reload) in PARAMETERS.items():
+            text = desc + (f"; one of {list(allowed)}" if allowed else "") + ("; needs cleanup+configure" if reload else "")
+            self.declare_parameter(name, default, ParameterDescriptor(name=name, type=ptype, description=text))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.estimator: ObjectDepthEstimator | None = None
+        self.subs: list = []
+        self.pubs: dict = {}
+        self.sync: Synchronizer | None = None
+        self._slot = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.counters = {"processed": 0, "dropped_overload": 0, "skipped_bad_input": 0, "errors": 0}
+        self.latencies: deque = deque(maxlen=200)
+        self.done_times: deque = deque(maxlen=200)
+        self.network_ms: deque = deque(maxlen=200)
+        self.last_problem = ""
+        self._sub_group = MutuallyExclusiveCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._diag_timer = None
+
+    # --- parameters ---------------------------------------------------------------------------
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for prm in params:
+            if prm.name not in PARAMETERS:
+                continue
+            default, _, _, allowed, reload = PARAMETERS[prm.name]
+            v = prm.value
+            if allowed and v not in allowed:
+                return SetParametersResult(successful=False, reason=f"{prm.name} must be one of {list(allowed)}, got {v!r}")
+            if prm.name in ("sync_slop", "max_depth", "diagnostics_period") and (not math.isfinite(v) or v < 0):
+                return SetParametersResult(successful=False, reason=f"{prm.name} must be a finite number >= 0")
+            if prm.name in ("queue_size", "pub_depth") and v < 1:
+                return SetParametersResult(successful=False, reason=f"{prm.name} must be >= 1")
+            if prm.name == "diagnostics_period" and v == 0:
+                return SetParametersResult(successful=False, reason="diagnostics_period must be > 0")
+            if reload and self.estimator is not None:
+                self.get_logger().warning(f"parameter {prm.name} changed: takes effect after cleanup + configure")
+        return SetParametersResult(successful=True)
+
+    def estimator_config(self) -> EstimatorConfig:
+        return EstimatorConfig(
+            model=self.p("model"), prompt=self.p("prompt"), backend=self.p("backend"), onnx=self.p("onnx") or None,
+            cache_dir=self.p("engine_cache_dir"), device=self.p("device"), precision=self.p("precision"),
+            scale=self.p("scale"), align=self.p("align"), recenter=self.p("recenter"),
+            segmentation="rembg" if self.p("segmentation") == "rembg" else "none", rembg_model=self.p("rembg_model"),
+            max_depth=self.p("max_depth") or math.inf)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            t0 = time.perf_counter()
+            self.estimator = ObjectDepthEstimator(self.estimator_config())
+            spec = self.estimator.spec
+            self.get_logger().info(f"loaded {spec.name} ({spec.output_kind}, {spec.input_size[0]}x{spec.input_size[1]}) "
+                                   f"prompt={self.p('prompt')} backend={self.p('backend')} in "
+                                   f"{time.perf_counter() - t0:.1f} s; depth units: "
+                                   f"{'metres' if self.p('scale') != 'relative' else 'relative (up to scale)'}")
+        except Exception as exc:  # a bad config must fail the transition with the reason, not crash
+            self.get_logger().error(f"configure failed: {exc}")
+            self.estimator = None
+            return TransitionCallbackReturn.FAILURE
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p("pub_depth"), reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = {
+            "depth": self.create_publisher(Image, "object_depth", qos),
+            "info": self.create_publisher(CameraInfo, "object_depth/camera_info", qos),
+            "cloud": self.create_publisher(PointCloud2, "object_points", qos),
+            "composite": self.create_publisher(Image, "composite", qos),
+            "diag": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+        }
+        self._diag_timer = self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics,
+                                             callback_group=self._timer_group)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        topics = ["image", "camera_info"]
+        if self.p("segmentation") == "mask_topic":
+            topics.append("mask")
+        if self.p("scale") == "align-to-sensor":
+            topics.append("sensor_depth")
+        self.sync = Synchronizer(topics, self.p("sync_mode"), self.p("sync_slop"), self.p("queue_size"))
+        reliability = ReliabilityPolicy.BEST_EFFORT if self.p("sub_reliability") == "best_effort" else ReliabilityPolicy.RELIABLE
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p("queue_size"), reliability=reliability,
+                         durability=qos_profile_sensor_data.durability)
+        types = {"image": Image, "camera_info": CameraInfo, "mask": Image, "sensor_depth": Image}
+        self.subs = [self.create_subscription(types[t], t, lambda msg, t=t: self._on_message(t, msg), qos,
+                                              callback_group=self._sub_group) for t in topics]
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="object_depth_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"active: subscribed to {[self.resolve_topic_name(t) for t in topics]}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        for s in self.subs:
+            self.destroy_subscription(s)
+        self.subs = []
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for pub in self.pubs.values():
+            self.destroy_publisher(pub)
+        self.pubs = {}
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        self.estimator = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=2.0)
+            self._worker = None
+
+    # --- data path ----------------------------------------------------------------------------
+    def _on_message(self, topic: str, msg) -> None:
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        matched = self.sync.add(topic, stamp, msg)
+        if matched is None:
+            return
+        with self._cond:
+            if self._slot is not None:
+                self.counters["dropped_overload"] += 1  # latest-only: the older frame was never started
+            self._slot = (matched, time.time())
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while self._slot is None and not self._stop.is_set():
+                    self._cond.wait(timeout=0.2)
+                if self._stop.is_set():
+                    return
+                frame, received = self._slot
+                self._slot = None
+            try:
+                self._process(frame, received)
+            except (InputError, cv.ConversionError, ValueError) as exc:
+                self.counters["skipped_bad_input"] += 1
+                self.last_problem = str(exc)
+                self.get_logger().warning(f"skipped frame: {exc}", throttle_duration_sec=1.0)
+            except Exception as exc:  # never let the worker die: log, count, keep serving
+                self.counters["errors"] += 1
+                self.last_problem = f"{type(exc).__name__}: {exc}"
+                self.get_logger().error(f"frame failed: {exc}\n{traceback.format_exc()}", throttle_duration_sec=1.0)
+
+    def _decode(self, msg: Image) -> np.ndarray:
+        return cv.image_to_array(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
+
+    def _process(self, frame: dict, received: float) -> None:
+        img_msg, info = frame["image"], frame["camera_info"]
+        if img_msg.encoding not in cv.COLOR_ENCODINGS:
+            raise cv.ConversionError(f"image encoding {img_msg.encoding!r} is not a colour encoding "
+                                     f"{list(cv.COLOR_ENCODINGS)}")
+        if img_msg.height * img_msg.width > 4096 * 4096:
+            raise InputError(f"image of {img_msg.width}x{img_msg.height} exceeds 4096x4096")
+        rgb = cv.to_rgb(img_msg.encoding, self._decode(img_msg))
+        K = cv.camera_matrix(info.k, info.width, info.height, rgb.shape[:2])
+        mask = None
+        if "mask" in frame:
+            mask = cv.to_mask(frame["mask"].encoding, self._decode(frame["mask"]))
+        sensor = None
+        if "sensor_depth" in frame:
+            sensor = cv.to_sensor_depth(frame["sensor_depth"].encoding, self._decode(frame["sensor_depth"]))
+        res = self.estimator.estimate(rgb, K, mask, sensor)
+        for w in res.warnings:
+            self.get_logger().warning(w, throttle_duration_sec=5.0)
+        header = img_msg.header
+        enc, step, data = cv.depth_image_bytes(res.depth)
+        depth_msg = Image(header=header, height=res.depth.shape[0], width=res.depth.shape[1], encoding=enc,
+                          is_bigendian=0, step=step, data=data)
+        info_out = CameraInfo(header=header, height=info.height or rgb.shape[0], width=info.width or rgb.shape[1],
+                              distortion_model=info.distortion_model, d=info.d, k=info.k, r=info.r, p=info.p,
+                              binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
+        with_rgb = self.p("cloud_rgb")
+        h, w, dense, pstep, cdata = cv.cloud_bytes(res.points, rgb if with_rgb else None,
+                                                   organized=self.p("cloud_mode") == "organized", valid=res.valid)
+        fields, _ = cv.cloud_fields(with_rgb)
+        cloud = PointCloud2(header=header, height=h, width=w, is_bigendian=False, point_step=pstep,
+                            row_step=pstep * w, is_dense=dense, data=cdata,
+                            fields=[PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields])
+        self.pubs["depth"].publish(depth_msg)
+        self.pubs["info"].publish(info_out)
+        self.pubs["cloud"].publish(cloud)
+        if self.p("publish_composite") and mask is not None and self.pubs["composite"].get_subscription_count() > 0:
+            comp = self.estimator.composite_preview(rgb, mask)
+            self.pubs["composite"].publish(Image(header=header, height=comp.shape[0], width=comp.shape[1],
+                                                 encoding="rgb8", is_bigendian=0, step=comp.shape[1] * 3,
+                                                 data=comp.tobytes()))
+        now = time.time()
+        self.counters["processed"] += 1
+        self.latencies.append(now - received)
+        self.done_times.append(now)
+        self.network_ms.append(res.timing_ms["network"])
+
+    def _publish_diagnostics(self) -> None:
+        st = DiagnosticStatus(name=f"{self.get_name()}: object depth", hardware_id=self.p("backend"))
+        t = list(self.done_times)
+        rate = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+        lat = sorted(self.latencies)
+        sync_drops = sum(self.sync.stats.dropped.values()) if self.sync else 0
+        values = {"rate_hz": f"{rate:.2f}", "latency_p50_ms": f"{1e3 * lat[len(lat) // 2]:.1f}" if lat else "nan",
+                  "network_ms": f"{np.median(self.network_ms):.1f}" if self.network_ms else "nan",
+                  "sync_dropped": str(sync_drops), "backend": self.p("backend"), "model": self.p("model"),
+                  "prompt": self.p("prompt"),
+                  "depth_units": "metres" if self.p("scale") != "relative" else "relative",
+                  "last_problem": self.last_problem, **{k: str(v) for k, v in self.counters.items()}}
+        st.level = DiagnosticStatus.OK
+        st.message = "ok"
+        if self.counters["errors"] or self.counters["skipped_bad_input"]:
+            st.level, st.message = DiagnosticStatus.WARN, f"frames skipped: {self.last_problem}"[:200]
+        if self.estimator is None:
+            st.level, st.message = DiagnosticStatus.ERROR, "not configured"
+        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[st])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pubs["diag"].publish(msg)
+
+
+def main(args=None) -> None:
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    rclpy.init(args=args)
+    node = ObjectDepthNode()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        if node.p("autostart"):
+            node.trigger_configure()
+            if node.estimator is not None:
+                node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._stop_worker()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()

@@ -1,0 +1,132 @@
+"""bgprompt_ros without processes: conversions (byte-compatible with cv_bridge / sensor_msgs_py), sync, launch/config."""
+import ast
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bgprompt_ros import conversions as cv
+from bgprompt_ros.sync import Synchronizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_decode_honours_padding_and_big_endian_and_is_zero_copy_when_possible():
+    arr = np.arange(6 * 5 * 3, dtype=np.uint8).reshape(6, 5, 3)
+    data = arr.tobytes()
+    out = cv.image_to_array("rgb8", 6, 5, 15, False, data)
+    assert np.array_equal(out, arr) and np.shares_memory(out, np.frombuffer(data, np.uint8))
+    padded = np.zeros((6, 20), np.uint8)
+    padded[:, :15] = arr.reshape(6, 15)
+    assert np.array_equal(cv.image_to_array("rgb8", 6, 5, 20, False, padded.tobytes()), arr)
+    d16 = np.array([[1, 300], [65535, 0]], np.uint16)
+    assert np.array_equal(cv.image_to_array("16UC1", 2, 2, 4, True, d16.astype(">u2").tobytes()), d16)
+    f32 = np.array([[1.5, np.nan]], np.float32)
+    assert np.array_equal(cv.image_to_array("32FC1", 1, 2, 8, False, f32.tobytes()), f32, equal_nan=True)
+    with pytest.raises(cv.ConversionError, match="needs"):
+        cv.image_to_array("rgb8", 6, 5, 15, False, data[:-1])
+    with pytest.raises(cv.ConversionError, match="unsupported image encoding"):
+        cv.image_to_array("yuv422", 6, 5, 10, False, data)
+    with pytest.raises(cv.ConversionError, match="step"):
+        cv.image_to_array("rgb8", 6, 5, 10, False, data)
+
+
+def test_colour_mask_and_sensor_depth_conversions():
+    bgra = np.array([[[10, 20, 30, 255]]], np.uint8)
+    assert cv.to_rgb("bgra8", bgra).tolist() == [[[30, 20, 10]]]
+    assert cv.to_rgb("mono8", np.array([[7]], np.uint8)).tolist() == [[[7, 7, 7]]]
+    assert cv.to_mask("mono8", np.array([[0, 1, 255]], np.uint8)).tolist() == [[False, True, True]]
+    labels = np.array([[0, 3, 7]], np.uint16)
+    assert np.array_equal(cv.to_mask("16UC1", labels), labels)
+    d = cv.to_sensor_depth("16UC1", np.array([[0, 1500]], np.uint16))
+    assert np.isnan(d[0, 0]) and d[0, 1] == pytest.approx(1.5)
+    assert np.isnan(cv.to_sensor_depth("32FC1", np.array([[0.0, -1.0]], np.float32))).all()
+
+
+def test_camera_matrix_validation():
+    k = [100.0, 0, 50, 0, 100.0, 40, 0, 0, 1]
+    assert cv.camera_matrix(k, 100, 80, (80, 100))[0, 2] == 50
+    for bad, msg in (([0.0] * 9, "focal"), ([float("nan")] * 9, "NaN")):
+        with pytest.raises(cv.ConversionError, match=msg):
+            cv.camera_matrix(bad, 100, 80, (80, 100))
+    with pytest.raises(cv.ConversionError, match="camera_info is for 640x480"):
+        cv.camera_matrix(k, 640, 480, (80, 100))
+
+
+def sensor_msgs_py_style_cloud(points, rgb):
+    """The per-point construction of sensor_msgs_py.point_cloud2.create_cloud (the slow path), as reference."""
+    out = bytearray()
+    for p, c in zip(points.reshape(-1, 3), rgb.reshape(-1, 3)):
+        packed = struct.unpack("<f", struct.pack("<I", (int(c[0]) << 16) | (int(c[1]) << 8) | int(c[2])))[0]
+        out += struct.pack("<fffxxxxfxxxxxxxxxxxx", p[0], p[1], p[2], packed)
+    return bytes(out)
+
+
+def test_cloud_bytes_match_a_per_point_reference_and_fields_like_depth_image_proc():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(4, 5, 3)).astype(np.float32)
+    pts[0, 0] = np.nan
+    rgb = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    h, w, dense, step, data = cv.cloud_bytes(pts, rgb)
+    assert (h, w, dense, step) == (4, 5, False, 32)
+    ref = np.frombuffer(sensor_msgs_py_style_cloud(pts, rgb), np.uint8)
+    assert np.array_equal(np.frombuffer(data, np.uint8), ref)  # NaN bytes included
+    fields, step = cv.cloud_fields(True)
+    assert [(n, o, t) for n, o, t, _ in fields] == [("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 16, 7)]
+    assert cv.pack_rgb(np.array([255, 0, 0], np.uint8)).view(np.uint32) == 0x00FF0000
+    h, w, dense, step, data = cv.cloud_bytes(pts, None, organized=False)
+    assert (h, w, dense, step) == (1, 19, True, 16)
+    xyz = np.frombuffer(data, np.float32).reshape(-1, 4)[:, :3]
+    assert np.array_equal(xyz, pts.reshape(-1, 3)[1:])
+
+
+def test_exact_sync_out_of_order_and_missing_partner():
+    s = Synchronizer(["image", "camera_info", "mask"], "exact", queue_size=3)
+    assert s.add("image", 20, "i20") is None
+    assert s.add("image", 10, "i10") is None  # out of order
+    assert s.add("camera_info", 10, "c10") is None
+    assert s.add("mask", 10, "m10") == {"image": "i10", "camera_info": "c10", "mask": "m10"}
+    assert s.add("camera_info", 20, "c20") is None and s.add("mask", 20, "m20")["image"] == "i20"
+    for t in range(100):  # camera_info never comes: queues stay bounded
+        s.add("image", 1000 + t, t)
+        s.add("mask", 1000 + t, t)
+    assert len(s.queues["image"]) == 3 and len(s.queues["mask"]) == 3 and s.stats.dropped["image"] >= 97
+
+
+def test_approximate_sync_with_slop():
+    s = Synchronizer(["image", "camera_info"], "approximate", slop=0.01, queue_size=5)
+    assert s.add("image", 1_000_000_000, "i") is None
+    assert s.add("camera_info", 1_020_000_000, "late") is None  # 20 ms > slop
+    assert s.add("camera_info", 1_004_000_000, "c") == {"image": "i", "camera_info": "c"}
+    with pytest.raises(ValueError):
+        Synchronizer(["a"], "fuzzy")
+
+
+def test_launch_file_is_standard_and_names_what_exists():
+    src = (ROOT / "launch" / "object_depth.launch.py").read_text()
+    tree = ast.parse(src)
+    compile(tree, "object_depth.launch.py", "exec")
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    setup = (ROOT / "setup.py").read_text()
+    exe = re.search(r'executable="([^"]+)"', src).group(1)
+    assert f'"{exe} = ' in setup
+    assert 'package="bgprompt_ros"' in src and '"config", "object_depth.yaml"' in src
+    assert (ROOT / "config" / "object_depth.yaml").is_file() and (ROOT / "config" / "object_depth.rviz").is_file()
+    for topic in ("image", "camera_info", "mask", "sensor_depth"):
+        assert f'("{topic}", LaunchConfiguration("{topic}"))' in src
+
+
+def test_config_yaml_documents_exactly_the_declared_parameters():
+    pytest.importorskip("rclpy")
+    from bgprompt_ros.node import PARAMETERS
+
+    params = yaml.safe_load((ROOT / "config" / "object_depth.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(params) == set(PARAMETERS)
+    for name, value in params.items():
+        default = PARAMETERS[name][0]
+        assert type(value) is type(default) or (isinstance(default, float) and isinstance(value, float)), name
+        allowed = PARAMETERS[name][3]
+        assert allowed is None or value in allowed, name

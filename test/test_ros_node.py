@@ -1,0 +1,279 @@
+"""object_depth_node as a separate process (its console script, --ros-args --params-file), real rclpy, loopback only."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+
+from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE = str(Path(sys.executable).parent / "object_depth_node")
+H, W = 120, 160
+K = [150.0, 0.0, 79.5, 0.0, 150.0, 59.5, 0.0, 0.0, 1.0]
+
+
+def frame(gray=False):
+    rng = np.random.default_rng(0)
+    img = np.full((H, W, 3), 250, np.uint8)
+    labels = np.zeros((H, W), np.uint8)
+    labels[30:90, 40:120] = 1
+    tex = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    img[30:90, 40:120] = tex[..., :1] if gray else tex
+    return img, labels
+
+
+def image_msg(arr, encoding, stamp, frame_id="cam_optical", pad=0):
+    h, w = arr.shape[:2]
+    row = arr[0].nbytes
+    data = np.zeros((h, row + pad), np.uint8)
+    data[:, :row] = arr.reshape(h, -1).view(np.uint8)
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=row + pad, data=data.tobytes())
+    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = stamp // 10**9, stamp % 10**9, frame_id
+    return msg
+
+
+def info_msg(stamp, k=K, w=W, h=H, frame_id="cam_optical"):
+    msg = CameraInfo(width=w, height=h, k=list(k), distortion_model="plumb_bob", d=[0.0] * 5,
+                     p=[k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0])
+    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = stamp // 10**9, stamp % 10**9, frame_id
+    return msg
+
+
+def stamp_of(msg):
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+def decode_cloud(msg):
+    """Independent of our encoder: the `pointcloud2` package reads the field table."""
+    import pointcloud2
+
+    pts = pointcloud2.read_points(msg, field_names=["x", "y", "z"], reshape_organized_cloud=True)
+    return np.stack([pts["x"], pts["y"], pts["z"]], -1)
+
+
+@pytest.fixture(scope="module")
+def node_proc(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("node")
+    params = tmp / "params.yaml"
+    params.write_text(f"""/**:
+  ros__parameters:
+    model: {tiny_model_dir}
+    prompt: none
+    sub_reliability: reliable
+    queue_size: 10
+    diagnostics_period: 0.2
+""")
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOG_DIR": str(tmp / "log"),
+           "FASTRTPS_DEFAULT_PROFILES_FILE": str(ROOT / "config" / "fastdds_large_messages.xml")}
+    os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = env["FASTRTPS_DEFAULT_PROFILES_FILE"]
+    proc = subprocess.Popen([NODE, "--ros-args", "--params-file", str(params)], env=env,
+                            stdout=open(tmp / "node.out", "w"), stderr=subprocess.STDOUT)
+    rclpy.init()
+    node = rclpy.create_node("bgprompt_test_client")
+    rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    got = {"depth": [], "info": [], "cloud": [], "diag": []}
+    node.create_subscription(Image, "object_depth", got["depth"].append, rel)
+    node.create_subscription(CameraInfo, "object_depth/camera_info", got["info"].append, rel)
+    node.create_subscription(PointCloud2, "object_points", got["cloud"].append, rel)
+    node.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 10)
+    pubs = {"image": node.create_publisher(Image, "image", rel), "camera_info": node.create_publisher(CameraInfo, "camera_info", rel),
+            "mask": node.create_publisher(Image, "mask", rel)}
+    deadline = time.time() + 60
+    while time.time() < deadline and any(p.get_subscription_count() == 0 for p in pubs.values()):
+        rclpy.spin_once(node, timeout_sec=0.1)
+    assert all(p.get_subscription_count() for p in pubs.values()), (tmp / "node.out").read_text()
+    yield proc, node, pubs, got, tmp
+    if proc.poll() is None:
+        proc.kill()
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+_STAMP = [time.time_ns() // 10**7 * 10**7]  # shared by every client: stamps never repeat across tests
+
+
+class Client:
+    def __init__(self, node_proc):
+        self.proc, self.node, self.pubs, self.got, self.tmp = node_proc
+
+    @property
+    def stamp(self) -> int:
+        return _STAMP[0]
+
+    @stamp.setter
+    def stamp(self, value: int) -> None:
+        _STAMP[0] = value
+
+    def send(self, img=None, mask=None, info=None, encoding="rgb8", pad=0, mask_encoding="mono8", skip_info=False):
+        self.stamp += 10**7
+        img_, lab = frame()
+        img = img_ if img is None else img
+        mask = lab * 255 if mask is None else mask
+        self.pubs["image"].publish(image_msg(img, encoding, self.stamp, pad=pad))
+        self.pubs["mask"].publish(image_msg(mask, mask_encoding, self.stamp))
+        if not skip_info:
+            self.pubs["camera_info"].publish(info if info is not None else info_msg(self.stamp))
+        return self.stamp
+
+    def wait_for(self, stamp, timeout=30.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+            found = [next((m for m in self.got[k] if stamp_of(m) == stamp), None) for k in ("depth", "info", "cloud")]
+            if all(found):
+                return found
+        return None
+
+    def counters(self):
+        for _ in range(30):
+            rclpy.spin_once(self.node, timeout_sec=0.1)
+        vals = {kv.key: kv.value for kv in self.got["diag"][-1].status[0].values}
+        return vals
+
+
+def test_outputs_carry_the_input_header_and_match_the_estimator(node_proc, tiny_model_dir):
+    c = Client(node_proc)
+    s = c.send()
+    out = c.wait_for(s)
+    assert out is not None, (c.tmp / "node.out").read_text()[-3000:]
+    depth_msg, info, cloud = out
+    for m in out:
+        assert stamp_of(m) == s and m.header.frame_id == "cam_optical"
+    assert depth_msg.encoding == "32FC1" and depth_msg.step == W * 4
+    depth = np.frombuffer(bytes(depth_msg.data), "<f4").reshape(H, W)
+    img, labels = frame()
+    est = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none"))
+    ref = est.estimate(img, np.array(K).reshape(3, 3), labels * 255)
+    assert np.array_equal(np.isnan(depth), np.isnan(ref.depth))
+    assert np.allclose(depth[ref.valid], ref.depth[ref.valid], rtol=1e-5)
+    assert np.isnan(depth[labels == 0]).all() and (depth[labels == 0] != 0).all()
+    assert list(info.k) == K and (info.width, info.height) == (W, H)
+    pts = decode_cloud(cloud)
+    assert pts.shape == (H, W, 3) and cloud.is_dense is False and cloud.point_step == 32
+    Km = np.array(K).reshape(3, 3)
+    v, u = np.nonzero(np.isfinite(depth))
+    z = depth[v, u]
+    expect = np.stack([(u - Km[0, 2]) / Km[0, 0] * z, (v - Km[1, 2]) / Km[1, 1] * z, z], 1)
+    assert np.allclose(pts[v, u], expect, atol=1e-6)
+    assert np.isnan(pts[~np.isfinite(depth)]).all()
+
+
+def test_encodings_and_padded_steps_give_the_same_depth(node_proc):
+    c = Client(node_proc)
+    gray, _ = frame(gray=True)
+    depths = []
+    for enc, arr, pad in [("rgb8", gray, 0), ("bgr8", gray[..., ::-1], 0), ("mono8", gray[..., 0], 0),
+                          ("rgb8", gray, 13), ("bgra8", np.concatenate([gray[..., ::-1], gray[..., :1]], -1), 0)]:
+        s = c.send(img=np.ascontiguousarray(arr), encoding=enc, pad=pad)
+        out = c.wait_for(s)
+        assert out is not None, f"no output for {enc} pad {pad}"
+        depths.append(np.frombuffer(bytes(out[0].data), "<f4").reshape(H, W))
+    for d in depths[1:]:
+        assert np.array_equal(np.isnan(d), np.isnan(depths[0])) and np.allclose(d, depths[0], equal_nan=True)
+
+
+def test_bad_input_is_skipped_with_a_warning_and_the_node_keeps_serving(node_proc):
+    c = Client(node_proc)
+    img, labels = frame()
+    bad = [
+        dict(encoding="yuv422", img=img[..., :2].copy()),
+        dict(mask=np.zeros((10, 10), np.uint8)),
+        dict(mask=np.zeros((H, W), np.uint8)),
+        dict(info=info_msg(0, k=[0.0] * 9)),
+        dict(info=info_msg(0, k=[float("nan")] * 9)),
+        dict(skip_info=True),
+        dict(img=np.zeros((1, 1, 3), np.uint8), mask=np.zeros((1, 1), np.uint8), info=info_msg(0, w=1, h=1)),
+        dict(img=np.zeros((5000, 4000, 3), np.uint8), mask=np.zeros((5000, 4000), np.uint8), info=info_msg(0, w=4000, h=5000)),
+    ]
+    before = int(c.counters()["skipped_bad_input"])
+    for case in bad:
+        if "info" in case:  # give the camera_info the frame's stamp
+            case = dict(case)
+            inf = case.pop("info")
+            s = c.stamp + 10**7
+            inf.header.stamp.sec, inf.header.stamp.nanosec = s // 10**9, s % 10**9
+            case["info"] = inf
+        s = c.send(**case)
+        assert c.wait_for(s, timeout=3.0) is None  # no output for a bad frame
+        good = c.send()
+        assert c.wait_for(good) is not None, f"node stopped serving after {list(case)}"
+    time.sleep(0.5)
+    counters = c.counters()
+    assert int(counters["skipped_bad_input"]) - before == len(bad) - 1  # the frame without camera_info never syncs
+    assert int(counters["errors"]) == 0
+    log = (c.tmp / "node.out").read_text()
+    for needle in ("yuv422", "mask is 10x10", "empty mask", "focal", "NaN", "too small", "exceeds 4096x4096"):
+        assert needle in log, needle
+    assert c.proc.poll() is None
+
+
+def test_a_4000x3000_frame_is_processed(node_proc):
+    c = Client(node_proc)
+    img = np.full((3000, 4000, 3), 240, np.uint8)
+    mask = np.zeros((3000, 4000), np.uint8)
+    mask[1000:2000, 1500:2500] = 255
+    img[mask > 0] = (30, 120, 60)
+    k = [2000.0, 0.0, 1999.5, 0.0, 2000.0, 1499.5, 0.0, 0.0, 1.0]
+    s = c.send(img=img, mask=mask, info=info_msg(c.stamp + 10**7, k=k, w=4000, h=3000))
+    out = c.wait_for(s, timeout=60)
+    assert out is not None and (out[0].width, out[0].height) == (4000, 3000)
+    depth = np.frombuffer(bytes(out[0].data), "<f4").reshape(3000, 4000)
+    assert np.isfinite(depth[1100:1900, 1600:2400]).all() and np.isnan(depth[mask == 0]).all()
+
+
+def test_overload_drops_stale_frames_and_reports_them(node_proc):
+    c = Client(node_proc)
+    before = int(c.counters()["dropped_overload"])
+    stamps = [c.send() for _ in range(60)]  # far faster than the node processes
+    last = c.wait_for(stamps[-1], timeout=60)
+    assert last is not None
+    counters = c.counters()
+    served = sum(1 for m in c.got["depth"] if stamp_of(m) in set(stamps))
+    assert int(counters["dropped_overload"]) > before and served < len(stamps)
+
+
+def _rss_kb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.slow
+def test_soak_2000_frames_memory_stays_flat(node_proc):
+    c = Client(node_proc)
+    for _ in range(200):  # warm up allocators and caches
+        c.send()
+        rclpy.spin_once(c.node, timeout_sec=0.001)
+    c.wait_for(c.stamp, timeout=60)
+    start = _rss_kb(c.proc.pid)
+    for i in range(2000):
+        c.send()
+        rclpy.spin_once(c.node, timeout_sec=0.002)
+        if i % 100 == 0:
+            c.got["depth"].clear(), c.got["info"].clear(), c.got["cloud"].clear()
+    assert c.wait_for(c.stamp, timeout=120) is not None
+    end = _rss_kb(c.proc.pid)
+    growth = (end - start) / start
+    print(f"\nsoak: 2000 frames, node RSS {start / 1024:.1f} MB -> {end / 1024:.1f} MB ({100 * growth:+.1f}%)")
+    assert growth < 0.05
+
+
+def test_sigint_shuts_down_cleanly_within_2s(node_proc):
+    proc = node_proc[0]
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=10)
+    assert time.time() - t0 < 2.0 and proc.returncode in (0, -signal.SIGINT)
