@@ -43,5 +43,9 @@ setup(
             "bgprompt = bgprompt_training.cli:main",
             "object_depth_node = bgprompt_ros.node:main",
         ],
+        # verbs contributed to `bgprompt` by other layers (the CLI must not import the ROS layer)
+        "bgprompt.verbs": [
+            "bag = bgprompt_ros.cli:register",
+        ],
     },
 )

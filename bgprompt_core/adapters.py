@@ -21,6 +21,8 @@ from torch import nn
 from .depth_transform import OUTPUT_KINDS
 from .normalization import HALF, IMAGENET_MEAN, IMAGENET_STD, Normalization
 
+PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
+
 
 class ModelLoadError(RuntimeError):
     """A depth network could not be found or loaded; the message says what to do."""
@@ -87,6 +89,8 @@ REGISTRY: dict[str, DepthNetSpec] = {
                              std=(1.0, 1.0, 1.0), output_kind="metric_depth"),
     "depth-pro": DepthNetSpec("depth-pro", "apple/DepthPro-hf", "depth_pro", (1536, 1536), 1, fixed_size=True,
                               output_kind="metric_depth"),
+    # the embedded default: a small DPT-hybrid this project trains on rendered scenes and ships (docs/RESULTS.md)
+    "mini": DepthNetSpec("mini", str(PACKAGE_MODELS / "mini"), "dpt", (128, 128), 16, fixed_size=True),
 }
 
 

@@ -28,45 +28,15 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator
 
 from . import conversions as cv
+from .params import PARAMETERS, TYPES, estimator_config_from_params
 from .sync import Synchronizer
-
-S, I, D, B = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_DOUBLE, \
-    ParameterType.PARAMETER_BOOL
-# name: (default, type, description, allowed values or None, needs reload)
-PARAMETERS = {
-    "model": ("mini", S, "depth network: registry name, hub id or local directory", None, True),
-    "prompt": ("default", S, "prompt checkpoint, 'default' (shipped with the model) or 'none' (white)", None, True),
-    "backend": ("torch", S, "inference backend", ("torch", "onnxruntime", "tensorrt"), True),
-    "device": ("auto", S, "torch device: auto, cpu, cuda, cuda:N", None, True),
-    "precision": ("fp32", S, "network precision", ("fp32", "fp16"), True),
-    "engine_cache_dir": ("~/.cache/bgprompt", S, "where exported ONNX graphs and TensorRT engines are cached", None, True),
-    "onnx": ("", S, "an exported graph to use instead of exporting on first start", None, True),
-    "segmentation": ("mask_topic", S, "where object masks come from", ("mask_topic", "rembg"), True),
-    "rembg_model": ("u2net", S, "rembg model name (installed under U2NET_HOME) or .onnx path", None, True),
-    "sync_mode": ("exact", S, "time synchronization of the inputs", ("exact", "approximate"), True),
-    "sync_slop": (0.05, D, "approximate sync: max stamp difference in seconds", None, True),
-    "queue_size": (10, I, "per-topic synchronizer queue and subscription depth", None, True),
-    "scale": ("relative", S, "relative (up to scale), metric (metric networks) or align-to-sensor (RGB-D)",
-              ("relative", "metric", "align-to-sensor"), True),
-    "align": ("scale", S, "align-to-sensor fit", ("scale", "scale-shift"), True),
-    "recenter": (False, B, "re-centre each object by a virtual camera before the network", None, True),
-    "max_depth": (0.0, D, "drop points farther than this (0: no limit)", None, False),
-    "cloud_mode": ("organized", S, "organized HxW with NaN, or dense object points only", ("organized", "dense"), False),
-    "cloud_rgb": (True, B, "add an rgb field packed as in depth_image_proc", None, False),
-    "publish_composite": (True, B, "publish the composite debug image when someone subscribes", None, False),
-    "sub_reliability": ("best_effort", S, "subscription reliability (sensor data QoS by default)",
-                        ("best_effort", "reliable"), True),
-    "pub_depth": (5, I, "publisher queue depth (reliable)", None, True),
-    "diagnostics_period": (1.0, D, "seconds between /diagnostics messages", None, True),
-    "autostart": (True, B, "configure and activate at start (plain, unmanaged use)", None, False),
-}
-
 
 class ObjectDepthNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("object_depth", **kwargs)
-        for name, (default, ptype, desc, allowed, reload) in PARAMETERS.items():
+        for name, (default, desc, allowed, reload) in PARAMETERS.items():
             text = desc + (f"; one of {list(allowed)}" if allowed else "") + ("; needs cleanup+configure" if reload else "")
+            ptype = getattr(ParameterType, TYPES[type(default)])
             self.declare_parameter(name, default, ParameterDescriptor(name=name, type=ptype, description=text))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.estimator: ObjectDepthEstimator | None = None
@@ -94,7 +64,7 @@ class ObjectDepthNode(LifecycleNode):
         for prm in params:
             if prm.name not in PARAMETERS:
                 continue
-            default, _, _, allowed, reload = PARAMETERS[prm.name]
+            default, _, allowed, reload = PARAMETERS[prm.name]
             v = prm.value
             if allowed and v not in allowed:
                 return SetParametersResult(successful=False, reason=f"{prm.name} must be one of {list(allowed)}, got {v!r}")
@@ -109,12 +79,7 @@ class ObjectDepthNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def estimator_config(self) -> EstimatorConfig:
-        return EstimatorConfig(
-            model=self.p("model"), prompt=self.p("prompt"), backend=self.p("backend"), onnx=self.p("onnx") or None,
-            cache_dir=self.p("engine_cache_dir"), device=self.p("device"), precision=self.p("precision"),
-            scale=self.p("scale"), align=self.p("align"), recenter=self.p("recenter"),
-            segmentation="rembg" if self.p("segmentation") == "rembg" else "none", rembg_model=self.p("rembg_model"),
-            max_depth=self.p("max_depth") or math.inf)
+        return estimator_config_from_params({name: self.p(name) for name in PARAMETERS})
 
     # --- lifecycle ----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -120,13 +120,13 @@ def test_launch_file_is_standard_and_names_what_exists():
 
 
 def test_config_yaml_documents_exactly_the_declared_parameters():
-    pytest.importorskip("rclpy")
-    from bgprompt_ros.node import PARAMETERS
+    from bgprompt_ros.params import PARAMETERS, read_params_file
 
     params = yaml.safe_load((ROOT / "config" / "object_depth.yaml").read_text())["/**"]["ros__parameters"]
     assert set(params) == set(PARAMETERS)
     for name, value in params.items():
         default = PARAMETERS[name][0]
         assert type(value) is type(default) or (isinstance(default, float) and isinstance(value, float)), name
-        allowed = PARAMETERS[name][3]
+        allowed = PARAMETERS[name][2]
         assert allowed is None or value in allowed, name
+    assert read_params_file(ROOT / "config" / "object_depth.yaml") == params

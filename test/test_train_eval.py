@@ -15,7 +15,7 @@ from bgprompt_core.config import DepthTransformConfig
 from bgprompt_core.depth_transform import disparity_to_depth
 from bgprompt_core.model_configs import small_config
 from bgprompt_training.eval import evaluate, write_outputs
-from bgprompt_training.evaluate import sample_metrics
+from bgprompt_core.evaluation import sample_metrics
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset
 from bgprompt_training.train import TrainConfig, Trainer

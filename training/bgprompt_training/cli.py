@@ -146,7 +146,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from .figures import side_view, write_png
     from .ply import write_ply
-    from .render.preview import depth_to_color
+    from bgprompt_core.visual import depth_to_color
 
     if args.mask and len(args.mask) != len(args.images):
         raise ValueError(f"{len(args.images)} images but {len(args.mask)} masks: give one mask per image")
@@ -409,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wheel", help="use this pybullet wheel instead of downloading it")
     p.set_defaults(func=_cmd_assets)
 
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="bgprompt.verbs"):  # e.g. `bag` from bgprompt_ros
+        ep.load()(sub)
+
     p = sub.add_parser("demo", help="run the main job on the embedded default and write a report",
                        description="Run the end-to-end demonstration offline and write its outputs under --out.")
     p.add_argument("--out", default="demo", help="output directory (default: demo/)")
@@ -424,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (CheckpointError, ModelLoadError, ConfigError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, ModelLoadError, ConfigError, FileNotFoundError, FileExistsError, ValueError,
+            RuntimeError) as exc:
         print(f"bgprompt {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 

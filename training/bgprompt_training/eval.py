@@ -25,7 +25,7 @@ from bgprompt_core.model import PromptedDepth
 
 from .data.open import open_dataset
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
-from .evaluate import flat_depth, oracle_shift, sample_metrics
+from bgprompt_core.evaluation import flat_depth, oracle_shift, sample_metrics
 from .train import val_items
 
 METRICS = ("si_rmse", "normal_cos", "shape_err", "skill", "collapse_fraction", "abs_rel", "abs_rel_ss")

@@ -37,7 +37,7 @@ from bgprompt_core.prompts import build_prompt
 
 from .data.open import open_dataset
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
-from .evaluate import sample_metrics
+from bgprompt_core.evaluation import sample_metrics
 
 log = logging.getLogger("bgprompt.train")
 EVAL_SEED = 1338

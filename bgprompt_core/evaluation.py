@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from bgprompt_core.geometry import normals_from_depth
-from bgprompt_core.metrics import (abs_rel, normal_cosine, normalize_to_mean, optimal_scale, scale_shift_align,
+from .geometry import normals_from_depth
+from .metrics import (abs_rel, normal_cosine, normalize_to_mean, optimal_scale, scale_shift_align,
                                    si_rmse)
 
 COLLAPSE_RATIO = 0.01

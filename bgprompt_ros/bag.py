@@ -1,0 +1,388 @@
+"""ROS 2 bags without rosbag2_py: make a bag from renders, evaluate the node's pipeline on a bag.
+
+Uses the pure-Python `rosbags` library (sqlite3 and mcap) and the node's own conversions, synchronizer
+and parameter mapping, so a bag is evaluated exactly as the node would process it live.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bgprompt_core.estimator import InputError, ObjectDepthEstimator
+from bgprompt_core.evaluation import sample_metrics
+
+from . import conversions as cv
+from .params import estimator_config_from_params, read_params_file
+from .sync import Synchronizer
+
+log = logging.getLogger("bgprompt.bag")
+FRAME = "camera_color_optical_frame"
+TOPICS = {"image": "/camera/color/image_raw", "camera_info": "/camera/color/camera_info",
+          "mask": "/camera/color/object_mask", "depth": "/camera/aligned_depth_to_color/image_raw"}
+# common driver layouts tried in order when the default topic is absent
+FALLBACKS = {
+    "image": ["/camera/camera/color/image_raw", "/camera/image_raw", "/image_raw", "/image"],
+    "camera_info": ["/camera/camera/color/camera_info", "/camera/camera_info", "/camera_info"],
+    "mask": ["/mask", "/object_mask"],
+    "depth": ["/camera/camera/aligned_depth_to_color/image_raw", "/camera/depth/image_rect_raw", "/depth/image_raw",
+              "/depth"],
+}
+
+
+def typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def _storage(name: str):
+    from rosbags.rosbag2 import StoragePlugin
+
+    if name not in ("mcap", "sqlite3"):
+        raise ValueError(f"storage must be mcap or sqlite3, got {name!r}")
+    return StoragePlugin.MCAP if name == "mcap" else StoragePlugin.SQLITE3
+
+
+def _header(ts, stamp_ns: int, frame: str):
+    H = ts.types["std_msgs/msg/Header"]
+    T = ts.types["builtin_interfaces/msg/Time"]
+    return H(stamp=T(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame)
+
+
+def image_message(ts, arr: np.ndarray, encoding: str, stamp_ns: int, frame: str = FRAME):
+    Img = ts.types["sensor_msgs/msg/Image"]
+    h, w = arr.shape[:2]
+    data = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    return Img(header=_header(ts, stamp_ns, frame), height=h, width=w, encoding=encoding, is_bigendian=0,
+               step=data.size // h, data=data)
+
+
+def camera_info_message(ts, K: np.ndarray, h: int, w: int, stamp_ns: int, frame: str = FRAME):
+    Info = ts.types["sensor_msgs/msg/CameraInfo"]
+    Roi = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    return Info(header=_header(ts, stamp_ns, frame), height=h, width=w, distortion_model="plumb_bob",
+                d=np.zeros(5), k=np.asarray(K, float).reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1),
+                binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def sensor_depth_mm(depth: np.ndarray, rgb: np.ndarray, rng: np.random.Generator, holes: bool) -> np.ndarray:
+    """An RGB-D camera's 16UC1 depth (mm, 0 = no reading): holes on dark, shiny and thin parts, edge noise."""
+    d = depth.astype(np.float64).copy()
+    valid = d > 0
+    if holes:
+        lum = rgb.astype(np.float64).mean(-1) / 255.0
+        valid &= lum > 0.12  # dark surfaces return nothing
+        shiny = rng.random(d.shape) < 0.0
+        for _ in range(rng.integers(0, 3)):  # specular blobs
+            cy, cx, r = rng.integers(0, d.shape[0]), rng.integers(0, d.shape[1]), rng.integers(3, 12)
+            yy, xx = np.ogrid[: d.shape[0], : d.shape[1]]
+            shiny |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        valid &= ~shiny
+        gy, gx = np.gradient(np.where(depth > 0, depth, depth.max() + 1))
+        valid &= np.hypot(gx, gy) < 0.05  # depth edges / thin parts: flying pixels dropped
+        d += rng.normal(0, 1, d.shape) * 0.0015 * d**2  # noise grows with z^2
+    return np.where(valid, np.clip(d * 1000 + 0.5, 0, 65535), 0).astype(np.uint16)
+
+
+def iter_render_samples(data_dir: str | Path, limit: int | None = None):
+    """Samples of a `bgprompt render` directory (manifest.json + npz shards, see its manifest's conventions).
+
+    A minimal reader on purpose: the ROS layer must not depend on the offline training package.
+    """
+    root = Path(data_dir)
+    manifest = json.loads((root / "manifest.json").read_text())
+    n = 0
+    for shard in manifest["shards"]:
+        with np.load(root / shard["file"]) as f:
+            arrays = {k: f[k] for k in ("rgb", "depth", "mask", "K")}
+        for j in range(shard["count"]):
+            if limit is not None and n >= limit:
+                return
+            yield {k: v[j] for k, v in arrays.items()}
+            n += 1
+
+
+def make_bag(data_dir: str | Path, out: str | Path, storage: str = "mcap", rate: float = 10.0, holes: bool = True,
+             seed: int = 0, limit: int | None = None) -> dict:
+    """A real ROS 2 bag from a `bgprompt render` directory: colour, camera_info, mask and RGB-D-like depth."""
+    from rosbags.rosbag2 import Writer
+
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; bags are never overwritten")
+    ts = typestore()
+    rng = np.random.default_rng(seed)
+    start = 1_700_000_000 * 10**9
+    count = 0
+    with Writer(out, version=9, storage_plugin=_storage(storage)) as writer:
+        conns = {k: writer.add_connection(TOPICS[k], "sensor_msgs/msg/CameraInfo" if k == "camera_info"
+                                          else "sensor_msgs/msg/Image", typestore=ts) for k in TOPICS}
+        for i, s in enumerate(iter_render_samples(data_dir, limit)):
+            stamp = start + int(i * 1e9 / rate)
+            h, w = s["depth"].shape
+            msgs = {"image": image_message(ts, s["rgb"], "rgb8", stamp),
+                    "camera_info": camera_info_message(ts, s["K"], h, w, stamp),
+                    "mask": image_message(ts, s["mask"].astype(np.uint8) * 255, "mono8", stamp),
+                    "depth": image_message(ts, sensor_depth_mm(s["depth"], s["rgb"], rng, holes), "16UC1", stamp)}
+            for k, msg in msgs.items():
+                writer.write(conns[k], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
+            count += 1
+    if count == 0:
+        raise ValueError(f"{data_dir}: no samples")
+    return {"frames": count, "topics": TOPICS, "storage": storage, "path": str(out)}
+
+
+class BagError(RuntimeError):
+    """A bag that could not be read to the end; partial results were written."""
+
+
+@dataclass
+class Combo:
+    name: str
+    params: dict
+    estimator: ObjectDepthEstimator | None = None
+    relative: ObjectDepthEstimator | None = None  # for cross-validated metric error of align-to-sensor
+    rows: list = field(default_factory=list)
+
+
+def resolve_topics(reader, wanted: dict[str, str | None]) -> dict[str, str]:
+    available = {c.topic for c in reader.connections}
+    out = {}
+    for key, topic in wanted.items():
+        candidates = [topic] if topic else [TOPICS[key], *FALLBACKS[key]]
+        found = next((t for t in candidates if t in available), None)
+        if found is None:
+            raise ValueError(f"no {key} topic: tried {candidates}; the bag has {sorted(available)}")
+        out[key] = found
+    return out
+
+
+def frame_metrics(pred: np.ndarray, ref: np.ndarray, obj: np.ndarray, K: np.ndarray) -> dict:
+    """Metrics of one frame inside the object where the reference is valid (scale-invariant ones)."""
+    import torch
+
+    ok = obj & np.isfinite(ref) & (ref > 0) & np.isfinite(pred)
+    n_obj = max(int(obj.sum()), 1)
+    out = {"coverage": float((obj & np.isfinite(pred)).sum() / n_obj),  # object pixels with a prediction
+           "ref_coverage": float((obj & np.isfinite(ref) & (ref > 0)).sum() / n_obj),  # ... with a sensor reading
+           "pixels": int(ok.sum())}
+    if ok.sum() < 16:
+        return {**out, "si_rmse": float("nan"), "normal_cos": float("nan"), "abs_rel": float("nan"),
+                "abs_rel_ss": float("nan")}
+    t = lambda a: torch.from_numpy(np.where(ok, a, 1.0).astype(np.float32))[None]  # noqa: E731
+    m = sample_metrics(t(pred), t(ref), torch.from_numpy(ok)[None].float(), torch.from_numpy(K).float())
+    return {**out, **{k: float(m[k][0]) for k in ("si_rmse", "normal_cos", "abs_rel", "abs_rel_ss")}}
+
+
+def cross_validated_metric_error(rel: np.ndarray, ref: np.ndarray, obj: np.ndarray, mode: str) -> dict:
+    """Fit the scale (or scale+shift) on one checkerboard half of the valid pixels, score metres on the other."""
+    from bgprompt_core.alignment import fit_to_sensor
+
+    v, u = np.indices(rel.shape)
+    half = (u + v) % 2 == 0
+    ok = obj & np.isfinite(ref) & (ref > 0) & np.isfinite(rel)
+    fit = fit_to_sensor(rel, np.where(half, ref, np.nan), ok & half, mode)
+    test = ok & ~half
+    if fit is None or test.sum() < 8:
+        return {"metric_rmse_m": float("nan"), "metric_absrel": float("nan")}
+    err = fit.scale * rel[test] + fit.shift - ref[test]
+    return {"metric_rmse_m": float(np.sqrt(np.mean(err**2))), "metric_absrel": float(np.mean(np.abs(err) / ref[test]))}
+
+
+def _cloud_message(ts, res, rgb, header):
+    PC2 = ts.types["sensor_msgs/msg/PointCloud2"]
+    PF = ts.types["sensor_msgs/msg/PointField"]
+    h, w, dense, step, data = cv.cloud_bytes(res.points, rgb, organized=True, valid=res.valid)
+    fields, _ = cv.cloud_fields(True)
+    return PC2(header=header, height=h, width=w, fields=[PF(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields],
+               is_bigendian=False, point_step=step, row_step=step * w, data=np.frombuffer(data, np.uint8),
+               is_dense=dense)
+
+
+def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None] | None = None,
+             segment: bool = False, out_dir: str | Path | None = None, json_path: str | Path | None = None,
+             out_bag: str | Path | None = None, sync: str = "exact", slop: float = 0.05,
+             progress: bool = True) -> dict:
+    """Run the node's pipeline over a bag for each combination; per-frame metrics against the bag's depth."""
+    from rosbags.highlevel import AnyReader
+    from tqdm import tqdm
+
+    bag = Path(bag)
+    if out_bag is not None and Path(out_bag).resolve() == bag.resolve():
+        raise ValueError("--out-bag must not be the input bag: the input is never modified")
+    for c in combos:
+        if c.estimator is None:
+            c.estimator = ObjectDepthEstimator(estimator_config_from_params(c.params))
+        if c.params.get("scale") == "align-to-sensor" and c.relative is None:
+            c.relative = ObjectDepthEstimator(estimator_config_from_params({**c.params, "scale": "relative"}))
+    ts = typestore()
+    error, frames, skipped = None, 0, 0
+    writer = None
+    worst: list[tuple] = []  # (si_rmse, stamp, rgb, prediction, reference) of the first combination
+    t0 = time.perf_counter()
+    try:
+        with AnyReader([bag], default_typestore=ts) as reader:
+            wanted = {"image": None, "camera_info": None, "depth": None, **({} if segment else {"mask": None}),
+                      **(topics or {})}
+            names = resolve_topics(reader, wanted)
+            keys = ["image", "camera_info", "depth"] + ([] if segment else ["mask"])
+            syncer = Synchronizer(keys, sync, slop, queue_size=30)
+            by_topic = {names[k]: k for k in keys}
+            conns = [c for c in reader.connections if c.topic in by_topic]
+            total = sum(c.msgcount for c in conns if by_topic[c.topic] == "image")
+            if out_bag is not None:
+                from rosbags.rosbag2 import Writer
+
+                writer = Writer(Path(out_bag), version=9, storage_plugin=_storage("mcap"))
+                writer.open()
+                out_conns = {k: writer.add_connection(n, t, typestore=ts) for k, n, t in (
+                    ("depth", "/object_depth", "sensor_msgs/msg/Image"),
+                    ("info", "/object_depth/camera_info", "sensor_msgs/msg/CameraInfo"),
+                    ("cloud", "/object_points", "sensor_msgs/msg/PointCloud2"))}
+            bar = tqdm(total=total, unit="frame", desc=f"bag eval {bag.name}", disable=not progress)
+            try:
+                for conn, _, raw in reader.messages(connections=conns):
+                    msg = reader.deserialize(raw, conn.msgtype)
+                    stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+                    matched = syncer.add(by_topic[conn.topic], stamp, msg)
+                    if matched is None:
+                        continue
+                    bar.update(1)
+                    try:
+                        img = matched["image"]
+                        rgb = cv.to_rgb(img.encoding, cv.image_to_array(img.encoding, img.height, img.width, img.step,
+                                                                        bool(img.is_bigendian), img.data))
+                        info = matched["camera_info"]
+                        K = cv.camera_matrix(info.k, info.width, info.height, rgb.shape[:2])
+                        d = matched["depth"]
+                        ref = cv.to_sensor_depth(d.encoding, cv.image_to_array(d.encoding, d.height, d.width, d.step,
+                                                                              bool(d.is_bigendian), d.data))
+                        mask = None
+                        if not segment:
+                            mk = matched["mask"]
+                            mask = cv.to_mask(mk.encoding, cv.image_to_array(mk.encoding, mk.height, mk.width, mk.step,
+                                                                            bool(mk.is_bigendian), mk.data))
+                    except (cv.ConversionError, ValueError) as exc:
+                        skipped += 1
+                        log.warning("frame %d skipped: %s", stamp, exc)
+                        continue
+                    for ci, c in enumerate(combos):
+                        try:
+                            res = c.estimator.estimate(rgb, K, mask, ref)
+                        except InputError as exc:
+                            c.rows.append({"stamp": stamp, "skipped": str(exc)})
+                            continue
+                        obj = res.instance > 0 if mask is None else (mask > 0)
+                        row = {"stamp": stamp, **frame_metrics(res.depth, ref, obj, K),
+                               "network_ms": res.timing_ms["network"]}
+                        if c.relative is not None:
+                            rel = c.relative.estimate(rgb, K, mask)
+                            row.update(cross_validated_metric_error(rel.depth, ref, obj, c.params.get("align", "scale")))
+                        c.rows.append(row)
+                        if ci == 0 and np.isfinite(row["si_rmse"]):
+                            worst.append((row["si_rmse"], stamp, rgb, res.depth, ref))
+                            worst = sorted(worst, key=lambda x: -x[0])[:6]
+                        if writer is not None and ci == 0:
+                            enc, step, data = cv.depth_image_bytes(res.depth)
+                            Img = ts.types["sensor_msgs/msg/Image"]
+                            out_msgs = {"depth": Img(header=img.header, height=res.depth.shape[0], width=res.depth.shape[1],
+                                                     encoding=enc, is_bigendian=0, step=step,
+                                                     data=np.frombuffer(data, np.uint8)),
+                                        "info": info, "cloud": _cloud_message(ts, res, rgb, img.header)}
+                            for k, m in out_msgs.items():
+                                writer.write(out_conns[k], stamp, ts.serialize_cdr(m, m.__msgtype__))
+                    frames += 1
+            finally:
+                bar.close()
+    except Exception as exc:  # truncated / corrupt bag: report how far we got, keep the partial results
+        if isinstance(exc, ValueError) and "topic" in str(exc):
+            raise
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if writer is not None:
+            writer.close()
+    elapsed = time.perf_counter() - t0
+    summary = {"bag": str(bag), "frames": frames, "skipped_frames": skipped, "seconds": elapsed,
+               "frames_per_second": frames / elapsed if elapsed > 0 else 0.0, "error": error,
+               "combos": [{"name": c.name, "params": c.params, **_means(c.rows)} for c in combos],
+               "per_frame": {c.name: c.rows for c in combos}}
+    write_bag_outputs(summary, out_dir, json_path, worst)
+    if error is not None:
+        raise BagError(f"{bag}: reading stopped after {frames} evaluated frame(s): {error}. "
+                       f"Partial results were written.")
+    return summary
+
+
+def _means(rows: list[dict]) -> dict:
+    done = [r for r in rows if "skipped" not in r]
+    keys = ("si_rmse", "normal_cos", "abs_rel", "abs_rel_ss", "coverage", "ref_coverage", "metric_rmse_m",
+            "metric_absrel", "network_ms")
+    out = {"frames": len(done), "skipped": len(rows) - len(done)}
+    for k in keys:
+        vals = [r[k] for r in done if k in r and np.isfinite(r[k])]
+        if vals:
+            out[k] = float(np.mean(vals))
+    return out
+
+
+def write_bag_outputs(summary: dict, out_dir: str | Path | None, json_path: str | Path | None,
+                      worst: list[tuple] = ()) -> None:
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(summary, indent=2))
+    if out_dir is None:
+        return
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = ["si_rmse", "normal_cos", "abs_rel", "abs_rel_ss", "coverage", "ref_coverage", "metric_rmse_m",
+            "metric_absrel"]
+    lines = ["| combination | frames | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for c in summary["combos"]:
+        lines.append(f"| {c['name']} | {c['frames']} | " + " | ".join(f"{c[k]:.4f}" if k in c else "-" for k in keys) + " |")
+    if summary["error"]:
+        lines += ["", f"**Incomplete:** {summary['error']} (after {summary['frames']} frames)"]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    with open(out / "per_frame.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["combination", "stamp", *keys, "skipped"])
+        for name, rows in summary["per_frame"].items():
+            for r in rows:
+                w.writerow([name, r["stamp"], *[r.get(k, "") for k in keys], r.get("skipped", "")])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    for name, rows in summary["per_frame"].items():
+        done = [r for r in rows if "skipped" not in r]
+        ax[0].plot([r["si_rmse"] for r in done], label=name)
+        ax[1].plot([r["coverage"] for r in done], label=name)
+    ax[0].set_ylabel("si-RMSE (lower better)")
+    ax[1].set_ylabel("coverage")
+    ax[1].set_xlabel("frame")
+    ax[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "per_frame.png", dpi=100)
+    plt.close(fig)
+    if worst:
+        import cv2
+
+        from bgprompt_core.visual import depth_to_color
+
+        rows = []
+        for si, stamp, rgb, pred, ref in worst:
+            valid = np.isfinite(pred)
+            tiles = [rgb, depth_to_color(np.nan_to_num(pred), valid), depth_to_color(np.nan_to_num(ref), valid & np.isfinite(ref))]
+            row = np.concatenate([cv2.resize(t, (160, 160 * t.shape[0] // t.shape[1])) for t in tiles], 1)
+            cv2.putText(row, f"si-RMSE {si:.3f} @ {stamp}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+            rows.append(row)
+        cv2.imwrite(str(out / "worst_frames.png"), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))

@@ -1,0 +1,130 @@
+"""`bgprompt bag ...` verbs, registered into the CLI through the `bgprompt.verbs` entry point group
+(the CLI lives in the offline package, which must not import the ROS layer)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _make(args: argparse.Namespace) -> int:
+    from .bag import make_bag
+
+    info = make_bag(args.data, args.out, args.storage, args.rate, not args.no_holes, args.seed, args.limit)
+    print(f"wrote {info['frames']} frames ({args.storage}) -> {args.out}; topics: " +
+          ", ".join(f"{k}={v}" for k, v in info["topics"].items()))
+    return 0
+
+
+def _combos(args: argparse.Namespace):
+    from .bag import Combo
+    from .params import read_params_file
+
+    base = read_params_file(args.params_file) if args.params_file else {}
+    if args.scale:
+        base["scale"] = args.scale
+    models = args.model or [base.get("model", "mini")]
+    prompts = args.prompt or [base.get("prompt", "default")]
+    combos = []
+    for m in models:
+        for p in prompts:
+            combos.append(Combo(f"{Path(m).name} + {Path(p).stem if p not in ('default', 'none') else p}",
+                                {**base, "model": m, "prompt": p}))
+        if not args.no_baseline and "none" not in prompts:
+            combos.append(Combo(f"{Path(m).name} + none (white background)", {**base, "model": m, "prompt": "none"}))
+    return combos
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .bag import eval_bag
+
+    topics = {k: v for k, v in (("image", args.image_topic), ("camera_info", args.info_topic),
+                                ("mask", args.mask_topic), ("depth", args.depth_topic)) if v}
+    summary = eval_bag(args.bag, _combos(args), topics, segment=args.segment == "rembg", out_dir=args.out,
+                       json_path=args.json, out_bag=args.out_bag, sync=args.sync, slop=args.slop)
+    print(Path(args.out, "summary.md").read_text() if args.out else json.dumps(summary["combos"], indent=2))
+    print(f"{summary['frames']} frames at {summary['frames_per_second']:.1f} frames/s")
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    from .bag_live import play
+
+    n = play(args.bag, args.rate, args.loop, args.wait_subscribers, topics=args.topics)
+    print(f"published {n} messages from {args.bag}")
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from .bag_live import record
+
+    topics = dict(t.split(":", 1) for t in args.topics)
+    n = record(args.out, topics, args.count, args.duration, args.storage, args.idle_timeout)
+    print(f"recorded {n} messages -> {args.out}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add the `bag` verb group to the `bgprompt` CLI's subparsers."""
+    bag = sub.add_parser("bag", help="make, evaluate, play and record ROS 2 bags (mcap / sqlite3)",
+                         description="ROS 2 bag tools built on the `rosbags` library (rosbag2_py is not needed).")
+    bs = bag.add_subparsers(dest="bag_verb", metavar="BAGVERB", required=True)
+
+    p = bs.add_parser("make", help="write a bag from rendered data (colour, camera_info, mask, RGB-D depth)",
+                      description="Write a real ROS 2 bag from a `bgprompt render` directory: rgb8 image, camera_info, "
+                                  "mono8 mask and a 16UC1 millimetre depth like an RGB-D camera's (holes on dark, "
+                                  "shiny and thin parts, edge noise unless --no-holes), consistent stamps and frames.")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    p.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps")
+    p.add_argument("--no-holes", action="store_true", help="perfect sensor depth")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="at most this many frames")
+    p.set_defaults(func=_make)
+
+    p = bs.add_parser("eval", help="run the node's pipeline over a bag and measure it against the bag's depth",
+                      description="Evaluate object depth on a recorded bag exactly as the node would run (same "
+                                  "params file), for several --model/--prompt combinations and the white-background "
+                                  "baseline. Per frame, inside the object where the reference is valid: si-RMSE, "
+                                  "normal cosine, AbsRel after scale and after scale+shift, coverage, and with "
+                                  "--scale align-to-sensor the metric error in metres (fit on one half of the pixels, "
+                                  "scored on the other). Writes summary.md, per_frame.csv/png, worst_frames.png.")
+    p.add_argument("bag")
+    p.add_argument("--params-file", help="the node's YAML (config/object_depth.yaml)")
+    p.add_argument("--model", nargs="+")
+    p.add_argument("--prompt", nargs="+")
+    p.add_argument("--no-baseline", action="store_true", help="do not add the white-background baseline")
+    p.add_argument("--scale", choices=["relative", "metric", "align-to-sensor"])
+    p.add_argument("--segment", choices=["mask", "rembg"], default="mask", help="masks from the bag or rembg")
+    p.add_argument("--image-topic")
+    p.add_argument("--info-topic")
+    p.add_argument("--mask-topic")
+    p.add_argument("--depth-topic", help="reference depth (16UC1 mm or 32FC1 m)")
+    p.add_argument("--sync", choices=["exact", "approximate"], default="exact")
+    p.add_argument("--slop", type=float, default=0.05)
+    p.add_argument("--out", help="directory for summary.md, per_frame.csv, per_frame.png, worst_frames.png")
+    p.add_argument("--json", help="summary JSON")
+    p.add_argument("--out-bag", help="write the node's outputs (object_depth, camera_info, object_points) here")
+    p.set_defaults(func=_eval)
+
+    p = bs.add_parser("play", help="publish a bag with its original relative timing",
+                      description="Publish every message of a bag in order with its original relative timing "
+                                  "(scaled by --rate), optionally looping and waiting for subscribers.")
+    p.add_argument("bag")
+    p.add_argument("--rate", type=float, default=1.0)
+    p.add_argument("--loop", action="store_true")
+    p.add_argument("--wait-subscribers", type=int, default=0, help="wait until every topic has this many subscribers")
+    p.add_argument("--topics", nargs="+", help="only these topics")
+    p.set_defaults(func=_play)
+
+    p = bs.add_parser("record", help="record topics into a new bag",
+                      description="Subscribe to TOPIC:TYPE pairs (e.g. /object_points:sensor_msgs/msg/PointCloud2) "
+                                  "and write the received messages into a new bag.")
+    p.add_argument("--topics", nargs="+", required=True, metavar="TOPIC:TYPE")
+    p.add_argument("--out", required=True)
+    p.add_argument("--count", type=int, help="stop after this many messages")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--idle-timeout", type=float, help="stop when nothing arrived for this long")
+    p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    p.set_defaults(func=_record)

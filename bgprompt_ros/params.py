@@ -1,0 +1,67 @@
+"""The node's parameters (ROS-free): declared by the node, read from params files by `bgprompt bag eval`,
+and mapped to an EstimatorConfig in one place so the node and the bag evaluator run exactly alike."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from bgprompt_core.estimator import EstimatorConfig
+
+TYPES = {str: "PARAMETER_STRING", int: "PARAMETER_INTEGER", float: "PARAMETER_DOUBLE", bool: "PARAMETER_BOOL"}
+# name: (default, description, allowed values or None, needs reload); the type is the default's
+PARAMETERS: dict[str, tuple] = {
+    "model": ("mini", "depth network: registry name, hub id or local directory", None, True),
+    "prompt": ("default", "prompt checkpoint, 'default' (shipped with the model) or 'none' (white)", None, True),
+    "backend": ("torch", "inference backend", ("torch", "onnxruntime", "tensorrt"), True),
+    "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", None, True),
+    "precision": ("fp32", "network precision", ("fp32", "fp16"), True),
+    "engine_cache_dir": ("~/.cache/bgprompt", "where exported ONNX graphs and TensorRT engines are cached", None, True),
+    "onnx": ("", "an exported graph to use instead of exporting on first start", None, True),
+    "segmentation": ("mask_topic", "where object masks come from", ("mask_topic", "rembg"), True),
+    "rembg_model": ("u2net", "rembg model name (installed under U2NET_HOME) or .onnx path", None, True),
+    "sync_mode": ("exact", "time synchronization of the inputs", ("exact", "approximate"), True),
+    "sync_slop": (0.05, "approximate sync: max stamp difference in seconds", None, True),
+    "queue_size": (10, "per-topic synchronizer queue and subscription depth", None, True),
+    "scale": ("relative", "relative (up to scale), metric (metric networks) or align-to-sensor (RGB-D)",
+              ("relative", "metric", "align-to-sensor"), True),
+    "align": ("scale", "align-to-sensor fit", ("scale", "scale-shift"), True),
+    "recenter": (False, "re-centre each object by a virtual camera before the network", None, True),
+    "max_depth": (0.0, "drop points farther than this (0: no limit)", None, False),
+    "cloud_mode": ("organized", "organized HxW with NaN, or dense object points only", ("organized", "dense"), False),
+    "cloud_rgb": (True, "add an rgb field packed as in depth_image_proc", None, False),
+    "publish_composite": (True, "publish the composite debug image when someone subscribes", None, False),
+    "sub_reliability": ("best_effort", "subscription reliability (sensor data QoS by default)",
+                        ("best_effort", "reliable"), True),
+    "pub_depth": (5, "publisher queue depth (reliable)", None, True),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages", None, True),
+    "autostart": (True, "configure and activate at start (plain, unmanaged use)", None, False),
+}
+
+
+
+
+def estimator_config_from_params(params: dict) -> EstimatorConfig:
+    p = {name: spec[0] for name, spec in PARAMETERS.items()} | params
+    return EstimatorConfig(
+        model=p["model"], prompt=p["prompt"], backend=p["backend"], onnx=p["onnx"] or None,
+        cache_dir=p["engine_cache_dir"], device=p["device"], precision=p["precision"], scale=p["scale"],
+        align=p["align"], recenter=p["recenter"], segmentation="rembg" if p["segmentation"] == "rembg" else "none",
+        rembg_model=p["rembg_model"], max_depth=p["max_depth"] or math.inf)
+
+
+def read_params_file(path: str | Path, node_name: str = "object_depth") -> dict:
+    """Parameters for ``node_name`` from a ROS 2 params YAML (``/**`` and node sections; node wins)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    out: dict = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        out.update((data.get(key) or {}).get("ros__parameters", {}))
+    unknown = sorted(set(out) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(f"{path}: unknown parameters {unknown}")
+    for name, value in out.items():
+        allowed = PARAMETERS[name][2]
+        if allowed and value not in allowed:
+            raise ValueError(f"{path}: {name} must be one of {list(allowed)}, got {value!r}")
+    return out

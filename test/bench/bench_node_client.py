@@ -1,0 +1,106 @@
+"""Run by bench.py in its own process: start object_depth_node, publish 640x480 frames, time the clouds.
+
+Prints one line: latency p50/p95 (image published -> cloud received), sustained rate, and the node's
+overhead against the network's forward time measured here in the same run.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(frames: int) -> None:
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+    from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
+
+    root = Path(__file__).resolve().parents[2]  # the repository
+    profile = root / "config" / "fastdds_large_messages.xml"
+    os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)
+    tmp = Path(tempfile.mkdtemp())
+    params = tmp / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    sub_reliability: reliable\n    cloud_rgb: true\n")
+    node_exe = Path(sys.executable).parent / "object_depth_node"
+    proc = subprocess.Popen([str(node_exe), "--ros-args", "--params-file", str(params)],
+                            env={**os.environ, "ROS_LOG_DIR": str(tmp)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    rclpy.init()
+    node = rclpy.create_node("bgprompt_bench_client")
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    arrived: dict[int, float] = {}
+    node.create_subscription(PointCloud2, "object_points",
+                             lambda m: arrived.__setitem__(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
+                                                           time.perf_counter()), qos)
+    pub_img = node.create_publisher(Image, "image", qos)
+    pub_info = node.create_publisher(CameraInfo, "camera_info", qos)
+    pub_mask = node.create_publisher(Image, "mask", qos)
+    h, w = 480, 640
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[140:340, 220:420] = 255
+    K = [520.0, 0.0, 319.5, 0.0, 520.0, 239.5, 0.0, 0.0, 1.0]
+
+    def publish(stamp: int) -> float:
+        for pub, msg in ((pub_mask, Image(height=h, width=w, encoding="mono8", step=w, data=mask.tobytes())),
+                         (pub_info, CameraInfo(width=w, height=h, k=K)),
+                         (pub_img, Image(height=h, width=w, encoding="rgb8", step=3 * w, data=img.tobytes()))):
+            msg.header.stamp.sec, msg.header.stamp.nanosec = stamp // 10**9, stamp % 10**9
+            msg.header.frame_id = "cam"
+            pub.publish(msg)
+        return time.perf_counter()
+
+    deadline = time.time() + 120
+    while time.time() < deadline and min(p.get_subscription_count() for p in (pub_img, pub_info, pub_mask)) == 0:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    stamp = time.time_ns()
+    latencies = []
+    for i in range(frames + 3):  # serial: one frame in flight -> latency
+        stamp += 10**7
+        sent = publish(stamp)
+        end = time.time() + 30
+        while stamp not in arrived and time.time() < end:
+            rclpy.spin_once(node, timeout_sec=0.005)
+        if stamp in arrived and i >= 3:
+            latencies.append(arrived[stamp] - sent)
+    t0, n0 = time.perf_counter(), len(arrived)
+    for _ in range(frames):  # flood at 30 Hz: sustained rate
+        stamp += 10**7
+        publish(stamp)
+        end = time.perf_counter() + 1 / 30
+        while time.perf_counter() < end:
+            rclpy.spin_once(node, timeout_sec=0.002)
+    end = time.time() + 10
+    while time.time() < end and stamp not in arrived:
+        rclpy.spin_once(node, timeout_sec=0.01)
+    rate = (len(arrived) - n0) / (time.perf_counter() - t0)
+    proc.terminate()
+    proc.wait(timeout=10)
+    est = ObjectDepthEstimator(EstimatorConfig(model="mini"))
+    x = np.random.rand(1, 3, *est.size).astype(np.float32)
+    m = np.ones((1, 1, *est.size), np.float32)
+    est.backend.run(x, m)
+    net = []
+    for _ in range(10):
+        t = time.perf_counter()
+        est.backend.run(x, m)
+        net.append(time.perf_counter() - t)
+    lat = np.array(latencies)
+    p50, p95, fwd = np.percentile(lat, 50), np.percentile(lat, 95), float(np.median(net))
+    print(f"node 640x480 mini (torch): latency p50 {1e3 * p50:.1f} ms, p95 {1e3 * p95:.1f} ms, sustained "
+          f"{rate:.1f} Hz; network forward {1e3 * fwd:.1f} ms -> node overhead {1e3 * (p50 - fwd):.1f} ms = "
+          f"{100 * (p50 - fwd) / fwd:.0f}% of the network (goal <= 15%)")
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 40)
