@@ -33,8 +33,25 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(NETNS) $(VENV)/bin/bgprompt demo --out demo
 
+results: $(STAMP)
+	$(VENV)/bin/bgprompt results --out docs/RESULTS.md --cache .cache/results
+
+# Regenerating the shipped weights (minutes to an hour on 2 cores); outputs land in the package.
+DATA ?= .cache/data
+mini: $(STAMP)
+	$(VENV)/bin/bgprompt render scenes --out $(DATA)/scenes_train --count 6000 --size 128 --seed 1000 --workers 2
+	$(VENV)/bin/bgprompt render scenes --out $(DATA)/scenes_val --count 300 --size 128 --seed 2000 --workers 2
+	$(VENV)/bin/bgprompt pretrain --data $(DATA)/scenes_train --val $(DATA)/scenes_val --out bgprompt_core/models/mini
+
+prompts: $(STAMP)
+	$(VENV)/bin/bgprompt render objects --out $(DATA)/objects_train --count 2000 --size 128 --seed 100 --families primitive superquadric lathe
+	$(VENV)/bin/bgprompt render objects --out $(DATA)/objects_val --count 300 --size 128 --seed 200 --families primitive superquadric lathe
+	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/objects_train --val $(DATA)/objects_val --out bgprompt_core/prompts/mini-1bg.safetensors --steps 2000 --val-every 250 --val-samples 100 --optimizer adam --lr 0.02 --local-only
+	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/objects_train --val $(DATA)/objects_val --out bgprompt_core/prompts/mini-pnet.safetensors --prompt pnet --pnet-channels 32 --steps 1500 --val-every 250 --val-samples 100 --optimizer adam --lr 0.002 --local-only
+	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/objects_train --val $(DATA)/objects_val --out training/checkpoints/mini-finetune --prompt finetune --steps 1000 --val-every 250 --val-samples 100 --optimizer adam --lr 0.0001 --local-only
+
 bench: $(STAMP)
 	$(NETNS) $(PY) test/bench/bench.py
 
 clean:
-	rm -rf $(VENV) demo build install log .pytest_cache
+	rm -rf $(VENV) demo build install log .pytest_cache .cache

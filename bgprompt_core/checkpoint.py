@@ -88,6 +88,7 @@ def save_prompt(path: str | os.PathLike, prompt: Prompt, meta: PromptMeta) -> Pa
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={META_KEY: meta.to_json()})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

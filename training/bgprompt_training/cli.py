@@ -214,6 +214,15 @@ def _cmd_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_results(args: argparse.Namespace) -> int:
+    from .results import make_results
+
+    out = make_results(Path(args.out), Path(args.cache), args.count, figures=not args.no_figures)
+    print(out.read_text())
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -408,6 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--wheel", help="use this pybullet wheel instead of downloading it")
     p.set_defaults(func=_cmd_assets)
+
+    p = sub.add_parser("results", help="regenerate docs/RESULTS.md for the embedded `mini` network",
+                       description="Render the evaluation sets (cached), fetch pybullet's real meshes, evaluate the "
+                                   "shipped prompts, finetuned baseline and references, and write the results "
+                                   "document with tables, goal checks and figures.")
+    p.add_argument("--out", default="docs/RESULTS.md")
+    p.add_argument("--cache", default=".cache/results", help="rendered evaluation sets")
+    p.add_argument("--count", type=int, default=300)
+    p.add_argument("--no-figures", action="store_true")
+    p.set_defaults(func=_cmd_results)
 
     from importlib.metadata import entry_points
 
