@@ -271,3 +271,39 @@ def test_predict_cli_writes_depth_cloud_and_images(tiny_model_dir, tmp_path):
     assert (cols == img[valid]).all()
     for name in ("f_depth.png", "f_composite.png", "f_side.png"):
         assert cv2.imread(str(tmp_path / "out" / name)) is not None
+
+
+def test_pnet_exports_without_dft_ops_and_matches_torch(tmp_path):
+    """TensorRT has no DFT op: PNet's graph must use matrix DFTs and still equal the torch model."""
+    import onnx
+    import onnxruntime as ort
+
+    from bgprompt_core.adapters import build_depth_net
+    from bgprompt_core.config import PromptNetConfig
+    from bgprompt_core.export import export_onnx, read_onnx_metadata
+    from bgprompt_core.model import PromptedDepth
+    from bgprompt_core.model_configs import small_config
+    from bgprompt_core.prompts import PromptNet
+
+    torch.manual_seed(3)
+    cfg, spec, _ = small_config("depth_anything")
+    net = build_depth_net(cfg, spec)
+    with torch.no_grad():  # condition the random network (see test_torch_and_onnxruntime_agree)
+        net.model.head.conv3.weight.mul_(1e4)
+        net.model.head.conv3.bias.fill_(1.0)
+    pnet = PromptNet(PromptNetConfig(height=56, width=56, num_downs=3, base_channels=8))
+    for p in pnet.unet.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    model = PromptedDepth(net, pnet.eval())
+    path = export_onnx(model, tmp_path / "pnet.onnx", 56, max_batch=4)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert not ops & {"DFT", "STFT"}, ops
+    img, mask = torch.rand(3, 3, 56, 56), torch.zeros(3, 1, 56, 56)
+    mask[:, :, 10:40, 8:30] = 1
+    with torch.no_grad():
+        ref = model(img, mask)["depth"].numpy()
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["depth"], {"image": img.numpy(), "mask": mask.numpy()})[0]
+    assert np.allclose(out, ref, rtol=1e-4, atol=1e-4) and ref.std() > 0.1
+    meta = read_onnx_metadata(path)
+    assert meta["prompt"]["type"] == "pnet" and meta["max_batch"] == 4
