@@ -12,7 +12,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -257,7 +256,3 @@ def backproject_np(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     pts[..., 1] = v[:, None] * depth
     pts[..., 0] = u[None, :] * depth - np.float32(K[0, 1] / K[0, 0]) * pts[..., 1]
     return pts
-
-
-def default_cache_dir(cfg: EstimatorConfig) -> Path:
-    return Path(cfg.cache_dir).expanduser()

@@ -80,7 +80,7 @@ def sensor_depth_mm(depth: np.ndarray, rgb: np.ndarray, rng: np.random.Generator
     if holes:
         lum = rgb.astype(np.float64).mean(-1) / 255.0
         valid &= lum > 0.12  # dark surfaces return nothing
-        shiny = rng.random(d.shape) < 0.0
+        shiny = np.zeros(d.shape, bool)
         for _ in range(rng.integers(0, 3)):  # specular blobs
             cy, cx, r = rng.integers(0, d.shape[0]), rng.integers(0, d.shape[1]), rng.integers(3, 12)
             yy, xx = np.ogrid[: d.shape[0], : d.shape[1]]
