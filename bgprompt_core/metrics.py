@@ -59,7 +59,9 @@ def scale_shift_align(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     sp, sg = p.flatten(1).sum(1), g.flatten(1).sum(1)
     spp, spg = (p * p).flatten(1).sum(1), (p * g).flatten(1).sum(1)
     det = n * spp - sp * sp
-    s = (n * spg - sp * sg) / (det + eps)
+    # a (nearly) constant prediction has no defined scale: fit the shift only (s = 0) instead of dividing by ~0
+    ok = det > 1e-7 * n * spp + eps
+    s = torch.where(ok, (n * spg - sp * sg) / torch.where(ok, det, torch.ones_like(det)), torch.zeros_like(det))
     t = (sg - s * sp) / n
     return s.view(-1, 1, 1) * pred + t.view(-1, 1, 1)
 

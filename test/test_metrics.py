@@ -89,3 +89,11 @@ def test_evaluate_depth_perfect_prediction():
     assert out["si_rmse"].item() < 1e-4
     assert out["normal_cos"].item() == pytest.approx(1.0, abs=1e-5)
     assert out["abs_rel"].item() < 1e-5
+
+
+def test_scale_shift_align_of_a_constant_prediction_is_the_target_mean():
+    _, gt, mask = _sample(5)
+    const = torch.full_like(gt, 3.0) + 1e-7 * torch.rand_like(gt)  # constant up to float noise
+    aligned = metrics.scale_shift_align(const, gt, mask)
+    for i in range(2):
+        assert torch.allclose(aligned[i][mask[i] > 0], gt[i][mask[i] > 0].mean().expand(int(mask[i].sum())), atol=1e-4)

@@ -140,7 +140,9 @@ def make_results(out: Path, cache: Path, count: int = 300, figures: bool = True)
         "output's disparity scale and shift to GT (the best any renormalization, Eq. 2 included, could do); `none` "
         "rows feed the object on a white, noise or rendered-scene background (the paper's Table S3); `finetune` "
         "trains mini's weights with the same loss (the paper's baseline); `1-BG` and `PNet` are the shipped prompts, "
-        "with Eq. 2's min/max over the whole image (paper) and, marked `Eq.2 object`, over the object only.",
+        "with Eq. 2's min/max over the whole image (paper) and, marked `Eq.2 object`, over the object only "
+        "(which stretches every object's depth to [1, 20] whatever its true extent, so a frozen Eq. 2 cannot work "
+        "that way; it is reported because the evaluation protocol asks for both variants).",
         "",
         "## Goals",
         "",
