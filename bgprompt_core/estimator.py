@@ -92,8 +92,18 @@ def split_mask(mask: np.ndarray, threshold: float, min_pixels: int) -> list[tupl
             raise InputError("a float mask must be a soft mask with values in [0, 1] (NaN/inf or out of range found)")
         objs = [(1, mask.astype(np.float32), mask >= threshold)]
     elif np.issubdtype(mask.dtype, np.integer):
-        ids = [int(i) for i in np.unique(mask) if i != 0]
-        objs = [(i, (mask == i).astype(np.float32), mask == i) for i in ids]
+        if mask.min() < 0:
+            raise InputError("instance labels must be >= 0 (0 = background)")
+        if mask.max() <= 65535:  # bincount is much faster than np.unique on a full frame
+            counts = np.bincount(mask.reshape(-1).astype(np.int64))
+            ids = [int(i) for i in np.nonzero(counts)[0] if i != 0 and counts[i] >= min_pixels]
+        else:
+            values, n = np.unique(mask, return_counts=True)
+            ids = [int(v) for v, c in zip(values, n) if v != 0 and c >= min_pixels]
+        objs = []
+        for i in ids:
+            b = mask == i
+            objs.append((i, b.astype(np.float32), b))
     else:
         raise InputError(f"unsupported mask dtype {mask.dtype}")
     kept = [o for o in objs if int(o[2].sum()) >= min_pixels]
@@ -155,16 +165,17 @@ class ObjectDepthEstimator:
             objects = sorted(objects, key=lambda o: -int(o[2].sum()))[: self.cfg.max_objects]
         h, w = image.shape[:2]
         S = self.size
-        img01 = image.astype(np.float32) / 255.0
         views: list[Letterbox | VirtualCamera] = []
         x = np.empty((len(objects), 3, S[0], S[1]), np.float32)
         m = np.empty((len(objects), 1, S[0], S[1]), np.float32)
         lb = Letterbox(h, w, S[0], S[1])
-        lb_image = self._letterbox(img01, lb, 1.0, cv2.INTER_AREA) if not self.cfg.recenter else None
+        # resize the uint8 frame, then convert: never a full-resolution float copy
+        lb_image = self._letterbox(image, lb, 255, cv2.INTER_AREA).astype(np.float32) / 255.0 \
+            if not self.cfg.recenter else None
         for k, (_, soft, _) in enumerate(objects):
             if self.cfg.recenter:
                 cam = recenter_camera(soft >= self.cfg.mask_threshold, K, S, self.cfg.recenter_fill)
-                x[k] = cam.warp_image(img01, border=(1.0, 1.0, 1.0)).transpose(2, 0, 1)
+                x[k] = cam.warp_image(image, border=(255, 255, 255)).transpose(2, 0, 1).astype(np.float32) / 255.0
                 m[k, 0] = cam.warp_image(soft)
                 views.append(cam)
             else:
@@ -226,7 +237,7 @@ class ObjectDepthEstimator:
         rh, rw = lb.resized
         top, left = lb.offset
         shape = (lb.out_h, lb.out_w) + img.shape[2:]
-        out = np.full(shape, fill, np.float32)
+        out = np.full(shape, fill, img.dtype if img.dtype == np.uint8 else np.float32)
         out[top:top + rh, left:left + rw] = cv2.resize(img, (rw, rh), interpolation=interp)
         return out
 
@@ -238,21 +249,32 @@ class ObjectDepthEstimator:
             return view.unwarp_depth(depth_s, valid_s)
         rh, rw = view.resized
         top, left = view.offset
-        d = np.where(valid_s, depth_s, 0)[top:top + rh, left:left + rw]
-        v = valid_s[top:top + rh, left:left + rw].astype(np.float32)
-        d = cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR)
-        v = cv2.resize(v, (w, h), interpolation=cv2.INTER_LINEAR)
-        ok = v > 0.999  # no mixing with pixels outside the object
-        return np.where(ok, d, np.nan).astype(np.float32), ok
+        dv = np.stack([np.where(valid_s, depth_s, 0), valid_s], -1).astype(np.float32)[top:top + rh, left:left + rw]
+        dv = cv2.resize(dv, (w, h), interpolation=cv2.INTER_LINEAR)  # depth and validity in one pass
+        ok = dv[..., 1] > 0.999  # no mixing with pixels outside the object
+        return np.where(ok, dv[..., 0], np.nan).astype(np.float32), ok
+
+
+_RAYS: dict = {}
+
+
+def _rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(H, W, 3) float32 rays with z = 1 for K, cached: cameras rarely change between frames."""
+    key = (K.tobytes(), h, w)
+    if key not in _RAYS:
+        if len(_RAYS) > 8:
+            _RAYS.clear()
+        u = (np.arange(w, dtype=np.float64) - K[0, 2]) / K[0, 0]
+        v = (np.arange(h, dtype=np.float64) - K[1, 2]) / K[1, 1]
+        rays = np.empty((h, w, 3), np.float32)
+        rays[..., 1] = v[:, None]
+        rays[..., 0] = u[None, :] - (K[0, 1] / K[0, 0]) * v[:, None]
+        rays[..., 2] = 1.0
+        _RAYS[key] = rays
+    return _RAYS[key]
 
 
 def backproject_np(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Organized points (H, W, 3) float32 in the camera optical frame; NaN where depth is NaN."""
     h, w = depth.shape
-    u = (np.arange(w, dtype=np.float32) - np.float32(K[0, 2])) / np.float32(K[0, 0])
-    v = (np.arange(h, dtype=np.float32) - np.float32(K[1, 2])) / np.float32(K[1, 1])
-    pts = np.empty((h, w, 3), np.float32)
-    pts[..., 2] = depth
-    pts[..., 1] = v[:, None] * depth
-    pts[..., 0] = u[None, :] * depth - np.float32(K[0, 1] / K[0, 0]) * pts[..., 1]
-    return pts
+    return np.multiply(_rays(np.asarray(K, np.float64), h, w), depth[..., None], dtype=np.float32)

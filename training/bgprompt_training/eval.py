@@ -117,6 +117,10 @@ def evaluate(model: str, datasets: list[str], prompts: list[str] = (), backgroun
                     from .figures import figure5_row
 
                     for j in range(min(figure_count - s, len(depth))):
+                        if cond.kind == "flat":  # the first condition: put the ground truth on top
+                            fig_rows.setdefault(s + j, []).append(figure5_row(
+                                "ground truth", b["image"][j].cpu(), b["image"][j].cpu(), b["depth"][j].float().cpu(),
+                                b["K"][j].cpu(), m[j].cpu()))
                         fig_rows.setdefault(s + j, []).append(figure5_row(
                             cond.name, b["image"][j].cpu(), comp[j].cpu(), depth[j].float().cpu(),
                             b["K"][j].cpu(), m[j].cpu()))

@@ -156,7 +156,7 @@ def make_results(out: Path, cache: Path, count: int = 300, figures: bool = True)
         "",
         "## Figures",
         "",
-        "Figure 5 style (rows: conditions; columns: input, composite, depth, normals, side view) and Figure 6 style "
+        "Figure 5 style (rows: ground truth, then the conditions; columns: input, composite, depth, normals, side view) and Figure 6 style "
         "(each prompt alone and the normals the network predicts for it):",
         "",
         *[f"![{p.name}](figures/{p.name})" for p in sorted(fig_dir.glob("*.png"))[:8]],
