@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 
-def main(frames: int) -> None:
+def main(frames: int, cloud_mode: str = "organized") -> None:
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -27,7 +27,8 @@ def main(frames: int) -> None:
     os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)
     tmp = Path(tempfile.mkdtemp())
     params = tmp / "p.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    sub_reliability: reliable\n    cloud_rgb: true\n")
+    params.write_text(f"/**:\n  ros__parameters:\n    sub_reliability: reliable\n    cloud_rgb: true\n"
+                      f"    cloud_mode: {cloud_mode}\n")
     node_exe = Path(sys.executable).parent / "object_depth_node"
     proc = subprocess.Popen([str(node_exe), "--ros-args", "--params-file", str(params)],
                             env={**os.environ, "ROS_LOG_DIR": str(tmp)}, stdout=subprocess.DEVNULL,
@@ -95,7 +96,7 @@ def main(frames: int) -> None:
         net.append(time.perf_counter() - t)
     lat = np.array(latencies)
     p50, p95, fwd = np.percentile(lat, 50), np.percentile(lat, 95), float(np.median(net))
-    print(f"node 640x480 mini (torch): latency p50 {1e3 * p50:.1f} ms, p95 {1e3 * p95:.1f} ms, sustained "
+    print(f"node 640x480 mini (torch, {cloud_mode} cloud): latency p50 {1e3 * p50:.1f} ms, p95 {1e3 * p95:.1f} ms, sustained "
           f"{rate:.1f} Hz; network forward {1e3 * fwd:.1f} ms -> node overhead {1e3 * (p50 - fwd):.1f} ms = "
           f"{100 * (p50 - fwd) / fwd:.0f}% of the network (goal <= 15%)")
     node.destroy_node()
@@ -103,4 +104,4 @@ def main(frames: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 40)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 40, sys.argv[2] if len(sys.argv) > 2 else "organized")
