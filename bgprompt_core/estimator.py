@@ -145,6 +145,8 @@ class ObjectDepthEstimator:
             raise InputError(str(exc)) from exc
         if mask is not None and mask.shape[:2] != (h, w):
             raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {w}x{h}")
+        if self.cfg.scale == "align-to-sensor" and sensor is None:
+            raise InputError("scale 'align-to-sensor' needs a sensor depth image")
         if sensor is not None and sensor.shape[:2] != (h, w):
             raise InputError(f"sensor depth is {sensor.shape[1]}x{sensor.shape[0]}, image is {w}x{h}")
 
@@ -192,8 +194,6 @@ class ObjectDepthEstimator:
             d, ok = self._back(depth_s[k], m[k, 0] >= self.cfg.mask_threshold, views[k], (h, w))
             ok &= binary & np.isfinite(d) & (d > 0)
             if self.cfg.scale == "align-to-sensor":
-                if sensor_depth is None:
-                    raise InputError("scale 'align-to-sensor' needs a sensor depth image")
                 fit = fit_to_sensor(d, sensor_depth, ok, self.cfg.align)
                 alignment[oid] = fit
                 if fit is None:
