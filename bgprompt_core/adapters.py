@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -224,9 +224,3 @@ def build_depth_net(config: Any, spec: DepthNetSpec) -> DepthNet:
     from transformers import AutoModelForDepthEstimation
 
     return DepthNet(AutoModelForDepthEstimation.from_config(config), spec)
-
-
-def with_input_size(spec: DepthNetSpec, h: int, w: int) -> DepthNetSpec:
-    """The same spec with another default input size (validated against the size rule)."""
-    spec.check_input_size(h, w)
-    return replace(spec, input_size=(h, w))

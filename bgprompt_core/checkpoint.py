@@ -11,7 +11,6 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .adapters import DepthNetSpec
+from .atomic import atomic_write
 from .config import ConfigError, DepthTransformConfig, FourierPromptConfig, PromptConfig, prompt_config_from_dict
 from .prompts import Prompt, build_prompt, fourier_scale
 
@@ -81,19 +81,8 @@ class PromptMeta:
 
 def save_prompt(path: str | os.PathLike, prompt: Prompt, meta: PromptMeta) -> Path:
     """Write ``prompt`` and ``meta`` atomically (temp file + rename) as one .safetensors file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in prompt.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: meta.to_json()})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: meta.to_json()}))
 
 
 def read_meta(path: str | os.PathLike) -> PromptMeta:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_write
 
 log = logging.getLogger("bgprompt.tensorrt")
 
@@ -51,13 +51,6 @@ def rebuild_reason(meta_path: Path, key: dict) -> str | None:
         return "cached engine metadata is corrupt"
     changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in key.items() if old.get(k) != v]
     return "cached engine was built for " + "; ".join(changed) if changed else None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def build_engine(onnx_path: Path, cache_dir: Path, precision: str, size: int, max_batch: int = 8,
@@ -98,8 +91,8 @@ def build_engine(onnx_path: Path, cache_dir: Path, precision: str, size: int, ma
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
-    _atomic_write(engine_path, bytes(serialized))
-    _atomic_write(meta_path, json.dumps(key, indent=2, sort_keys=True).encode())
+    atomic_write(engine_path, lambda tmp: Path(tmp).write_bytes(bytes(serialized)))
+    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(key, indent=2, sort_keys=True)))
     return engine_path
 
 

@@ -18,7 +18,7 @@ from bgprompt_core.estimator import InputError, ObjectDepthEstimator
 from bgprompt_core.evaluation import sample_metrics
 
 from . import conversions as cv
-from .params import estimator_config_from_params, read_params_file
+from .params import estimator_config_from_params
 from .sync import Synchronizer
 
 log = logging.getLogger("bgprompt.bag")

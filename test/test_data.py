@@ -1,5 +1,4 @@
 """Loaders read fixtures written in their documented layouts; transforms keep geometry exact."""
-import json
 
 import cv2
 import numpy as np
@@ -94,7 +93,9 @@ def test_gso_layout_renders_views(tmp_path):
     (obj / "model.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n")
     ds = GoogleScannedObjects(tmp_path, count=3, size=40, backend="numpy")
     _check(ds, 3)
-    assert torch.equal(ds[1]["depth"], ds[1]["depth"])
+    again = GoogleScannedObjects(tmp_path, count=3, size=40, backend="numpy")
+    assert torch.equal(ds[1]["depth"], again[1]["depth"])  # a view is a function of (seed, index)
+    assert not torch.equal(ds[0]["depth"], ds[1]["depth"])  # and views differ
 
 
 def test_rendered_dataset_and_background_replacement(tmp_path):

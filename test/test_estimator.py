@@ -1,6 +1,5 @@
 """ObjectDepthEstimator: geometry of the letterbox and its inverse, fusion, alignment, bad input, backends."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -55,8 +55,6 @@ def _cmd_import_prompt(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     import time
 
-    import numpy as np
-
     from .render.generate import RenderConfig
     from .render.preview import contact_sheet
     from .render.store import render_dataset

@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from bgprompt_core.adapters import DepthNet, load_depth_net
 from bgprompt_core.checkpoint import load_prompt
-from bgprompt_core.config import DepthTransformConfig
 from bgprompt_core.model import PromptedDepth
 
 from .data.open import open_dataset

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from bgprompt_core.adapters import DepthNet, load_depth_net
+from bgprompt_core.atomic import atomic_write
 from bgprompt_core.checkpoint import PromptMeta, save_prompt
 from bgprompt_core.config import (ConfigError, DepthTransformConfig, FourierPromptConfig, PixelPromptConfig,
                                   PromptNetConfig)
@@ -207,7 +208,7 @@ class Trainer:
         if step_dir.exists():
             shutil.rmtree(step_dir)
         os.replace(tmp, step_dir)
-        _atomic(self.state_dir / "LATEST", lambda p: Path(p).write_text(step_dir.name))
+        atomic_write(self.state_dir / "LATEST", lambda p: Path(p).write_text(step_dir.name))
         for old in self.state_dir.glob("step-*"):
             if old != step_dir:
                 shutil.rmtree(old, ignore_errors=True)
@@ -335,12 +336,3 @@ class Trainer:
                     writer.add_image("prompt", self.prompt(b["mask"], b["image"])[0].clamp(0, 1), self.step)
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -6,7 +6,6 @@ with ``skip_bad=True`` are skipped (the next sample is returned) and counted in 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -14,9 +13,9 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..render.camera import ABO_FOCAL_512
 from .schema import BadSample, to_torch, validate
 
-ABO_FOCAL_512 = 443.405
 
 
 def read_exr(path: Path) -> np.ndarray:

@@ -7,14 +7,14 @@ byte-identical files (npz members carry a fixed 1980 timestamp).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from bgprompt_core.atomic import atomic_write
 
 from .generate import Generator, RenderConfig
 
@@ -35,19 +35,6 @@ def shard_name(k: int) -> str:
     return f"shard-{k:05d}.npz"
 
 
-def _write_atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 @lru_cache(maxsize=2)
 def _generator(cfg: RenderConfig, backend: str) -> Generator:
     """One generator (and so one EGL context) per process and config."""
@@ -60,7 +47,11 @@ def render_shard(cfg: RenderConfig, backend: str, out: Path, k: int, start: int,
     arrays = {key: np.stack([s[key] for s in samples]) for key in ARRAYS}
     arrays["object_id"] = np.array([s["object_id"] for s in samples])
     arrays["family"] = np.array([s["family"] for s in samples])
-    _write_atomic_npz(out / shard_name(k), arrays)
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(out / shard_name(k), write)
     return k, gen.backend, gen.skipped_meshes
 
 
