@@ -103,6 +103,18 @@ def test_scene_gl_and_numpy_agree_and_cover_every_pixel():
     assert close.mean() > 0.98  # differences only on silhouette pixels
 
 
+def test_scene_closeups_bring_the_target_object_near():
+    far, near = RenderConfig(kind="scenes", size=48, seed=3), RenderConfig(kind="scenes", size=48, seed=3, closeup=1.0)
+    gf, gn = Generator(far, "numpy"), Generator(near, "numpy")
+    for i in range(3):
+        a, b = gf.sample(i), gn.sample(i)
+        # the eye slid toward the target along its ray: the foreground is nearer
+        assert np.median(b["depth"][b["mask"]]) < np.median(a["depth"][a["mask"]])
+        assert np.median(b["depth"][b["mask"]]) < 1.1  # at most 2.5 r + 0.3 m from the object centre (r <= 0.3)
+    with pytest.raises(ValueError, match="closeup"):
+        RenderConfig(kind="scenes", closeup=1.5)
+
+
 def test_every_family_renders_and_one_sample_depends_on_seed_and_index_only(tmp_path):
     for fam in FAMILIES:
         s = Generator(RenderConfig(size=48, seed=1, families=(fam,)), "numpy").sample(2)

@@ -62,7 +62,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     cfg = RenderConfig(kind=args.kind, size=args.size, seed=args.seed, families=tuple(args.families),
                        meshes=args.meshes, mesh_up=args.mesh_up, textures=args.textures,
                        elevation=tuple(args.elevation), roll_jitter=args.roll_jitter, offcenter=args.offcenter,
-                       crop=args.crop)
+                       crop=args.crop, closeup=args.closeup)
     t0 = time.perf_counter()
     manifest = render_dataset(cfg, args.out, args.count, backend=args.backend, workers=args.workers,
                               shard_size=args.shard_size)
@@ -285,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offcenter", type=float, default=0.0,
                    help="max off-centre shift of the object, fraction of half the image (objects)")
     p.add_argument("--crop", type=float, default=0.0, help="probability of a close view cutting the object (objects)")
+    p.add_argument("--closeup", type=float, default=0.0,
+                   help="probability of a close view of one object in its room (scenes; mini uses 0.5)")
     p.add_argument("--preview", type=int, default=0, metavar="N",
                    help="also write preview.png: RGB | depth | normals | mask for the first N samples")
     p.set_defaults(func=_cmd_render)

@@ -40,6 +40,7 @@ class RenderConfig:
     offcenter: float = 0.0  # max shift of the object centre, as a fraction of half the image
     crop: float = 0.0  # probability of a zoomed-in view cutting the object
     fill: tuple[float, float] = (0.7, 0.95)  # bounding-sphere size as a fraction of the half field of view
+    closeup: float = 0.0  # scenes: probability of a close view (0.1-1 m) of the target object, still in its room
 
     def __post_init__(self) -> None:
         if self.kind not in ("objects", "scenes"):
@@ -51,8 +52,8 @@ class RenderConfig:
             raise ValueError(f"unknown shape families {sorted(bad)}; choose from {FAMILIES}")
         if not (0 <= self.elevation[0] <= self.elevation[1] <= 90):
             raise ValueError(f"elevation must satisfy 0 <= min <= max <= 90, got {self.elevation}")
-        if not (0 <= self.offcenter < 1 and 0 <= self.crop <= 1):
-            raise ValueError("offcenter must lie in [0, 1) and crop in [0, 1]")
+        if not (0 <= self.offcenter < 1 and 0 <= self.crop <= 1 and 0 <= self.closeup <= 1):
+            raise ValueError("offcenter must lie in [0, 1), crop and closeup in [0, 1]")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -188,6 +189,11 @@ class Generator:
             eye = np.array([room.width / 2, min(1.6, room.height - 0.3), room.depth / 2])
             to_t = target - eye
             yaw, pitch = np.arctan2(to_t[2], to_t[0]), np.deg2rad(40)
+        if self.cfg.closeup and rng.random() < self.cfg.closeup:
+            # slide the eye toward the target along the same ray: the object fills much of the view, as in the
+            # object-centric shots of real depth training sets, while the room stays behind it
+            close = rng.uniform(1.6 * target_r + 0.1, 2.5 * target_r + 0.3)
+            eye = target + (eye - target) * (close / max(np.linalg.norm(eye - target), 1e-6))
         yaw += rng.normal(0, 0.15)
         fwd = np.array([np.cos(pitch) * np.cos(yaw), -np.sin(pitch), np.cos(pitch) * np.sin(yaw)])
         cam = look_at(eye, eye + fwd, roll=np.deg2rad(rng.normal(0, 2)))
