@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .alignment import Alignment, fit_to_sensor
-from .geometry import Letterbox, check_intrinsics
+from .geometry import Letterbox, check_intrinsics, resize_roi
 from .recenter import VirtualCamera, recenter_camera
 
 log = logging.getLogger("bgprompt.estimator")
@@ -70,43 +70,85 @@ class ObjectDepthResult:
     valid: np.ndarray  # (H, W) bool
     instance: np.ndarray  # (H, W) int32 object id, 0 = none
     object_ids: list[int]
-    points: np.ndarray  # (H, W, 3) float32 camera optical frame, NaN where invalid
     K: np.ndarray  # intrinsics of depth / points (the input's)
     units: str  # "relative" (up to scale) or "metres"
     alignment: dict[int, Alignment | None] = field(default_factory=dict)
     timing_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    _points: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def points(self) -> np.ndarray:
+        """Organized (H, W, 3) float32 camera optical frame points, NaN where invalid.
+
+        Computed on first use (a full-resolution pass): callers that only need depth do not pay for it.
+        """
+        if self._points is None:
+            self._points = backproject_np(self.depth, self.K)
+        return self._points
 
 
-def split_mask(mask: np.ndarray, threshold: float, min_pixels: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(object id, soft mask for compositing, binary mask) per object.
+@dataclass(frozen=True)
+class MaskObject:
+    """One object of a frame's mask: its soft mask for compositing, binary mask and bounding box."""
+
+    id: int
+    soft: np.ndarray  # float32 in [0, 1], or uint8 0..255 for binary masks (no full-resolution float copy)
+    binary: np.ndarray  # (H, W) bool
+    box: tuple[slice, slice]  # rows, cols of the binary mask's bounding box
+
+    @property
+    def pixels(self) -> int:
+        return int(np.count_nonzero(self.binary[self.box]))
+
+    def soft_float(self, roi: tuple[slice, slice] | None = None) -> np.ndarray:
+        s = self.soft if roi is None else self.soft[roi]
+        return s.astype(np.float32) / 255.0 if s.dtype == np.uint8 else s
+
+
+def bounding_box(binary: np.ndarray) -> tuple[slice, slice] | None:
+    """(rows, cols) slices of the True pixels' bounding box; None when there are none."""
+    rows = np.flatnonzero(binary.any(1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(binary[rows[0]:rows[-1] + 1].any(0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def split_mask(mask: np.ndarray, threshold: float, min_pixels: int) -> list[MaskObject]:
+    """One ``MaskObject`` per object with at least ``min_pixels`` pixels.
 
     bool / uint8 (0/1 or 0/255): one object; float in [0, 1]: one soft object; uint16 / int32 / int64:
     instance labels (every non-zero value is an object).
     """
     if mask.dtype == bool or mask.dtype == np.uint8:
-        binary = mask > 0
-        objs = [(1, binary.astype(np.float32), binary)]
+        binary = mask.astype(bool, copy=False) if mask.dtype == bool else mask > 0
+        candidates = [(1, binary.view(np.uint8) * np.uint8(255), binary)]
     elif np.issubdtype(mask.dtype, np.floating):
         if not np.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
             raise InputError("a float mask must be a soft mask with values in [0, 1] (NaN/inf or out of range found)")
-        objs = [(1, mask.astype(np.float32), mask >= threshold)]
+        candidates = [(1, mask.astype(np.float32, copy=False), mask >= threshold)]
     elif np.issubdtype(mask.dtype, np.integer):
         if mask.min() < 0:
             raise InputError("instance labels must be >= 0 (0 = background)")
-        if mask.max() <= 65535:  # bincount is much faster than np.unique on a full frame
-            counts = np.bincount(mask.reshape(-1).astype(np.int64))
-            ids = [int(i) for i in np.nonzero(counts)[0] if i != 0 and counts[i] >= min_pixels]
+        fg = mask[mask != 0]  # objects are usually a small part of the frame: count only their pixels
+        if fg.size and fg.max() <= 65535:  # bincount is much faster than np.unique
+            counts = np.bincount(fg)
+            ids = [int(i) for i in np.nonzero(counts >= min_pixels)[0]]
         else:
-            values, n = np.unique(mask, return_counts=True)
-            ids = [int(v) for v, c in zip(values, n) if v != 0 and c >= min_pixels]
-        objs = []
+            values, n = np.unique(fg, return_counts=True)
+            ids = [int(v) for v, c in zip(values, n) if c >= min_pixels]
+        candidates = []
         for i in ids:
             b = mask == i
-            objs.append((i, b.astype(np.float32), b))
+            candidates.append((i, b.view(np.uint8) * np.uint8(255), b))
     else:
         raise InputError(f"unsupported mask dtype {mask.dtype}")
-    kept = [o for o in objs if int(o[2].sum()) >= min_pixels]
+    kept = []
+    for oid, soft, binary in candidates:
+        box = bounding_box(binary)
+        if box is not None and np.count_nonzero(binary[box]) >= min_pixels:
+            kept.append(MaskObject(oid, soft, binary, box))
     if not kept:
         raise InputError(f"empty mask: no object with at least {min_pixels} pixels")
     return kept
@@ -164,7 +206,7 @@ class ObjectDepthEstimator:
         objects = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels)
         if len(objects) > self.cfg.max_objects:
             warnings.append(f"{len(objects)} objects, only the {self.cfg.max_objects} largest are processed")
-            objects = sorted(objects, key=lambda o: -int(o[2].sum()))[: self.cfg.max_objects]
+            objects = sorted(objects, key=lambda o: -o.pixels)[: self.cfg.max_objects]
         h, w = image.shape[:2]
         S = self.size
         views: list[Letterbox | VirtualCamera] = []
@@ -174,56 +216,57 @@ class ObjectDepthEstimator:
         # resize the uint8 frame, then convert: never a full-resolution float copy
         lb_image = self._letterbox(image, lb, 255, cv2.INTER_AREA).astype(np.float32) / 255.0 \
             if not self.cfg.recenter else None
-        for k, (_, soft, _) in enumerate(objects):
+        for k, obj in enumerate(objects):
             if self.cfg.recenter:
-                cam = recenter_camera(soft >= self.cfg.mask_threshold, K, S, self.cfg.recenter_fill)
+                cam = recenter_camera(obj.binary, K, S, self.cfg.recenter_fill)
                 x[k] = cam.warp_image(image, border=(255, 255, 255)).transpose(2, 0, 1).astype(np.float32) / 255.0
-                m[k, 0] = cam.warp_image(soft)
+                m[k, 0] = cam.warp_image(obj.soft_float())
                 views.append(cam)
             else:
                 x[k] = lb_image.transpose(2, 0, 1)
-                m[k, 0] = self._letterbox(soft, lb, 0.0, cv2.INTER_LINEAR)
+                small = self._letterbox(obj.soft, lb, 0, cv2.INTER_LINEAR)
+                m[k, 0] = small / np.float32(255) if small.dtype == np.uint8 else small
                 views.append(lb)
         t1 = time.perf_counter()
         depth_s = self.backend.run(x, m)
         t2 = time.perf_counter()
+        # everything below works on each object's bounding box only: the rest of the frame stays NaN / 0
         depth = np.full((h, w), np.nan, np.float32)
         instance = np.zeros((h, w), np.int32)
+        valid = np.zeros((h, w), bool)
         alignment: dict[int, Alignment | None] = {}
-        for k, (oid, _, binary) in enumerate(objects):
-            d, ok = self._back(depth_s[k], m[k, 0] >= self.cfg.mask_threshold, views[k], (h, w))
-            ok &= binary & np.isfinite(d) & (d > 0)
+        for k, obj in enumerate(objects):
+            roi = obj.box
+            d, ok = self._back(depth_s[k], m[k, 0] >= self.cfg.mask_threshold, views[k], (h, w), roi)
+            ok &= obj.binary[roi] & (d > 0)  # NaN > 0 is False
             if self.cfg.scale == "align-to-sensor":
-                fit = fit_to_sensor(d, sensor_depth, ok, self.cfg.align)
-                alignment[oid] = fit
+                fit = fit_to_sensor(d, sensor_depth[roi], ok, self.cfg.align)
+                alignment[obj.id] = fit
                 if fit is None:
-                    warnings.append(f"object {oid}: too few valid sensor pixels to align; left out")
+                    warnings.append(f"object {obj.id}: too few valid sensor pixels to align; left out")
                     continue
                 d = fit.scale * d + fit.shift
                 ok &= d > 0
-            depth[ok] = d[ok]
-            instance[ok] = oid
-        valid = np.isfinite(depth) & (depth <= self.cfg.max_depth)
-        depth[~valid] = np.nan
-        instance[~valid] = 0
-        points = backproject_np(depth, K)
+            ok &= d <= self.cfg.max_depth
+            depth[roi][ok] = d[ok]
+            instance[roi][ok] = obj.id
+            valid[roi] |= ok
         t3 = time.perf_counter()
         units = "metres" if self.cfg.scale in ("metric", "align-to-sensor") else "relative"
         timing = {"preprocess": 1e3 * (t1 - t0), "network": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2),
                   "total": 1e3 * (t3 - t0)}
-        return ObjectDepthResult(depth, valid, instance, [o[0] for o in objects], points, K, units, alignment,
-                                 timing, warnings)
+        return ObjectDepthResult(depth, valid, instance, [o.id for o in objects], K, units, alignment, timing,
+                                 warnings)
 
     def composite_preview(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """What the network sees for the first object (Eq. 1 composite at the network input), RGB uint8."""
         import torch
 
-        objects = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels)
-        soft = objects[0][1]
+        obj = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels)[0]
         h, w = image.shape[:2]
         lb = Letterbox(h, w, *self.size)
         x = self._letterbox(image.astype(np.float32) / 255.0, lb, 1.0, cv2.INTER_AREA).transpose(2, 0, 1)[None]
-        m = self._letterbox(soft, lb, 0.0, cv2.INTER_LINEAR)[None, None]
+        m = self._letterbox(obj.soft_float(), lb, 0.0, cv2.INTER_LINEAR)[None, None]
         with torch.no_grad():
             xt = torch.from_numpy(np.ascontiguousarray(x))
             mt = torch.from_numpy(np.ascontiguousarray(m))
@@ -242,24 +285,32 @@ class ObjectDepthEstimator:
         return out
 
     @staticmethod
-    def _back(depth_s: np.ndarray, valid_s: np.ndarray, view, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Network-resolution depth -> input resolution (z unchanged by a letterbox; rescaled by a rotation)."""
-        h, w = size
+    def _back(depth_s: np.ndarray, valid_s: np.ndarray, view, size: tuple[int, int],
+              roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+        """Network-resolution depth -> the input-resolution pixels of ``roi`` (NaN where invalid).
+
+        A letterbox leaves z unchanged: depth and validity are resized together (``resize_roi``: exactly
+        ``cv2.resize`` of the whole frame, evaluated on the ROI only); a virtual camera rescales z per pixel.
+        """
         if isinstance(view, VirtualCamera):
-            return view.unwarp_depth(depth_s, valid_s)
+            d, ok = view.unwarp_depth(depth_s, valid_s)
+            return np.where(ok, d, np.nan).astype(np.float32)[roi], ok[roi]
         rh, rw = view.resized
         top, left = view.offset
         dv = np.stack([np.where(valid_s, depth_s, 0), valid_s], -1).astype(np.float32)[top:top + rh, left:left + rw]
-        dv = cv2.resize(dv, (w, h), interpolation=cv2.INTER_LINEAR)  # depth and validity in one pass
-        ok = dv[..., 1] > 0.999  # no mixing with pixels outside the object
-        return np.where(ok, dv[..., 0], np.nan).astype(np.float32), ok
+        out = resize_roi(dv, size, roi)
+        ok = out[..., 1] > 0.999  # depth and validity in one pass: no mixing with pixels outside the object
+        return np.where(ok, out[..., 0], np.nan).astype(np.float32), ok
 
 
 _RAYS: dict = {}
 
 
-def _rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(H, W, 3) float32 rays with z = 1 for K, cached: cameras rarely change between frames."""
+def camera_rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(H, W, 3) float32 rays with z = 1 for K (x = (u - cx - skew * y) / fx, y = (v - cy) / fy).
+
+    Cached (read-only): cameras rarely change between frames.
+    """
     key = (K.tobytes(), h, w)
     if key not in _RAYS:
         if len(_RAYS) > 8:
@@ -270,11 +321,18 @@ def _rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
         rays[..., 1] = v[:, None]
         rays[..., 0] = u[None, :] - (K[0, 1] / K[0, 0]) * v[:, None]
         rays[..., 2] = 1.0
+        rays.flags.writeable = False
         _RAYS[key] = rays
     return _RAYS[key]
 
 
-def backproject_np(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Organized points (H, W, 3) float32 in the camera optical frame; NaN where depth is NaN."""
+def backproject_np(depth: np.ndarray, K: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Organized points (H, W, 3) float32 in the camera optical frame; NaN where depth is NaN.
+
+    ``out`` may be any (H, W, 3) float32 view, e.g. the xyz fields of a PointCloud2 buffer.
+    """
     h, w = depth.shape
-    return np.multiply(_rays(np.asarray(K, np.float64), h, w), depth[..., None], dtype=np.float32)
+    rays = camera_rays(np.asarray(K, np.float64), h, w)
+    if out is None:
+        return np.multiply(rays, depth[..., None], dtype=np.float32)
+    return np.multiply(rays, depth[..., None], out=out)

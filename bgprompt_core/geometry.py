@@ -5,8 +5,11 @@ resize by factor s maps u -> s * (u + 0.5) - 0.5. Camera optical frame: x right,
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
@@ -39,6 +42,31 @@ def shift_intrinsics(K: np.ndarray, dx: float, dy: float) -> np.ndarray:
     out[0, 2] += dx
     out[1, 2] += dy
     return out
+
+
+def _resize_span(start: int, stop: int, n_out: int, n_in: int) -> tuple[int, int, int, int]:
+    """Output span [a, b) covering [start, stop) and the input span [c, d) that resizes exactly onto it."""
+    g = math.gcd(n_out, n_in)
+    p, q = n_out // g, n_in // g  # p output pixels correspond to exactly q input pixels
+    a = max(0, (start // p - 1) * p)  # one extra period each side: the crop's edge clamping stays outside
+    b = min(n_out, (-(-stop // p) + 1) * p)
+    return a, b, a // p * q, b // p * q
+
+
+def resize_roi(src: np.ndarray, out_hw: tuple[int, int], roi: tuple[slice, slice]) -> np.ndarray:
+    """``cv2.resize(src, (W, H), INTER_LINEAR)[roi]`` computed on a crop of ``src`` only.
+
+    Why not ``warpAffine``: it quantizes sample positions to 1/32 pixel. Resizing a crop is exact when
+    the crop starts on a whole period of the scale ratio (W / gcd(W, w) output pixels per input period),
+    so the crop is widened to whole periods plus one period of margin (where ``cv2.resize`` clamps
+    at the crop's edge instead of interpolating across it) and then cut to ``roi``.
+    """
+    H, W = out_hw
+    rows, cols = roi
+    r0, r1, sr0, sr1 = _resize_span(rows.start, rows.stop, H, src.shape[0])
+    c0, c1, sc0, sc1 = _resize_span(cols.start, cols.stop, W, src.shape[1])
+    out = cv2.resize(src[sr0:sr1, sc0:sc1], (c1 - c0, r1 - r0), interpolation=cv2.INTER_LINEAR)
+    return out[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 from bgprompt_core.adapters import load_depth_net
 from bgprompt_core.alignment import fit_to_sensor
 from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator, backproject_np, split_mask
-from bgprompt_core.geometry import Letterbox
+from bgprompt_core.geometry import Letterbox, resize_roi
 from bgprompt_core.segmentation import RembgSegmenter, clean_mask
 from bgprompt_core.tensorrt_backend import key_id, rebuild_reason
 
@@ -138,11 +138,45 @@ def test_bad_input_is_a_clear_error(case, msg):
 def test_split_mask_kinds():
     soft = np.zeros((20, 20), np.float32)
     soft[5:15, 5:15] = 0.8
-    (oid, s, b), = split_mask(soft, 0.5, 4)
-    assert oid == 1 and s.max() == pytest.approx(0.8) and b.sum() == 100
-    assert len(split_mask(np.where(soft > 0, 255, 0).astype(np.uint8), 0.5, 4)) == 1
+    obj, = split_mask(soft, 0.5, 4)
+    assert obj.id == 1 and obj.soft.max() == pytest.approx(0.8) and obj.binary.sum() == 100 == obj.pixels
+    assert obj.box == (slice(5, 15), slice(5, 15))
+    binary, = split_mask(np.where(soft > 0, 255, 0).astype(np.uint8), 0.5, 4)
+    assert np.array_equal(binary.soft_float(), (soft > 0).astype(np.float32)) and binary.box == obj.box
+    labels = np.zeros((20, 20), np.uint16)
+    labels[0:3, 0:4], labels[10:19, 12:20], labels[19, 0] = 7, 3, 9  # object 9 is below min_pixels
+    objs = split_mask(labels, 0.5, 4)
+    assert [o.id for o in objs] == [3, 7] and [o.box for o in objs] == [(slice(10, 19), slice(12, 20)),
+                                                                        (slice(0, 3), slice(0, 4))]
     with pytest.raises(InputError, match="soft mask"):
         split_mask(soft * 3, 0.5, 4)
+
+
+def test_back_warp_on_the_object_box_equals_a_full_frame_resize():
+    """The ROI-only back-warp samples exactly where cv2.resize of the whole letterboxed depth would."""
+    rng = np.random.default_rng(3)
+    h, w, S = 300, 457, (64, 64)
+    lb = Letterbox(h, w, *S)
+    depth_s = (2 + rng.random(S)).astype(np.float32)
+    valid_s = np.ones(S, bool)
+    valid_s[:, :20] = False
+    roi = (slice(40, 211), slice(100, 390))
+    d, ok = ObjectDepthEstimator._back(depth_s, valid_s, lb, (h, w), roi)
+    (top, left), (rh, rw) = lb.offset, lb.resized
+    full_d = cv2.resize(np.where(valid_s, depth_s, 0)[top:top + rh, left:left + rw], (w, h))
+    full_v = cv2.resize(valid_s.astype(np.float32)[top:top + rh, left:left + rw], (w, h))
+    assert np.array_equal(ok, full_v[roi] > 0.999) and 0.5 * ok.size < ok.sum() < ok.size
+    assert np.isnan(d[~ok]).all() and np.allclose(d[ok], full_d[roi][ok], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("out_hw, in_hw", [((480, 640), (96, 128)), ((300, 457), (42, 64)), ((720, 1280), (72, 128))])
+def test_resize_roi_equals_the_cropped_full_resize(out_hw, in_hw):
+    src = np.random.default_rng(0).random(in_hw + (2,)).astype(np.float32)
+    full = cv2.resize(src, out_hw[::-1])
+    for roi in ((slice(0, 7), slice(0, 9)), (slice(101, 233), slice(37, 250)), (slice(out_hw[0] - 5, out_hw[0]),
+                                                                               slice(3, out_hw[1]))):
+        got = resize_roi(src, out_hw, roi)
+        assert got.shape == full[roi].shape and np.abs(got - full[roi]).max() < 1e-5  # float32 rounding only
 
 
 def test_recenter_path_returns_depth_on_the_object(tiny_model_dir, tmp_path):
