@@ -178,7 +178,7 @@ def frame_metrics(pred: np.ndarray, ref: np.ndarray, obj: np.ndarray, K: np.ndar
         return {**out, "si_rmse": float("nan"), "normal_cos": float("nan"), "abs_rel": float("nan"),
                 "abs_rel_ss": float("nan")}
     t = lambda a: torch.from_numpy(np.where(ok, a, 1.0).astype(np.float32))[None]  # noqa: E731
-    m = sample_metrics(t(pred), t(ref), torch.from_numpy(ok)[None].float(), torch.from_numpy(K).float())
+    m = sample_metrics(t(pred), t(ref), torch.from_numpy(ok)[None].float(), torch.tensor(K, dtype=torch.float32))
     return {**out, **{k: float(m[k][0]) for k in ("si_rmse", "normal_cos", "abs_rel", "abs_rel_ss")}}
 
 
@@ -200,7 +200,7 @@ def cross_validated_metric_error(rel: np.ndarray, ref: np.ndarray, obj: np.ndarr
 def _cloud_message(ts, res, rgb, header):
     PC2 = ts.types["sensor_msgs/msg/PointCloud2"]
     PF = ts.types["sensor_msgs/msg/PointField"]
-    h, w, dense, step, data = cv.cloud_bytes(res.points, rgb, organized=True, valid=res.valid)
+    h, w, dense, step, data = cv.cloud_data(res.depth, res.K, rgb, organized=True)
     fields, _ = cv.cloud_fields(True)
     return PC2(header=header, height=h, width=w, fields=[PF(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields],
                is_bigendian=False, point_step=step, row_step=step * w, data=np.frombuffer(data, np.uint8),
@@ -291,7 +291,7 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                             worst.append((row["si_rmse"], stamp, rgb, res.depth, ref))
                             worst = sorted(worst, key=lambda x: -x[0])[:6]
                         if writer is not None and ci == 0:
-                            enc, step, data = cv.depth_image_bytes(res.depth)
+                            enc, step, data = cv.depth_image_data(res.depth)
                             Img = ts.types["sensor_msgs/msg/Image"]
                             out_msgs = {"depth": Img(header=img.header, height=res.depth.shape[0], width=res.depth.shape[1],
                                                      encoding=enc, is_bigendian=0, step=step,

@@ -209,22 +209,25 @@ class ObjectDepthNode(LifecycleNode):
         for w in res.warnings:
             self.get_logger().warning(w, throttle_duration_sec=5.0)
         header = img_msg.header
-        enc, step, data = cv.depth_image_bytes(res.depth)
-        depth_msg = Image(header=header, height=res.depth.shape[0], width=res.depth.shape[1], encoding=enc,
-                          is_bigendian=0, step=step, data=data)
+        # messages are built only for topics someone listens to; buffers go into them without a copy
+        if self.pubs["depth"].get_subscription_count() > 0:
+            enc, step, data = cv.depth_image_data(res.depth)
+            self.pubs["depth"].publish(cv.attach_data(Image(
+                header=header, height=res.depth.shape[0], width=res.depth.shape[1], encoding=enc, is_bigendian=0,
+                step=step), data))
         info_out = CameraInfo(header=header, height=info.height or rgb.shape[0], width=info.width or rgb.shape[1],
                               distortion_model=info.distortion_model, d=info.d, k=info.k, r=info.r, p=info.p,
                               binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
-        with_rgb = self.p("cloud_rgb")
-        h, w, dense, pstep, cdata = cv.cloud_bytes(res.points, rgb if with_rgb else None,
-                                                   organized=self.p("cloud_mode") == "organized", valid=res.valid)
-        fields, _ = cv.cloud_fields(with_rgb)
-        cloud = PointCloud2(header=header, height=h, width=w, is_bigendian=False, point_step=pstep,
-                            row_step=pstep * w, is_dense=dense, data=cdata,
-                            fields=[PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields])
-        self.pubs["depth"].publish(depth_msg)
         self.pubs["info"].publish(info_out)
-        self.pubs["cloud"].publish(cloud)
+        if self.pubs["cloud"].get_subscription_count() > 0:
+            with_rgb = self.p("cloud_rgb")
+            h, w, dense, pstep, cdata = cv.cloud_data(res.depth, res.K, rgb if with_rgb else None,
+                                                      organized=self.p("cloud_mode") == "organized")
+            fields, _ = cv.cloud_fields(with_rgb)
+            self.pubs["cloud"].publish(cv.attach_data(PointCloud2(
+                header=header, height=h, width=w, is_bigendian=False, point_step=pstep, row_step=pstep * w,
+                is_dense=dense, fields=[PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields]),
+                cdata))
         if self.p("publish_composite") and mask is not None and self.pubs["composite"].get_subscription_count() > 0:
             comp = self.estimator.composite_preview(rgb, mask)
             self.pubs["composite"].publish(Image(header=header, height=comp.shape[0], width=comp.shape[1],

@@ -1,4 +1,5 @@
 """bgprompt_ros without processes: conversions (byte-compatible with cv_bridge / sensor_msgs_py), sync, launch/config."""
+import array
 import ast
 import re
 import struct
@@ -65,22 +66,43 @@ def sensor_msgs_py_style_cloud(points, rgb):
     return bytes(out)
 
 
-def test_cloud_bytes_match_a_per_point_reference_and_fields_like_depth_image_proc():
+def test_cloud_data_match_a_per_point_reference_and_fields_like_depth_image_proc():
     rng = np.random.default_rng(0)
-    pts = rng.normal(size=(4, 5, 3)).astype(np.float32)
-    pts[0, 0] = np.nan
+    depth = rng.uniform(0.5, 2.0, (4, 5)).astype(np.float32)
+    depth[0, 0] = depth[2, 3] = np.nan
+    K = np.array([[50.0, 0.0, 2.2], [0.0, 40.0, 1.4], [0.0, 0.0, 1.0]])
+    v, u = np.mgrid[0:4, 0:5]
+    pts = np.stack([(u - 2.2) / 50.0 * depth, (v - 1.4) / 40.0 * depth, depth], -1).astype(np.float32)
     rgb = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
-    h, w, dense, step, data = cv.cloud_bytes(pts, rgb)
-    assert (h, w, dense, step) == (4, 5, False, 32)
+    h, w, dense, step, data = cv.cloud_data(depth, K, rgb)
+    assert (h, w, dense, step) == (4, 5, False, 32) and isinstance(data, array.array)
+    got = np.frombuffer(data, np.uint8)
     ref = np.frombuffer(sensor_msgs_py_style_cloud(pts, rgb), np.uint8)
-    assert np.array_equal(np.frombuffer(data, np.uint8), ref)  # NaN bytes included
+    assert got.shape == ref.shape
+    xyz = got.view(np.float32).reshape(4, 5, 8)[..., :3]
+    assert np.isnan(xyz[0, 0]).all() and np.isnan(xyz[2, 3]).all()  # NaN depth -> NaN point (depth_image_proc)
+    finite = np.isfinite(depth)
+    assert np.allclose(xyz[finite], pts[finite], rtol=1e-6, atol=1e-7)
+    other = np.ones((4, 5, 32), bool)
+    other[..., :12] = False
+    assert np.array_equal(got.reshape(4, 5, 32)[other], ref.reshape(4, 5, 32)[other])  # padding and rgb bytes
     fields, step = cv.cloud_fields(True)
     assert [(n, o, t) for n, o, t, _ in fields] == [("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 16, 7)]
     assert cv.pack_rgb(np.array([255, 0, 0], np.uint8)).view(np.uint32) == 0x00FF0000
-    h, w, dense, step, data = cv.cloud_bytes(pts, None, organized=False)
-    assert (h, w, dense, step) == (1, 19, True, 16)
-    xyz = np.frombuffer(data, np.float32).reshape(-1, 4)[:, :3]
-    assert np.array_equal(xyz, pts.reshape(-1, 3)[1:])
+    h, w, dense, step, data = cv.cloud_data(depth, K, None, organized=False)
+    assert (h, w, dense, step) == (1, 18, True, 16)
+    dense_xyz = np.frombuffer(data, np.float32).reshape(-1, 4)[:, :3]
+    assert np.allclose(dense_xyz, pts[finite], rtol=1e-6, atol=1e-7)  # row-major order of the valid pixels
+
+
+def test_messages_take_the_buffers_without_a_copy():
+    from sensor_msgs.msg import Image
+
+    enc, step, data = cv.depth_image_data(np.array([[1.5, np.nan]], np.float32))
+    msg = cv.attach_data(Image(height=1, width=2, encoding=enc, step=step), data)
+    assert msg.data is data and not msg._check_fields  # the message's own setting is restored
+    assert enc == "32FC1" and step == 8
+    assert np.frombuffer(msg.data, "<f4")[0] == 1.5 and np.isnan(np.frombuffer(msg.data, "<f4")[1])
 
 
 def test_exact_sync_out_of_order_and_missing_partner():
