@@ -90,6 +90,7 @@ class PromptNetConfig(_Serializable):
     input: str = "mask"  # "mask" | "image" (the "Img input" ablation)
     space: str = "fourier"  # "fourier" | "pixel" (the "Img space" ablation)
     bias: bool = True  # False: the "No bias" ablation
+    combine: str = "mean"  # with bias: "mean" of the two images (reference code) | "residual" in logits
     gain: float = 40.0  # sigmoid(gain * irfft(...)) as in the reference code
     bias_prompt: dict = field(default_factory=dict)  # FourierPromptConfig fields for the bias
 
@@ -100,6 +101,9 @@ class PromptNetConfig(_Serializable):
         _positive_int("base_channels", self.base_channels)
         _choice("input", self.input, ("mask", "image"))
         _choice("space", self.space, ("fourier", "pixel"))
+        _choice("combine", self.combine, ("mean", "residual"))
+        if self.combine == "residual" and not self.bias:
+            raise ConfigError("combine 'residual' adds the U-Net to the bias's logits: it needs bias")
         _positive_float("gain", self.gain)
         self.bias_config()  # validates bias_prompt
 

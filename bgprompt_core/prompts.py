@@ -126,8 +126,11 @@ class PromptNet(Prompt):
     Fourier space (default): the input is the rFFT of the mask as (real, imag) channels zero-padded
     to a square; the U-Net predicts the real and imaginary RGB spectrum, which is cropped, inverted
     and squashed with ``sigmoid(gain * x)``. Pixel space ("Img space" ablation): the U-Net maps the
-    input image-space channels to RGB logits directly. With ``bias`` the result is averaged with a
-    learned unconditional ``FourierPrompt`` (paper: "we add a bias term").
+    input image-space channels to RGB logits directly. With ``bias`` a learned unconditional
+    ``FourierPrompt`` is added (paper: "we add a bias term"): ``combine="mean"`` averages the two
+    images (the reference code); ``combine="residual"`` adds the U-Net's logits to the bias's,
+    ``sigmoid(gain * x + B)``, with the U-Net's last layer starting at zero, so a PNet whose bias is
+    initialised from a trained 1-BG prompt starts exactly at that prompt and learns what the mask adds.
     """
 
     kind = "pnet"
@@ -145,16 +148,23 @@ class PromptNet(Prompt):
             in_ch, out_ch = in_img, 3
         self.unet = UNet(in_ch, out_ch, num_downs=cfg.num_downs, base_channels=cfg.base_channels)
         self.bias = FourierPrompt(cfg.bias_config()) if cfg.bias else None
+        if cfg.combine == "residual":
+            last = self.unet.up[0][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.dft: MatrixDFT | None = None  # set by ``for_export``: DFTs as matrix products
-        self.bias_image: torch.Tensor | None = None
+        self.bias_logits: torch.Tensor | None = None  # the bias baked for export
 
     def for_export(self) -> "PromptNet":
-        """Make the graph free of FFT ops (TensorRT has no DFT): matrix DFTs, the bias baked as an image."""
+        """Make the graph free of FFT ops (TensorRT has no DFT): matrix DFTs, the bias baked as constant logits."""
         self.dft = MatrixDFT(self.cfg.height, self.cfg.width)
         if self.bias is not None:
             with torch.no_grad():
-                self.bias_image = self.bias.image().detach().clone()
+                self.bias_logits = self.bias.logits().detach().clone()
         return self
+
+    def _bias_logits(self) -> torch.Tensor:
+        return self.bias.logits() if self.bias_logits is None else self.bias_logits
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -177,12 +187,15 @@ class PromptNet(Prompt):
                 logits = spectrum_to_logits(torch.stack([out[:, :3], out[:, 3:]], dim=-1), (h, w), 1.0)
             else:
                 logits = self.dft.irfft2(out[:, :3], out[:, 3:])
-            bg = torch.sigmoid(self.cfg.gain * logits)
+            logits = self.cfg.gain * logits
         else:
-            x = F.pad(x, (0, self.side - w, 0, self.side - h))
-            bg = torch.sigmoid(self.unet(x)[..., :h, :w])
-        if self.bias is not None:
-            bg = 0.5 * (bg + (self.bias.image() if self.bias_image is None else self.bias_image))
+            logits = self.unet(F.pad(x, (0, self.side - w, 0, self.side - h)))[..., :h, :w]
+        if self.bias is None:
+            bg = torch.sigmoid(logits)
+        elif self.cfg.combine == "residual":
+            bg = torch.sigmoid(logits + self._bias_logits())
+        else:
+            bg = 0.5 * (torch.sigmoid(logits) + torch.sigmoid(self._bias_logits()))
         return _resize(bg, size_in)
 
 

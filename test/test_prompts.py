@@ -94,6 +94,30 @@ def test_pnet_depends_on_the_mask_and_bias_averages_a_fourier_prompt():
     assert torch.allclose(ya, 0.5 * (nobias(a) + net.bias.image()), atol=1e-6)
 
 
+def test_residual_pnet_starts_at_its_bias_and_adds_logits():
+    torch.manual_seed(5)
+    cfg = PromptNetConfig(height=32, width=32, num_downs=3, base_channels=8, combine="residual")
+    net = PromptNet(cfg)
+    a, b = torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)
+    a[..., 8:24, 8:24] = 1
+    b[..., 2:12, 20:30] = 1
+    # at init the last U-Net layer is zero: every mask gets exactly the bias (e.g. a trained 1-BG prompt)
+    assert torch.equal(net(a), net.bias.image()) and torch.equal(net(b), net.bias.image())
+    for p in net.unet.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    nobias = PromptNet(PromptNetConfig(height=32, width=32, num_downs=3, base_channels=8, bias=False))
+    nobias.unet.load_state_dict(net.unet.state_dict())
+    u = torch.logit(nobias(a).double().clamp(1e-12, 1 - 1e-12))  # gain * irfft(unet(mask))
+    expected = torch.sigmoid(u + net.bias.logits().double())
+    ok = nobias(a).double().sub(0.5).abs() < 0.49  # away from float saturation, where logit() is exact enough
+    assert ok.float().mean() > 0.5 and torch.allclose(net(a).double()[ok], expected[ok], atol=1e-4)
+    export = PromptNet(cfg)
+    export.load_state_dict(net.state_dict())
+    assert torch.allclose(export.for_export()(a), net(a), atol=1e-4)  # matrix DFTs + baked bias logits
+    with pytest.raises(ValueError, match="residual"):
+        PromptNetConfig(bias=False, combine="residual")
+
+
 def test_pnet_ablations_change_the_structure():
     base = PromptNet(PromptNetConfig(height=32, width=32, num_downs=3, base_channels=4))
     img = PromptNet(PromptNetConfig(height=32, width=32, num_downs=3, base_channels=4, input="image"))

@@ -82,6 +82,25 @@ def test_ablation_flags_change_the_parameterization(world, tmp_path):
     assert meta.prompt.kind == "pnet" and meta.metrics["step"] in (2, 4)
 
 
+def test_residual_pnet_warm_started_from_a_1bg_prompt_starts_at_it(world, tmp_path):
+    single = _cfg(world, out=str(tmp_path / "one.safetensors"), steps=6, val_every=3, val_samples=8)
+    Trainer(single).run()
+    one, _ = load_prompt(single.out)
+    pn = Trainer(_cfg(world, out=str(tmp_path / "pn.safetensors"), prompt="pnet", pnet_downs=3, pnet_channels=4,
+                      pnet_combine="residual", init_bias=single.out)).prompt
+    masks = torch.zeros(2, 1, 56, 56)
+    masks[0, :, 10:40, 10:30], masks[1, :, 5:15, 30:50] = 1, 1
+    with torch.no_grad():
+        assert torch.allclose(pn(masks), one(masks), atol=1e-6)  # every mask: exactly the trained 1-BG prompt
+    pixel = _cfg(world, out=str(tmp_path / "px.safetensors"), param="pixel", steps=2, val_every=2, val_samples=8)
+    Trainer(pixel).run()
+    with pytest.raises(ValueError, match="1-BG Fourier prompt"):
+        Trainer(_cfg(world, out=str(tmp_path / "pn2.safetensors"), prompt="pnet", pnet_downs=3, pnet_channels=4,
+                     init_bias=pixel.out))
+    with pytest.raises(ValueError, match="--prompt pnet"):
+        _cfg(world, init_bias=single.out)
+
+
 def _train_cmd(world, out, steps, *extra):
     return [BGPROMPT, "train", "--model", str(world / "net"), "--data", str(world / "train"), "--out", str(out),
             "--steps", str(steps), "--val-every", "5", "--optimizer", "adam", "--lr", "0.05", "--local-only", *extra]

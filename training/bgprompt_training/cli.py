@@ -94,7 +94,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(model=args.model, data=args.data, val=args.val or [], out=args.out, prompt=args.prompt,
                       param=args.param, composite=args.composite, pnet_input=args.pnet_input, bias=not args.no_bias,
-                      pnet_downs=args.pnet_downs, pnet_channels=args.pnet_channels, divisor=args.divisor,
+                      pnet_downs=args.pnet_downs, pnet_channels=args.pnet_channels,
+                      pnet_combine=args.pnet_combine, init_bias=args.init_bias, divisor=args.divisor,
                       eq2_range=args.eq2_range, steps=args.steps, batch=args.batch, lr=args.lr,
                       lr_drop_at=args.lr_drop_at, optimizer=args.optimizer, size=args.size, recenter=args.recenter,
                       val_every=args.val_every, val_samples=args.val_samples, select_by=args.select_by,
@@ -325,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bias", action="store_true", help="ablation: PNet without the learned 1-BG bias")
     p.add_argument("--pnet-downs", type=int, default=7, help="PNet U-Net downsamplings (paper: 7)")
     p.add_argument("--pnet-channels", type=int, default=64, help="PNet U-Net base channels (paper: 64)")
+    p.add_argument("--pnet-combine", choices=["mean", "residual"], default="mean",
+                   help="PNet + bias: mean of the two images (reference code) or residual logits (the U-Net "
+                        "starts at zero, so the PNet starts exactly at its bias)")
+    p.add_argument("--init-bias", metavar="CKPT", help="initialise the PNet bias from a trained 1-BG prompt")
     p.add_argument("--divisor", type=float, default=0.2, help="Fourier irfft divisor (reference 0.2, Lucent 4.0)")
     p.add_argument("--eq2-range", choices=["image", "object"], default="image",
                    help="Eq. 2 min/max over the whole image (paper) or the object only")

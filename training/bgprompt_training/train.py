@@ -29,12 +29,12 @@ from tqdm import tqdm
 
 from bgprompt_core.adapters import DepthNet, load_depth_net
 from bgprompt_core.atomic import atomic_write
-from bgprompt_core.checkpoint import PromptMeta, save_prompt
+from bgprompt_core.checkpoint import PromptMeta, load_prompt, save_prompt
 from bgprompt_core.config import (ConfigError, DepthTransformConfig, FourierPromptConfig, PixelPromptConfig,
                                   PromptNetConfig)
 from bgprompt_core.metrics import object_depth_loss
 from bgprompt_core.model import PromptedDepth
-from bgprompt_core.prompts import build_prompt
+from bgprompt_core.prompts import FourierPrompt, PromptNet, build_prompt
 
 from .data.open import open_dataset
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
@@ -58,6 +58,8 @@ class TrainConfig:
     bias: bool = True
     pnet_downs: int = 7
     pnet_channels: int = 64
+    pnet_combine: str = "mean"  # mean (reference code) | residual (logits; starts exactly at the bias)
+    init_bias: str | None = None  # a 1-BG checkpoint whose spectrum initialises the PNet bias
     divisor: float = 0.2
     eq2_range: str = "image"  # image | object
     steps: int = 1000
@@ -80,6 +82,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         choices = {"prompt": ("single", "pnet", "finetune"), "param": ("fourier", "pixel"),
                    "composite": ("replace", "additive"), "pnet_input": ("mask", "image"),
+                   "pnet_combine": ("mean", "residual"),
                    "eq2_range": ("image", "object"), "optimizer": ("sgd", "adam"),
                    "select_by": tuple(LOWER_IS_BETTER)}
         for name, allowed in choices.items():
@@ -92,6 +95,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.init_bias and not (self.prompt == "pnet" and self.bias):
+            raise ConfigError("--init-bias initialises a PNet's bias: use it with --prompt pnet (and a bias)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,10 +105,20 @@ class TrainConfig:
         if self.prompt == "pnet":
             return PromptNetConfig(height=size, width=size, num_downs=self.pnet_downs,
                                    base_channels=self.pnet_channels, input=self.pnet_input, space=self.param,
-                                   bias=self.bias, bias_prompt={"divisor": self.divisor})
+                                   bias=self.bias, combine=self.pnet_combine, bias_prompt={"divisor": self.divisor})
         if self.param == "pixel":
             return PixelPromptConfig(height=size, width=size)
         return FourierPromptConfig(height=size, width=size, divisor=self.divisor)
+
+
+def init_bias_from(pnet: PromptNet, path: str, net: DepthNet) -> None:
+    """Copy a trained 1-BG prompt into a PNet's bias (same network, resolution and Fourier settings)."""
+    single, _ = load_prompt(path, net.spec)
+    if not isinstance(single, FourierPrompt) or single.cfg != pnet.bias.cfg:
+        raise ConfigError(f"{path}: --init-bias needs a 1-BG Fourier prompt with the PNet bias's config "
+                          f"{pnet.bias.cfg}, got {getattr(single, 'cfg', type(single).__name__)}")
+    with torch.no_grad():
+        pnet.bias.spectrum.copy_(single.spectrum)
 
 
 def parse_weighted(specs: list[str]) -> list[tuple[str, float]]:
@@ -172,6 +187,8 @@ class Trainer:
             self.trainable: torch.nn.Module = self.net.model
         else:
             self.prompt = build_prompt(cfg.prompt_config(size)).to(self.device)
+            if cfg.init_bias:
+                init_bias_from(self.prompt, cfg.init_bias, self.net)
             self.trainable = self.prompt
         self.model = PromptedDepth(self.net, self.prompt, cfg.composite, DepthTransformConfig(range=cfg.eq2_range))
         params = [p for p in self.trainable.parameters() if p.requires_grad]
