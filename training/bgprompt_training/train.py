@@ -307,6 +307,8 @@ class Trainer:
             writer = SummaryWriter(cfg.logdir)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.prompt}", unit="step")
         t0 = time.perf_counter()
+        if self.step == 0 and cfg.init_bias and self.val_data:
+            self._validate_and_select(writer)  # the warm start (the 1-BG prompt) is the bar to beat
         while self.step < cfg.steps:
             loss = self.train_step()
             self.step += 1
@@ -317,22 +319,30 @@ class Trainer:
                 writer.add_scalar("train/loss", loss, self.step)
                 writer.add_scalar("train/lr", learning_rate(cfg, self.step - 1), self.step)
             if self.step % cfg.val_every == 0 or self.step == cfg.steps:
-                metrics = self.validate() if self.val_data else {"loss": float(np.mean([h["loss"] for h in self.history[-cfg.val_every:]]))}
-                metrics["step"] = self.step
-                self.history[-1]["val"] = metrics
-                self._log_val(metrics, writer)
-                key = cfg.select_by if cfg.select_by in metrics else "loss"
-                better = self.best is None or (metrics[key] < self.best[key] if LOWER_IS_BETTER[key] else metrics[key] > self.best[key])
-                if better:
-                    self.best = metrics
-                    self.save_result(metrics)
-                self.save_state()
+                self._validate_and_select(writer)
             if kill_at is not None and self.step == kill_at:  # for tests: die like a killed process
                 os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
         if writer:
             writer.close()
         return {"best": self.best, "seconds": time.perf_counter() - t0, "history": self.history}
+
+    def _validate_and_select(self, writer) -> None:
+        cfg = self.cfg
+        if self.val_data:
+            metrics = self.validate()
+        else:
+            metrics = {"loss": float(np.mean([h["loss"] for h in self.history[-cfg.val_every:]]))}
+        metrics["step"] = self.step
+        if self.history:
+            self.history[-1]["val"] = metrics
+        self._log_val(metrics, writer)
+        key = cfg.select_by if cfg.select_by in metrics else "loss"
+        better = self.best is None or (metrics[key] < self.best[key] if LOWER_IS_BETTER[key] else metrics[key] > self.best[key])
+        if better:
+            self.best = metrics
+            self.save_result(metrics)
+        self.save_state()
 
     def _log_val(self, m: dict, writer) -> None:
         text = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "step")
