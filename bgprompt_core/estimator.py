@@ -259,21 +259,26 @@ class ObjectDepthEstimator:
                                  warnings)
 
     def composite_preview(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """What the network sees for the first object (Eq. 1 composite at the network input), RGB uint8."""
+        """What the network sees (Eq. 1 composites at the network input), one tile per object side by side.
+
+        RGB uint8 of shape (S, n * S, 3) for n objects (at most ``max_objects``, largest first).
+        """
         import torch
 
-        obj = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels)[0]
+        objects = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels)
+        objects = sorted(objects, key=lambda o: -o.pixels)[: self.cfg.max_objects]
         h, w = image.shape[:2]
         lb = Letterbox(h, w, *self.size)
-        x = self._letterbox(image.astype(np.float32) / 255.0, lb, 1.0, cv2.INTER_AREA).transpose(2, 0, 1)[None]
-        m = self._letterbox(obj.soft_float(), lb, 0.0, cv2.INTER_LINEAR)[None, None]
+        x = self._letterbox(image, lb, 255, cv2.INTER_AREA).astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+        m = np.stack([self._letterbox(o.soft_float(), lb, 0.0, cv2.INTER_LINEAR) for o in objects])[:, None]
         with torch.no_grad():
-            xt = torch.from_numpy(np.ascontiguousarray(x))
+            xt = torch.from_numpy(np.ascontiguousarray(x)).expand(len(objects), -1, -1, -1)
             mt = torch.from_numpy(np.ascontiguousarray(m))
             dev = next(self.model.net.parameters()).device
             bg = self.model.background(xt.to(dev), mt.to(dev)).cpu()
             comp = mt * xt + (1 - mt) * bg
-        return (comp[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        tiles = (comp.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        return np.concatenate(list(tiles), axis=1)
 
     @staticmethod
     def _letterbox(img: np.ndarray, lb: Letterbox, fill: float, interp: int) -> np.ndarray:

@@ -189,6 +189,25 @@ def test_recenter_path_returns_depth_on_the_object(tiny_model_dir, tmp_path):
     assert not res.valid[labels == 0].any()
 
 
+def test_composite_preview_has_one_tile_per_object_with_its_pixels_untouched(tiny_model_dir):
+    img, labels = _frame()
+    est = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none"))
+    comp = est.composite_preview(img, labels)
+    n = est.size[0]
+    assert comp.shape == (n, 2 * n, 3) and comp.dtype == np.uint8
+    lb = Letterbox(240, 320, n, n)
+    (top, left), (rh, rw) = lb.offset, lb.resized
+    for tile, oid in enumerate((7, 3)):  # largest object first
+        small = cv2.resize((labels == oid).astype(np.float32), (rw, rh))
+        inside = np.zeros((n, n), bool)
+        inside[top:top + rh, left:left + rw] = small > 0.999
+        t = comp[:, tile * n:(tile + 1) * n]
+        assert inside.sum() > 20 and np.abs(t[inside].astype(int) - (40, 90, 160)).max() <= 2  # Eq. 1: the object
+        other = np.zeros((n, n), bool)
+        other[top:top + rh, left:left + rw] = cv2.resize((labels == 10 - oid).astype(np.float32), (rw, rh)) > 0.999
+        assert (t[other] == 255).all()  # the other object is background in this tile (white: prompt "none")
+
+
 def test_torch_and_onnxruntime_agree(tiny_model_dir, tmp_path):
     from bgprompt_core.checkpoint import PromptMeta, save_prompt
     from bgprompt_core.config import FourierPromptConfig
