@@ -8,9 +8,12 @@ Callers keep DDS on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; the CLI s
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import time
 from pathlib import Path
+
+log = logging.getLogger("bgprompt.bag")
 
 
 def message_class(msgtype: str):
@@ -20,9 +23,13 @@ def message_class(msgtype: str):
 
 
 def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscribers: int = 0,
-         wait_timeout: float = 30.0, topics: list[str] | None = None) -> int:
-    """Publish the bag's messages in order with their relative timing; returns the number published."""
+         wait_timeout: float = 30.0, topics: list[str] | None = None, ack_timeout: float = 10.0) -> int:
+    """Publish the bag's messages in order with their relative timing; returns the number published.
+
+    Before returning, waits up to ``ack_timeout`` s for the subscribers to acknowledge every message.
+    """
     import rclpy
+    from rclpy.duration import Duration
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.serialization import deserialize_message
     from rosbags.highlevel import AnyReader
@@ -59,7 +66,12 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
                     rclpy.spin_once(node, timeout_sec=0)
                 if not loop:
                     break
-            time.sleep(0.2)  # let reliable publishers flush
+            # exiting before the subscribers acknowledged would drop the last messages (reliable QoS)
+            unacked = [topic for topic, (pub, _) in pubs.items()
+                       if not pub.wait_for_all_acked(Duration(seconds=ack_timeout))]
+            if unacked:
+                log.warning("bag play: not every subscriber acknowledged the last messages of %s within %.0f s",
+                            unacked, ack_timeout)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
