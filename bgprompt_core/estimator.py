@@ -28,10 +28,14 @@ class InputError(ValueError):
     """A frame that cannot be processed (wrong encoding, sizes, empty mask, bad intrinsics...)."""
 
 
+PROMPT_HELP = ("prompt checkpoint path, or a prompt shipped with the model: 'default' (its 1-BG), 'pnet' "
+               "(its PNet); 'none' is the white-background baseline")
+
+
 @dataclass(frozen=True)
 class EstimatorConfig:
     model: str = "mini"
-    prompt: str = "default"  # "default": the shipped prompt of the model; "none": white background; or a path
+    prompt: str = "default"  # "default"/"1bg", "pnet": shipped with the model; "none": white background; or a path
     backend: str = "torch"  # torch | onnxruntime | tensorrt
     onnx: str | None = None  # exported graph for onnxruntime / tensorrt (default: exported into cache_dir)
     cache_dir: str = "~/.cache/bgprompt"

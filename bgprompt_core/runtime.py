@@ -13,19 +13,24 @@ from .model import PromptedDepth
 
 log = logging.getLogger("bgprompt.runtime")
 PACKAGE_PROMPTS = Path(__file__).resolve().parent / "prompts"
-DEFAULT_PROMPTS = {"mini": PACKAGE_PROMPTS / "mini-1bg.safetensors"}
+# prompts shipped with a model, by name: "1bg" is the default, "pnet" the mask-conditioned one
+SHIPPED_PROMPTS = {"mini": {"1bg": PACKAGE_PROMPTS / "mini-1bg.safetensors",
+                            "pnet": PACKAGE_PROMPTS / "mini-pnet.safetensors"}}
+DEFAULT_PROMPTS = {name: kinds["1bg"] for name, kinds in SHIPPED_PROMPTS.items()}
 
 
 def resolve_prompt_path(prompt: str, spec: DepthNetSpec) -> Path | None:
+    """'none' -> None; 'default' / '1bg' / 'pnet' -> the prompt shipped with ``spec``'s model; else a path."""
     if prompt == "none":
         return None
-    if prompt == "default":
-        path = DEFAULT_PROMPTS.get(spec.name)
+    if prompt in ("default", "1bg", "pnet"):
+        kind = "1bg" if prompt == "default" else prompt
+        path = SHIPPED_PROMPTS.get(spec.name, {}).get(kind)
         if path is None:
-            raise ModelLoadError(f"no prompt ships with {spec.name!r}: give a prompt checkpoint, or 'none' for the "
-                                 f"white-background baseline")
+            raise ModelLoadError(f"no {kind} prompt ships with {spec.name!r}: give a prompt checkpoint, or 'none' "
+                                 f"for the white-background baseline (write ./{prompt} for a file of that name)")
         if not path.is_file():
-            raise ModelLoadError(f"the shipped prompt for {spec.name!r} is missing: expected {path}")
+            raise ModelLoadError(f"the shipped {kind} prompt for {spec.name!r} is missing: expected {path}")
         return path
     return Path(prompt).expanduser()
 

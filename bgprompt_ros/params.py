@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bgprompt_core.estimator import EstimatorConfig
+from bgprompt_core.estimator import PROMPT_HELP, EstimatorConfig
 
 TYPES = {str: "PARAMETER_STRING", int: "PARAMETER_INTEGER", float: "PARAMETER_DOUBLE", bool: "PARAMETER_BOOL"}
 # name: (default, description, allowed values or None, needs reload); the type is the default's
 PARAMETERS: dict[str, tuple] = {
     "model": ("mini", "depth network: registry name, hub id or local directory", None, True),
-    "prompt": ("default", "prompt checkpoint, 'default' (shipped with the model) or 'none' (white)", None, True),
+    "prompt": ("default", PROMPT_HELP, None, True),
     "backend": ("torch", "inference backend", ("torch", "onnxruntime", "tensorrt"), True),
     "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", None, True),
     "precision": ("fp32", "network precision", ("fp32", "fp16"), True),

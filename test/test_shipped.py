@@ -5,9 +5,10 @@ checkpoint) shows up here as the prompt no longer beating the white background.
 """
 import pytest
 
-from bgprompt_core.adapters import REGISTRY, load_depth_net
+from bgprompt_core.adapters import REGISTRY, ModelLoadError, load_depth_net
 from bgprompt_core.checkpoint import load_prompt
-from bgprompt_core.runtime import DEFAULT_PROMPTS
+from bgprompt_core.prompts import FourierPrompt, PromptNet
+from bgprompt_core.runtime import DEFAULT_PROMPTS, resolve_prompt_path
 from bgprompt_training.eval import evaluate
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset
@@ -19,6 +20,17 @@ def test_mini_loads_through_the_hub_model_path():
     assert sum(p.numel() for p in net.parameters()) < 5_000_000
     prompt, meta = load_prompt(DEFAULT_PROMPTS["mini"], net.spec)
     assert meta.network.name == "mini" and meta.prompt.height == 128
+
+
+def test_shipped_prompts_resolve_by_name():
+    net = load_depth_net("mini", local_only=True)
+    kinds = {name: type(load_prompt(resolve_prompt_path(name, net.spec), net.spec)[0])
+             for name in ("default", "1bg", "pnet")}
+    assert kinds == {"default": FourierPrompt, "1bg": FourierPrompt, "pnet": PromptNet}
+    assert resolve_prompt_path("none", net.spec) is None
+    assert resolve_prompt_path("./pnet", net.spec).name == "pnet"  # a file of that name stays reachable
+    with pytest.raises(ModelLoadError, match="no pnet prompt ships with 'dpt-large'"):
+        resolve_prompt_path("pnet", REGISTRY["dpt-large"])
 
 
 @pytest.mark.slow

@@ -379,9 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     def runtime_args(p: argparse.ArgumentParser) -> None:
+        from bgprompt_core.estimator import PROMPT_HELP
+
         p.add_argument("--model", default="mini", help="depth network (default: the embedded `mini`)")
-        p.add_argument("--prompt", default="default",
-                       help="prompt checkpoint, 'default' (the model's shipped prompt) or 'none' (white background)")
+        p.add_argument("--prompt", default="default", help=PROMPT_HELP)
         p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
         p.add_argument("--allow-download", action="store_true", help="let transformers fetch hub models")
 
