@@ -186,3 +186,26 @@ def test_shape_err_skill_and_collapse_definitions():
     assert sample_metrics(cheat, gt, mask, K)["collapsed"].tolist() == [1.0, 1.0]
     honest = disparity_to_depth(raw, mask, DepthTransformConfig(range="object"))
     assert sample_metrics(honest, gt, mask, K)["collapsed"].tolist() == [0.0, 0.0]
+
+
+def test_results_goal_lines_judge_each_goal():
+    from bgprompt_training.results import goal_lines
+
+    def row(d, cond, si, cos=0.8, shape=0.015, collapse=0.0, flat_si=0.5):
+        return {"dataset": d, "condition": cond, "si_rmse": si, "normal_cos": cos, "shape_err": shape,
+                "collapse_fraction": collapse, "skill": 1 - si / flat_si}
+
+    rows = [row("ind", "flat", 0.5, cos=0.77, shape=0.02, collapse=1.0), row("ind", "none (white)", 1.5, cos=0.7),
+            row("ind", "1-BG (mini-1bg)", 0.4, cos=0.86, shape=0.014),  # skill 0.2
+            row("ind", "PNet (mini-pnet)", 0.34, cos=0.88, shape=0.012),  # skill 0.32
+            row("ood", "flat", 0.5), row("ood", "none (white)", 1.4, cos=0.7, shape=0.016),
+            row("ood", "1-BG (mini-1bg)", 0.48, cos=0.83, shape=0.017), row("ood", "PNet (mini-pnet)", 0.42),
+            row("ood", "finetune (mini-finetune)", 0.43)]
+    lines = goal_lines(rows, {"in": Path("ind"), "out": Path("ood")})
+    verdict = {line.split(": ", 1)[1].split(" (")[0].split(" si-RMSE")[0]: line.startswith("- met") for line in lines}
+    assert verdict["ind: 1-BG skill vs flat +0.20"] is False
+    assert verdict["ind: with PNet"] is True
+    assert verdict["ind: PNet"] is True  # PNet at least as good as 1-BG
+    assert verdict["ood: 1-BG shape_err 0.0170 vs white 0.0160"] is False
+    assert verdict["ood: best prompt"] is True  # PNet 0.42 <= finetuning 0.43
+    assert sum(not v for v in verdict.values()) == 2
