@@ -46,8 +46,10 @@ mini: $(STAMP)
 prompts: $(STAMP)
 	$(VENV)/bin/bgprompt render objects --out $(DATA)/objects_train --count 2000 --size 128 --seed 100 --families primitive superquadric lathe
 	$(VENV)/bin/bgprompt render objects --out $(DATA)/objects_val --count 300 --size 128 --seed 200 --families primitive superquadric lathe
+	# PNet (a U-Net) overfits 2000 objects; it learns from 6000 (the first 2000 are the same renders)
+	$(VENV)/bin/bgprompt render objects --out $(DATA)/objects_train_6k --count 6000 --size 128 --seed 100 --families primitive superquadric lathe
 	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/objects_train --val $(DATA)/objects_val --out bgprompt_core/prompts/mini-1bg.safetensors --steps 2000 --val-every 250 --val-samples 100 --optimizer adam --lr 0.02 --local-only
-	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/objects_train --val $(DATA)/objects_val --out bgprompt_core/prompts/mini-pnet.safetensors --prompt pnet --pnet-channels 16 --pnet-combine residual --init-bias bgprompt_core/prompts/mini-1bg.safetensors --steps 3000 --val-every 250 --val-samples 100 --optimizer adam --lr 0.001 --local-only
+	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/objects_train_6k --val $(DATA)/objects_val --out bgprompt_core/prompts/mini-pnet.safetensors --prompt pnet --pnet-channels 16 --pnet-combine residual --init-bias bgprompt_core/prompts/mini-1bg.safetensors --steps 3000 --val-every 250 --val-samples 300 --optimizer adam --lr 0.001 --local-only
 	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/objects_train --val $(DATA)/objects_val --out training/checkpoints/mini-finetune --prompt finetune --steps 1000 --val-every 250 --val-samples 100 --optimizer adam --lr 0.0001 --local-only
 
 bench: $(STAMP)
