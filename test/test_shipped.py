@@ -1,14 +1,14 @@
-"""The embedded default: the shipped `mini` network and its 1-BG prompt, measured on FRESH held-out objects.
+"""The embedded default: the shipped `mini` network and its prompts, measured on FRESH held-out objects.
 
 A regression anywhere in the pipeline (renderer, compositing, network loading, Eq. 2, metrics, the
-checkpoint) shows up here as the prompt no longer beating the white background.
+checkpoint) shows up here as the 1-BG prompt no longer beating the white background, or PNet the 1-BG.
 """
 import pytest
 
 from bgprompt_core.adapters import REGISTRY, ModelLoadError, load_depth_net
 from bgprompt_core.checkpoint import load_prompt
 from bgprompt_core.prompts import FourierPrompt, PromptNet
-from bgprompt_core.runtime import DEFAULT_PROMPTS, resolve_prompt_path
+from bgprompt_core.runtime import DEFAULT_PROMPTS, SHIPPED_PROMPTS, resolve_prompt_path
 from bgprompt_training.eval import evaluate
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset
@@ -38,12 +38,16 @@ def test_shipped_prompt_beats_white_on_fresh_held_out_objects(tmp_path):
     # seed 777 is used by nothing else: objects the prompt never saw, from the training families
     render_dataset(RenderConfig(size=128, seed=777, families=("primitive", "superquadric", "lathe")), tmp_path,
                    48, backend="auto", progress=False)
-    rows = evaluate("mini", [str(tmp_path)], prompts=[str(DEFAULT_PROMPTS["mini"])], count=48, local_only=True,
-                    eq2_variants=False)
+    shipped = SHIPPED_PROMPTS["mini"]
+    rows = evaluate("mini", [str(tmp_path)], prompts=[str(shipped["1bg"]), str(shipped["pnet"])], count=48,
+                    local_only=True, eq2_variants=False)
     by = {r["condition"].split(" (")[0]: r for r in rows}
-    white, prompt, flat = by["none"], by["1-BG"], by["flat"]
+    white, prompt, flat, pnet = by["none"], by["1-BG"], by["flat"], by["PNet"]
     assert prompt["si_rmse"] < 0.5 * white["si_rmse"]
     assert prompt["normal_cos"] > white["normal_cos"] + 0.1
     assert prompt["si_rmse"] < flat["si_rmse"] and prompt["normal_cos"] > flat["normal_cos"]
     assert prompt["collapse_fraction"] <= 0.05
     assert prompt["shape_err"] < white["shape_err"]  # a better shape, not only a better shift
+    # the mask-conditioned PNet (started from the 1-BG) must stay better than the 1-BG it starts from
+    assert pnet["si_rmse"] < prompt["si_rmse"] and pnet["shape_err"] < prompt["shape_err"]
+    assert pnet["collapse_fraction"] <= 0.05
