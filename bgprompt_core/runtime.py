@@ -16,7 +16,6 @@ PACKAGE_PROMPTS = Path(__file__).resolve().parent / "prompts"
 # prompts shipped with a model, by name: "1bg" is the default, "pnet" the mask-conditioned one
 SHIPPED_PROMPTS = {"mini": {"1bg": PACKAGE_PROMPTS / "mini-1bg.safetensors",
                             "pnet": PACKAGE_PROMPTS / "mini-pnet.safetensors"}}
-DEFAULT_PROMPTS = {name: kinds["1bg"] for name, kinds in SHIPPED_PROMPTS.items()}
 
 
 def resolve_prompt_path(prompt: str, spec: DepthNetSpec) -> Path | None:

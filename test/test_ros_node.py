@@ -248,6 +248,8 @@ def test_overload_drops_stale_frames_and_reports_them(node_proc):
     counters = c.counters()
     served = sum(1 for m in c.got["depth"] if stamp_of(m) in set(stamps))
     assert int(counters["dropped_overload"]) > before and served < len(stamps)
+    p50, worst = float(counters["latency_p50_ms"]), float(counters["latency_max_ms"])
+    assert 0 < p50 <= worst < 60_000  # receive -> published, as the node measured it
 
 
 def _rss_kb(pid):

@@ -8,7 +8,7 @@ import pytest
 from bgprompt_core.adapters import REGISTRY, ModelLoadError, load_depth_net
 from bgprompt_core.checkpoint import load_prompt
 from bgprompt_core.prompts import FourierPrompt, PromptNet
-from bgprompt_core.runtime import DEFAULT_PROMPTS, SHIPPED_PROMPTS, resolve_prompt_path
+from bgprompt_core.runtime import SHIPPED_PROMPTS, resolve_prompt_path
 from bgprompt_training.eval import evaluate
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset
@@ -18,7 +18,7 @@ def test_mini_loads_through_the_hub_model_path():
     net = load_depth_net("mini", local_only=True)
     assert type(net.model).__name__ == "DPTForDepthEstimation" and net.spec == REGISTRY["mini"]
     assert sum(p.numel() for p in net.parameters()) < 5_000_000
-    prompt, meta = load_prompt(DEFAULT_PROMPTS["mini"], net.spec)
+    prompt, meta = load_prompt(SHIPPED_PROMPTS["mini"]["1bg"], net.spec)
     assert meta.network.name == "mini" and meta.prompt.height == 128
 
 

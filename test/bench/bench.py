@@ -78,10 +78,10 @@ def bench_estimator(report: list[str]) -> None:
                     res.points
                 if i >= 2:
                     stats[with_points].append((time.perf_counter() - t0, res.timing_ms["network"] / 1e3))
-        total = statistics.median(t for t, _ in stats[False])
-        net = statistics.median(n for _, n in stats[False])
-        over = statistics.median(t - n for t, n in stats[False])
-        over_pts = statistics.median(t - n for t, n in stats[True])
+        total = statistics.median(wall for wall, _ in stats[False])
+        net = statistics.median(network for _, network in stats[False])
+        over = statistics.median(wall - network for wall, network in stats[False])
+        over_pts = statistics.median(wall - network for wall, network in stats[True])
         report.append(f"estimator 640x480, {n} object(s): total {1e3 * total:.1f} ms, network {1e3 * net:.1f} ms, "
                       f"pipeline overhead {1e3 * over:.1f} ms = {100 * over / net:.0f}% of the network (goal <= 10%); "
                       f"with the organized points {1e3 * over_pts:.1f} ms = {100 * over_pts / net:.0f}%")
