@@ -3,9 +3,9 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Safety rule: rclpy processes keep DDS on loopback. Tests also run in a loopback-only network namespace
-# when the shared netns-run tool is there (CI, developer machines); the env var applies everywhere.
-NETNS  := $(firstword $(wildcard ../shared/tools/netns-run))
+# Safety rule: rclpy processes keep DDS on loopback. tools/loopback-run sets the env var below and, where
+# `unshare -n` is allowed (CI, development machines, with or without ../shared), a loopback-only namespace.
+NETNS  := tools/loopback-run
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export HF_HUB_OFFLINE := 1
 
@@ -28,7 +28,7 @@ $(STAMP): setup.py setup.cfg $(wildcard requirements/*.txt)
 venv: $(STAMP)
 
 test: $(STAMP)
-	BGPROMPT_NETNS=$(if $(NETNS),1,0) $(NETNS) $(PY) -m pytest -q
+	$(NETNS) $(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(NETNS) $(VENV)/bin/bgprompt demo --out demo

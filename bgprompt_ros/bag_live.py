@@ -11,6 +11,9 @@ import importlib
 import logging
 import os
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("bgprompt.bag")
@@ -23,9 +26,13 @@ def message_class(msgtype: str):
 
 
 def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscribers: int = 0,
-         wait_timeout: float = 30.0, topics: list[str] | None = None, ack_timeout: float = 10.0) -> int:
+         wait_timeout: float = 30.0, topics: list[str] | None = None, ack_timeout: float = 10.0,
+         wait_nodes: list[str] | None = None) -> int:
     """Publish the bag's messages in order with their relative timing; returns the number published.
 
+    Before the first message: waits until every node in ``wait_nodes`` is ready (active if it is a lifecycle
+    node, and matched on the topics it subscribes to; see readiness.py), and until each topic has
+    ``wait_subscribers`` subscribers of any kind; both within ``wait_timeout`` s, else NotReady.
     Before returning, waits up to ``ack_timeout`` s for the subscribers to acknowledge every message.
     """
     import rclpy
@@ -35,6 +42,7 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
     from rosbags.highlevel import AnyReader
 
     from .bag import typestore
+    from .readiness import NotReady, wait_for_nodes
 
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
@@ -48,9 +56,17 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
             qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
             pubs = {c.topic: (node.create_publisher(message_class(c.msgtype), c.topic, qos), message_class(c.msgtype))
                     for c in conns}
-            deadline = time.time() + wait_timeout
-            while wait_subscribers and time.time() < deadline and \
-                    min(p.get_subscription_count() for p, _ in pubs.values()) < wait_subscribers:
+            if not pubs:
+                raise ValueError(f"none of the topics {topics} is in {bag}: it holds "
+                                 f"{sorted(c.topic for c in reader.connections)}")
+            if wait_nodes:
+                wait_for_nodes(node, wait_nodes, wait_timeout, publishers={t: p for t, (p, _) in pubs.items()})
+            deadline = time.monotonic() + wait_timeout
+            while wait_subscribers and min(p.get_subscription_count() for p, _ in pubs.values()) < wait_subscribers:
+                if time.monotonic() >= deadline:
+                    raise NotReady(f"fewer than {wait_subscribers} subscriber(s) on "
+                                   f"{[t for t, (p, _) in pubs.items() if p.get_subscription_count() < wait_subscribers]}"
+                                   f" after {wait_timeout:.0f} s")
                 rclpy.spin_once(node, timeout_sec=0.05)
             while True:
                 start_wall, start_bag = None, None
@@ -78,48 +94,98 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
     return published
 
 
+@dataclass
+class Recording:
+    """What `record` wrote: message counts, and whether it got what it was asked for."""
+
+    per_topic: dict[str, int]
+    complete: bool
+    reason: str
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_topic.values())
+
+    def summary(self) -> str:
+        return ", ".join(f"{t} x{n}" for t, n in sorted(self.per_topic.items()))
+
+
 def record(out: str | Path, topics: dict[str, str], count: int | None = None, duration: float | None = None,
-           storage: str = "mcap", idle_timeout: float | None = None) -> int:
-    """Record ``topics`` ({name: msgtype}) until ``count`` messages, ``duration`` s, idle time-out or SIGINT."""
+           storage: str = "mcap", idle_timeout: float | None = None, expect: dict[str, int] | None = None,
+           wait_nodes: list[str] | None = None, wait_timeout: float = 60.0,
+           on_ready: Callable[[], None] | None = None) -> Recording:
+    """Record ``topics`` ({name: msgtype}) into a new bag.
+
+    Goal: ``count`` messages in all and/or ``expect`` ({topic: n}) per topic; reaching it stops the recording
+    and makes it complete. ``duration`` s, ``idle_timeout`` s without a message, or SIGINT stop it too; they
+    make it complete only when no goal was given. With ``wait_nodes``, the nodes' publishers on the recorded
+    topics must have matched our subscriptions (within ``wait_timeout``, else NotReady) before ``on_ready``
+    is called; messages that arrive before that are recorded all the same.
+    """
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rosbags.rosbag2 import Writer
 
     from .bag import _storage, typestore
+    from .readiness import wait_for_nodes
 
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; bags are never overwritten")
+    expect = dict(expect or {})
+    unknown = sorted(set(expect) - set(topics))
+    if unknown:
+        raise ValueError(f"expected counts for topics that are not recorded: {unknown}")
+    goal = count is not None or bool(expect)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     ts = typestore()
     rclpy.init()
     node = rclpy.create_node("bgprompt_bag_record")
-    received = []
+    received: deque = deque()
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    for topic, msgtype in topics.items():
-        node.create_subscription(message_class(msgtype), topic,
-                                 lambda raw, t=topic: received.append((t, time.time_ns(), raw)), qos, raw=True)
-    n = 0
-    t0 = last = time.time()
+    subs = {topic: node.create_subscription(message_class(msgtype), topic,
+                                            lambda raw, t=topic: received.append((t, time.time_ns(), raw)), qos,
+                                            raw=True)
+            for topic, msgtype in topics.items()}
+    per_topic = dict.fromkeys(topics, 0)
+
+    def reached() -> bool:
+        return goal and (count is None or sum(per_topic.values()) >= count) and \
+            all(per_topic[t] >= n for t, n in expect.items())
+
+    reason = "interrupted"
     try:
         with Writer(out, version=9, storage_plugin=_storage(storage)) as writer:
             conns = {t: writer.add_connection(t, m, typestore=ts) for t, m in topics.items()}
+            if wait_nodes:
+                wait_for_nodes(node, wait_nodes, wait_timeout, subscriptions=subs)
+            if on_ready is not None:
+                on_ready()
+            t0 = last = time.monotonic()
             while True:
                 rclpy.spin_once(node, timeout_sec=0.05)
                 while received:
-                    topic, t, raw = received.pop(0)
+                    topic, t, raw = received.popleft()
                     writer.write(conns[topic], t, bytes(raw))
-                    n += 1
-                    last = time.time()
-                if count is not None and n >= count:
+                    per_topic[topic] += 1
+                    last = time.monotonic()
+                if reached():
+                    reason = "recorded what was asked for"
                     break
-                if duration is not None and time.time() - t0 >= duration:
+                if duration is not None and time.monotonic() - t0 >= duration:
+                    reason = f"the duration of {duration:g} s passed"
                     break
-                if idle_timeout is not None and n > 0 and time.time() - last >= idle_timeout:
+                if idle_timeout is not None and any(per_topic.values()) and time.monotonic() - last >= idle_timeout:
+                    reason = f"nothing arrived for {idle_timeout:g} s"
                     break
     except KeyboardInterrupt:
         pass
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return n
+    complete = reached() or not goal
+    if not complete:
+        wanted = ([f"{count} messages in all"] if count is not None else []) + \
+            [f"{n} on {t}" for t, n in sorted(expect.items())]
+        reason = f"incomplete: asked for {', '.join(wanted)}; stopped because {reason}"
+    return Recording(per_topic, complete, reason)

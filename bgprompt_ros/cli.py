@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -49,18 +50,42 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _play(args: argparse.Namespace) -> int:
     from .bag_live import play
+    from .readiness import NotReady
 
-    n = play(args.bag, args.rate, args.loop, args.wait_subscribers, topics=args.topics)
+    try:
+        n = play(args.bag, args.rate, args.loop, args.wait_subscribers, args.wait_timeout, topics=args.topics,
+                 wait_nodes=args.wait_node)
+    except NotReady as exc:
+        print(f"bag play: nothing published: {exc}", file=sys.stderr)
+        return 2
     print(f"published {n} messages from {args.bag}")
     return 0
 
 
+def _pairs(items: list[str], sep: str, what: str) -> dict[str, str]:
+    bad = [item for item in items if sep not in item]
+    if bad:
+        raise SystemExit(f"bag record: {what} must look like A{sep}B, got {bad}")
+    return dict(item.split(sep, 1) for item in items)
+
+
 def _record(args: argparse.Namespace) -> int:
     from .bag_live import record
+    from .readiness import NotReady
 
-    topics = dict(t.split(":", 1) for t in args.topics)
-    n = record(args.out, topics, args.count, args.duration, args.storage, args.idle_timeout)
-    print(f"recorded {n} messages -> {args.out}")
+    topics = _pairs(args.topics, ":", "--topics")
+    expect = {t: int(n) for t, n in _pairs(args.expect or [], "=", "--expect").items()}
+    try:
+        rec = record(args.out, topics, args.count, args.duration, args.storage, args.idle_timeout, expect=expect,
+                     wait_nodes=args.wait_node, wait_timeout=args.wait_timeout,
+                     on_ready=lambda: print("bag record: ready", flush=True))
+    except NotReady as exc:
+        print(f"bag record: {exc}", file=sys.stderr)
+        return 2
+    print(f"recorded {rec.total} messages -> {args.out}: {rec.summary()}", flush=True)
+    if not rec.complete:
+        print(f"bag record: {rec.reason}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -114,17 +139,33 @@ def register(sub) -> None:
     p.add_argument("bag")
     p.add_argument("--rate", type=float, default=1.0)
     p.add_argument("--loop", action="store_true")
-    p.add_argument("--wait-subscribers", type=int, default=0, help="wait until every topic has this many subscribers")
+    p.add_argument("--wait-node", action="append", metavar="NAME",
+                   help="before publishing, wait until this node is ready: in the graph, 'active' if it is a "
+                        "lifecycle node, and matched on the played topics it subscribes to (repeatable; "
+                        "e.g. --wait-node object_depth --wait-node bgprompt_bag_record)")
+    p.add_argument("--wait-subscribers", type=int, default=0,
+                   help="also wait until every topic has this many subscribers of any kind (a recorder counts)")
+    p.add_argument("--wait-timeout", type=float, default=60.0,
+                   help="seconds to wait for the above; then exit 2 naming what did not come up")
     p.add_argument("--topics", nargs="+", help="only these topics")
     p.set_defaults(func=_play)
 
     p = bs.add_parser("record", help="record topics into a new bag",
                       description="Subscribe to TOPIC:TYPE pairs (e.g. /object_points:sensor_msgs/msg/PointCloud2) "
-                                  "and write the received messages into a new bag.")
+                                  "and write the received messages into a new bag. Prints 'bag record: ready' once "
+                                  "subscribed (and --wait-node nodes matched). Stops at the goal (--count, --expect), "
+                                  "--duration, --idle-timeout or SIGINT, then prints what it recorded per topic. Exit "
+                                  "0 when the goal was reached (or none was given), 1 with the shortfall otherwise, 2 "
+                                  "when a --wait-node did not come up.")
     p.add_argument("--topics", nargs="+", required=True, metavar="TOPIC:TYPE")
     p.add_argument("--out", required=True)
-    p.add_argument("--count", type=int, help="stop after this many messages")
+    p.add_argument("--count", type=int, help="goal: this many messages in all")
+    p.add_argument("--expect", nargs="+", metavar="TOPIC=N", help="goal: at least N messages on TOPIC")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--idle-timeout", type=float, help="stop when nothing arrived for this long")
+    p.add_argument("--wait-node", action="append", metavar="NAME",
+                   help="before printing 'bag record: ready', wait until this node's publishers on the recorded "
+                        "topics matched ours (repeatable)")
+    p.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait for --wait-node (exit 2)")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     p.set_defaults(func=_record)

@@ -51,6 +51,7 @@ class ObjectDepthNode(LifecycleNode):
         self.done_times: deque = deque(maxlen=200)
         self.network_ms: deque = deque(maxlen=200)
         self.last_problem = ""
+        self._logged: dict[str, float] = {}
         self._diag_timer = None
 
     # --- parameters ---------------------------------------------------------------------------
@@ -140,8 +141,13 @@ class ObjectDepthNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().info(f"lifecycle shutdown from {state.label}: stopping the worker")
         self._stop_worker()
         return TransitionCallbackReturn.SUCCESS
+
+    @property
+    def state_label(self) -> str:
+        return self._state_machine.current_state[1]
 
     def _stop_worker(self) -> None:
         self._stop.set()
@@ -177,11 +183,24 @@ class ObjectDepthNode(LifecycleNode):
             except (InputError, cv.ConversionError, ValueError) as exc:
                 self.counters["skipped_bad_input"] += 1
                 self.last_problem = str(exc)
-                self.get_logger().warning(f"skipped frame: {exc}", throttle_duration_sec=1.0)
+                self._log_throttled("warning", f"skipped frame: {exc}")
             except Exception as exc:  # never let the worker die: log, count, keep serving
                 self.counters["errors"] += 1
                 self.last_problem = f"{type(exc).__name__}: {exc}"
-                self.get_logger().error(f"frame failed: {exc}\n{traceback.format_exc()}", throttle_duration_sec=1.0)
+                self._log_throttled("error", f"frame failed: {exc}", traceback.format_exc())
+
+    def _log_throttled(self, level: str, text: str, detail: str = "", period: float = 1.0) -> None:
+        """Log each distinct problem at once; repeats of the same text at most once per ``period`` s.
+
+        (rclpy's throttle is per call site: a second, different problem within the period would vanish.)
+        """
+        now = time.monotonic()
+        if now - self._logged.get(text, -math.inf) < period:
+            return
+        if len(self._logged) > 256:
+            self._logged.clear()
+        self._logged[text] = now
+        getattr(self.get_logger(), level)(text + (f"\n{detail}" if detail else ""))
 
     def _decode(self, msg: Image) -> np.ndarray:
         return cv.image_to_array(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
@@ -203,7 +222,7 @@ class ObjectDepthNode(LifecycleNode):
             sensor = cv.to_sensor_depth(frame["sensor_depth"].encoding, self._decode(frame["sensor_depth"]))
         res = self.estimator.estimate(rgb, K, mask, sensor)
         for w in res.warnings:
-            self.get_logger().warning(w, throttle_duration_sec=5.0)
+            self._log_throttled("warning", w, period=5.0)
         header = img_msg.header
         # messages are built only for topics someone listens to; buffers go into them without a copy
         if self.pubs["depth"].get_subscription_count() > 0:
@@ -261,9 +280,20 @@ class ObjectDepthNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    """Spin until SIGINT/SIGTERM or an external shutdown, then run the lifecycle shutdown transition.
 
-    rclpy.init(args=args)
+    rclpy's own signal handler shuts the context down first, after which no transition can be published;
+    so this process handles the signals itself and spins in short slices to notice them promptly.
+    """
+    import signal
+
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     node = ObjectDepthNode()
     # Callbacks only hand frames to the worker thread, so one executor thread is enough. rclpy's
     # MultiThreadedExecutor was measured here to hold a ready subscription back until the next timer
@@ -275,10 +305,13 @@ def main(args=None) -> None:
             node.trigger_configure()
             if node.estimator is not None:
                 node.trigger_activate()
-        executor.spin()
+        while not stop.is_set() and rclpy.ok() and node.state_label != "finalized":
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if rclpy.ok() and node.state_label != "finalized":
+            node.trigger_shutdown()
         node._stop_worker()
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()

@@ -129,16 +129,20 @@ def test_live_replay_and_node_output_equal_bag_eval(renders, tmp_path, tiny_mode
     node = subprocess.Popen([str(Path(sys.executable).parent / "object_depth_node"), "--ros-args",
                              "--params-file", str(params), *remap], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    rec = subprocess.Popen([BGPROMPT, "bag", "record", "--out", str(tmp_path / "live"), "--count", "6", "--duration", "60",
-                            "--topics", "/object_points:sensor_msgs/msg/PointCloud2",
-                            ], env=env)
+    rec = subprocess.Popen([BGPROMPT, "bag", "record", "--out", str(tmp_path / "live"), "--expect", "/object_points=6",
+                            "--duration", "120", "--wait-node", "object_depth", "--wait-timeout", "120",
+                            "--topics", "/object_points:sensor_msgs/msg/PointCloud2"], env=env, stdout=subprocess.PIPE,
+                           text=True)
     try:
-        time.sleep(3)
-        play = subprocess.run([BGPROMPT, "bag", "play", str(tmp_path / "in"), "--rate", "0.25", "--wait-subscribers", "1",
+        assert rec.stdout.readline().strip() == "bag record: ready"  # blocks until the recorder says so (or exits)
+        # the node is active and matched on its inputs: nothing is published before it listens
+        play = subprocess.run([BGPROMPT, "bag", "play", str(tmp_path / "in"), "--rate", "0.25",
+                               "--wait-node", "object_depth", "--wait-timeout", "120",
                                "--topics", TOPICS["image"], TOPICS["camera_info"], TOPICS["mask"]],
-                              env=env, capture_output=True, text=True, timeout=180)
+                              env=env, capture_output=True, text=True, timeout=300)
         assert play.returncode == 0 and "published 18 messages" in play.stdout, play.stderr
-        rec.wait(timeout=120)
+        rec_out, _ = rec.communicate(timeout=180)
+        assert "/object_points x" in rec_out
     finally:
         node.send_signal(2)
         node.wait(timeout=10)

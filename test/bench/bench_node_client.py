@@ -6,6 +6,7 @@ overhead against the network's forward time measured here in the same run.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ def main(frames: int, cloud_mode: str = "organized") -> None:
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
+    from bgprompt_ros.readiness import wait_for_nodes
 
     root = Path(__file__).resolve().parents[2]  # the repository
     profile = root / "config" / "fastdds_large_messages.xml"
@@ -38,7 +40,7 @@ def main(frames: int, cloud_mode: str = "organized") -> None:
     node = rclpy.create_node("bgprompt_bench_client")
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     arrived: dict[int, float] = {}
-    node.create_subscription(PointCloud2, "object_points",
+    cloud_sub = node.create_subscription(PointCloud2, "object_points",
                              lambda m: arrived.__setitem__(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
                                                            time.perf_counter()), qos)
     # a grasp stack listens to depth too: the node builds only what has subscribers
@@ -65,9 +67,8 @@ def main(frames: int, cloud_mode: str = "organized") -> None:
             pub.publish(msg)
         return time.perf_counter()
 
-    deadline = time.time() + 120
-    while time.time() < deadline and min(p.get_subscription_count() for p in (pub_img, pub_info, pub_mask)) == 0:
-        rclpy.spin_once(node, timeout_sec=0.1)
+    wait_for_nodes(node, ["object_depth"], 180, publishers={"image": pub_img, "camera_info": pub_info, "mask": pub_mask},
+                   subscriptions={"object_points": cloud_sub})
     stamp = time.time_ns()
     latencies = []
     for i in range(frames + 3):  # serial: one frame in flight -> latency
@@ -93,8 +94,10 @@ def main(frames: int, cloud_mode: str = "organized") -> None:
     while time.time() < end and stamp not in arrived:
         rclpy.spin_once(node, timeout_sec=0.01)
     rate = (len(arrived) - n0) / (time.perf_counter() - t0)
-    proc.terminate()
-    proc.wait(timeout=10)
+    t_sig = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    shutdown = time.perf_counter() - t_sig
     est = ObjectDepthEstimator(EstimatorConfig(model="mini"))
     x = np.random.rand(1, 3, *est.size).astype(np.float32)
     m = np.ones((1, 1, *est.size), np.float32)
@@ -111,7 +114,7 @@ def main(frames: int, cloud_mode: str = "organized") -> None:
           f"{100 * (p50 - fwd) / fwd:.0f}% of the network (goal <= 15%); inside the node: receive -> published "
           f"p50 {serial_diag.get('latency_p50_ms', '?')} ms, its network {serial_diag.get('network_ms', '?')} ms (the rest "
           f"is DDS transport and (de)serialization of the messages in both processes); frames dropped under the "
-          f"30 Hz flood: {diag.get('dropped_overload', '?')}")
+          f"30 Hz flood: {diag.get('dropped_overload', '?')}; SIGINT -> exit {shutdown:.2f} s (goal <= 2 s)")
     node.destroy_node()
     rclpy.try_shutdown()
 

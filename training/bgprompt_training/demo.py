@@ -40,9 +40,43 @@ def _run(cmd: list[str], env: dict, timeout: float = 600) -> subprocess.Complete
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def live_ros_step(out: Path, data: Path, frames: int = 8) -> list[str]:
-    """node + bag play + bag record, then bag eval on the recording; returns report lines."""
+def _tail(text: str, n: int = 400) -> str:
+    return " ".join(text.strip().split())[-n:]
+
+
+def _await_line(proc: subprocess.Popen, line: str, timeout: float) -> str | None:
+    """Read ``proc``'s stdout until ``line`` (None) or the deadline / its exit (the reason)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    end = time.monotonic() + timeout
+    seen = []
+    while (left := end - time.monotonic()) > 0:
+        if not sel.select(timeout=left):
+            continue
+        got = proc.stdout.readline()
+        if not got:
+            return f"it exited with status {proc.wait()} before saying {line!r}: {_tail(''.join(seen))}"
+        if got.strip() == line:
+            return None
+        seen.append(got)
+    return f"it did not say {line!r} within {timeout:.0f} s"
+
+
+LIVE_LINE = "live node: {served}/{frames} input frames went through the live node"
+
+
+def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float = 180.0) -> list[str]:
+    """node + bag record + bag play, each started on a readiness signal, then bag eval on the recording.
+
+    Order: the node starts; the recorder waits until the node's output publishers match its subscriptions
+    and prints 'bag record: ready'; `bag play --wait-node` waits until the node is lifecycle-active and the
+    node and the recorder match its publishers. Returns report lines; the first states how many frames went
+    through the live node (``LIVE_LINE``), with the shortfall named when some did not.
+    """
     import importlib.util
+    import shutil
 
     if importlib.util.find_spec("rclpy") is None:
         return ["- not run: rclpy is not installed"]
@@ -51,56 +85,80 @@ def live_ros_step(out: Path, data: Path, frames: int = 8) -> list[str]:
     bag_in, bag_rec = out / "synthetic_bag", out / "recorded_bag"
     for b in (bag_in, bag_rec):
         if b.exists():
-            import shutil
-
             shutil.rmtree(b)
     made = _run([str(exe / "bgprompt"), "bag", "make", "--data", str(data), "--out", str(bag_in),
                  "--limit", str(frames)], env)
     if made.returncode != 0:
-        return [f"- bag make failed: {made.stderr.strip()[-300:]}"]
+        return [LIVE_LINE.format(served=0, frames=frames) + f" (bag make failed: {_tail(made.stderr)})"]
     # "topics: image=/camera/..., camera_info=..." (the demo talks to the ROS layer through its commands only)
     TOPICS = dict(kv.split("=") for kv in made.stdout.split("topics:")[1].strip().split(", "))
     params = out / "node_params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    sub_reliability: reliable\n    queue_size: 30\n")
     remap = sum((["-r", f"{k}:={TOPICS[k]}"] for k in ("image", "camera_info", "mask")), [])
+    outputs = {"/object_points": "PointCloud2", "/object_depth": "Image"}
+    topics = [f"{TOPICS[k]}:sensor_msgs/msg/{'CameraInfo' if k == 'camera_info' else 'Image'}" for k in TOPICS]
+    topics += [f"{t}:sensor_msgs/msg/{m}" for t, m in outputs.items()]
+    expect = [f"{TOPICS[k]}={frames}" for k in TOPICS] + [f"{t}={frames}" for t in outputs]
+    wait = ["--wait-timeout", str(ready_timeout)]
     node = subprocess.Popen([str(exe / "object_depth_node"), "--ros-args", "--params-file", str(params), *remap],
                             env=env, stdout=open(out / "node.log", "w"), stderr=subprocess.STDOUT)
-    topics = [f"{TOPICS[k]}:sensor_msgs/msg/{'CameraInfo' if k == 'camera_info' else 'Image'}" for k in TOPICS]
-    topics += ["/object_points:sensor_msgs/msg/PointCloud2", "/object_depth:sensor_msgs/msg/Image"]
     rec = subprocess.Popen([str(exe / "bgprompt"), "bag", "record", "--out", str(bag_rec), "--topics", *topics,
-                            "--count", str(6 * frames), "--duration", "180"], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+                            "--expect", *expect, "--duration", str(ready_timeout), "--wait-node", "object_depth", *wait],
+                           env=env, stdout=subprocess.PIPE, stderr=open(out / "record.log", "w"), text=True)
+    problems: list[str] = []
+    play_note = ""
+    t0 = time.monotonic()
     try:
-        time.sleep(3)
-        t0 = time.time()
-        play = _run([str(exe / "bgprompt"), "bag", "play", str(bag_in), "--rate", "0.5", "--wait-subscribers", "1"],
-                    env, timeout=300)
-        rec.wait(timeout=120)
-        elapsed = time.time() - t0
+        not_ready = _await_line(rec, "bag record: ready", ready_timeout + 30)
+        if not_ready:
+            problems.append(f"`bag record` was not ready: {not_ready} (see record.log, node.log)")
+        else:
+            play = _run([str(exe / "bgprompt"), "bag", "play", str(bag_in), "--rate", "0.5",
+                         "--wait-node", "object_depth", "--wait-node", "bgprompt_bag_record", *wait],
+                        env, timeout=ready_timeout + 300)
+            if play.returncode != 0:
+                problems.append(f"`bag play` failed: {_tail(play.stderr)}")
+            else:
+                play_note = f"`bag play` published {play.stdout.split()[1]} messages of {frames} frames"
+            try:
+                rec.wait(timeout=ready_timeout + 60)
+            except subprocess.TimeoutExpired:
+                problems.append("`bag record` did not stop by its own deadline")
     finally:
         node.send_signal(2)
-        node.wait(timeout=10)
+        try:
+            node.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            problems.append("the node did not exit within 30 s of SIGINT")
         if rec.poll() is None:
-            rec.terminate()
-            rec.wait(timeout=10)
-    if play.returncode != 0:
-        return [f"- bag play failed: {play.stderr.strip()[-300:]}"]
-    from rosbags.highlevel import AnyReader
+            rec.send_signal(2)
+            rec.wait(timeout=30)
+    elapsed = time.monotonic() - t0
+    record_log = (out / "record.log").read_text()
+    if rec.returncode not in (0, None) and "incomplete" in record_log:
+        problems.append(f"`bag record`: {_tail(record_log)}")
+    counts: dict[str, int] = {}
+    if (bag_rec / "metadata.yaml").is_file():
+        from rosbags.highlevel import AnyReader
 
-    with AnyReader([bag_rec]) as reader:
-        counts = {c.topic: c.msgcount for c in reader.connections}
+        with AnyReader([bag_rec]) as reader:
+            counts = {c.topic: c.msgcount for c in reader.connections}
+    served = min([counts.get(t, 0) for t in outputs] + [frames])
+    lines = [LIVE_LINE.format(served=served, frames=frames) + ("" if served == frames else " (SHORTFALL)"), ""]
+    lines += [f"- shortfall: {p}" for p in problems]
+    if play_note:
+        lines.append(f"- {play_note} into the running node in {elapsed:.0f} s (node log: node.log)")
+    if counts:
+        lines.append("- `bag record` captured: " + ", ".join(f"{t} x{n}" for t, n in sorted(counts.items())))
+    if not counts.get(TOPICS["depth"]):
+        return lines
     ev = _run([str(exe / "bgprompt"), "bag", "eval", str(bag_rec), "--model", "mini", "--prompt", "default",
                "--out", str(out / "bag_eval")], env, timeout=600)
     if ev.returncode != 0:
-        return [f"- bag eval failed: {ev.stderr.strip()[-300:]}"]
-    lines = [f"- `bag play` published {play.stdout.strip().split()[1]} messages of {frames} frames into the running "
-             f"node in {elapsed:.0f} s; `bag record` captured: " +
-             ", ".join(f"{t} x{n}" for t, n in sorted(counts.items())),
-             f"- the node published {counts.get('/object_points', 0)} clouds and {counts.get('/object_depth', 0)} depth "
-             f"images for {frames} input frames (node log: node.log)",
-             "- `bag eval` on the recording (its RGB-D-like depth as reference):", "",
-             (out / "bag_eval" / "summary.md").read_text()]
-    return lines
+        return lines + [f"- `bag eval` failed: {_tail(ev.stderr)}"]
+    return lines + ["- `bag eval` on the recording (its RGB-D-like depth as reference):", "",
+                    (out / "bag_eval" / "summary.md").read_text()]
 
 
 def run_demo(out: Path, count: int = 48) -> int:
@@ -132,5 +190,6 @@ def run_demo(out: Path, count: int = 48) -> int:
              "## Live ROS 2 run", "", *live, ""]
     (out / "report.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    print(f"\ndemo outputs: {out.resolve()}/report.md, {out.resolve()}/figures/, {out.resolve()}/bag_eval/")
-    return 0
+    print(f"\n{live[0]}")
+    print(f"demo report: {out.resolve()}/report.md\nfigures: {out.resolve()}/figures/ (and {out.resolve()}/bag_eval/)")
+    return 0 if "SHORTFALL" not in live[0] else 1

@@ -1,0 +1,108 @@
+"""Readiness signals (bgprompt_ros.readiness) and the bag tools' use of them, against real processes."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ros
+rclpy = pytest.importorskip("rclpy")
+
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from bgprompt_ros.readiness import NotReady, node_not_ready, wait_for_nodes  # noqa: E402
+
+BIN = Path(sys.executable).parent
+REL = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _env(tmp_path):
+    return {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOG_DIR": str(tmp_path / "log")}
+
+
+def _change(node, transition_id: int, timeout: float = 60.0) -> bool:
+    client = node.create_client(ChangeState, "/object_depth/change_state")
+    assert client.wait_for_service(timeout_sec=timeout)
+    future = client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+    node.destroy_client(client)
+    return future.done() and future.result().success
+
+
+def test_a_managed_node_is_ready_only_when_active_and_matched(tiny_model_dir, tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text(f"/**:\n  ros__parameters:\n    model: {tiny_model_dir}\n    prompt: none\n"
+                      f"    autostart: false\n    sub_reliability: reliable\n")
+    proc = subprocess.Popen([str(BIN / "object_depth_node"), "--ros-args", "--params-file", str(params)],
+                            env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rclpy.init()
+    node = rclpy.create_node("bgprompt_readiness_probe")
+    try:
+        pubs = {"image": node.create_publisher(Image, "image", REL),
+                "camera_info": node.create_publisher(CameraInfo, "camera_info", REL)}
+        # a bystander subscribes to the input: a subscriber count would call this ready
+        node.create_subscription(Image, "image", lambda m: None, REL)
+        deadline = time.monotonic() + 120  # the process may take a while to start on a busy machine
+        while node_not_ready(node, "object_depth", pubs) == "not in the ROS graph" and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        reasons = []
+        with pytest.raises(NotReady, match=r"'object_depth' was not ready after 1 s: lifecycle state is 'unconfigured'"):
+            wait_for_nodes(node, ["object_depth"], 1, publishers=pubs, on_wait=lambda name, why: reasons.append(why))
+        assert reasons[-1] == "lifecycle state is 'unconfigured', not 'active'"
+        assert pubs["image"].get_subscription_count() >= 1  # the bystander
+        assert _change(node, Transition.TRANSITION_CONFIGURE)
+        assert node_not_ready(node, "object_depth", pubs) == "lifecycle state is 'inactive', not 'active'"
+        assert _change(node, Transition.TRANSITION_ACTIVATE)
+        wait_for_nodes(node, ["/object_depth"], 60, publishers=pubs)  # fully qualified names work too
+        assert node_not_ready(node, "object_depth", pubs) is None
+        assert node_not_ready(node, "no_such_node", pubs) == "not in the ROS graph"
+        # a topic the node does not subscribe to is named in the reason
+        other = {"elsewhere": node.create_publisher(Image, "elsewhere", REL)}
+        assert "subscribes to none of ['/elsewhere']" in node_not_ready(node, "object_depth", other)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        proc.send_signal(2)
+        proc.wait(timeout=30)
+
+
+def test_play_waiting_for_a_missing_node_fails_with_its_name_and_publishes_nothing(tmp_path):
+    from bgprompt_ros.bag import typestore
+    from rosbags.rosbag2 import Writer
+
+    ts = typestore()
+    with Writer(tmp_path / "b", version=9) as w:
+        c = w.add_connection("/chatter", "std_msgs/msg/String", typestore=ts)
+        w.write(c, 1, ts.serialize_cdr(ts.types["std_msgs/msg/String"](data="x"), "std_msgs/msg/String"))
+    out = subprocess.run([str(BIN / "bgprompt"), "bag", "play", str(tmp_path / "b"), "--wait-node", "ghost_node",
+                          "--wait-timeout", "2"], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "node 'ghost_node' was not ready after 2 s: not in the ROS graph" in out.stderr
+    assert "published" not in out.stdout
+
+
+def test_record_reports_a_shortfall_with_a_nonzero_exit_and_keeps_the_bag(tmp_path):
+    out = subprocess.run([str(BIN / "bgprompt"), "bag", "record", "--out", str(tmp_path / "r"),
+                          "--topics", "/nobody:sensor_msgs/msg/Image", "/quiet:sensor_msgs/msg/CameraInfo",
+                          "--expect", "/nobody=3", "--duration", "1"],
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert out.stdout.splitlines()[0] == "bag record: ready"
+    assert "recorded 0 messages" in out.stdout and "/nobody x0" in out.stdout and "/quiet x0" in out.stdout
+    assert "incomplete: asked for 3 on /nobody; stopped because the duration of 1 s passed" in out.stderr
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([tmp_path / "r"]) as reader:  # the partial bag is complete and readable
+        assert {c.topic: c.msgcount for c in reader.connections} == {"/nobody": 0, "/quiet": 0}
+
+
+def test_record_without_a_goal_succeeds_at_its_duration(tmp_path):
+    out = subprocess.run([str(BIN / "bgprompt"), "bag", "record", "--out", str(tmp_path / "r"),
+                          "--topics", "/nobody:sensor_msgs/msg/Image", "--duration", "0.5"],
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
