@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .alignment import Alignment, fit_to_sensor
+from .fusion import FUSIONS, FusionConfig, FusionReport, fuse_object, ring_mask
 from .geometry import Letterbox, check_intrinsics, resize_roi
 from .recenter import VirtualCamera, recenter_camera
 
@@ -43,6 +43,7 @@ class EstimatorConfig:
     precision: str = "fp32"
     scale: str = "relative"
     align: str = "scale"  # scale | scale-shift (align-to-sensor)
+    fusion: str = "none"  # align-to-sensor: none (prediction only) | fill (keep consistent sensor depth, fill the rest)
     recenter: bool = False
     recenter_fill: float = 0.8
     mask_threshold: float = 0.5
@@ -56,7 +57,7 @@ class EstimatorConfig:
     def __post_init__(self) -> None:
         checks = [("backend", ("torch", "onnxruntime", "tensorrt")), ("scale", SCALES),
                   ("align", ("scale", "scale-shift")), ("precision", ("fp32", "fp16")),
-                  ("segmentation", ("none", "rembg"))]
+                  ("segmentation", ("none", "rembg")), ("fusion", FUSIONS)]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -66,6 +67,8 @@ class EstimatorConfig:
             raise ValueError("min_object_pixels and max_objects must be >= 1")
         if not self.max_depth > 0:
             raise ValueError(f"max_depth must be positive, got {self.max_depth}")
+        if self.fusion != "none" and self.scale != "align-to-sensor":
+            raise ValueError(f"fusion {self.fusion!r} needs scale 'align-to-sensor' (a sensor depth image)")
 
 
 @dataclass
@@ -76,7 +79,8 @@ class ObjectDepthResult:
     object_ids: list[int]
     K: np.ndarray  # intrinsics of depth / points (the input's)
     units: str  # "relative" (up to scale) or "metres"
-    alignment: dict[int, Alignment | None] = field(default_factory=dict)
+    fusion: dict[int, FusionReport | None] = field(default_factory=dict)  # align-to-sensor: per object
+    source: np.ndarray | None = None  # align-to-sensor: (H, W) uint8 SOURCE_SENSOR / SOURCE_PREDICTED / 0
     timing_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     _points: np.ndarray | None = field(default=None, repr=False)
@@ -158,11 +162,19 @@ def split_mask(mask: np.ndarray, threshold: float, min_pixels: int) -> list[Mask
     return kept
 
 
+def _grown(box: tuple[slice, slice], margin: int, h: int, w: int) -> tuple[slice, slice]:
+    rows, cols = box
+    return (slice(max(rows.start - margin, 0), min(rows.stop + margin, h)),
+            slice(max(cols.start - margin, 0), min(cols.stop + margin, w)))
+
+
 class ObjectDepthEstimator:
     """Build once (loads the model / engine), then call ``estimate`` per frame."""
 
-    def __init__(self, cfg: EstimatorConfig, backend=None, spec=None, model=None):
+    def __init__(self, cfg: EstimatorConfig, backend=None, spec=None, model=None,
+                 fusion: FusionConfig | None = None):
         self.cfg = cfg
+        self.fusion_cfg = fusion or FusionConfig()
         if backend is None:
             from .runtime import build_runtime
 
@@ -238,19 +250,33 @@ class ObjectDepthEstimator:
         depth = np.full((h, w), np.nan, np.float32)
         instance = np.zeros((h, w), np.int32)
         valid = np.zeros((h, w), bool)
-        alignment: dict[int, Alignment | None] = {}
+        fusion: dict[int, FusionReport | None] = {}
+        fusing = self.cfg.scale == "align-to-sensor"
+        source = np.zeros((h, w), np.uint8) if fusing else None
+        if fusing:  # the support plane is sought around each object, away from every object
+            occupied = np.zeros((h, w), bool)
+            for obj in objects:
+                occupied[obj.box] |= obj.binary[obj.box]
+            rays = camera_rays(K, h, w)
         for k, obj in enumerate(objects):
-            roi = obj.box
+            roi = _grown(obj.box, self.fusion_cfg.ring, h, w) if fusing else obj.box
             d, ok = self._back(depth_s[k], m[k, 0] >= self.cfg.mask_threshold, views[k], (h, w), roi)
             ok &= obj.binary[roi] & (d > 0)  # NaN > 0 is False
-            if self.cfg.scale == "align-to-sensor":
-                fit = fit_to_sensor(d, sensor_depth[roi], ok, self.cfg.align)
-                alignment[obj.id] = fit
-                if fit is None:
-                    warnings.append(f"object {obj.id}: too few valid sensor pixels to align; left out")
+            if fusing:
+                d, src, report = fuse_object(
+                    np.where(ok, d, np.nan), sensor_depth[roi], obj.binary[roi], rays[roi],
+                    ring_mask(obj.binary[roi], self.fusion_cfg.ring, occupied[roi]), self.fusion_cfg,
+                    self.cfg.align, fill=self.cfg.fusion == "fill")
+                fusion[obj.id] = report
+                if report is None:
+                    warnings.append(f"object {obj.id}: too few reliable sensor pixels and no support plane to take "
+                                    f"a scale from; left out")
                     continue
-                d = fit.scale * d + fit.shift
-                ok &= d > 0
+                if report.see_through > 0.3:
+                    warnings.append(f"object {obj.id}: {100 * report.see_through:.0f}% of its pixels read depth at or "
+                                    f"behind the support plane (seen through it); scale from {report.scale_from}")
+                ok = d > 0
+                source[roi][ok & (d <= self.cfg.max_depth)] = src[ok & (d <= self.cfg.max_depth)]
             ok &= d <= self.cfg.max_depth
             depth[roi][ok] = d[ok]
             instance[roi][ok] = obj.id
@@ -259,7 +285,7 @@ class ObjectDepthEstimator:
         units = "metres" if self.cfg.scale in ("metric", "align-to-sensor") else "relative"
         timing = {"preprocess": 1e3 * (t1 - t0), "network": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2),
                   "total": 1e3 * (t3 - t0)}
-        return ObjectDepthResult(depth, valid, instance, [o.id for o in objects], K, units, alignment, timing,
+        return ObjectDepthResult(depth, valid, instance, [o.id for o in objects], K, units, fusion, source, timing,
                                  warnings)
 
     def composite_preview(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -99,7 +99,7 @@ def test_align_to_sensor_recovers_scale_despite_holes_and_outliers():
     flying = mask & ~holes & (rng.random(mask.shape) < 0.05)
     sensor[flying] = 9.0  # flying pixels / reflections
     res = _est(ObjectBackend(), scale="align-to-sensor").estimate(img, K, mask.astype(np.uint8), sensor)
-    fit = res.alignment[1]
+    fit = res.fusion[1]
     assert fit.scale == pytest.approx(2.5, rel=2e-3)
     assert fit.coverage == pytest.approx(1 - holes.sum() / mask.sum(), abs=0.02)
     assert res.units == "metres" and np.nanmedian(res.depth) == pytest.approx(2.5, rel=2e-3)

@@ -23,6 +23,9 @@ from .raster import Frame, Instance, render_numpy
 from .textures import MaterialImages, procedural_texture
 
 
+KINDS = ("objects", "scenes", "tabletop")
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     """Options of ``bgprompt render``; stored in the manifest so a data set can be regenerated."""
@@ -41,10 +44,18 @@ class RenderConfig:
     crop: float = 0.0  # probability of a zoomed-in view cutting the object
     fill: tuple[float, float] = (0.7, 0.95)  # bounding-sphere size as a fraction of the half field of view
     closeup: float = 0.0  # scenes: probability of a close view (0.1-1 m) of the target object, still in its room
+    sensor: str = "d435-like"  # tabletop: simulated RGB-D sensor preset (bgprompt_core.sensor_model), or "none"
+    materials: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)  # tabletop: weights of diffuse, specular, transparent, dark
 
     def __post_init__(self) -> None:
-        if self.kind not in ("objects", "scenes"):
-            raise ValueError(f"kind must be 'objects' or 'scenes', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        from bgprompt_core.sensor_model import MATERIALS, SENSORS
+
+        if self.sensor not in SENSORS:
+            raise ValueError(f"sensor must be one of {SENSORS}, got {self.sensor!r}")
+        if len(self.materials) != len(MATERIALS) or min(self.materials) < 0 or sum(self.materials) <= 0:
+            raise ValueError(f"materials: {len(MATERIALS)} non-negative weights for {MATERIALS}, not all zero")
         if self.size < 8:
             raise ValueError(f"size must be >= 8 pixels, got {self.size}")
         bad = set(self.families) - set(FAMILIES)
@@ -131,6 +142,10 @@ class Generator:
         raise ValueError(f"no readable mesh under {self.cfg.meshes}")
 
     def sample(self, index: int) -> dict:
+        if self.cfg.kind == "tabletop":
+            from .tabletop import tabletop_sample
+
+            return tabletop_sample(self, index)
         return self.object_sample(index) if self.cfg.kind == "objects" else self.scene_sample(index)
 
     def object_sample(self, index: int) -> dict:

@@ -21,12 +21,17 @@ from .generate import Generator, RenderConfig
 FORMAT = "bgprompt-render"
 FORMAT_VERSION = 1
 ARRAYS = ("rgb", "alpha", "depth", "mask", "normals", "instance", "K", "cam_from_world")
+OPTIONAL_ARRAYS = ("material", "sensor_depth", "behind")  # tabletop scenes
 CONVENTIONS = {
     "depth": "z-depth along the optical axis, float32, metres; 0 = no surface",
     "normals": "unit normals in the camera optical frame (x right, y down, z forward), facing the camera; 0 = none",
     "intrinsics": "OpenCV pinhole K; pixel centres at integer coordinates",
     "pose": "cam_from_world 4x4; world is y-up, metres",
-    "mask": "objects: the object; scenes: placed objects (not room surfaces, tables or clutter)",
+    "mask": "objects: the object; scenes: placed objects (not room surfaces, tables or clutter); tabletop: the "
+            "target object (the others are in instance)",
+    "material": "tabletop: per pixel, index into (diffuse, specular, transparent, dark); 0 off the objects",
+    "sensor_depth": "tabletop: the simulated RGB-D sensor's z-depth, float32 metres, 0 = no reading",
+    "behind": "tabletop: z-depth of the scene without its transparent objects (what the sensor sees through them)",
     "rgb": "uint8 sRGB-like, Lambert + ambient shading; alpha: 255 on the foreground mask",
 }
 
@@ -44,7 +49,7 @@ def _generator(cfg: RenderConfig, backend: str) -> Generator:
 def render_shard(cfg: RenderConfig, backend: str, out: Path, k: int, start: int, stop: int) -> tuple[int, str, list[str]]:
     gen = _generator(cfg, backend)
     samples = [gen.sample(i) for i in range(start, stop)]
-    arrays = {key: np.stack([s[key] for s in samples]) for key in ARRAYS}
+    arrays = {key: np.stack([s[key] for s in samples]) for key in ARRAYS + OPTIONAL_ARRAYS if key in samples[0]}
     arrays["object_id"] = np.array([s["object_id"] for s in samples])
     arrays["family"] = np.array([s["family"] for s in samples])
     def write(tmp: str) -> None:
