@@ -164,9 +164,11 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
         source[ok_pred] = SOURCE_PREDICTED
         return depth, source, FusionReport(scale, shift, scale_from, inliers=inliers, kept=0.0, **report_base)
     consistent = np.abs(sens - np.where(ok_pred, aligned, np.inf)) <= cfg.consistency + 3 * cfg.noise_coeff * sens**2
-    # every reading that agrees with the aligned prediction stays (near the contact a true reading can look like
-    # the plane); where the network gave nothing, a reading that is not seen through stays
-    keep = has & (consistent | (reliable & ~ok_pred))
+    # every reading that agrees with the aligned prediction stays; a reading flagged as seen through only when
+    # the object's own readings gave the scale (at the resting edge a true reading looks like the plane); where
+    # the network gave nothing, a reading that is not seen through stays
+    trusted = has if scale_from == "object" else reliable
+    keep = (trusted & consistent) | (reliable & ~ok_pred)
     correction = _spread(sens - aligned, keep & ok_pred, cfg.residual_sigma)
     filled = np.where(np.isfinite(correction), aligned + correction, aligned)
     target = ok_pred & ~keep

@@ -79,9 +79,7 @@ def test_see_through_readings_are_rejected_and_scale_comes_from_the_support_cont
     depth, source, rep = run(pred, sensor, box)
     # the rim pixels' centres lie up to half a pixel (here ~2.5 mm) above the resting edge: 0.6% high
     assert rep.scale_from == "support-contact" and rep.scale == pytest.approx(3.0, rel=1e-2)
-    assert rep.see_through > 0.75 and rep.kept < 0.1
-    kept = box & (source == fu.SOURCE_SENSOR)  # only table readings right at the resting edge agree with it
-    assert (np.abs(depth[kept] - gt[kept]) < 0.012).all()
+    assert rep.see_through > 0.75 and rep.kept == 0  # no reading of the table behind it is kept
     on_object = np.abs(depth[box] - gt[box]) < 0.010
     assert on_object.mean() >= 0.95, on_object.mean()
     # the naive robust fit on the object's readings locks onto the table (the pilot's failure)
