@@ -1,0 +1,59 @@
+"""Cloud metrics in millimetres against hand-computed small clouds."""
+import numpy as np
+import pytest
+
+from bgprompt_core import cloud_metrics as cm
+
+
+def test_chamfer_accuracy_completeness_by_hand():
+    gt = np.array([[0, 0, 1.0], [0.01, 0, 1.0], [0.02, 0, 1.0]])
+    pred = np.array([[0, 0, 1.003], [0.01, 0, 1.008], [0.05, 0, 1.0], [np.nan, np.nan, np.nan]])
+    e = cm.cloud_errors(pred, gt)
+    to_gt = [3.0, 8.0, 30.0]
+    to_pred = [3.0, 8.0, np.hypot(10.0, 8.0)]
+    assert e["points"] == 3
+    assert e["chamfer_mm"] == pytest.approx(0.5 * (np.mean(to_gt) + np.mean(to_pred)), rel=1e-9)
+    assert e["accuracy_5mm"] == pytest.approx(100 / 3) and e["accuracy_10mm"] == pytest.approx(200 / 3)
+    assert e["completeness_5mm"] == pytest.approx(100 / 3) and e["completeness_10mm"] == pytest.approx(200 / 3)
+    empty = cm.cloud_errors(np.zeros((0, 3)), gt)
+    assert empty["chamfer_mm"] == np.inf and empty["completeness_10mm"] == 0
+    with pytest.raises(ValueError, match="empty"):
+        cm.cloud_errors(pred, np.zeros((0, 3)))
+
+
+def test_centroid_and_oriented_box_extents():
+    rng = np.random.default_rng(0)
+    corners = np.array([[x, y, z] for x in (-0.05, 0.05) for y in (-0.02, 0.02) for z in (-0.01, 0.01)])
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    a = corners @ q.T + [0.1, 0.2, 0.9]
+    centre, axes, ext = cm.oriented_box(a)
+    assert np.allclose(ext, [0.1, 0.04, 0.02]) and np.allclose(centre, [0.1, 0.2, 0.9])
+    assert np.allclose(np.abs(axes @ q[:, 0]), [1, 0, 0], atol=1e-9)
+    wider = corners * [1, 1.25, 1]  # 0.1 x 0.05 x 0.02
+    assert cm.box_extent_error_mm(wider @ q.T, a) == pytest.approx(10 / 3)
+    assert cm.centroid_error_mm(a + [0.003, -0.004, 0], a) == pytest.approx(5.0)
+
+
+def test_parallel_grasp_closes_across_the_thinnest_horizontal_axis():
+    x, z = np.meshgrid(np.linspace(0, 0.08, 17), np.linspace(1.0, 1.03, 7))
+    top = np.stack([x.ravel(), np.full(x.size, -0.05), z.ravel()], 1)  # a 80 x 30 mm top face
+    side = top + [0, 0.02, 0]  # and the same 20 mm lower: height is not horizontal
+    pts = np.concatenate([top, side])
+    up = np.array([0.0, -1.0, 0.0])  # camera optical frame: y points down
+    width, centre = cm.parallel_grasp(pts, up)
+    assert width == pytest.approx(0.03) and np.allclose(centre, [0.04, -0.04, 1.015])
+    e = cm.grasp_errors_mm(pts + [0, 0, 0.002], pts, up)
+    assert e["grasp_width_mm"] == pytest.approx(0.0, abs=1e-9) and e["grasp_centre_mm"] == pytest.approx(2.0)
+
+
+def test_surface_samples_are_finer_than_the_pixel_grid_and_on_the_surface():
+    K = np.array([[100.0, 0, 15.5], [0, 100.0, 15.5], [0, 0, 1]])
+    depth = np.full((32, 32), 1.0, np.float32)
+    mask = np.zeros((32, 32), bool)
+    mask[8:18, 8:18] = True
+    pts = cm.surface_samples(depth, mask, K, factor=2)
+    interior = 8 * 8  # pixels whose 3x3 neighbourhood is on the object: 4 samples each
+    assert len(pts) == 4 * interior + (100 - interior)
+    assert np.allclose(pts[:, 2], 1.0)
+    u = pts[:, 0] * 100 + 15.5
+    assert u.min() == pytest.approx(8.0) and len(np.unique(np.round(u, 6))) > 10 + 8  # between pixel centres
