@@ -32,7 +32,7 @@ CONVENTIONS = {
     "material": "tabletop: per pixel, index into (diffuse, specular, transparent, dark); 0 off the objects",
     "sensor_depth": "tabletop: the simulated RGB-D sensor's z-depth, float32 metres, 0 = no reading",
     "behind": "tabletop: z-depth of the scene without its transparent objects (what the sensor sees through them)",
-    "rgb": "uint8 sRGB-like, Lambert + ambient shading; alpha: 255 on the foreground mask",
+    "rgb": "uint8 sRGB-like, Lambert + ambient shading; alpha: 255 on the foreground mask (tabletop: on every object)",
 }
 
 

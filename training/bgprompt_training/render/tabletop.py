@@ -121,7 +121,8 @@ def shade_materials(rgb: np.ndarray, behind_rgb: np.ndarray, depth: np.ndarray, 
 
 
 def tabletop_sample(gen, index: int) -> dict:
-    """One tabletop frame: rgb, depth (GT), sensor_depth, behind, material, instance, mask (the target)."""
+    """One tabletop frame: rgb, depth (GT), sensor_depth, behind, material, instance, mask (the target object),
+    alpha (255 on every placed object)."""
     from .generate import _pack, sample_rng
 
     cfg = gen.cfg
@@ -141,5 +142,6 @@ def tabletop_sample(gen, index: int) -> dict:
                          material, behind_frame.depth, highlight)
     mask = frame.instance == objects[target][0]
     out = _pack(frame, mask, view, f"tabletop-{index}", sm.MATERIALS[objects[target][1]])
+    out["alpha"] = (np.isin(frame.instance, [oid for oid, _ in objects]) * 255).astype(np.uint8)  # every object
     out.update(material=material, sensor_depth=sensor, behind=behind_frame.depth.astype(np.float32))
     return out
