@@ -12,8 +12,9 @@ pixels locks onto the table seen THROUGH a transparent object. So, per object:
    (a low quantile over the silhouette's rim, for noise), touches it where it rests. Exact for objects
    whose resting edge is visible (boxes, cylinders seen from above); biased a few per cent high for
    rounded bottoms, whose contact point is hidden.
-4. **Fill** (``fusion='fill'``): sensor readings consistent with the aligned prediction are kept
-   bit-exact; holes, see-through and inconsistent readings get the aligned prediction plus the
+4. **Fill** (``fusion='fill'``): sensor readings consistent with the aligned prediction (within a
+   band that widens with the prediction's own shape error) are kept bit-exact; holes, see-through and
+   outlying readings get the aligned prediction plus the
    sensor-minus-prediction residual spread from the kept pixels (normalized convolution), so the filled
    region meets the kept one without a seam.
 
@@ -28,6 +29,7 @@ import cv2
 import numpy as np
 
 from .alignment import fit_to_sensor
+from .sensor_model import depth_edges
 
 SOURCE_NONE, SOURCE_SENSOR, SOURCE_PREDICTED = 0, 1, 2  # per-pixel origin of a fused depth
 FUSIONS = ("none", "fill")
@@ -47,6 +49,7 @@ class FusionConfig:
     contact_quantile: float = 0.1  # of the silhouette's z_plane / pred ratios (its rim rests on the plane)
     residual_sigma: float = 6.0  # px: spread of the residual correction into filled pixels
     noise_coeff: float = 0.0036  # sensor sigma = noise_coeff * z^2 (d435-like)
+    edge_jump: float = 0.03  # relative depth step that makes a sensor pixel a depth edge (flying-pixel risk)
 
     def __post_init__(self) -> None:
         for name in ("ring", "plane_tol", "plane_iterations", "min_plane_inliers", "consistency",
@@ -111,10 +114,17 @@ def plane_depth(rays: np.ndarray, n: np.ndarray, d: float) -> np.ndarray:
     return np.where(np.isfinite(z) & (z > 0), z, np.inf)
 
 
-def _spread(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
-    """Normalized convolution: the weighted Gaussian average of ``values`` at every pixel (NaN: no support)."""
+def _spread(values: np.ndarray, weight: np.ndarray, sigma: float, exclude_self: bool = False) -> np.ndarray:
+    """Normalized convolution: the weighted Gaussian average of ``values`` at every pixel (NaN: no support);
+    with ``exclude_self`` each pixel's own value is left out of its average."""
     num = cv2.GaussianBlur(np.where(weight, values, 0).astype(np.float32), (0, 0), sigma)
     den = cv2.GaussianBlur(weight.astype(np.float32), (0, 0), sigma)
+    if exclude_self:
+        delta = np.zeros((9, 9), np.float32)
+        delta[4, 4] = 1
+        g0 = float(cv2.GaussianBlur(delta, (0, 0), sigma)[4, 4])
+        num = num - g0 * np.where(weight, values, 0)
+        den = den - g0 * weight
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 1e-3, num / den, np.nan)
 
@@ -163,11 +173,25 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
         depth[ok_pred] = aligned[ok_pred]
         source[ok_pred] = SOURCE_PREDICTED
         return depth, source, FusionReport(scale, shift, scale_from, inliers=inliers, kept=0.0, **report_base)
-    consistent = np.abs(sens - np.where(ok_pred, aligned, np.inf)) <= cfg.consistency + 3 * cfg.noise_coeff * sens**2
-    # every reading that agrees with the aligned prediction stays; a reading flagged as seen through only when
-    # the object's own readings gave the scale (at the resting edge a true reading looks like the plane); where
-    # the network gave nothing, a reading that is not seen through stays
+    # A reading is kept unless it is an outlier against the aligned prediction: its residual lies outside a band
+    # of `consistency` + 3 sensor sigmas, widened to 3 robust sigmas of the object's residuals where the
+    # network's shape is off by more than that (shape error must not cost true readings). Readings flagged as
+    # seen through are trusted only when the object's own readings gave the scale (at the resting edge a true
+    # reading looks like the plane). Where the network gave nothing, a reading not seen through stays.
     trusted = has if scale_from == "object" else reliable
+    resid = sens - np.where(ok_pred, aligned, np.nan)
+    r = resid[trusted & ok_pred]
+    centre = float(np.median(r)) if len(r) else 0.0
+    spread = 3 * 1.4826 * float(np.median(np.abs(r - centre))) if len(r) else 0.0
+    strict = cfg.consistency + 3 * cfg.noise_coeff * sens**2
+    # at the sensor's own depth edges a reading may be a flying pixel: there the band is not widened
+    edges = depth_edges(sens, cfg.edge_jump)
+    band = np.where(edges, strict, np.maximum(strict, spread))
+    consistent = np.abs(np.nan_to_num(resid - centre, nan=np.inf)) <= band
+    # a reading the prediction disputes stays when it continues its neighbours' readings (a flying pixel
+    # between two surfaces, or a lone spike, does not): the network may be wrong where the sensor is right
+    local = _spread(sens, trusted & ~edges, 1.0, exclude_self=True)
+    consistent |= np.abs(np.nan_to_num(sens - local, nan=np.inf)) <= strict
     keep = (trusted & consistent) | (reliable & ~ok_pred)
     correction = _spread(sens - aligned, keep & ok_pred, cfg.residual_sigma)
     filled = np.where(np.isfinite(correction), aligned + correction, aligned)
