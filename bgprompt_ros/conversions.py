@@ -24,7 +24,7 @@ ENCODINGS = {  # encoding -> (dtype, channels)
 }
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 # PointField datatypes (sensor_msgs/PointField)
-FLOAT32, UINT32 = 7, 6
+FLOAT32, UINT32, UINT8 = 7, 6, 2  # sensor_msgs/PointField datatypes
 
 
 class ConversionError(ValueError):
@@ -148,37 +148,51 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return ((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]).view(np.float32)
 
 
-def cloud_fields(with_rgb: bool) -> tuple[list[tuple[str, int, int, int]], int]:
-    """[(name, offset, datatype, count)], point_step: x y z (+ pad) [rgb + pad] like depth_image_proc."""
+def cloud_fields(with_rgb: bool, with_labels: bool = False) -> tuple[list[tuple[str, int, int, int]], int]:
+    """[(name, offset, datatype, count)], point_step: x y z (+ pad) [rgb + pad] like depth_image_proc.
+
+    ``with_labels`` adds ``label`` (uint32 object id, 0 = none) and ``source`` (uint8: 1 sensor, 2 predicted,
+    0 unknown) for grasp planners; with them the point step is 32 bytes, rgb or not.
+    """
     fields = [("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1)]
     if with_rgb:
         fields.append(("rgb", 16, FLOAT32, 1))
-        return fields, 32
-    return fields, 16
+    if with_labels:
+        at = 20 if with_rgb else 12
+        fields += [("label", at, UINT32, 1), ("source", at + 4, UINT8, 1)]
+    return fields, 32 if (with_rgb or with_labels) else 16
 
 
-def cloud_data(depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None,
-               organized: bool = True) -> tuple[int, int, bool, int, array.array]:
+def cloud_data(depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, organized: bool = True,
+               label: np.ndarray | None = None, source: np.ndarray | None = None) -> tuple[int, int, bool, int, array.array]:
     """(height, width, is_dense, point_step, data) of a PointCloud2 of the back-projected depth.
 
     Points are written straight into the message buffer (``x = (u - cx) / fx * z`` ...; NaN depth gives
     NaN points, as depth_image_proc). Organized: H x W, is_dense False. Dense: 1 x N valid points only,
-    is_dense True. ``rgb`` (H, W, 3) uint8 adds the packed rgb field.
+    is_dense True. ``rgb`` (H, W, 3) uint8 adds the packed rgb field; ``label`` (H, W) object ids with
+    ``source`` (H, W) uint8 (or None: unknown) add the label and source fields (see ``cloud_fields``).
     """
-    _, step = cloud_fields(rgb is not None)
+    fields, step = cloud_fields(rgb is not None, label is not None)
+    offsets = {name: off for name, off, _, _ in fields}
     h, w = depth.shape
     if organized:
-        buf, view = byte_buffer(h * w * step)
-        f = view.view(np.float32).reshape(h, w, step // 4)
-        backproject_np(depth, K, out=f[..., :3])
-        if rgb is not None:
-            f[..., 4] = pack_rgb(rgb)
-        return h, w, False, step, buf
-    valid = np.isfinite(depth)
-    n = int(np.count_nonzero(valid))
+        sel, n = (slice(None), slice(None)), h * w
+    else:
+        sel = np.isfinite(depth)
+        n = int(np.count_nonzero(sel))
     buf, view = byte_buffer(n * step)
-    f = view.view(np.float32).reshape(n, step // 4)
-    np.multiply(camera_rays(np.asarray(K, np.float64), h, w)[valid], depth[valid][:, None], out=f[:, :3])
+    rows = view.reshape(n, step)
+    f = rows.view(np.float32)
+    if organized:
+        backproject_np(depth, K, out=f.reshape(h, w, step // 4)[..., :3])
+    else:
+        np.multiply(camera_rays(np.asarray(K, np.float64), h, w)[sel], depth[sel][:, None], out=f[:, :3])
     if rgb is not None:
-        f[:, 4] = pack_rgb(rgb[valid])
-    return 1, n, True, step, buf
+        f[:, offsets["rgb"] // 4] = pack_rgb(rgb[sel]).reshape(-1)
+    if label is not None:
+        if label.min(initial=0) < 0 or label.max(initial=0) > 0xFFFFFFFF:
+            raise ConversionError("object labels must fit uint32")
+        rows[:, offsets["label"]:offsets["label"] + 4].view(np.uint32)[:, 0] = label[sel].reshape(-1)
+        if source is not None:
+            rows[:, offsets["source"]] = source[sel].reshape(-1)
+    return (h, w, False, step, buf) if organized else (1, n, True, step, buf)

@@ -23,10 +23,13 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParameters
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from visualization_msgs.msg import MarkerArray
 
 from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator
+from bgprompt_core.object_summary import summarize_objects
 
 from . import conversions as cv
+from .markers import object_markers
 from .params import PARAMETERS, TYPES, estimator_config_from_params
 from .sync import Synchronizer
 
@@ -51,6 +54,7 @@ class ObjectDepthNode(LifecycleNode):
         self.done_times: deque = deque(maxlen=200)
         self.network_ms: deque = deque(maxlen=200)
         self.last_problem = ""
+        self.last_fusion: dict[int, dict | None] = {}
         self._logged: dict[str, float] = {}
         self._diag_timer = None
 
@@ -99,6 +103,7 @@ class ObjectDepthNode(LifecycleNode):
             "info": self.create_publisher(CameraInfo, "object_depth/camera_info", qos),
             "cloud": self.create_publisher(PointCloud2, "object_points", qos),
             "composite": self.create_publisher(Image, "composite", qos),
+            "markers": self.create_publisher(MarkerArray, "object_markers", qos),
             "diag": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
         self._diag_timer = self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics)
@@ -236,9 +241,12 @@ class ObjectDepthNode(LifecycleNode):
         self.pubs["info"].publish(info_out)
         if self.pubs["cloud"].get_subscription_count() > 0:
             with_rgb = self.p("cloud_rgb")
+            labels = self.p("cloud_labels")
             h, w, dense, pstep, cdata = cv.cloud_data(res.depth, res.K, rgb if with_rgb else None,
-                                                      organized=self.p("cloud_mode") == "organized")
-            fields, _ = cv.cloud_fields(with_rgb)
+                                                      organized=self.p("cloud_mode") == "organized",
+                                                      label=res.instance if labels else None,
+                                                      source=res.source if labels else None)
+            fields, _ = cv.cloud_fields(with_rgb, labels)
             self.pubs["cloud"].publish(cv.attach_data(PointCloud2(
                 header=header, height=h, width=w, is_bigendian=False, point_step=pstep, row_step=pstep * w,
                 is_dense=dense, fields=[PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields]),
@@ -248,6 +256,10 @@ class ObjectDepthNode(LifecycleNode):
             self.pubs["composite"].publish(Image(header=header, height=comp.shape[0], width=comp.shape[1],
                                                  encoding="rgb8", is_bigendian=0, step=comp.shape[1] * 3,
                                                  data=comp.tobytes()))
+        if self.pubs["markers"].get_subscription_count() > 0:
+            summaries = summarize_objects(res.depth, res.instance, res.K, res.object_ids, res.source)
+            self.pubs["markers"].publish(object_markers(summaries, header, res.units))
+        self.last_fusion = {oid: rep.as_dict() if rep else None for oid, rep in res.fusion.items()}
         now = time.time()
         self.counters["processed"] += 1
         self.latencies.append(now - received)
@@ -266,7 +278,9 @@ class ObjectDepthNode(LifecycleNode):
                   "sync_dropped": str(sync_drops), "backend": self.p("backend"), "model": self.p("model"),
                   "prompt": self.p("prompt"),
                   "depth_units": "metres" if self.p("scale") != "relative" else "relative",
-                  "last_problem": self.last_problem, **{k: str(v) for k, v in self.counters.items()}}
+                  "last_problem": self.last_problem, **{k: str(v) for k, v in self.counters.items()},
+                  **{f"object_{oid}_fusion": (", ".join(f"{k}={v}" for k, v in rep.items()) if rep else "left out")
+                     for oid, rep in self.last_fusion.items()}}
         st.level = DiagnosticStatus.OK
         st.message = "ok"
         if self.counters["errors"] or self.counters["skipped_bad_input"]:

@@ -24,11 +24,17 @@ PARAMETERS: dict[str, tuple] = {
     "queue_size": (10, "per-topic synchronizer queue and subscription depth", None, True),
     "scale": ("relative", "relative (up to scale), metric (metric networks) or align-to-sensor (RGB-D)",
               ("relative", "metric", "align-to-sensor"), True),
-    "align": ("scale", "align-to-sensor fit", ("scale", "scale-shift"), True),
+    "align": ("scale", "align-to-sensor fit (scale-shift for disparity networks such as mini)", ("scale", "scale-shift"),
+              True),
+    "fusion": ("none", "align-to-sensor: none (the aligned prediction only) or fill (keep consistent sensor depth, "
+                       "fill holes and see-through or outlying readings with the aligned prediction)",
+               ("none", "fill"), True),
     "recenter": (False, "re-centre each object by a virtual camera before the network", None, True),
     "max_depth": (0.0, "drop points farther than this (0: no limit)", None, False),
     "cloud_mode": ("organized", "organized HxW with NaN, or dense object points only", ("organized", "dense"), False),
     "cloud_rgb": (True, "add an rgb field packed as in depth_image_proc", None, False),
+    "cloud_labels": (True, "add label (uint32 object id) and source (uint8: 1 sensor, 2 predicted) fields", None,
+                     False),
     "publish_composite": (True, "publish the composite debug image when someone subscribes", None, False),
     "sub_reliability": ("best_effort", "subscription reliability (sensor data QoS by default)",
                         ("best_effort", "reliable"), True),
@@ -45,7 +51,7 @@ def estimator_config_from_params(params: dict) -> EstimatorConfig:
     return EstimatorConfig(
         model=p["model"], prompt=p["prompt"], backend=p["backend"], onnx=p["onnx"] or None,
         cache_dir=p["engine_cache_dir"], device=p["device"], precision=p["precision"], scale=p["scale"],
-        align=p["align"], recenter=p["recenter"], segmentation="rembg" if p["segmentation"] == "rembg" else "none",
+        align=p["align"], fusion=p["fusion"], recenter=p["recenter"], segmentation="rembg" if p["segmentation"] == "rembg" else "none",
         rembg_model=p["rembg_model"], max_depth=p["max_depth"] or math.inf)
 
 

@@ -4,29 +4,14 @@ import pytest
 
 from bgprompt_core import fusion as fu
 from bgprompt_core.estimator import camera_rays
+from scenes import box_on_table
 
 H, W, F = 120, 160, 150.0
 K = np.array([[F, 0, (W - 1) / 2], [0, F, (H - 1) / 2], [0, 0, 1]])
-HALF = np.array([0.05, 0.06, 0.04])  # box half sizes (x, y, z), standing on the table y = 0
 
 
-def scene(height=0.45, back=0.45):
-    """z-depth of the box-on-table scene, of the table alone, and the box mask (ray casting, slab method)."""
-    eye = np.array([0.0, height, back])
-    fwd = -eye / np.linalg.norm(eye)
-    right = np.cross(fwd, [0, 1, 0])
-    right /= np.linalg.norm(right)
-    R = np.stack([right, np.cross(fwd, right), fwd])  # rows: camera axes in the world
-    d = camera_rays(K, H, W).astype(np.float64) @ R  # world direction per unit camera z
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_table = np.where(d[..., 1] < 0, -eye[1] / d[..., 1], np.inf)
-        lo, hi = np.array([-HALF[0], 0, -HALF[2]]), np.array([HALF[0], 2 * HALF[1], HALF[2]])
-        t0, t1 = (lo - eye) / d, (hi - eye) / d
-    near = np.nanmax(np.minimum(t0, t1), -1)
-    far = np.nanmin(np.maximum(t0, t1), -1)
-    hit = (near <= far) & (near > 0)
-    t_box = np.where(hit, near, np.inf)
-    return np.minimum(t_box, t_table), t_table, hit
+def scene():
+    return box_on_table(K, H, W)
 
 
 def sensor_of(z, rng, sigma=0.001):

@@ -152,3 +152,31 @@ def test_config_yaml_documents_exactly_the_declared_parameters():
         allowed = PARAMETERS[name][2]
         assert allowed is None or value in allowed, name
     assert read_params_file(ROOT / "config" / "object_depth.yaml") == params
+
+
+@pytest.mark.parametrize("with_rgb,organized", [(True, True), (False, True), (True, False), (False, False)])
+def test_label_and_source_fields_decode_with_an_independent_reader(with_rgb, organized):
+    """The `pointcloud2` package reads the fields back by name from the field table alone."""
+    import pointcloud2
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    rng = np.random.default_rng(1)
+    depth = rng.uniform(0.5, 2.0, (6, 7)).astype(np.float32)
+    depth[1, 2] = np.nan
+    label = rng.integers(0, 70000, (6, 7)).astype(np.int64)  # beyond uint16 on purpose
+    source = rng.integers(0, 3, (6, 7)).astype(np.uint8)
+    rgb = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8) if with_rgb else None
+    K = np.array([[50.0, 0.0, 3.0], [0.0, 50.0, 2.5], [0.0, 0.0, 1.0]])
+    h, w, dense, step, data = cv.cloud_data(depth, K, rgb, organized=organized, label=label, source=source)
+    fields, step2 = cv.cloud_fields(with_rgb, True)
+    assert step == step2 == 32
+    msg = cv.attach_data(PointCloud2(height=h, width=w, is_bigendian=False, point_step=step, row_step=step * w,
+                                     is_dense=dense, fields=[PointField(name=n, offset=o, datatype=t, count=c)
+                                                             for n, o, t, c in fields]), data)
+    got = pointcloud2.read_points(msg, field_names=["z", "label", "source"])
+    sel = np.ones(depth.shape, bool) if organized else np.isfinite(depth)
+    assert np.array_equal(got["label"].astype(np.int64), label[sel].reshape(-1))
+    assert np.array_equal(got["source"], source[sel].reshape(-1))
+    assert np.allclose(got["z"], depth[sel].reshape(-1), equal_nan=True)
+    with pytest.raises(cv.ConversionError, match="uint32"):
+        cv.cloud_data(depth, K, None, label=-label - 1)

@@ -300,3 +300,74 @@ def test_sigint_runs_the_lifecycle_shutdown_and_exits_cleanly(node_proc):
     assert proc.returncode in (0, -signal.SIGINT), log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     assert "lifecycle shutdown from active" in log, log[-3000:]
+
+
+def test_a_see_through_object_gets_points_on_the_object_not_on_the_table_behind(tmp_path):
+    """mini + fusion fill, live: the sensor reads the table through a glass box (or nothing); the published
+    object points must lie on the box, the markers must describe it, and the diagnostics must say why."""
+    import pointcloud2
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    from scenes import box_on_table, table_image
+
+    h, w = 240, 320
+    k = [300.0, 0.0, 159.5, 0.0, 300.0, 119.5, 0.0, 0.0, 1.0]
+    Km = np.array(k).reshape(3, 3)
+    gt, table, box = box_on_table(Km, h, w)
+    img = table_image(Km, h, w, table, box, glass=True)
+    sensor = np.round(np.where(np.isfinite(table), table, 0) * 1000).astype(np.uint16)  # the table, through the box
+    sensor[box & (np.random.default_rng(0).random(box.shape) < 0.2)] = 0
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    model: mini\n    prompt: default\n    scale: align-to-sensor\n"
+                      "    align: scale-shift\n    fusion: fill\n    recenter: true\n    sub_reliability: reliable\n"
+                      "    diagnostics_period: 0.2\n")
+    proc = subprocess.Popen([NODE, "--ros-args", "--params-file", str(params), "-r", "__node:=glass_depth",
+                             "-r", "image:=glass/image", "-r", "camera_info:=glass/camera_info", "-r", "mask:=glass/mask",
+                             "-r", "sensor_depth:=glass/depth", "-r", "object_points:=glass/points",
+                             "-r", "object_markers:=glass/markers"],
+                            env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
+                            stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
+    if not rclpy.ok():
+        rclpy.init()
+    node = rclpy.create_node("bgprompt_glass_client")
+    try:
+        rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        clouds, markers, diag = [], [], []
+        subs = {"glass/points": node.create_subscription(PointCloud2, "glass/points", clouds.append, rel),
+                "glass/markers": node.create_subscription(MarkerArray, "glass/markers", markers.append, rel)}
+        node.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 10)
+        pubs = {t: node.create_publisher(Image if t != "glass/camera_info" else CameraInfo, t, rel)
+                for t in ("glass/image", "glass/camera_info", "glass/mask", "glass/depth")}
+        try:
+            wait_for_nodes(node, ["glass_depth"], 180, publishers=pubs, subscriptions=subs)
+        except NotReady as exc:
+            pytest.fail(f"{exc}\n{(tmp_path / 'node.out').read_text()}")
+        s = time.time_ns()
+        pubs["glass/image"].publish(image_msg(img, "rgb8", s))
+        pubs["glass/mask"].publish(image_msg(box.astype(np.uint8) * 255, "mono8", s))
+        pubs["glass/depth"].publish(image_msg(sensor, "16UC1", s))
+        pubs["glass/camera_info"].publish(info_msg(s, k=k, w=w, h=h))
+        deadline = time.time() + 120
+        while time.time() < deadline and not (clouds and markers):
+            rclpy.spin_once(node, timeout_sec=0.05)
+        assert clouds and markers, (tmp_path / "node.out").read_text()[-3000:]
+        got = pointcloud2.read_points(clouds[-1], field_names=["z", "label", "source"]).reshape(h, w)
+        on = got["label"] == 1
+        assert np.array_equal(on, box & np.isfinite(got["z"]))  # every box pixel, nothing else
+        z = got["z"][on].astype(np.float64)
+        closer = np.abs(z - gt[on]) < np.abs(z - table[on])
+        assert closer.mean() >= 0.9, closer.mean()  # on the object, not on the table seen through it
+        assert (got["source"][on] == 2).mean() > 0.95  # the see-through readings were replaced
+        cube = next(m for m in markers[-1].markers if m.ns == "box")
+        assert cube.id == 1 and cube.type == Marker.CUBE and cube.header.frame_id == "cam_optical"
+        assert gt[box].min() - 0.02 < cube.pose.position.z < table[box].max()
+        while time.time() < deadline and not any("object_1_fusion" in kv.key for d in diag for kv in d.status[0].values):
+            rclpy.spin_once(node, timeout_sec=0.05)
+        report = next(kv.value for d in diag for kv in d.status[0].values if kv.key == "object_1_fusion")
+        fields = dict(item.split("=") for item in report.split(", "))
+        assert fields["scale_from"] == "support-contact" and float(fields["see_through"]) > 0.7
+        assert "seen through it" in (tmp_path / "node.out").read_text()
+    finally:
+        node.destroy_node()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

@@ -92,11 +92,7 @@ def evaluate_grasp(data: str | Path, cfg: GraspEvalConfig, progress: bool = True
     clouds: dict[str, list[dict]] = {}
     n = len(ds) if cfg.count is None else min(cfg.count, len(ds))
     for i in tqdm(range(n), desc="eval-grasp", unit="frame", disable=not progress):
-        s = ds.raw(i)
-        shard = ds._shard(ds._index[i][0])
-        j = ds._index[i][1]
-        s.update(instance=shard["instance"][j], sensor_depth=shard["sensor_depth"][j], material=shard["material"][j],
-                 cam_from_world=shard["cam_from_world"][j])
+        s = {**ds.raw(i), **ds.arrays(i, ("instance", "sensor_depth", "material", "cam_from_world"))}
         ids = frame_objects(s, cfg.min_pixels)
         if not ids:
             continue

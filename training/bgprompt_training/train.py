@@ -141,8 +141,16 @@ class SampleCache:
 
     def get(self, d: int, i: int) -> dict:
         if (d, i) not in self._cache:
-            self._cache[(d, i)] = self.sets[d][i]
+            self._fill(d, i)
         return self._cache[(d, i)]
+
+    def _fill(self, d: int, i: int) -> None:
+        """Decode sample i with the rest of its shard: shards are compressed as a whole, so random access
+        one sample at a time would decompress a shard per sample."""
+        ds = self.sets[d]
+        for j in ds.shard_range(i) if hasattr(ds, "shard_range") else (i,):
+            if (d, j) not in self._cache:
+                self._cache[(d, j)] = ds[j]
 
     def batch(self, items: list[tuple[int, int]], device) -> dict[str, torch.Tensor]:
         samples = [self.get(d, i) for d, i in items]

@@ -38,6 +38,21 @@ class RenderedDataset(Dataset):
                 self._cached = (k, {key: f[key] for key in f.files})
         return self._cached[1]
 
+    def shard_range(self, i: int) -> range:
+        """Indices stored in the same shard as sample i (decoding them together decompresses it once)."""
+        k = self._index[i][0]
+        start = sum(s["count"] for s in self.manifest["shards"][:k])
+        return range(start, start + self.manifest["shards"][k]["count"])
+
+    def arrays(self, i: int, keys: tuple[str, ...]) -> dict:
+        """Extra arrays of sample i by name (e.g. instance, sensor_depth of tabletop data)."""
+        k, j = self._index[i]
+        sh = self._shard(k)
+        missing = [key for key in keys if key not in sh]
+        if missing:
+            raise KeyError(f"{self.root}: shard {k} has no {missing} (rendered as {self.manifest['kind']})")
+        return {key: sh[key][j] for key in keys}
+
     def raw(self, i: int) -> dict:
         """The numpy sample (before transforms)."""
         k, j = self._index[i]

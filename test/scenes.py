@@ -1,0 +1,35 @@
+"""Analytic test scenes with exact depth (ray casting, no renderer): a box standing on a table."""
+from __future__ import annotations
+
+import numpy as np
+
+from bgprompt_core.estimator import camera_rays
+
+
+def box_on_table(K: np.ndarray, h: int, w: int, half=(0.05, 0.06, 0.04), height: float = 0.45, back: float = 0.45):
+    """z-depth of the scene, of the table alone, and the box mask. World: table y = 0, box standing on it at the
+    origin with half sizes ``half`` (x, y, z); camera at (0, height, back) looking at the origin."""
+    half = np.asarray(half, float)
+    eye = np.array([0.0, height, back])
+    fwd = -eye / np.linalg.norm(eye)
+    right = np.cross(fwd, [0, 1, 0])
+    right /= np.linalg.norm(right)
+    R = np.stack([right, np.cross(fwd, right), fwd])  # rows: camera axes in the world
+    d = camera_rays(K, h, w).astype(np.float64) @ R  # world direction per unit camera z
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_table = np.where(d[..., 1] < 0, -eye[1] / d[..., 1], np.inf)
+        lo, hi = np.array([-half[0], 0, -half[2]]), np.array([half[0], 2 * half[1], half[2]])
+        t0, t1 = (lo - eye) / d, (hi - eye) / d
+    near = np.nanmax(np.minimum(t0, t1), -1)
+    far = np.nanmin(np.maximum(t0, t1), -1)
+    hit = (near <= far) & (near > 0)
+    return np.minimum(np.where(hit, near, np.inf), t_table), t_table, hit
+
+
+def table_image(K: np.ndarray, h: int, w: int, table: np.ndarray, box: np.ndarray, glass: bool) -> np.ndarray:
+    """uint8 RGB: a checkered table (squares of 5 cm in the camera frame), the box grey, or seen through."""
+    pts = camera_rays(K, h, w) * np.where(np.isfinite(table), table, 10.0)[..., None]
+    checker = ((np.floor(pts[..., 0] / 0.05) + np.floor(pts[..., 2] / 0.05)) % 2).astype(np.float32)
+    img = np.stack([0.45 + 0.4 * checker, 0.35 + 0.3 * checker, 0.25 + 0.2 * checker], -1)
+    img[box] = img[box] * np.array([0.85, 0.92, 0.95]) + 0.08 if glass else np.array([0.55, 0.6, 0.62])
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
