@@ -16,6 +16,7 @@ import numpy as np
 
 from bgprompt_core.estimator import InputError, ObjectDepthEstimator
 from bgprompt_core.evaluation import sample_metrics
+from bgprompt_core.sensor_model import to_millimetres
 
 from . import conversions as cv
 from .params import estimator_config_from_params
@@ -24,7 +25,8 @@ from .sync import Synchronizer
 log = logging.getLogger("bgprompt.bag")
 FRAME = "camera_color_optical_frame"
 TOPICS = {"image": "/camera/color/image_raw", "camera_info": "/camera/color/camera_info",
-          "mask": "/camera/color/object_mask", "depth": "/camera/aligned_depth_to_color/image_raw"}
+          "mask": "/camera/color/object_mask", "depth": "/camera/aligned_depth_to_color/image_raw",
+          "truth": "/ground_truth/depth"}  # truth: rendered depth, for evaluation only
 # common driver layouts tried in order when the default topic is absent
 FALLBACKS = {
     "image": ["/camera/camera/color/image_raw", "/camera/image_raw", "/image_raw", "/image"],
@@ -73,23 +75,21 @@ def camera_info_message(ts, K: np.ndarray, h: int, w: int, stamp_ns: int, frame:
                 binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
-def sensor_depth_mm(depth: np.ndarray, rgb: np.ndarray, rng: np.random.Generator, holes: bool) -> np.ndarray:
-    """An RGB-D camera's 16UC1 depth (mm, 0 = no reading): holes on dark, shiny and thin parts, edge noise."""
-    d = depth.astype(np.float64).copy()
-    valid = d > 0
-    if holes:
-        lum = rgb.astype(np.float64).mean(-1) / 255.0
-        valid &= lum > 0.12  # dark surfaces return nothing
-        shiny = np.zeros(d.shape, bool)
-        for _ in range(rng.integers(0, 3)):  # specular blobs
-            cy, cx, r = rng.integers(0, d.shape[0]), rng.integers(0, d.shape[1]), rng.integers(3, 12)
-            yy, xx = np.ogrid[: d.shape[0], : d.shape[1]]
-            shiny |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-        valid &= ~shiny
-        gy, gx = np.gradient(np.where(depth > 0, depth, depth.max() + 1))
-        valid &= np.hypot(gx, gy) < 0.05  # depth edges / thin parts: flying pixels dropped
-        d += rng.normal(0, 1, d.shape) * 0.0015 * d**2  # noise grows with z^2
-    return np.where(valid, np.clip(d * 1000 + 0.5, 0, 65535), 0).astype(np.uint16)
+def sensor_depth_m(sample: dict, sensor: str, rng: np.random.Generator) -> np.ndarray:
+    """An RGB-D camera's depth (float metres, 0 = no reading) for a rendered sample.
+
+    Tabletop renders carry their sensor's depth (materials included); for other renders the sensor model
+    (bgprompt_core.sensor_model) runs here, with dark surfaces (luminance < 0.12) as its only material cue.
+    """
+    from bgprompt_core import sensor_model as sm
+
+    if sensor == "none":
+        return sample["depth"].astype(np.float32)
+    if "sensor_depth" in sample and sample.get("sensor") == sensor:
+        return sample["sensor_depth"]
+    lum = sample["rgb"].astype(np.float64).mean(-1) / 255.0
+    material = np.where((lum < 0.12) & (sample["depth"] > 0), sm.DARK, sm.DIFFUSE).astype(np.uint8)
+    return sm.simulate(sample["depth"], sample["K"], sm.preset(sensor), rng, material)
 
 
 def iter_render_samples(data_dir: str | Path, limit: int | None = None):
@@ -99,20 +99,24 @@ def iter_render_samples(data_dir: str | Path, limit: int | None = None):
     """
     root = Path(data_dir)
     manifest = json.loads((root / "manifest.json").read_text())
+    sensor = manifest.get("generator", {}).get("sensor")
     n = 0
     for shard in manifest["shards"]:
         with np.load(root / shard["file"]) as f:
-            arrays = {k: f[k] for k in ("rgb", "depth", "mask", "K")}
+            arrays = {k: f[k] for k in ("rgb", "depth", "mask", "K", "instance", "alpha", "sensor_depth") if k in f}
         for j in range(shard["count"]):
             if limit is not None and n >= limit:
                 return
-            yield {k: v[j] for k, v in arrays.items()}
+            yield {**{k: v[j] for k, v in arrays.items()}, "sensor": sensor}
             n += 1
 
 
-def make_bag(data_dir: str | Path, out: str | Path, storage: str = "mcap", rate: float = 10.0, holes: bool = True,
-             seed: int = 0, limit: int | None = None) -> dict:
-    """A real ROS 2 bag from a `bgprompt render` directory: colour, camera_info, mask and RGB-D-like depth."""
+def make_bag(data_dir: str | Path, out: str | Path, storage: str = "mcap", rate: float = 10.0,
+             sensor: str = "d435-like", seed: int = 0, limit: int | None = None) -> dict:
+    """A real ROS 2 bag from a `bgprompt render` directory: colour, camera_info, mask, the RGB-D sensor's
+    16UC1 depth in mm (``sensor``: a sensor_model preset or 'none') and, for evaluation only, the ground-truth
+    depth (32FC1 metres, NaN where there is no surface). Tabletop renders give 16UC1 instance labels of every
+    object as the mask; other renders a mono8 mask."""
     from rosbags.rosbag2 import Writer
 
     out = Path(out)
@@ -128,10 +132,15 @@ def make_bag(data_dir: str | Path, out: str | Path, storage: str = "mcap", rate:
         for i, s in enumerate(iter_render_samples(data_dir, limit)):
             stamp = start + int(i * 1e9 / rate)
             h, w = s["depth"].shape
+            if "instance" in s and "alpha" in s and "sensor_depth" in s:  # tabletop: every object, by instance
+                mask = image_message(ts, np.where(s["alpha"] > 0, s["instance"], 0).astype(np.uint16), "16UC1", stamp)
+            else:
+                mask = image_message(ts, s["mask"].astype(np.uint8) * 255, "mono8", stamp)
+            truth = np.where(s["depth"] > 0, s["depth"], np.nan).astype(np.float32)
             msgs = {"image": image_message(ts, s["rgb"], "rgb8", stamp),
-                    "camera_info": camera_info_message(ts, s["K"], h, w, stamp),
-                    "mask": image_message(ts, s["mask"].astype(np.uint8) * 255, "mono8", stamp),
-                    "depth": image_message(ts, sensor_depth_mm(s["depth"], s["rgb"], rng, holes), "16UC1", stamp)}
+                    "camera_info": camera_info_message(ts, s["K"], h, w, stamp), "mask": mask,
+                    "depth": image_message(ts, to_millimetres(sensor_depth_m(s, sensor, rng)), "16UC1", stamp),
+                    "truth": image_message(ts, truth, "32FC1", stamp)}
             for k, msg in msgs.items():
                 writer.write(conns[k], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
             count += 1
@@ -234,6 +243,11 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                       **(topics or {})}
             names = resolve_topics(reader, wanted)
             keys = ["image", "camera_info", "depth"] + ([] if segment else ["mask"])
+            # the reference: ground truth where the bag has it (bag make writes it), else the sensor itself
+            truth = (topics or {}).get("truth") or TOPICS["truth"]
+            if truth in {c.topic for c in reader.connections}:
+                names["truth"] = truth
+                keys.append("truth")
             syncer = Synchronizer(keys, sync, slop, queue_size=30)
             by_topic = {names[k]: k for k in keys}
             conns = [c for c in reader.connections if c.topic in by_topic]
@@ -263,8 +277,13 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                         info = matched["camera_info"]
                         K = cv.camera_matrix(info.k, info.width, info.height, rgb.shape[:2])
                         d = matched["depth"]
-                        ref = cv.to_sensor_depth(d.encoding, cv.image_to_array(d.encoding, d.height, d.width, d.step,
-                                                                              bool(d.is_bigendian), d.data))
+                        sensor = cv.to_sensor_depth(d.encoding, cv.image_to_array(d.encoding, d.height, d.width,
+                                                                                 d.step, bool(d.is_bigendian), d.data))
+                        ref = sensor
+                        if "truth" in matched:
+                            t = matched["truth"]
+                            ref = cv.to_sensor_depth(t.encoding, cv.image_to_array(t.encoding, t.height, t.width,
+                                                                                  t.step, bool(t.is_bigendian), t.data))
                         mask = None
                         if not segment:
                             mk = matched["mask"]
@@ -276,7 +295,7 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                         continue
                     for ci, c in enumerate(combos):
                         try:
-                            res = c.estimator.estimate(rgb, K, mask, ref)
+                            res = c.estimator.estimate(rgb, K, mask, sensor)
                         except InputError as exc:
                             c.rows.append({"stamp": stamp, "skipped": str(exc)})
                             continue

@@ -11,7 +11,8 @@ from pathlib import Path
 def _make(args: argparse.Namespace) -> int:
     from .bag import make_bag
 
-    info = make_bag(args.data, args.out, args.storage, args.rate, not args.no_holes, args.seed, args.limit)
+    info = make_bag(args.data, args.out, args.storage, args.rate, "none" if args.no_holes else args.sensor, args.seed,
+                    args.limit)
     print(f"wrote {info['frames']} frames ({args.storage}) -> {args.out}; topics: " +
           ", ".join(f"{k}={v}" for k, v in info["topics"].items()))
     return 0
@@ -40,7 +41,8 @@ def _eval(args: argparse.Namespace) -> int:
     from .bag import eval_bag
 
     topics = {k: v for k, v in (("image", args.image_topic), ("camera_info", args.info_topic),
-                                ("mask", args.mask_topic), ("depth", args.depth_topic)) if v}
+                                ("mask", args.mask_topic), ("depth", args.depth_topic), ("truth", args.truth_topic))
+              if v}
     summary = eval_bag(args.bag, _combos(args), topics, segment=args.segment == "rembg", out_dir=args.out,
                        json_path=args.json, out_bag=args.out_bag, sync=args.sync, slop=args.slop)
     print(Path(args.out, "summary.md").read_text() if args.out else json.dumps(summary["combos"], indent=2))
@@ -97,13 +99,18 @@ def register(sub) -> None:
 
     p = bs.add_parser("make", help="write a bag from rendered data (colour, camera_info, mask, RGB-D depth)",
                       description="Write a real ROS 2 bag from a `bgprompt render` directory: rgb8 image, camera_info, "
-                                  "mono8 mask and a 16UC1 millimetre depth like an RGB-D camera's (holes on dark, "
-                                  "shiny and thin parts, edge noise unless --no-holes), consistent stamps and frames.")
+                                  "the mask (mono8; 16UC1 instance labels of every object for tabletop renders), the "
+                                  "RGB-D sensor's 16UC1 millimetre depth (noise growing with z^2, 1 mm steps, shadow "
+                                  "and edge bands, flying pixels, material failures; --sensor none: perfect) and, for "
+                                  "evaluation only, the ground-truth depth (32FC1 metres on /ground_truth/depth). "
+                                  "Consistent stamps and frames.")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     p.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps")
-    p.add_argument("--no-holes", action="store_true", help="perfect sensor depth")
+    p.add_argument("--sensor", choices=["d435-like", "none"], default="d435-like",
+                   help="simulated RGB-D sensor (bgprompt_core.sensor_model); tabletop renders carry their own")
+    p.add_argument("--no-holes", action="store_true", help="deprecated: --sensor none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="at most this many frames")
     p.set_defaults(func=_make)
@@ -125,7 +132,9 @@ def register(sub) -> None:
     p.add_argument("--image-topic")
     p.add_argument("--info-topic")
     p.add_argument("--mask-topic")
-    p.add_argument("--depth-topic", help="reference depth (16UC1 mm or 32FC1 m)")
+    p.add_argument("--depth-topic", help="the RGB-D sensor's depth (16UC1 mm or 32FC1 m); the reference too when "
+                                         "the bag has no ground truth")
+    p.add_argument("--truth-topic", help="ground-truth depth, the reference (default /ground_truth/depth when present)")
     p.add_argument("--sync", choices=["exact", "approximate"], default="exact")
     p.add_argument("--slop", type=float, default=0.05)
     p.add_argument("--out", help="directory for summary.md, per_frame.csv, per_frame.png, worst_frames.png")

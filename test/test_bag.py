@@ -41,7 +41,7 @@ def arr(msg):
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_bag_make_round_trips(renders, tmp_path, storage):
-    info = make_bag(renders, tmp_path / "b", storage, rate=10, holes=False)
+    info = make_bag(renders, tmp_path / "b", storage, rate=10, sensor="none")
     assert info["frames"] == 6
     msgs = read_bag(tmp_path / "b")
     assert set(msgs) == set(TOPICS.values())
@@ -64,7 +64,7 @@ def test_bag_make_round_trips(renders, tmp_path, storage):
 
 
 def test_sensor_holes_are_realistic(renders, tmp_path):
-    make_bag(renders, tmp_path / "h", holes=True)
+    make_bag(renders, tmp_path / "h", sensor="d435-like")
     msgs = read_bag(tmp_path / "h")
     with np.load(renders / "shard-00000.npz") as f:
         mask = f["mask"]
@@ -73,7 +73,7 @@ def test_sensor_holes_are_realistic(renders, tmp_path):
 
 
 def test_bag_eval_metrics_match_an_independent_computation(renders, tmp_path, tiny_model_dir):
-    make_bag(renders, tmp_path / "in", holes=True)
+    make_bag(renders, tmp_path / "in", sensor="d435-like")
     combo = Combo("tiny", {"model": str(tiny_model_dir), "prompt": "none"})
     summary = eval_bag(tmp_path / "in", [combo], out_dir=tmp_path / "out", json_path=tmp_path / "s.json",
                        out_bag=tmp_path / "pred", progress=False)
@@ -82,7 +82,7 @@ def test_bag_eval_metrics_match_an_independent_computation(renders, tmp_path, ti
     assert [t for t, _ in pred["/object_depth"]] == [t for t, _ in inp[TOPICS["image"]]]
     for i, row in enumerate(summary["per_frame"]["tiny"]):
         p = arr(pred["/object_depth"][i][1])
-        ref = cv.to_sensor_depth("16UC1", arr(inp[TOPICS["depth"]][i][1]))
+        ref = cv.to_sensor_depth("32FC1", arr(inp[TOPICS["truth"]][i][1]))  # the reference is the ground truth
         obj = arr(inp[TOPICS["mask"]][i][1]) > 0
         ok = obj & np.isfinite(ref) & np.isfinite(p)
         g = ref[ok].astype(np.float64) * 5 / ref[ok].mean()
@@ -98,7 +98,7 @@ def test_bag_eval_metrics_match_an_independent_computation(renders, tmp_path, ti
 
 
 def test_truncated_bag_is_a_clear_error_with_partial_results(renders, tmp_path, tiny_model_dir):
-    make_bag(renders, tmp_path / "in", holes=False)
+    make_bag(renders, tmp_path / "in", sensor="none")
     mcap = next((tmp_path / "in").glob("*.mcap"))
     data = mcap.read_bytes()
     mcap.write_bytes(data[: int(len(data) * 0.6)])
@@ -110,7 +110,7 @@ def test_truncated_bag_is_a_clear_error_with_partial_results(renders, tmp_path, 
 
 
 def test_eval_never_writes_into_the_input_bag(renders, tmp_path, tiny_model_dir):
-    make_bag(renders, tmp_path / "in", holes=False)
+    make_bag(renders, tmp_path / "in", sensor="none")
     with pytest.raises(ValueError, match="never modified"):
         eval_bag(tmp_path / "in", [Combo("t", {"model": str(tiny_model_dir), "prompt": "none"})],
                  out_bag=tmp_path / "in", progress=False)
@@ -119,7 +119,7 @@ def test_eval_never_writes_into_the_input_bag(renders, tmp_path, tiny_model_dir)
 @pytest.mark.ros
 def test_live_replay_and_node_output_equal_bag_eval(renders, tmp_path, tiny_model_dir):
     """node + bag play + bag record, then compare with bag eval's output bag for the same input."""
-    make_bag(renders, tmp_path / "in", holes=False)
+    make_bag(renders, tmp_path / "in", sensor="none")
     params = tmp_path / "p.yaml"
     params.write_text(f"/**:\n  ros__parameters:\n    model: {tiny_model_dir}\n    prompt: none\n"
                       f"    sub_reliability: reliable\n    queue_size: 30\n")
@@ -171,7 +171,7 @@ def test_play_delivers_every_message_in_order(renders, tmp_path):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    make_bag(renders, tmp_path / "in", holes=False)
+    make_bag(renders, tmp_path / "in", sensor="none")
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     rclpy.init()
     node = rclpy.create_node("bgprompt_play_probe")

@@ -57,3 +57,29 @@ def test_surface_samples_are_finer_than_the_pixel_grid_and_on_the_surface():
     assert np.allclose(pts[:, 2], 1.0)
     u = pts[:, 0] * 100 + 15.5
     assert u.min() == pytest.approx(8.0) and len(np.unique(np.round(u, 6))) > 10 + 8  # between pixel centres
+
+
+def test_object_summaries_give_the_box_of_each_labelled_object():
+    from scipy.spatial.transform import Rotation
+
+    from bgprompt_core.fusion import SOURCE_PREDICTED, SOURCE_SENSOR
+    from bgprompt_core.object_summary import summarize_objects
+
+    K = np.array([[200.0, 0, 49.5], [0, 200.0, 39.5], [0, 0, 1]])
+    depth = np.full((80, 100), np.nan, np.float32)
+    inst = np.zeros((80, 100), np.int32)
+    depth[10:30, 10:50] = 1.0  # a fronto-parallel rectangle: 40 x 20 px at 1 m = 0.195 x 0.095 m between centres
+    inst[10:30, 10:50] = 3
+    depth[50:60, 70:75] = 0.5
+    inst[50:60, 70:75] = 4
+    source = np.where(inst == 3, SOURCE_SENSOR, SOURCE_PREDICTED).astype(np.uint8)
+    source[10:20, 10:50] = SOURCE_PREDICTED  # half of object 3 was filled
+    out = summarize_objects(depth, inst, K, [3, 4, 9], source)
+    assert [s.id for s in out] == [3, 4]  # no points for 9
+    a = out[0]
+    assert a.points == 800 and a.sensor_fraction == pytest.approx(0.5)
+    assert np.allclose(a.box_extents, [39 / 200, 19 / 200, 0], atol=1e-6)
+    assert np.allclose(a.centroid, [(29.5 - 49.5) / 200, (19.5 - 39.5) / 200, 1.0], atol=1e-6)
+    axes = Rotation.from_quat(a.box_quaternion).as_matrix()  # columns: longest first
+    assert abs(axes[:, 0] @ [1, 0, 0]) == pytest.approx(1, abs=1e-6)
+    assert abs(axes[:, 1] @ [0, 1, 0]) == pytest.approx(1, abs=1e-6)

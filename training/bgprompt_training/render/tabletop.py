@@ -140,6 +140,9 @@ def tabletop_sample(gen, index: int) -> dict:
     frame.rgb = rgb
     sensor = sm.simulate(frame.depth, view.K, sm.preset(cfg.sensor), np.random.default_rng([cfg.seed, index, 1]),
                          material, behind_frame.depth, highlight)
+    counts = [int((frame.instance == oid).sum()) for oid, _ in objects]
+    if counts[target] < 50:  # hidden behind another object: the most visible one is the target
+        target = int(np.argmax(counts))
     mask = frame.instance == objects[target][0]
     out = _pack(frame, mask, view, f"tabletop-{index}", sm.MATERIALS[objects[target][1]])
     out["alpha"] = (np.isin(frame.instance, [oid for oid, _ in objects]) * 255).astype(np.uint8)  # every object
