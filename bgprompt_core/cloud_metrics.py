@@ -119,7 +119,9 @@ def surface_samples(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, factor: 
     k3 = np.ones((3, 3), np.uint8)
     zmax = cv2.dilate(np.where(ok, z, -np.inf).astype(np.float32), k3)
     zmin = -cv2.dilate(np.where(ok, -z, -np.inf).astype(np.float32), k3)
-    smooth = cv2.erode(ok.astype(np.uint8), k3, borderValue=0).astype(bool) & (zmax - zmin < max_step)
+    with np.errstate(over="ignore", invalid="ignore"):  # +-inf where a neighbourhood has no object pixel
+        flat = (zmax - zmin) < max_step
+    smooth = cv2.erode(ok.astype(np.uint8), k3, borderValue=0).astype(bool) & flat
     size = (w * factor, h * factor)
     fine = cv2.resize(z, size, interpolation=cv2.INTER_LINEAR)
     fine_ok = cv2.resize(smooth.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
