@@ -9,7 +9,7 @@ NETNS  := tools/loopback-run
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv test demo bench results prompts mini clean help
+.PHONY: venv test demo bench results prompts mini grasp clean help
 
 help:
 	@echo "make demo   - run the main job on the embedded default, outputs in demo/"
@@ -18,6 +18,7 @@ help:
 	@echo "make results - regenerate docs/RESULTS.md from the shipped model and prompts"
 	@echo "make prompts - retrain the shipped prompts of mini (and the finetune baseline)"
 	@echo "make mini   - retrain the embedded depth network (under an hour on 2 cores)"
+	@echo "make grasp  - object clouds in metres from a simulated RGB-D sensor, by material (docs/grasp/)"
 	@echo "make venv   - only build .venv"
 
 $(STAMP): setup.py setup.cfg $(wildcard requirements/*.txt)
@@ -51,6 +52,15 @@ prompts: $(STAMP)
 	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/objects_train --val $(DATA)/objects_val --out bgprompt_core/prompts/mini-1bg.safetensors --steps 2000 --val-every 250 --val-samples 100 --optimizer adam --lr 0.02 --local-only
 	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/objects_train_6k --val $(DATA)/objects_val --out bgprompt_core/prompts/mini-pnet.safetensors --prompt pnet --pnet-channels 16 --pnet-combine residual --init-bias bgprompt_core/prompts/mini-1bg.safetensors --steps 3000 --val-every 250 --val-samples 300 --optimizer adam --lr 0.001 --local-only
 	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/objects_train --val $(DATA)/objects_val --out training/checkpoints/mini-finetune --prompt finetune --steps 1000 --val-every 250 --val-samples 100 --optimizer adam --lr 0.0001 --local-only
+	# the tabletop 1-BG: objects on tables as a robot sees them, re-centred by their masks (as the node's recenter: true)
+	$(VENV)/bin/bgprompt render tabletop --out $(DATA)/tabletop_train --count 2000 --size 256 --seed 300 --families primitive superquadric lathe --workers 2
+	$(VENV)/bin/bgprompt render tabletop --out $(DATA)/tabletop_val --count 200 --size 256 --seed 400 --families primitive superquadric lathe
+	$(VENV)/bin/bgprompt train --model mini --data $(DATA)/tabletop_train --val $(DATA)/tabletop_val --out bgprompt_core/prompts/mini-tabletop-1bg.safetensors --recenter --steps 2000 --val-every 250 --val-samples 100 --optimizer adam --lr 0.02 --local-only
+
+# Object clouds in metres (docs/grasp/): held-out tabletop frames (seed 500, no prompt trained on them)
+grasp: $(STAMP)
+	test -f $(DATA)/tabletop_test/manifest.json || $(VENV)/bin/bgprompt render tabletop --out $(DATA)/tabletop_test --count 150 --size 320 --seed 500 --families primitive superquadric lathe
+	$(VENV)/bin/bgprompt eval-grasp --data $(DATA)/tabletop_test --prompt none default pnet tabletop --out docs/grasp --figures 3
 
 bench: $(STAMP)
 	$(NETNS) $(PY) test/bench/bench.py

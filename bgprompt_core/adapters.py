@@ -195,6 +195,11 @@ def resolve_spec(name_or_path: str, local_only: bool = False) -> DepthNetSpec:
         raise ModelLoadError(
             f"no depth model at {source!r}: expected a registry name ({', '.join(sorted(REGISTRY))}), a local "
             f"directory with config.json + model.safetensors, or a hub id (this {where} has no config.json)")
+    if config.get("auto_map"):  # transformers would import (or ask whether to import) code shipped with the model
+        raise ModelLoadError(
+            f"{source!r} asks to run its own remote code (auto_map: {sorted(config['auto_map'])}); bgprompt never "
+            f"runs code that comes with a model. Use a model whose architecture transformers ships, or remove "
+            f"auto_map after reviewing the code yourself.")
     return spec_from_configs(Path(source).name if Path(source).is_dir() else source, source, config,
                              _read_json(source, "preprocessor_config.json", local_only))
 
@@ -213,7 +218,8 @@ def load_depth_net(name_or_path: str, device: str | torch.device = "cpu", local_
     if spec.source and not local_dir.is_dir() and Path(spec.source).is_absolute():
         raise ModelLoadError(f"model files for {spec.name!r} are missing: expected a directory at {spec.source}")
     try:
-        model = AutoModelForDepthEstimation.from_pretrained(spec.source, local_files_only=local_only)
+        model = AutoModelForDepthEstimation.from_pretrained(spec.source, local_files_only=local_only,
+                                                            trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load depth network {spec.name!r} from {spec.source!r}: {exc}") from exc
     return DepthNet(model.to(device), spec)

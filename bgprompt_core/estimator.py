@@ -29,7 +29,8 @@ class InputError(ValueError):
 
 
 PROMPT_HELP = ("prompt checkpoint path, or a prompt shipped with the model: 'default' (its 1-BG), 'pnet' "
-               "(its PNet); 'none' is the white-background baseline")
+               "(its PNet), 'tabletop' (its 1-BG learned on tabletop views, for recenter: true); 'none' is the "
+               "white-background baseline")
 
 
 @dataclass(frozen=True)

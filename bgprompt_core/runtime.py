@@ -15,14 +15,17 @@ log = logging.getLogger("bgprompt.runtime")
 PACKAGE_PROMPTS = Path(__file__).resolve().parent / "prompts"
 # prompts shipped with a model, by name: "1bg" is the default, "pnet" the mask-conditioned one
 SHIPPED_PROMPTS = {"mini": {"1bg": PACKAGE_PROMPTS / "mini-1bg.safetensors",
-                            "pnet": PACKAGE_PROMPTS / "mini-pnet.safetensors"}}
+                            "pnet": PACKAGE_PROMPTS / "mini-pnet.safetensors",
+                            # 1-BG learned on tabletop views (objects on tables, re-centred by their masks)
+                            "tabletop": PACKAGE_PROMPTS / "mini-tabletop-1bg.safetensors"}}
 
 
 def resolve_prompt_path(prompt: str, spec: DepthNetSpec) -> Path | None:
-    """'none' -> None; 'default' / '1bg' / 'pnet' -> the prompt shipped with ``spec``'s model; else a path."""
+    """'none' -> None; 'default' / '1bg' / 'pnet' / 'tabletop' -> the prompt shipped with ``spec``'s model;
+    else a path."""
     if prompt == "none":
         return None
-    if prompt in ("default", "1bg", "pnet"):
+    if prompt in ("default", "1bg", "pnet", "tabletop"):
         kind = "1bg" if prompt == "default" else prompt
         path = SHIPPED_PROMPTS.get(spec.name, {}).get(kind)
         if path is None:

@@ -135,7 +135,7 @@ def evaluate_grasp(data: str | Path, cfg: GraspEvalConfig, progress: bool = True
 
 
 def _prompt_name(p: str) -> str:
-    return {"none": "white", "default": "1-BG", "pnet": "PNet"}.get(p, Path(p).stem)
+    return {"none": "white", "default": "1-BG", "pnet": "PNet", "tabletop": "tabletop 1-BG"}.get(p, Path(p).stem)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

@@ -175,6 +175,8 @@ def make_results(out: Path, cache: Path, count: int = 300, figures: bool = True)
         "- `make mini`: the network (`bgprompt render scenes` + `bgprompt pretrain`, configs/mini.json).",
         "- `make prompts`: the 1-BG and PNet prompts and the finetuned baseline (`bgprompt train`).",
         "- `make results`: this file.",
+        "- `make grasp`: object clouds in metres from a simulated RGB-D sensor, by material, against "
+        "cv2.inpaint: [grasp/summary.md](grasp/summary.md).",
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
