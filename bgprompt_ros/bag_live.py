@@ -19,20 +19,64 @@ from pathlib import Path
 log = logging.getLogger("bgprompt.bag")
 
 
+def _generated_by_rosidl(pkg: str, kind: str, name: str) -> bool:
+    """True when ``pkg`` is an installed ROS interface package generating ``name``; decided from the files alone.
+
+    A bag names its message types, and importing a module runs its code: ``this/msg/Zen`` would print the Zen
+    of Python, and worse is possible. So nothing is imported unless the package directory holds the module
+    rosidl generates for that type (``<pkg>/msg/_<snake_name>.py`` defining ``Metaclass_<Name>``).
+    """
+    import importlib.util
+    import re
+
+    if not (re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", pkg) and kind in ("msg", "srv", "action")
+            and re.fullmatch(r"[A-Z][A-Za-z0-9]*", name)):
+        return False
+    try:
+        spec = importlib.util.find_spec(pkg)  # locates the package without running it
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+    for root in spec.submodule_search_locations:
+        generated = Path(root) / kind / f"_{snake}.py"
+        if generated.is_file() and f"class Metaclass_{name}(" in generated.read_text(errors="replace"):
+            return True
+    return False
+
+
 def message_class(msgtype: str):
-    """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image."""
-    pkg, kind, name = msgtype.split("/")
+    """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image, for installed ROS interface packages only."""
+    parts = msgtype.split("/")
+    if len(parts) != 3 or not _generated_by_rosidl(*parts):
+        raise ValueError(f"{msgtype} is not a message type of an installed ROS interface package; "
+                         f"install its package (e.g. ros-jazzy-<package> from pip, or from apt on a robot)")
+    pkg, kind, name = parts
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+def schedule(stamps_ns: list[int], rate: float, max_gap: float | None) -> list[float]:
+    """Wall-clock offsets (s) at which to publish messages stamped ``stamps_ns``: their relative timing divided
+    by ``rate``, with every gap between consecutive messages capped at ``max_gap`` s of wall time."""
+    out, t = [], 0.0
+    for i, stamp in enumerate(stamps_ns):
+        if i:
+            gap = max(stamp - stamps_ns[i - 1], 0) / 1e9 / rate
+            t += gap if max_gap is None else min(gap, max_gap)
+        out.append(t)
+    return out
 
 
 def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscribers: int = 0,
          wait_timeout: float = 30.0, topics: list[str] | None = None, ack_timeout: float = 10.0,
-         wait_nodes: list[str] | None = None) -> int:
+         wait_nodes: list[str] | None = None, max_gap: float | None = 1.0) -> int:
     """Publish the bag's messages in order with their relative timing; returns the number published.
 
     Before the first message: waits until every node in ``wait_nodes`` is ready (active if it is a lifecycle
     node, and matched on the topics it subscribes to; see readiness.py), and until each topic has
     ``wait_subscribers`` subscribers of any kind; both within ``wait_timeout`` s, else NotReady.
+    Gaps between consecutive messages are capped at ``max_gap`` s of wall time (None: never).
     Before returning, waits up to ``ack_timeout`` s for the subscribers to acknowledge every message.
     """
     import rclpy
@@ -69,12 +113,15 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
                                    f" after {wait_timeout:.0f} s")
                 rclpy.spin_once(node, timeout_sec=0.05)
             while True:
-                start_wall, start_bag = None, None
+                start_wall, last_stamp, offset = None, None, 0.0
                 for conn, t, raw in reader.messages(connections=conns):
                     if start_wall is None:
-                        start_wall, start_bag = time.perf_counter(), t
-                    delay = (t - start_bag) / 1e9 / rate - (time.perf_counter() - start_wall)
-                    if delay > 0:
+                        start_wall = time.perf_counter()
+                    else:
+                        offset += schedule([last_stamp, t], rate, max_gap)[1]
+                    last_stamp = t
+                    delay = offset - (time.perf_counter() - start_wall)
+                    if delay > 0:  # pacing the stream to the bag's timing (not waiting for a process)
                         time.sleep(delay)
                     pub, cls = pubs[conn.topic]
                     pub.publish(deserialize_message(bytes(raw), cls))

@@ -56,7 +56,7 @@ def _play(args: argparse.Namespace) -> int:
 
     try:
         n = play(args.bag, args.rate, args.loop, args.wait_subscribers, args.wait_timeout, topics=args.topics,
-                 wait_nodes=args.wait_node)
+                 wait_nodes=args.wait_node, max_gap=None if args.max_gap <= 0 else args.max_gap)
     except NotReady as exc:
         print(f"bag play: nothing published: {exc}", file=sys.stderr)
         return 2
@@ -157,6 +157,9 @@ def register(sub) -> None:
     p.add_argument("--wait-timeout", type=float, default=60.0,
                    help="seconds to wait for the above; then exit 2 naming what did not come up")
     p.add_argument("--topics", nargs="+", help="only these topics")
+    p.add_argument("--max-gap", type=float, default=1.0,
+                   help="longest pause between two messages in wall seconds (a bag with a long gap in its stamps "
+                        "is not replayed as a long sleep); 0: keep every gap")
     p.set_defaults(func=_play)
 
     p = bs.add_parser("record", help="record topics into a new bag",

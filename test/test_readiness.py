@@ -106,3 +106,48 @@ def test_record_without_a_goal_succeeds_at_its_duration(tmp_path):
                           "--topics", "/nobody:sensor_msgs/msg/Image", "--duration", "0.5"],
                          env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def _bag_with(tmp_path, msgtype: str, topic: str = "/x", stamps=(1,)):
+    from bgprompt_ros.bag import typestore
+    from rosbags.rosbag2 import Writer
+
+    from rosbags.typesys import get_types_from_msg
+
+    ts = typestore()
+    if msgtype not in ts.types:  # a hostile bag: a type named after any importable module
+        ts.register(get_types_from_msg("string data", msgtype))
+    with Writer(tmp_path / "b", version=9) as w:
+        c = w.add_connection(topic, msgtype, typestore=ts)
+        for t in stamps:
+            w.write(c, t, ts.serialize_cdr(ts.types["std_msgs/msg/String"](data="x"), "std_msgs/msg/String"))
+    return tmp_path / "b"
+
+
+def test_play_never_imports_a_module_a_bag_names(tmp_path, capsys):
+    from bgprompt_ros.bag_live import message_class
+
+    bag = _bag_with(tmp_path, "this/msg/Zen")
+    out = subprocess.run([str(BIN / "bgprompt"), "bag", "play", str(bag)], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0 and "Beautiful is better" not in out.stdout + out.stderr
+    assert "this/msg/Zen is not a message type of an installed ROS interface package" in out.stderr
+    with pytest.raises(ValueError, match="not a message type"):
+        message_class("os/msg/path")
+    assert message_class("sensor_msgs/msg/Image").__name__ == "Image"
+
+
+def test_play_with_a_topic_filter_that_matches_nothing_says_so(tmp_path):
+    bag = _bag_with(tmp_path, "std_msgs/msg/String", "/chatter")
+    out = subprocess.run([str(BIN / "bgprompt"), "bag", "play", str(bag), "--topics", "/nothing"],
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "none of the topics ['/nothing']" in out.stderr and "/chatter" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_play_caps_long_gaps_between_messages(tmp_path):
+    from bgprompt_ros.bag_live import schedule
+
+    # an hour-long gap in the stamps is played as max_gap seconds, the rest keeps its timing (at rate 2)
+    assert schedule([0, 10**9, 3600 * 10**9 + 10**9], rate=2.0, max_gap=1.0) == pytest.approx([0.0, 0.5, 1.5])
+    assert schedule([5, 5 + 2 * 10**9], rate=1.0, max_gap=None) == pytest.approx([0.0, 2.0])
