@@ -129,8 +129,11 @@ def tabletop_sample(gen, index: int) -> dict:
     rng = sample_rng(cfg.seed, index)
     instances, objects, placed = build_tabletop(rng, gen, cfg.materials)
     target = int(rng.integers(len(objects)))
-    view = robot_view(rng, placed[target][0], cfg.size)
-    frame = gen.render(instances, view)
+    for _ in range(10):  # a view from behind a wall sees no object: look again (the first try draws as before)
+        view = robot_view(rng, placed[target][0], cfg.size)
+        frame = gen.render(instances, view)
+        if max(int((frame.instance == oid).sum()) for oid, _ in objects) >= 50:
+            break
     glass_ids = [oid for oid, m in objects if m == sm.TRANSPARENT]
     material = np.zeros(frame.depth.shape, np.uint8)
     for oid, m in objects:
