@@ -124,11 +124,14 @@ def bounding_box(binary: np.ndarray) -> tuple[slice, slice] | None:
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
-def split_mask(mask: np.ndarray, threshold: float, min_pixels: int) -> list[MaskObject]:
+def split_mask(mask: np.ndarray, threshold: float, min_pixels: int, max_objects: int | None = None,
+               dropped: list[int] | None = None) -> list[MaskObject]:
     """One ``MaskObject`` per object with at least ``min_pixels`` pixels.
 
     bool / uint8 (0/1 or 0/255): one object; float in [0, 1]: one soft object; uint16 / int32 / int64:
-    instance labels (every non-zero value is an object).
+    instance labels (every non-zero value is an object). With ``max_objects`` only the largest that many
+    (ties: smaller id first) are returned, largest first, and masks are built for those alone, so memory
+    and time do not grow with the label count; the ids left out are appended to ``dropped``.
     """
     if mask.dtype == bool or mask.dtype == np.uint8:
         binary = mask.astype(bool, copy=False) if mask.dtype == bool else mask > 0
@@ -143,10 +146,17 @@ def split_mask(mask: np.ndarray, threshold: float, min_pixels: int) -> list[Mask
         fg = mask[mask != 0]  # objects are usually a small part of the frame: count only their pixels
         if fg.size and fg.max() <= 65535:  # bincount is much faster than np.unique
             counts = np.bincount(fg)
-            ids = [int(i) for i in np.nonzero(counts >= min_pixels)[0]]
+            values = np.nonzero(counts >= min_pixels)[0]
+            sizes = counts[values]
         else:
-            values, n = np.unique(fg, return_counts=True)
-            ids = [int(v) for v, c in zip(values, n) if c >= min_pixels]
+            values, sizes = np.unique(fg, return_counts=True)
+            values, sizes = values[sizes >= min_pixels], sizes[sizes >= min_pixels]
+        ids = [int(i) for i in values]
+        if max_objects is not None:
+            order = np.lexsort((values, -sizes))  # largest first, then by id
+            ids = [int(values[k]) for k in order[:max_objects]]
+            if dropped is not None:
+                dropped.extend(int(values[k]) for k in order[max_objects:])
         candidates = []
         for i in ids:
             b = mask == i
@@ -220,10 +230,12 @@ class ObjectDepthEstimator:
             if self.segmenter is None:
                 raise InputError("no mask given and segmentation is off (set segmentation to 'rembg' or send masks)")
             mask = self.segmenter(image)
-        objects = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels)
-        if len(objects) > self.cfg.max_objects:
-            warnings.append(f"{len(objects)} objects, only the {self.cfg.max_objects} largest are processed")
-            objects = sorted(objects, key=lambda o: -o.pixels)[: self.cfg.max_objects]
+        dropped: list[int] = []
+        objects = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels, self.cfg.max_objects, dropped)
+        if dropped:
+            warnings.append(f"{len(objects) + len(dropped)} objects: only the {self.cfg.max_objects} largest are "
+                            f"processed (labels {[o.id for o in objects]}); left out {len(dropped)}: "
+                            f"{dropped[:10]}{' ...' if len(dropped) > 10 else ''}")
         h, w = image.shape[:2]
         S = self.size
         views: list[Letterbox | VirtualCamera] = []
@@ -296,8 +308,7 @@ class ObjectDepthEstimator:
         """
         import torch
 
-        objects = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels)
-        objects = sorted(objects, key=lambda o: -o.pixels)[: self.cfg.max_objects]
+        objects = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels, self.cfg.max_objects)
         h, w = image.shape[:2]
         lb = Letterbox(h, w, *self.size)
         x = self._letterbox(image, lb, 255, cv2.INTER_AREA).astype(np.float32).transpose(2, 0, 1)[None] / 255.0

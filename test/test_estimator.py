@@ -72,7 +72,7 @@ def test_letterbox_inverse_maps_pixels_exactly():
 def test_instances_are_batched_and_fused_by_id_with_nan_elsewhere():
     img, labels = _frame()
     res = _est(ObjectBackend()).estimate(img, K, labels)
-    assert res.object_ids == [3, 7]
+    assert res.object_ids == [7, 3]  # largest first
     interior3 = cv2.erode((labels == 3).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     interior7 = cv2.erode((labels == 7).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     assert (res.depth[interior3] == 1.0).all() and (res.depth[interior7] == 2.0).all()
@@ -361,3 +361,25 @@ def test_pnet_exports_without_dft_ops_and_matches_torch(tmp_path):
     assert np.allclose(out, ref, rtol=2e-3, atol=1e-3) and ref.std() > 0.1
     meta = read_onnx_metadata(path)
     assert meta["prompt"]["type"] == "pnet" and meta["max_batch"] == 4
+
+
+def test_many_labels_cost_memory_bounded_by_max_objects_and_the_largest_are_kept():
+    """1000 instance labels at 256x256: only the max_objects largest are ever turned into masks."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((256, 256), np.uint16)
+    sizes = {}
+    for i in range(1, 1001):  # 1000 small blobs; labels 1..16 get the largest
+        y, x = rng.integers(0, 248, 2)
+        side = 8 if i <= 16 else 3
+        labels[y:y + side, x:x + side] = i
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    sizes = dict(zip(ids.tolist(), counts.tolist()))
+    expect = sorted(sizes, key=lambda i: (-sizes[i], i))[:16]
+    tracemalloc.start()
+    objs = split_mask(labels, 0.5, 4, max_objects=16)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [o.id for o in objs] == expect  # largest first, ties by id
+    assert peak < 16 * 2 * labels.size * 1.5 + 4e6, f"{peak / 2**20:.1f} MiB"  # ~16 masks, not 1000
