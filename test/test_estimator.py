@@ -75,7 +75,7 @@ def test_instances_are_batched_and_fused_by_id_with_nan_elsewhere():
     assert res.object_ids == [7, 3]  # largest first
     interior3 = cv2.erode((labels == 3).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     interior7 = cv2.erode((labels == 7).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    assert (res.depth[interior3] == 1.0).all() and (res.depth[interior7] == 2.0).all()
+    assert (res.depth[interior7] == 1.0).all() and (res.depth[interior3] == 2.0).all()  # batch order
     assert (res.instance[interior3] == 3).all() and (res.instance[interior7] == 7).all()
     assert np.isnan(res.depth[labels == 0]).all() and (res.instance[labels == 0] == 0).all()
     # organized points are exactly the back-projection of the published depth
