@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from bgprompt_core.adapters import DepthNet, load_depth_net
-from bgprompt_core.atomic import atomic_write
+from bgprompt_core.atomic import atomic_write, fsync_path
 from bgprompt_core.checkpoint import PromptMeta, load_prompt, save_prompt
 from bgprompt_core.config import (ConfigError, DepthTransformConfig, FourierPromptConfig, PixelPromptConfig,
                                   PromptNetConfig)
@@ -225,14 +225,17 @@ class Trainer:
                    for pid, st in opt["state"].items()}
         meta = {"step": self.step, "history": self.history, "best": self.best, "config": self.cfg.to_dict(),
                 "param_groups": opt["param_groups"], "opt_scalars": scalars}
-        # a complete step directory first, then the LATEST pointer is replaced atomically
-        step_dir = self.state_dir / f"step-{self.step:07d}"
+        # a complete, fsynced step directory under a new name first, then the LATEST pointer is replaced
+        # atomically, and only then are older directories removed: the state LATEST names is never touched
+        # (saving the same step twice, as a resume with --init-bias at step 0 does, included)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.state_dir))
+        step_dir = self.state_dir / f"step-{self.step:07d}-{tmp.name.removeprefix('.tmp-')}"
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps(meta))
-        if step_dir.exists():
-            shutil.rmtree(step_dir)
+        for f in ("state.safetensors", "state.json", "."):
+            fsync_path(tmp / f)
         os.replace(tmp, step_dir)
+        fsync_path(self.state_dir)
         atomic_write(self.state_dir / "LATEST", lambda p: Path(p).write_text(step_dir.name))
         for old in self.state_dir.glob("step-*"):
             if old != step_dir:
