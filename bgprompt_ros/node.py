@@ -55,6 +55,10 @@ class ObjectDepthNode(LifecycleNode):
         self.network_ms: deque = deque(maxlen=200)
         self.last_problem = ""
         self.last_fusion: dict[int, dict | None] = {}
+        # silent failures the diagnostics must name: nothing finite published, inputs that never pair up
+        self.no_finite_streak = 0
+        self.last_input = self.last_match = None  # time.monotonic() of the last message / matched set
+        self.sensor_coverage: float | None = None
         self._logged: dict[str, float] = {}
         self._diag_timer = None
 
@@ -165,9 +169,11 @@ class ObjectDepthNode(LifecycleNode):
     # --- data path ----------------------------------------------------------------------------
     def _on_message(self, topic: str, msg) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self.last_input = time.monotonic()
         matched = self.sync.add(topic, stamp, msg)
         if matched is None:
             return
+        self.last_match = self.last_input
         with self._cond:
             if self._slot is not None:
                 self.counters["dropped_overload"] += 1  # latest-only: the older frame was never started
@@ -260,11 +266,30 @@ class ObjectDepthNode(LifecycleNode):
             summaries = summarize_objects(res.depth, res.instance, res.K, res.object_ids, res.source)
             self.pubs["markers"].publish(object_markers(summaries, header, res.units))
         self.last_fusion = {oid: rep.as_dict() if rep else None for oid, rep in res.fusion.items()}
+        self.no_finite_streak = 0 if res.valid.any() else self.no_finite_streak + 1
+        if res.fusion:
+            self.sensor_coverage = float(np.mean([r.coverage if r else 0.0 for r in res.fusion.values()]))
         now = time.time()
         self.counters["processed"] += 1
         self.latencies.append(now - received)
         self.done_times.append(now)
         self.network_ms.append(res.timing_ms["network"])
+
+    def silent_failures(self) -> list[str]:
+        """Causes of an output that looks healthy but is not: nothing finite, no pairing inputs, no sensor."""
+        out = []
+        if self.no_finite_streak:
+            out.append(f"no finite depth for {self.no_finite_streak} frame(s)")
+        if self.sensor_coverage == 0.0:
+            out.append("sensor coverage 0: no valid sensor_depth reading on any object")
+        now = time.monotonic()
+        stalled = max(2.0, 5 * self.p("diagnostics_period"))
+        if self.last_input is not None and now - self.last_input < stalled and \
+                (self.last_match is None or now - self.last_match > stalled):
+            since = "yet" if self.last_match is None else f"for {now - self.last_match:.0f} s"
+            out.append(f"no sync match {since} while inputs arrive: check the stamps of "
+                       f"{self.sync.topics if self.sync else []} ({self.p('sync_mode')} sync)")
+        return out
 
     def _publish_diagnostics(self) -> None:
         st = DiagnosticStatus(name=f"{self.get_name()}: object depth", hardware_id=self.p("backend"))
@@ -281,10 +306,17 @@ class ObjectDepthNode(LifecycleNode):
                   "last_problem": self.last_problem, **{k: str(v) for k, v in self.counters.items()},
                   **{f"object_{oid}_fusion": (", ".join(f"{k}={v}" for k, v in rep.items()) if rep else "left out")
                      for oid, rep in self.last_fusion.items()}}
+        silent = self.silent_failures()
+        values.update(no_finite_frames=str(self.no_finite_streak),
+                      sensor_coverage="n/a" if self.sensor_coverage is None else f"{self.sensor_coverage:.3f}",
+                      seconds_since_match="never" if self.last_match is None else
+                      f"{time.monotonic() - self.last_match:.1f}")
         st.level = DiagnosticStatus.OK
         st.message = "ok"
         if self.counters["errors"] or self.counters["skipped_bad_input"]:
             st.level, st.message = DiagnosticStatus.WARN, f"frames skipped: {self.last_problem}"[:200]
+        if silent:
+            st.level, st.message = DiagnosticStatus.WARN, "; ".join(silent)[:300]
         if self.estimator is None:
             st.level, st.message = DiagnosticStatus.ERROR, "not configured"
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]

@@ -14,7 +14,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 
 from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator  # noqa: E402
 from bgprompt_ros.readiness import NotReady, wait_for_nodes  # noqa: E402
@@ -367,6 +367,63 @@ def test_a_see_through_object_gets_points_on_the_object_not_on_the_table_behind(
         fields = dict(item.split("=") for item in report.split(", "))
         assert fields["scale_from"] == "support-contact" and float(fields["see_through"]) > 0.7
         assert "seen through it" in (tmp_path / "node.out").read_text()
+    finally:
+        node.destroy_node()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_outputs_that_look_healthy_but_are_not_turn_the_diagnostics_to_warn(tiny_model_dir, tmp_path):
+    """All-zero sensor depth: nothing finite is published -> WARN naming it; then inputs whose stamps never
+    pair -> WARN 'no sync match'. Before, both said OK."""
+    params = tmp_path / "p.yaml"
+    params.write_text(f"/**:\n  ros__parameters:\n    model: {tiny_model_dir}\n    prompt: none\n"
+                      f"    scale: align-to-sensor\n    fusion: fill\n    sub_reliability: reliable\n"
+                      f"    diagnostics_period: 0.2\n")
+    proc = subprocess.Popen([NODE, "--ros-args", "--params-file", str(params), "-r", "__node:=silent_depth",
+                             "-r", "image:=silent/image", "-r", "camera_info:=silent/camera_info",
+                             "-r", "mask:=silent/mask", "-r", "sensor_depth:=silent/depth"],
+                            env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
+                            stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
+    if not rclpy.ok():
+        rclpy.init()
+    node = rclpy.create_node("bgprompt_silent_client")
+    try:
+        rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        diag = []
+        node.create_subscription(DiagnosticArray, "/diagnostics",
+                                 lambda m: diag.extend(st for st in m.status if st.name.startswith("silent_depth")), 10)
+        pubs = {t: node.create_publisher(Image if t != "silent/camera_info" else CameraInfo, t, rel)
+                for t in ("silent/image", "silent/camera_info", "silent/mask", "silent/depth")}
+        try:
+            wait_for_nodes(node, ["silent_depth"], 120, publishers=pubs)
+        except NotReady as exc:
+            pytest.fail(f"{exc}\n{(tmp_path / 'node.out').read_text()}")
+
+        def send(info_offset=0):
+            s = time.time_ns()
+            img, labels = frame()
+            pubs["silent/image"].publish(image_msg(img, "rgb8", s))
+            pubs["silent/mask"].publish(image_msg(labels * 255, "mono8", s))
+            pubs["silent/depth"].publish(image_msg(np.zeros((H, W), np.uint16), "16UC1", s))
+            pubs["silent/camera_info"].publish(info_msg(s + info_offset))
+
+        def wait_warn(needle, deadline=60.0):
+            end = time.time() + deadline
+            while time.time() < end:
+                send() if needle != "no sync match" else send(info_offset=10**9)
+                for _ in range(5):
+                    rclpy.spin_once(node, timeout_sec=0.05)
+                if diag and diag[-1].level == DiagnosticStatus.WARN and needle in diag[-1].message:
+                    return diag[-1]
+            pytest.fail(f"no WARN with {needle!r}; last: {diag[-1].message if diag else None}")
+
+        st = wait_warn("no finite depth")
+        values = {kv.key: kv.value for kv in st.values}
+        assert "sensor coverage 0" in st.message and float(values["sensor_coverage"]) == 0.0
+        assert int(values["no_finite_frames"]) >= 1
+        st = wait_warn("no sync match")
+        assert "check the stamps" in st.message
     finally:
         node.destroy_node()
         proc.send_signal(signal.SIGINT)
