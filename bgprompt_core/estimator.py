@@ -86,6 +86,18 @@ class ObjectDepthResult:
     warnings: list[str] = field(default_factory=list)
     _points: np.ndarray | None = field(default=None, repr=False)
 
+    def limit_depth(self, max_depth: float) -> "ObjectDepthResult":
+        """Drop every point farther than ``max_depth`` (in place; returns self)."""
+        far = self.depth > max_depth  # NaN > x is False
+        if far.any():
+            self.depth[far] = np.nan
+            self.valid[far] = False
+            self.instance[far] = 0
+            if self.source is not None:
+                self.source[far] = 0
+            self._points = None
+        return self
+
     @property
     def points(self) -> np.ndarray:
         """Organized (H, W, 3) float32 camera optical frame points, NaN where invalid.

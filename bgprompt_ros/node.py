@@ -85,7 +85,8 @@ class ObjectDepthNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def estimator_config(self) -> EstimatorConfig:
-        return estimator_config_from_params({name: self.p(name) for name in PARAMETERS})
+        # max_depth takes effect at once: the node applies its current value to every result instead
+        return estimator_config_from_params({**{name: self.p(name) for name in PARAMETERS}, "max_depth": 0.0})
 
     # --- lifecycle ----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -232,6 +233,8 @@ class ObjectDepthNode(LifecycleNode):
         if "sensor_depth" in frame:
             sensor = cv.to_sensor_depth(frame["sensor_depth"].encoding, self._decode(frame["sensor_depth"]))
         res = self.estimator.estimate(rgb, K, mask, sensor)
+        if self.p("max_depth") > 0:
+            res.limit_depth(self.p("max_depth"))
         for w in res.warnings:
             self._log_throttled("warning", w, period=5.0)
         header = img_msg.header

@@ -291,17 +291,6 @@ def test_soak_2000_frames_memory_stays_flat(node_proc):
     assert growth < 0.05
 
 
-def test_sigint_runs_the_lifecycle_shutdown_and_exits_cleanly(node_proc):
-    """How fast it exits is a bench figure (make bench); here: it exits, cleanly, through on_shutdown."""
-    proc, tmp = node_proc[0], node_proc[4]
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
-    log = (tmp / "node.out").read_text()
-    assert proc.returncode in (0, -signal.SIGINT), log[-3000:]
-    assert "Traceback" not in log, log[-3000:]
-    assert "lifecycle shutdown from active" in log, log[-3000:]
-
-
 def test_a_see_through_object_gets_points_on_the_object_not_on_the_table_behind(tmp_path):
     """mini + fusion fill, live: the sensor reads the table through a glass box (or nothing); the published
     object points must lie on the box, the markers must describe it, and the diagnostics must say why."""
@@ -428,3 +417,40 @@ def test_outputs_that_look_healthy_but_are_not_turn_the_diagnostics_to_warn(tiny
         node.destroy_node()
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_max_depth_set_at_run_time_applies_to_the_next_frame(node_proc):
+    """max_depth is declared as taking effect at once: it must not wait for a reconfigure."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    c = Client(node_proc)
+    before = c.wait_for(c.send())
+    depth = np.frombuffer(bytes(before[0].data), "<f4").reshape(H, W)
+    cut = float(np.nanmedian(depth))  # relative depth (tiny model): half the object lies beyond it
+    client = c.node.create_client(SetParameters, "/object_depth/set_parameters")
+    assert client.wait_for_service(timeout_sec=30)
+    req = SetParameters.Request(parameters=[Parameter(name="max_depth", value=ParameterValue(
+        type=ParameterType.PARAMETER_DOUBLE, double_value=cut))])
+    fut = client.call_async(req)
+    rclpy.spin_until_future_complete(c.node, fut, timeout_sec=30)
+    assert fut.result().results[0].successful
+    after = c.wait_for(c.send())
+    limited = np.frombuffer(bytes(after[0].data), "<f4").reshape(H, W)
+    assert np.nanmax(limited) <= cut and np.isfinite(limited).sum() < np.isfinite(depth).sum()
+    fut = client.call_async(SetParameters.Request(parameters=[Parameter(name="max_depth", value=ParameterValue(
+        type=ParameterType.PARAMETER_DOUBLE, double_value=0.0))]))
+    rclpy.spin_until_future_complete(c.node, fut, timeout_sec=30)
+    c.node.destroy_client(client)
+
+
+# last: it stops the module's node
+def test_sigint_runs_the_lifecycle_shutdown_and_exits_cleanly(node_proc):
+    """How fast it exits is a bench figure (make bench); here: it exits, cleanly, through on_shutdown."""
+    proc, tmp = node_proc[0], node_proc[4]
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    log = (tmp / "node.out").read_text()
+    assert proc.returncode in (0, -signal.SIGINT), log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert "lifecycle shutdown from active" in log, log[-3000:]
