@@ -101,10 +101,12 @@ def grasp_errors_mm(pred: np.ndarray, gt: np.ndarray, up: np.ndarray) -> dict:
     return {"grasp_width_mm": float(abs(wp - wg) * 1e3), "grasp_centre_mm": float(np.linalg.norm(cp - cg) * 1e3)}
 
 
-def object_report(pred: np.ndarray, gt: np.ndarray, up: np.ndarray) -> dict:
-    """Every metric of one object's cloud against its ground-truth surface samples."""
-    return {**cloud_errors(pred, gt), "centroid_mm": centroid_error_mm(pred, gt),
-            "box_extent_mm": box_extent_error_mm(pred, gt), **grasp_errors_mm(pred, gt, up)}
+def object_report(pred: np.ndarray, gt_surface: np.ndarray, gt_pixels: np.ndarray, up: np.ndarray) -> dict:
+    """Every metric of one object's cloud: distances against the finely sampled ground-truth surface, and the
+    centroid, box and grasp computed the same way from both clouds at the image's own pixels (one point per
+    pixel, as the prediction: finer samples would weigh the object's interior over its rim)."""
+    return {**cloud_errors(pred, gt_surface), "centroid_mm": centroid_error_mm(pred, gt_pixels),
+            "box_extent_mm": box_extent_error_mm(pred, gt_pixels), **grasp_errors_mm(pred, gt_pixels, up)}
 
 
 def surface_samples(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, factor: int = 2,

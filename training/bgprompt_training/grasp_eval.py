@@ -106,6 +106,7 @@ def evaluate_grasp(data: str | Path, cfg: GraspEvalConfig, progress: bool = True
             obj = inst == oid
             material = sm.MATERIALS[int(np.bincount(s["material"][obj]).argmax())]
             gt_pts = cm.surface_samples(gt, obj, K)
+            gt_grid = _points(gt, K, obj & (gt > 0))
             methods = {"raw sensor": _points(sensor, K, obj & (sensor > 0))}
             for how, depth in filled.items():  # grasping code fills every hole of the depth image, then crops
                 methods[f"inpaint {how}"] = _points(depth, K, obj & (depth > 0))
@@ -126,7 +127,8 @@ def evaluate_grasp(data: str | Path, cfg: GraspEvalConfig, progress: bool = True
                 (a, b), *_ = np.linalg.lstsq(A, gt[sel].astype(np.float64), rcond=None)
                 methods[f"oracle ({_prompt_name(oracle_prompt)})"] = _points(a * rel.depth + b, K, sel)
             for name, pts in methods.items():
-                row = {"frame": i, "object": oid, "material": material, "method": name, **cm.object_report(pts, gt_pts, up),
+                row = {"frame": i, "object": oid, "material": material, "method": name,
+                       **cm.object_report(pts, gt_pts, gt_grid, up),
                        **extra.get(name, {})}
                 rows.append(row)
             if len(clouds.setdefault(material, [])) < keep_clouds:
