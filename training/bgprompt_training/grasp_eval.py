@@ -254,9 +254,11 @@ def cloud_figure(clouds: list[dict], methods: list[str], path: Path, title: str)
 def write_report(result: dict, out: Path, prompts: tuple[str, ...]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     figs = []
-    best = [m for m in (f"{_prompt_name(p)} + fusion" for p in prompts)]
+    fused = [f"{_prompt_name(p)} + fusion" for p in prompts]
+    inpaint = min(("inpaint telea", "inpaint ns"), key=lambda m: np.nanmedian(
+        [r["chamfer_mm"] for r in result["rows"] if r["method"] == m] or [np.inf]))  # the better baseline
     for material, clouds in result["clouds"].items():
-        methods = ["raw sensor", "inpaint telea", *best]
+        methods = ["raw sensor", inpaint, *fused]
         figs.append(cloud_figure(clouds, methods, out / f"clouds_{material}.png",
                                  f"{material}: side views (mm), GT in grey"))
     lines = ["# Object clouds in metres from a simulated RGB-D sensor", "",
