@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bgprompt_core.estimator import InputError, ObjectDepthEstimator
+from bgprompt_core.estimator import InputError, ObjectDepthEstimator, backproject_np
 from bgprompt_core.evaluation import sample_metrics
 from bgprompt_core.sensor_model import to_millimetres
 
@@ -191,6 +191,29 @@ def frame_metrics(pred: np.ndarray, ref: np.ndarray, obj: np.ndarray, K: np.ndar
     return {**out, **{k: float(m[k][0]) for k in ("si_rmse", "normal_cos", "abs_rel", "abs_rel_ss")}}
 
 
+def cloud_metrics_m(res, truth: np.ndarray, mask: np.ndarray, K: np.ndarray) -> dict:
+    """Object clouds in millimetres against the ground truth (bags that carry it), mean over the frame's objects:
+    Chamfer, accuracy and completeness within 10 mm, centroid error (bgprompt_core.cloud_metrics)."""
+    from bgprompt_core import cloud_metrics as cm
+
+    labelled = mask.dtype not in (np.uint8, np.bool_)  # instance labels, else one binary object (id 1)
+    valid = np.isfinite(truth) & (truth > 0)
+    per = []
+    for oid in res.object_ids:
+        obj = ((mask == oid) if labelled else (mask > 0)) & valid
+        pts = res.points[res.instance == oid].astype(np.float64)
+        if obj.sum() < 16:
+            continue
+        grid = backproject_np(np.where(obj, truth, np.nan).astype(np.float32), K)[obj]
+        e = cm.cloud_errors(pts, cm.surface_samples(truth, obj, K))
+        per.append({"chamfer_mm": e["chamfer_mm"], "accuracy_10mm": e["accuracy_10mm"],
+                    "completeness_10mm": e["completeness_10mm"], "centroid_mm": cm.centroid_error_mm(pts, grid)})
+    return {k: float(np.mean([d[k] for d in per])) for k in CLOUD_KEYS} if per else {}
+
+
+CLOUD_KEYS = ("chamfer_mm", "accuracy_10mm", "completeness_10mm", "centroid_mm")
+
+
 def cross_validated_metric_error(rel: np.ndarray, ref: np.ndarray, obj: np.ndarray, mode: str) -> dict:
     """Fit the scale (or scale+shift) on one checkerboard half of the valid pixels, score metres on the other."""
     from bgprompt_core.alignment import fit_to_sensor
@@ -231,7 +254,8 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
         if c.estimator is None:
             c.estimator = ObjectDepthEstimator(estimator_config_from_params(c.params))
         if c.params.get("scale") == "align-to-sensor" and c.relative is None:
-            c.relative = ObjectDepthEstimator(estimator_config_from_params({**c.params, "scale": "relative"}))
+            c.relative = ObjectDepthEstimator(estimator_config_from_params({**c.params, "scale": "relative",
+                                                                            "fusion": "none"}))
     ts = typestore()
     error, frames, skipped = None, 0, 0
     writer = None
@@ -305,6 +329,8 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                         if c.relative is not None:
                             rel = c.relative.estimate(rgb, K, mask)
                             row.update(cross_validated_metric_error(rel.depth, ref, obj, c.params.get("align", "scale")))
+                        if "truth" in matched and res.units == "metres":
+                            row.update(cloud_metrics_m(res, ref, res.instance if mask is None else mask, K))
                         c.rows.append(row)
                         if ci == 0 and np.isfinite(row["si_rmse"]):
                             worst.append((row["si_rmse"], stamp, rgb, res.depth, ref))
@@ -343,7 +369,7 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
 def _means(rows: list[dict]) -> dict:
     done = [r for r in rows if "skipped" not in r]
     keys = ("si_rmse", "normal_cos", "abs_rel", "abs_rel_ss", "coverage", "ref_coverage", "metric_rmse_m",
-            "metric_absrel", "network_ms")
+            "metric_absrel", *CLOUD_KEYS, "network_ms")
     out = {"frames": len(done), "skipped": len(rows) - len(done)}
     for k in keys:
         vals = [r[k] for r in done if k in r and np.isfinite(r[k])]
@@ -362,7 +388,7 @@ def write_bag_outputs(summary: dict, out_dir: str | Path | None, json_path: str 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keys = ["si_rmse", "normal_cos", "abs_rel", "abs_rel_ss", "coverage", "ref_coverage", "metric_rmse_m",
-            "metric_absrel"]
+            "metric_absrel", *CLOUD_KEYS]
     lines = ["| combination | frames | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for c in summary["combos"]:
         lines.append(f"| {c['name']} | {c['frames']} | " + " | ".join(f"{c[k]:.4f}" if k in c else "-" for k in keys) + " |")

@@ -25,6 +25,8 @@ def _combos(args: argparse.Namespace):
     base = read_params_file(args.params_file) if args.params_file else {}
     if args.scale:
         base["scale"] = args.scale
+    if args.fusion:
+        base["fusion"] = args.fusion
     models = args.model or [base.get("model", "mini")]
     prompts = args.prompt or [base.get("prompt", "default")]
     combos = []
@@ -121,13 +123,16 @@ def register(sub) -> None:
                                   "baseline. Per frame, inside the object where the reference is valid: si-RMSE, "
                                   "normal cosine, AbsRel after scale and after scale+shift, coverage, and with "
                                   "--scale align-to-sensor the metric error in metres (fit on one half of the pixels, "
-                                  "scored on the other). Writes summary.md, per_frame.csv/png, worst_frames.png.")
+                                  "scored on the other) and, when the bag has ground truth (bag make writes "
+                                  "/ground_truth/depth), each object's cloud in mm: Chamfer, accuracy and "
+                                  "completeness within 10 mm, centroid error. Writes summary.md, per_frame.csv/png, worst_frames.png.")
     p.add_argument("bag")
     p.add_argument("--params-file", help="the node's YAML (config/object_depth.yaml)")
     p.add_argument("--model", nargs="+")
     p.add_argument("--prompt", nargs="+")
     p.add_argument("--no-baseline", action="store_true", help="do not add the white-background baseline")
     p.add_argument("--scale", choices=["relative", "metric", "align-to-sensor"])
+    p.add_argument("--fusion", choices=["none", "fill"], help="with align-to-sensor: fill the sensor's holes")
     p.add_argument("--segment", choices=["mask", "rembg"], default="mask", help="masks from the bag or rembg")
     p.add_argument("--image-topic")
     p.add_argument("--info-topic")
