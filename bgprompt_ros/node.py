@@ -30,7 +30,7 @@ from bgprompt_core.object_summary import summarize_objects
 
 from . import conversions as cv
 from .markers import object_markers
-from .params import PARAMETERS, TYPES, estimator_config_from_params
+from .params import PARAMETERS, TYPES, estimator_config_from_params, invalid
 from .sync import Synchronizer
 
 class ObjectDepthNode(LifecycleNode):
@@ -41,6 +41,9 @@ class ObjectDepthNode(LifecycleNode):
             ptype = getattr(ParameterType, TYPES[type(default)])
             self.declare_parameter(name, default, ParameterDescriptor(name=name, type=ptype, description=text))
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # /diagnostics lives as long as the node: a failed configure is reported there too
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._idle_timer = self.create_timer(1.0, self._publish_unconfigured)
         self.estimator: ObjectDepthEstimator | None = None
         self.subs: list = []
         self.pubs: dict = {}
@@ -54,6 +57,7 @@ class ObjectDepthNode(LifecycleNode):
         self.done_times: deque = deque(maxlen=200)
         self.network_ms: deque = deque(maxlen=200)
         self.last_problem = ""
+        self.configure_problem = ""
         self.last_fusion: dict[int, dict | None] = {}
         # silent failures the diagnostics must name: nothing finite published, inputs that never pair up
         self.no_finite_streak = 0
@@ -68,19 +72,10 @@ class ObjectDepthNode(LifecycleNode):
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for prm in params:
-            if prm.name not in PARAMETERS:
-                continue
-            default, _, allowed, reload = PARAMETERS[prm.name]
-            v = prm.value
-            if allowed and v not in allowed:
-                return SetParametersResult(successful=False, reason=f"{prm.name} must be one of {list(allowed)}, got {v!r}")
-            if prm.name in ("sync_slop", "max_depth", "diagnostics_period") and (not math.isfinite(v) or v < 0):
-                return SetParametersResult(successful=False, reason=f"{prm.name} must be a finite number >= 0")
-            if prm.name in ("queue_size", "pub_depth") and v < 1:
-                return SetParametersResult(successful=False, reason=f"{prm.name} must be >= 1")
-            if prm.name == "diagnostics_period" and v == 0:
-                return SetParametersResult(successful=False, reason="diagnostics_period must be > 0")
-            if reload and self.estimator is not None:
+            reason = invalid(prm.name, prm.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            if prm.name in PARAMETERS and PARAMETERS[prm.name][3] and self.estimator is not None:
                 self.get_logger().warning(f"parameter {prm.name} changed: takes effect after cleanup + configure")
         return SetParametersResult(successful=True)
 
@@ -90,18 +85,22 @@ class ObjectDepthNode(LifecycleNode):
 
     # --- lifecycle ----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # values given at start-up never went through the set-parameters callback: the same rules here
+        bad = [reason for name in PARAMETERS if (reason := invalid(name, self.p(name)))]
+        if bad:
+            return self._configure_failed("; ".join(bad))
         try:
             t0 = time.perf_counter()
             self.estimator = ObjectDepthEstimator(self.estimator_config())
+            self.configure_problem = ""
             spec = self.estimator.spec
             self.get_logger().info(f"loaded {spec.name} ({spec.output_kind}, {spec.input_size[0]}x{spec.input_size[1]}) "
                                    f"prompt={self.p('prompt')} backend={self.p('backend')} in "
                                    f"{time.perf_counter() - t0:.1f} s; depth units: "
                                    f"{'metres' if self.p('scale') != 'relative' else 'relative (up to scale)'}")
         except Exception as exc:  # a bad config must fail the transition with the reason, not crash
-            self.get_logger().error(f"configure failed: {exc}")
             self.estimator = None
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(str(exc))
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p("pub_depth"), reliability=ReliabilityPolicy.RELIABLE)
         self.pubs = {
             "depth": self.create_publisher(Image, "object_depth", qos),
@@ -109,10 +108,28 @@ class ObjectDepthNode(LifecycleNode):
             "cloud": self.create_publisher(PointCloud2, "object_points", qos),
             "composite": self.create_publisher(Image, "composite", qos),
             "markers": self.create_publisher(MarkerArray, "object_markers", qos),
-            "diag": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+            "diag": self._diag_pub,
         }
         self._diag_timer = self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics)
         return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
+        """Log the reason and say it on /diagnostics (ERROR): the node stays unconfigured, never silently."""
+        self.get_logger().error(f"configure failed: {reason}")
+        self.configure_problem = reason
+        self._publish_unconfigured()
+        return TransitionCallbackReturn.FAILURE
+
+    def _publish_unconfigured(self) -> None:
+        """While not configured, say so once a second on /diagnostics (ERROR), with the reason when there is one."""
+        if self.estimator is not None:
+            return
+        text = f"configure failed: {self.configure_problem}" if self.configure_problem else "not configured"
+        st = DiagnosticStatus(name=f"{self.get_name()}: object depth", level=DiagnosticStatus.ERROR,
+                              message=text[:300], hardware_id=str(self.p("backend")))
+        msg = DiagnosticArray(status=[st])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         topics = ["image", "camera_info"]
@@ -141,8 +158,9 @@ class ObjectDepthNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for pub in self.pubs.values():
-            self.destroy_publisher(pub)
+        for name, pub in self.pubs.items():
+            if name != "diag":
+                self.destroy_publisher(pub)
         self.pubs = {}
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)

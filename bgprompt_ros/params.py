@@ -46,6 +46,29 @@ PARAMETERS: dict[str, tuple] = {
 
 
 
+# value rules beyond the allowed sets: name -> (check, what it must be)
+RULES: dict[str, tuple] = {
+    "sync_slop": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "max_depth": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0: no limit)"),
+    "diagnostics_period": (lambda v: math.isfinite(v) and v > 0, "a finite number of seconds > 0"),
+    "queue_size": (lambda v: v >= 1, "an integer >= 1"),
+    "pub_depth": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+
+def invalid(name: str, value) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name`` (None when it is): the one rule set for values
+    given at start-up (params files, --ros-args -p) and values set while the node runs."""
+    if name not in PARAMETERS:
+        return None
+    allowed = PARAMETERS[name][2]
+    if allowed and value not in allowed:
+        return f"{name} must be one of {list(allowed)}, got {value!r}"
+    if name in RULES and not RULES[name][0](value):
+        return f"{name} must be {RULES[name][1]}, got {value!r}"
+    return None
+
+
 def estimator_config_from_params(params: dict) -> EstimatorConfig:
     p = {name: spec[0] for name, spec in PARAMETERS.items()} | params
     return EstimatorConfig(
@@ -67,7 +90,7 @@ def read_params_file(path: str | Path, node_name: str = "object_depth") -> dict:
     if unknown:
         raise ValueError(f"{path}: unknown parameters {unknown}")
     for name, value in out.items():
-        allowed = PARAMETERS[name][2]
-        if allowed and value not in allowed:
-            raise ValueError(f"{path}: {name} must be one of {list(allowed)}, got {value!r}")
+        reason = invalid(name, value)
+        if reason:
+            raise ValueError(f"{path}: {reason}")
     return out

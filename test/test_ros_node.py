@@ -444,6 +444,39 @@ def test_max_depth_set_at_run_time_applies_to_the_next_frame(node_proc):
     c.node.destroy_client(client)
 
 
+def test_bad_start_up_values_fail_configure_with_the_reason_and_the_node_keeps_running(tiny_model_dir, tmp_path):
+    """queue_size 0 left the node silently unconfigured (diagnostics OK); diagnostics_period -1 crashed it."""
+    from bgprompt_ros.readiness import lifecycle_state
+
+    params = tmp_path / "p.yaml"
+    params.write_text(f"/**:\n  ros__parameters:\n    model: {tiny_model_dir}\n    prompt: none\n"
+                      f"    queue_size: 0\n    diagnostics_period: -1.0\n")
+    proc = subprocess.Popen([NODE, "--ros-args", "--params-file", str(params), "-r", "__node:=bad_start"],
+                            env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
+                            stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
+    if not rclpy.ok():
+        rclpy.init()
+    node = rclpy.create_node("bgprompt_bad_start_client")
+    try:
+        errors = []
+        node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: errors.extend(
+            st for st in m.status if st.name.startswith("bad_start") and st.level == DiagnosticStatus.ERROR), 10)
+        deadline = time.time() + 120
+        while time.time() < deadline and not errors:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        assert errors, (tmp_path / "node.out").read_text()[-3000:]
+        assert "queue_size must be an integer >= 1, got 0" in errors[-1].message
+        assert "diagnostics_period must be a finite number of seconds > 0, got -1.0" in errors[-1].message
+        assert lifecycle_state(node, "bad_start", "/") == "unconfigured"
+        assert proc.poll() is None  # still running, reachable, reporting
+        log = (tmp_path / "node.out").read_text()
+        assert "configure failed: queue_size must be" in log and "Traceback" not in log
+    finally:
+        node.destroy_node()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
 # last: it stops the module's node
 def test_sigint_runs_the_lifecycle_shutdown_and_exits_cleanly(node_proc):
     """How fast it exits is a bench figure (make bench); here: it exits, cleanly, through on_shutdown."""
