@@ -299,7 +299,7 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                         rgb = cv.to_rgb(img.encoding, cv.image_to_array(img.encoding, img.height, img.width, img.step,
                                                                         bool(img.is_bigendian), img.data))
                         info = matched["camera_info"]
-                        K = cv.camera_matrix(info.k, info.width, info.height, rgb.shape[:2])
+                        K = cv.camera_matrix(info.k, info.width, info.height, rgb.shape[:2], info.p)
                         d = matched["depth"]
                         sensor = cv.to_sensor_depth(d.encoding, cv.image_to_array(d.encoding, d.height, d.width,
                                                                                  d.step, bool(d.is_bigendian), d.data))

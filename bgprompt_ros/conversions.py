@@ -91,9 +91,15 @@ def to_sensor_depth(encoding: str, arr: np.ndarray) -> np.ndarray:
     raise ConversionError(f"depth encoding {encoding!r} not supported: use 16UC1 (mm) or 32FC1 (m)")
 
 
-def camera_matrix(k: list | np.ndarray, width: int, height: int, image_shape: tuple[int, int]) -> np.ndarray:
-    """CameraInfo.k -> 3x3, validated against the image it belongs to."""
-    K = np.asarray(k, np.float64).reshape(3, 3)
+def camera_matrix(k: list | np.ndarray, width: int, height: int, image_shape: tuple[int, int],
+                  p: list | np.ndarray | None = None) -> np.ndarray:
+    """The 3x3 intrinsics of the image, validated against it.
+
+    Like depth_image_proc (image_geometry's PinholeCameraModel), the projection matrix P describes the
+    rectified image the node expects, so its left 3x3 is used when P is set; K (the raw camera's) otherwise.
+    """
+    P = np.asarray(p if p is not None else np.zeros(12), np.float64).reshape(3, 4)
+    K = P[:, :3].copy() if P[0, 0] != 0 else np.asarray(k, np.float64).reshape(3, 3)
     if not np.isfinite(K).all():
         raise ConversionError("camera_info K contains NaN or inf")
     if K[0, 0] <= 0 or K[1, 1] <= 0:
@@ -103,6 +109,16 @@ def camera_matrix(k: list | np.ndarray, width: int, height: int, image_shape: tu
     if (width, height) != (0, 0) and (width, height) != (w, h):
         raise ConversionError(f"camera_info is for {width}x{height}, the image is {w}x{h}")
     return K
+
+
+def distortion_note(distortion_model: str, d) -> str | None:
+    """A warning for camera_info with non-zero distortion: depth and clouds assume a rectified image."""
+    d = np.asarray(d if d is not None else [], np.float64)
+    if not d.size or not np.any(d != 0):
+        return None
+    return (f"camera_info has non-zero distortion ({distortion_model or 'unknown model'}, D={d.round(4).tolist()}): "
+            f"like depth_image_proc, object_depth assumes a rectified image and uses P; subscribe to image_rect "
+            f"(image_proc) or the points will be off towards the image borders")
 
 
 def byte_buffer(n: int) -> tuple[array.array, np.ndarray]:

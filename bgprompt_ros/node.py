@@ -243,7 +243,10 @@ class ObjectDepthNode(LifecycleNode):
         if img_msg.height * img_msg.width > 4096 * 4096:
             raise InputError(f"image of {img_msg.width}x{img_msg.height} exceeds 4096x4096")
         rgb = cv.to_rgb(img_msg.encoding, self._decode(img_msg))
-        K = cv.camera_matrix(info.k, info.width, info.height, rgb.shape[:2])
+        K = cv.camera_matrix(info.k, info.width, info.height, rgb.shape[:2], info.p)
+        note = cv.distortion_note(info.distortion_model, info.d)
+        if note:
+            self._log_throttled("warning", note, period=math.inf)  # once per distinct calibration
         mask = None
         if "mask" in frame:
             mask = cv.to_mask(frame["mask"].encoding, self._decode(frame["mask"]))

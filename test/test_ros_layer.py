@@ -180,3 +180,16 @@ def test_label_and_source_fields_decode_with_an_independent_reader(with_rgb, org
     assert np.allclose(got["z"], depth[sel].reshape(-1), equal_nan=True)
     with pytest.raises(cv.ConversionError, match="uint32"):
         cv.cloud_data(depth, K, None, label=-label - 1)
+
+
+def test_intrinsics_come_from_p_like_image_geometry_and_distortion_is_named():
+    k = [100.0, 0, 50, 0, 100.0, 40, 0, 0, 1]
+    p = [90.0, 0, 48, 0, 0, 91.0, 39, 0, 0, 0, 1, 0]  # the rectified image's projection
+    K = cv.camera_matrix(k, 100, 80, (80, 100), p)
+    assert np.array_equal(K, np.array([[90.0, 0, 48], [0, 91.0, 39], [0, 0, 1]]))
+    assert np.array_equal(cv.camera_matrix(k, 100, 80, (80, 100), [0.0] * 12), np.array(k).reshape(3, 3))
+    with pytest.raises(cv.ConversionError, match="NaN"):
+        cv.camera_matrix(k, 100, 80, (80, 100), [float("nan")] + p[1:])
+    assert cv.distortion_note("plumb_bob", [0.0] * 5) is None and cv.distortion_note("", []) is None
+    note = cv.distortion_note("plumb_bob", [0.1, -0.02, 0, 0, 0])
+    assert "rectified" in note and "plumb_bob" in note and "0.1" in note

@@ -477,6 +477,17 @@ def test_bad_start_up_values_fail_configure_with_the_reason_and_the_node_keeps_r
         proc.wait(timeout=30)
 
 
+def test_distorted_camera_info_is_served_with_one_warning(node_proc):
+    c = Client(node_proc)
+    for _ in range(3):
+        s = c.stamp + 10**7
+        info = info_msg(s)
+        info.d = [0.1, -0.05, 0.0, 0.0, 0.0]
+        assert c.wait_for(c.send(info=info)) is not None  # served, not skipped
+    log = (c.tmp / "node.out").read_text()
+    assert log.count("camera_info has non-zero distortion") == 1 and "rectified" in log
+
+
 # last: it stops the module's node
 def test_sigint_runs_the_lifecycle_shutdown_and_exits_cleanly(node_proc):
     """How fast it exits is a bench figure (make bench); here: it exits, cleanly, through on_shutdown."""
