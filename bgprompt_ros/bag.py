@@ -257,7 +257,7 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
             c.relative = ObjectDepthEstimator(estimator_config_from_params({**c.params, "scale": "relative",
                                                                             "fusion": "none"}))
     ts = typestore()
-    error, frames, skipped = None, 0, 0
+    error, frames, skipped, corrupt = None, 0, 0, 0
     writer = None
     worst: list[tuple] = []  # (si_rmse, stamp, rgb, prediction, reference) of the first combination
     t0 = time.perf_counter()
@@ -288,35 +288,26 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
             bar = tqdm(total=total, unit="frame", desc=f"bag eval {bag.name}", disable=not progress)
             try:
                 for conn, _, raw in reader.messages(connections=conns):
-                    msg = reader.deserialize(raw, conn.msgtype)
+                    try:
+                        msg = reader.deserialize(raw, conn.msgtype)
+                    except Exception as exc:  # one corrupt message: counted and skipped, the bag goes on
+                        corrupt += 1
+                        log.warning("corrupt %s message skipped: %s", conn.topic, exc)
+                        continue
                     stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
                     matched = syncer.add(by_topic[conn.topic], stamp, msg)
                     if matched is None:
                         continue
                     bar.update(1)
                     try:
-                        img = matched["image"]
-                        rgb = cv.to_rgb(img.encoding, cv.image_to_array(img.encoding, img.height, img.width, img.step,
-                                                                        bool(img.is_bigendian), img.data))
-                        info = matched["camera_info"]
-                        K = cv.camera_matrix(info.k, info.width, info.height, rgb.shape[:2], info.p)
-                        d = matched["depth"]
-                        sensor = cv.to_sensor_depth(d.encoding, cv.image_to_array(d.encoding, d.height, d.width,
-                                                                                 d.step, bool(d.is_bigendian), d.data))
-                        ref = sensor
-                        if "truth" in matched:
-                            t = matched["truth"]
-                            ref = cv.to_sensor_depth(t.encoding, cv.image_to_array(t.encoding, t.height, t.width,
-                                                                                  t.step, bool(t.is_bigendian), t.data))
-                        mask = None
-                        if not segment:
-                            mk = matched["mask"]
-                            mask = cv.to_mask(mk.encoding, cv.image_to_array(mk.encoding, mk.height, mk.width, mk.step,
-                                                                            bool(mk.is_bigendian), mk.data))
+                        f = cv.decode_frame(matched, sensor_key="depth")
                     except (cv.ConversionError, ValueError) as exc:
                         skipped += 1
                         log.warning("frame %d skipped: %s", stamp, exc)
                         continue
+                    img, info = matched["image"], matched["camera_info"]
+                    rgb, K, mask, sensor = f.rgb, f.K, f.mask, f.sensor
+                    ref = f.truth if f.truth is not None else sensor
                     for ci, c in enumerate(combos):
                         try:
                             res = c.estimator.estimate(rgb, K, mask, sensor)
@@ -355,7 +346,8 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
         if writer is not None:
             writer.close()
     elapsed = time.perf_counter() - t0
-    summary = {"bag": str(bag), "frames": frames, "skipped_frames": skipped, "seconds": elapsed,
+    summary = {"bag": str(bag), "frames": frames, "skipped_frames": skipped, "corrupt_messages": corrupt,
+               "seconds": elapsed,
                "frames_per_second": frames / elapsed if elapsed > 0 else 0.0, "error": error,
                "combos": [{"name": c.name, "params": c.params, **_means(c.rows)} for c in combos],
                "per_frame": {c.name: c.rows for c in combos}}

@@ -12,6 +12,7 @@ The functions take and return plain values so they work with rclpy messages and 
 from __future__ import annotations
 
 import array
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -109,6 +110,44 @@ def camera_matrix(k: list | np.ndarray, width: int, height: int, image_shape: tu
     if (width, height) != (0, 0) and (width, height) != (w, h):
         raise ConversionError(f"camera_info is for {width}x{height}, the image is {w}x{h}")
     return K
+
+
+MAX_PIXELS = 4096 * 4096
+
+
+@dataclass
+class Frame:
+    """One synchronized set of inputs, decoded: what the node and `bag eval` both hand to the estimator."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    K: np.ndarray  # 3x3 of the (rectified) image
+    mask: np.ndarray | None
+    sensor: np.ndarray | None  # float32 metres, NaN = no reading
+    truth: np.ndarray | None  # float32 metres (bags with ground truth)
+    distortion: str | None  # a warning when camera_info has distortion
+
+
+def _decode_image(msg) -> np.ndarray:
+    return image_to_array(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
+
+
+def decode_frame(msgs: dict, sensor_key: str = "sensor_depth") -> Frame:
+    """Decode rclpy or rosbags messages {image, camera_info[, mask][, sensor_key][, truth]} with the node's checks:
+    a colour encoding, at most 4096x4096 pixels (checked before anything is decoded), camera_info that fits the
+    image. Raises ConversionError with the reason."""
+    img = msgs["image"]
+    if img.encoding not in COLOR_ENCODINGS:
+        raise ConversionError(f"image encoding {img.encoding!r} is not a colour encoding {list(COLOR_ENCODINGS)}")
+    if img.height * img.width > MAX_PIXELS:
+        raise ConversionError(f"image of {img.width}x{img.height} exceeds 4096x4096")
+    rgb = to_rgb(img.encoding, _decode_image(img))
+    info = msgs["camera_info"]
+    K = camera_matrix(info.k, info.width, info.height, rgb.shape[:2], info.p)
+    mask = to_mask(msgs["mask"].encoding, _decode_image(msgs["mask"])) if "mask" in msgs else None
+    depth = {key: to_sensor_depth(msgs[key].encoding, _decode_image(msgs[key]))
+             for key in (sensor_key, "truth") if key in msgs}
+    return Frame(rgb, K, mask, depth.get(sensor_key), depth.get("truth"),
+                 distortion_note(info.distortion_model, info.d))
 
 
 def distortion_note(distortion_model: str, d) -> str | None:

@@ -232,27 +232,12 @@ class ObjectDepthNode(LifecycleNode):
         self._logged[text] = now
         getattr(self.get_logger(), level)(text + (f"\n{detail}" if detail else ""))
 
-    def _decode(self, msg: Image) -> np.ndarray:
-        return cv.image_to_array(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
-
     def _process(self, frame: dict, received: float) -> None:
         img_msg, info = frame["image"], frame["camera_info"]
-        if img_msg.encoding not in cv.COLOR_ENCODINGS:
-            raise cv.ConversionError(f"image encoding {img_msg.encoding!r} is not a colour encoding "
-                                     f"{list(cv.COLOR_ENCODINGS)}")
-        if img_msg.height * img_msg.width > 4096 * 4096:
-            raise InputError(f"image of {img_msg.width}x{img_msg.height} exceeds 4096x4096")
-        rgb = cv.to_rgb(img_msg.encoding, self._decode(img_msg))
-        K = cv.camera_matrix(info.k, info.width, info.height, rgb.shape[:2], info.p)
-        note = cv.distortion_note(info.distortion_model, info.d)
-        if note:
-            self._log_throttled("warning", note, period=math.inf)  # once per distinct calibration
-        mask = None
-        if "mask" in frame:
-            mask = cv.to_mask(frame["mask"].encoding, self._decode(frame["mask"]))
-        sensor = None
-        if "sensor_depth" in frame:
-            sensor = cv.to_sensor_depth(frame["sensor_depth"].encoding, self._decode(frame["sensor_depth"]))
+        f = cv.decode_frame(frame)
+        if f.distortion:
+            self._log_throttled("warning", f.distortion, period=math.inf)  # once per distinct calibration
+        rgb, K, mask, sensor = f.rgb, f.K, f.mask, f.sensor
         res = self.estimator.estimate(rgb, K, mask, sensor)
         if self.p("max_depth") > 0:
             res.limit_depth(self.p("max_depth"))

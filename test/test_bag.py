@@ -187,3 +187,25 @@ def test_play_delivers_every_message_in_order(renders, tmp_path):
     rclpy.try_shutdown()
     assert play.returncode == 0
     assert len(got) == 6 and got == sorted(got) and np.allclose(np.diff(got), 1e8)
+
+
+def test_a_corrupt_message_is_counted_and_skipped_and_the_rest_of_the_bag_is_evaluated(renders, tmp_path,
+                                                                                        tiny_model_dir):
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import Writer
+
+    make_bag(renders, tmp_path / "in", sensor="none")
+    with AnyReader([tmp_path / "in"], default_typestore=typestore()) as reader, \
+            Writer(tmp_path / "bad", version=9) as writer:
+        conns = {c.topic: writer.add_connection(c.topic, c.msgtype, typestore=typestore()) for c in reader.connections}
+        images = 0
+        for conn, t, raw in reader.messages():
+            if conn.topic == TOPICS["image"]:
+                images += 1
+                if images == 3:
+                    raw = bytes(raw[:40])  # truncated CDR: the third image cannot be decoded
+            writer.write(conns[conn.topic], t, bytes(raw))
+    summary = eval_bag(tmp_path / "bad", [Combo("tiny", {"model": str(tiny_model_dir), "prompt": "none"})],
+                       progress=False)
+    assert summary["error"] is None and summary["corrupt_messages"] == 1
+    assert summary["frames"] == 5  # every other frame was evaluated

@@ -193,3 +193,21 @@ def test_intrinsics_come_from_p_like_image_geometry_and_distortion_is_named():
     assert cv.distortion_note("plumb_bob", [0.0] * 5) is None and cv.distortion_note("", []) is None
     note = cv.distortion_note("plumb_bob", [0.1, -0.02, 0, 0, 0])
     assert "rectified" in note and "plumb_bob" in note and "0.1" in note
+
+
+def test_one_frame_decoder_for_node_and_bag_eval_checks_before_decoding():
+    from types import SimpleNamespace as NS
+
+    info = NS(k=[100.0, 0, 1.5, 0, 100.0, 1.5, 0, 0, 1], p=[0.0] * 12, d=[], distortion_model="", width=4, height=4)
+    huge = NS(encoding="rgb8", height=5000, width=4000, step=12000, is_bigendian=0, data=b"")  # no pixels at all
+    with pytest.raises(cv.ConversionError, match="exceeds 4096x4096"):
+        cv.decode_frame({"image": huge, "camera_info": info})
+    yuv = NS(encoding="yuv422", height=4, width=4, step=8, is_bigendian=0, data=bytes(32))
+    with pytest.raises(cv.ConversionError, match="not a colour encoding"):
+        cv.decode_frame({"image": yuv, "camera_info": info})
+    img = NS(encoding="bgr8", height=4, width=4, step=12, is_bigendian=0, data=bytes(range(48)))
+    depth = NS(encoding="16UC1", height=4, width=4, step=8, is_bigendian=0,
+               data=np.array([[0, 500, 1000, 1500]] * 4, "<u2").tobytes())
+    f = cv.decode_frame({"image": img, "camera_info": info, "depth": depth}, sensor_key="depth")
+    assert f.rgb[0, 0].tolist() == [2, 1, 0] and f.mask is None and f.truth is None
+    assert np.isnan(f.sensor[0, 0]) and f.sensor[0, 1] == pytest.approx(0.5)  # mm -> metres at the boundary
