@@ -63,6 +63,8 @@ class PromptMeta:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{origin}: metadata is not valid JSON ({exc})") from exc
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{origin}: metadata must be a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT:
             raise CheckpointError(f"{origin}: not a bgprompt prompt checkpoint (format={d.get('format')!r})")
         version = d.get("format_version")
@@ -75,7 +77,7 @@ class PromptMeta:
             return cls(prompt=prompt_config_from_dict(d["prompt"]), network=DepthNetSpec.from_dict(d["network"]),
                        composite=d.get("composite", "replace"), depth_transform=DepthTransformConfig(**dt),
                        training=d.get("training", {}), metrics=d.get("metrics", {}), created=d.get("created", ""))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{origin}: invalid metadata ({type(exc).__name__}: {exc})") from exc
 
 
@@ -130,8 +132,8 @@ def load_prompt(path: str | os.PathLike, network: DepthNetSpec | None = None,
     tensors, meta = _open(path)
     if network is not None and not allow_network_mismatch:
         check_network(meta, network, f"prompt {path}")
-    prompt = build_prompt(meta.prompt)
-    expected = prompt.state_dict()
+    with torch.device("meta"):  # shapes only: a crafted config must not allocate before it is checked
+        expected = build_prompt(meta.prompt).state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [f"{k}: file {tuple(tensors[k].shape)} vs config {tuple(v.shape)}"
@@ -142,6 +144,7 @@ def load_prompt(path: str | os.PathLike, network: DepthNetSpec | None = None,
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{path}: tensors contain NaN or inf: {bad}")
+    prompt = build_prompt(meta.prompt)
     prompt.load_state_dict(tensors)
     return prompt, meta
 

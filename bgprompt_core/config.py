@@ -59,6 +59,8 @@ class FourierPromptConfig(_Serializable):
         _positive_int("height", self.height)
         _positive_int("width", self.width)
         _positive_float("decay", self.decay)
+        if self.decay > 4:  # the 1/f^decay scale reaches max(H, W)^decay: beyond ~4 it overflows to inf/NaN
+            raise ConfigError(f"decay must lie in (0, 4] (1 in the paper and Lucent), got {self.decay}")
         _positive_float("divisor", self.divisor)
         _positive_float("init_std", self.init_std)
 

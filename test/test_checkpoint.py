@@ -124,3 +124,41 @@ def test_import_refuses_pickled_objects_and_non_prompt_files(tmp_path):
         import_authors_prompt(hyper, NET)
     with pytest.raises(CheckpointError, match="not found"):
         import_authors_prompt(tmp_path / "nope.pth.tar", NET)
+
+
+def _crafted(tmp_path, edit):
+    """A real 1-BG checkpoint (192x192) whose JSON metadata only was edited by ``edit``."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = FourierPromptConfig(height=192, width=192)
+    path = save_prompt(tmp_path / "p.safetensors", build_prompt(cfg), PromptMeta(prompt=cfg, network=NET))
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["bgprompt"])
+    out = tmp_path / "crafted.safetensors"
+    save_file(load_file(str(path)), str(out), metadata={"bgprompt": json.dumps(edit(meta))})
+    return out
+
+
+def test_crafted_metadata_is_refused_before_anything_is_allocated(tmp_path):
+    import tracemalloc
+
+    def decay(m):
+        m["prompt"]["decay"] = 60
+        return m
+
+    with pytest.raises(CheckpointError, match="decay"):  # was: an all-NaN background, no warning
+        load_prompt(_crafted(tmp_path, decay), NET)
+    with pytest.raises(CheckpointError, match="metadata"):  # was: AttributeError
+        load_prompt(_crafted(tmp_path, lambda m: [m]), NET)
+
+    def huge(m):
+        m["prompt"]["height"] = m["prompt"]["width"] = 3072
+        return m
+
+    path = _crafted(tmp_path, huge)
+    tracemalloc.start()
+    with pytest.raises(CheckpointError, match="shape"):
+        load_prompt(path, NET)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MiB allocated for a {path.stat().st_size // 1024} KiB file"
