@@ -103,11 +103,11 @@ class ObjectDepthNode(LifecycleNode):
             return self._configure_failed(str(exc))
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p("pub_depth"), reliability=ReliabilityPolicy.RELIABLE)
         self.pubs = {
-            "depth": self.create_publisher(Image, "object_depth", qos),
-            "info": self.create_publisher(CameraInfo, "object_depth/camera_info", qos),
-            "cloud": self.create_publisher(PointCloud2, "object_points", qos),
-            "composite": self.create_publisher(Image, "composite", qos),
-            "markers": self.create_publisher(MarkerArray, "object_markers", qos),
+            "depth": self.create_lifecycle_publisher(Image, "object_depth", qos),
+            "info": self.create_lifecycle_publisher(CameraInfo, "object_depth/camera_info", qos),
+            "cloud": self.create_lifecycle_publisher(PointCloud2, "object_points", qos),
+            "composite": self.create_lifecycle_publisher(Image, "composite", qos),
+            "markers": self.create_lifecycle_publisher(MarkerArray, "object_markers", qos),
             "diag": self._diag_pub,
         }
         self._diag_timer = self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics)
@@ -144,14 +144,21 @@ class ObjectDepthNode(LifecycleNode):
         types = {"image": Image, "camera_info": CameraInfo, "mask": Image, "sensor_depth": Image}
         self.subs = [self.create_subscription(types[t], t, lambda msg, t=t: self._on_message(t, msg), qos)
                      for t in topics]
+        if self._worker is not None and self._worker.is_alive():  # never two workers publishing at once
+            self.get_logger().error("activate refused: the previous worker is still finishing a frame")
+            return TransitionCallbackReturn.FAILURE
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="object_depth_worker", daemon=True)
         self._worker.start()
+        super().on_activate(state)  # enables the lifecycle publishers
         self.get_logger().info(f"active: subscribed to {[self.resolve_topic_name(t) for t in topics]}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        super().on_deactivate(state)  # publishers off first: a frame in flight publishes nothing
         self._stop_worker()
+        with self._cond:
+            self._slot = None  # a frame received before deactivation is never published after it
         for s in self.subs:
             self.destroy_subscription(s)
         self.subs = []
@@ -160,7 +167,7 @@ class ObjectDepthNode(LifecycleNode):
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         for name, pub in self.pubs.items():
             if name != "diag":
-                self.destroy_publisher(pub)
+                self.destroy_lifecycle_publisher(pub)
         self.pubs = {}
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
@@ -182,7 +189,12 @@ class ObjectDepthNode(LifecycleNode):
         with self._cond:
             self._cond.notify_all()
         if self._worker is not None:
-            self._worker.join(timeout=2.0)
+            # the worker stops between frames: wait for the frame in flight (bounded by one inference)
+            self._worker.join(timeout=120.0)
+            if self._worker.is_alive():
+                self.get_logger().error("the worker did not stop within 120 s; it publishes nothing (publishers "
+                                        "are deactivated) and activation is refused until it ends")
+                return
             self._worker = None
 
     # --- data path ----------------------------------------------------------------------------
@@ -239,6 +251,8 @@ class ObjectDepthNode(LifecycleNode):
             self._log_throttled("warning", f.distortion, period=math.inf)  # once per distinct calibration
         rgb, K, mask, sensor = f.rgb, f.K, f.mask, f.sensor
         res = self.estimator.estimate(rgb, K, mask, sensor)
+        if self._stop.is_set():  # deactivated while this frame was in the network: it is not published
+            return
         if self.p("max_depth") > 0:
             res.limit_depth(self.p("max_depth"))
         for w in res.warnings:
@@ -306,7 +320,8 @@ class ObjectDepthNode(LifecycleNode):
         rate = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
         lat = sorted(self.latencies)
         sync_drops = sum(self.sync.stats.dropped.values()) if self.sync else 0
-        values = {"rate_hz": f"{rate:.2f}", "latency_p50_ms": f"{1e3 * lat[len(lat) // 2]:.1f}" if lat else "nan",
+        values = {"workers": str(sum(t.name == "object_depth_worker" and t.is_alive() for t in threading.enumerate())),
+                  "rate_hz": f"{rate:.2f}", "latency_p50_ms": f"{1e3 * lat[len(lat) // 2]:.1f}" if lat else "nan",
                   "latency_max_ms": f"{1e3 * lat[-1]:.1f}" if lat else "nan",
                   "network_ms": f"{np.median(self.network_ms):.1f}" if self.network_ms else "nan",
                   "sync_dropped": str(sync_drops), "backend": self.p("backend"), "model": self.p("model"),

@@ -488,6 +488,89 @@ def test_distorted_camera_info_is_served_with_one_warning(node_proc):
     assert log.count("camera_info has non-zero distortion") == 1 and "rectified" in log
 
 
+def test_the_whole_transition_graph_with_frames_in_between(tiny_model_dir, tmp_path):
+    """configure, activate, deactivate, activate, deactivate, cleanup, configure, shutdown: outputs exactly while
+    active, never two workers, nothing published after deactivate."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    from bgprompt_ros.readiness import lifecycle_state
+
+    params = tmp_path / "p.yaml"
+    params.write_text(f"/**:\n  ros__parameters:\n    model: {tiny_model_dir}\n    prompt: none\n"
+                      f"    autostart: false\n    sub_reliability: reliable\n    diagnostics_period: 0.2\n")
+    proc = subprocess.Popen([NODE, "--ros-args", "--params-file", str(params), "-r", "__node:=lc_depth",
+                             "-r", "image:=lc/image", "-r", "camera_info:=lc/camera_info", "-r", "mask:=lc/mask",
+                             "-r", "object_depth:=lc/depth"],
+                            env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
+                            stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
+    if not rclpy.ok():
+        rclpy.init()
+    node = rclpy.create_node("bgprompt_lc_client")
+    try:
+        rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        got, diag = [], []
+        depth_sub = node.create_subscription(Image, "lc/depth", got.append, rel)
+        node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.extend(
+            st for st in m.status if st.name.startswith("lc_depth")), 10)
+        pubs = {t: node.create_publisher(Image if t != "lc/camera_info" else CameraInfo, t, rel)
+                for t in ("lc/image", "lc/camera_info", "lc/mask")}
+        client = node.create_client(ChangeState, "/lc_depth/change_state")
+        assert client.wait_for_service(timeout_sec=120), (tmp_path / "node.out").read_text()
+
+        def change(tid):
+            fut = client.call_async(ChangeState.Request(transition=Transition(id=tid)))
+            rclpy.spin_until_future_complete(node, fut, timeout_sec=120)
+            assert fut.done() and fut.result().success, (tid, (tmp_path / "node.out").read_text()[-2000:])
+
+        def send():
+            s = time.time_ns()
+            img, labels = frame()
+            pubs["lc/image"].publish(image_msg(img, "rgb8", s))
+            pubs["lc/mask"].publish(image_msg(labels * 255, "mono8", s))
+            pubs["lc/camera_info"].publish(info_msg(s))
+            return s
+
+        def serve_after_activate(silent: list[int]):
+            """Activate, wait until ready, send a frame and wait for its output (the readiness signal); the
+            frames sent while not active must never have come out, before or after."""
+            change(Transition.TRANSITION_ACTIVATE)
+            wait_for_nodes(node, ["lc_depth"], 120, publishers=pubs, subscriptions={"lc/depth": depth_sub})
+            stamp = send()
+            end = time.time() + 60
+            while time.time() < end and not any(stamp_of(m) == stamp for m in got):
+                rclpy.spin_once(node, timeout_sec=0.05)
+            assert any(stamp_of(m) == stamp for m in got)
+            assert not {stamp_of(m) for m in got} & set(silent)
+
+        change(Transition.TRANSITION_CONFIGURE)
+        silent = [send()]  # configured, not active
+        serve_after_activate(silent)
+        change(Transition.TRANSITION_DEACTIVATE)
+        silent.append(send())
+        serve_after_activate(silent)
+        change(Transition.TRANSITION_DEACTIVATE)
+        change(Transition.TRANSITION_CLEANUP)
+        silent.append(send())
+        change(Transition.TRANSITION_CONFIGURE)
+        serve_after_activate(silent)
+        seen = len(diag)
+        end = time.time() + 60  # the node's own count of worker threads, from its next reports
+        while time.time() < end and sum(any(kv.key == "workers" for kv in st.values) for st in diag[seen:]) < 3:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        workers = [int(kv.value) for st in diag for kv in st.values if kv.key == "workers"]
+        assert len(workers) >= 3 and max(workers) == 1
+        change(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+        assert lifecycle_state(node, "lc_depth", "/") in ("finalized", None, "unreachable")
+        proc.wait(timeout=30)  # main() returns once the node is finalized
+        assert proc.returncode == 0 and "Traceback" not in (tmp_path / "node.out").read_text()
+    finally:
+        node.destroy_node()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+
+
 # last: it stops the module's node
 def test_sigint_runs_the_lifecycle_shutdown_and_exits_cleanly(node_proc):
     """How fast it exits is a bench figure (make bench); here: it exits, cleanly, through on_shutdown."""
