@@ -249,25 +249,7 @@ class ObjectDepthEstimator:
                             f"processed (labels {[o.id for o in objects]}); left out {len(dropped)}: "
                             f"{dropped[:10]}{' ...' if len(dropped) > 10 else ''}")
         h, w = image.shape[:2]
-        S = self.size
-        views: list[Letterbox | VirtualCamera] = []
-        x = np.empty((len(objects), 3, S[0], S[1]), np.float32)
-        m = np.empty((len(objects), 1, S[0], S[1]), np.float32)
-        lb = Letterbox(h, w, S[0], S[1])
-        # resize the uint8 frame, then convert: never a full-resolution float copy
-        lb_image = self._letterbox(image, lb, 255, cv2.INTER_AREA).astype(np.float32) / 255.0 \
-            if not self.cfg.recenter else None
-        for k, obj in enumerate(objects):
-            if self.cfg.recenter:
-                cam = recenter_camera(obj.binary, K, S, self.cfg.recenter_fill)
-                x[k] = cam.warp_image(image, border=(255, 255, 255)).transpose(2, 0, 1).astype(np.float32) / 255.0
-                m[k, 0] = cam.warp_image(obj.soft_float())
-                views.append(cam)
-            else:
-                x[k] = lb_image.transpose(2, 0, 1)
-                small = self._letterbox(obj.soft, lb, 0, cv2.INTER_LINEAR)
-                m[k, 0] = small / np.float32(255) if small.dtype == np.uint8 else small
-                views.append(lb)
+        x, m, views = self.network_inputs(image, K, objects)
         t1 = time.perf_counter()
         depth_s = self.backend.run(x, m)
         t2 = time.perf_counter()
@@ -313,24 +295,54 @@ class ObjectDepthEstimator:
         return ObjectDepthResult(depth, valid, instance, [o.id for o in objects], K, units, fusion, source, timing,
                                  warnings)
 
-    def composite_preview(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def network_inputs(self, image: np.ndarray, K: np.ndarray, objects: list[MaskObject]
+                       ) -> tuple[np.ndarray, np.ndarray, list]:
+        """Per object, the network's input image (N, 3, S, S) in [0, 1], soft mask (N, 1, S, S) and the view
+        that maps it back: a letterbox of the whole frame, or a re-centring virtual camera (``recenter``)."""
+        h, w = image.shape[:2]
+        S = self.size
+        views: list[Letterbox | VirtualCamera] = []
+        x = np.empty((len(objects), 3, S[0], S[1]), np.float32)
+        m = np.empty((len(objects), 1, S[0], S[1]), np.float32)
+        lb = Letterbox(h, w, S[0], S[1])
+        # resize the uint8 frame, then convert: never a full-resolution float copy
+        lb_image = self._letterbox(image, lb, 255, cv2.INTER_AREA).astype(np.float32) / 255.0 \
+            if not self.cfg.recenter else None
+        for k, obj in enumerate(objects):
+            if self.cfg.recenter:
+                cam = recenter_camera(obj.binary, K, S, self.cfg.recenter_fill)
+                x[k] = cam.warp_image(image, border=(255, 255, 255)).transpose(2, 0, 1).astype(np.float32) / 255.0
+                m[k, 0] = cam.warp_image(obj.soft_float())
+                views.append(cam)
+            else:
+                x[k] = lb_image.transpose(2, 0, 1)
+                small = self._letterbox(obj.soft, lb, 0, cv2.INTER_LINEAR)
+                m[k, 0] = small / np.float32(255) if small.dtype == np.uint8 else small
+                views.append(lb)
+        return x, m, views
+
+    def composite_preview(self, image: np.ndarray, mask: np.ndarray, K: np.ndarray | None = None) -> np.ndarray:
         """What the network sees (Eq. 1 composites at the network input), one tile per object side by side.
 
-        RGB uint8 of shape (S, n * S, 3) for n objects (at most ``max_objects``, largest first).
+        RGB uint8 of shape (S, n * S, 3) for n objects (at most ``max_objects``, largest first): exactly the
+        inputs ``estimate`` builds (``network_inputs``, re-centred when ``recenter`` is on; K is then needed)
+        through ``composite`` itself, shown with an identity phi (in [0, 1] instead of the network's range).
         """
         import torch
 
+        from .composite import composite
+        from .normalization import Normalization
+
+        if self.cfg.recenter and K is None:
+            raise InputError("the composite of a re-centred object needs the camera intrinsics K")
         objects = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels, self.cfg.max_objects)
-        h, w = image.shape[:2]
-        lb = Letterbox(h, w, *self.size)
-        x = self._letterbox(image, lb, 255, cv2.INTER_AREA).astype(np.float32).transpose(2, 0, 1)[None] / 255.0
-        m = np.stack([self._letterbox(o.soft_float(), lb, 0.0, cv2.INTER_LINEAR) for o in objects])[:, None]
+        K = np.eye(3) if K is None else np.asarray(K, np.float64)
+        x, m, _ = self.network_inputs(image, K, objects)
         with torch.no_grad():
-            xt = torch.from_numpy(np.ascontiguousarray(x)).expand(len(objects), -1, -1, -1)
-            mt = torch.from_numpy(np.ascontiguousarray(m))
+            xt, mt = torch.from_numpy(x), torch.from_numpy(m)
             dev = next(self.model.net.parameters()).device
             bg = self.model.background(xt.to(dev), mt.to(dev)).cpu()
-            comp = mt * xt + (1 - mt) * bg
+            comp = composite(xt, mt, bg, Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), self.model.mode)
         tiles = (comp.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
         return np.concatenate(list(tiles), axis=1)
 

@@ -281,7 +281,7 @@ class ObjectDepthNode(LifecycleNode):
                 is_dense=dense, fields=[PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields]),
                 cdata))
         if self.p("publish_composite") and mask is not None and self.pubs["composite"].get_subscription_count() > 0:
-            comp = self.estimator.composite_preview(rgb, mask)
+            comp = self.estimator.composite_preview(rgb, mask, K)
             self.pubs["composite"].publish(Image(header=header, height=comp.shape[0], width=comp.shape[1],
                                                  encoding="rgb8", is_bigendian=0, step=comp.shape[1] * 3,
                                                  data=comp.tobytes()))

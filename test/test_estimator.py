@@ -383,3 +383,23 @@ def test_many_labels_cost_memory_bounded_by_max_objects_and_the_largest_are_kept
     tracemalloc.stop()
     assert [o.id for o in objs] == expect  # largest first, ties by id
     assert peak < 16 * 2 * labels.size * 1.5 + 4e6, f"{peak / 2**20:.1f} MiB"  # ~16 masks, not 1000
+
+
+def test_composite_preview_shows_what_the_network_saw_when_re_centred(tiny_model_dir):
+    """With recenter: true the network sees each object through a virtual camera, not the letterbox."""
+    from bgprompt_core.estimator import split_mask
+
+    img, labels = _frame()
+    est = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none", recenter=True))
+    comp = est.composite_preview(img, labels, K)
+    objects = split_mask(labels, 0.5, est.cfg.min_object_pixels, est.cfg.max_objects)
+    x, m, _ = est.network_inputs(img, K, objects)
+    n = est.size[0]
+    for tile in range(len(objects)):
+        t = comp[:, tile * n:(tile + 1) * n].astype(np.float32) / 255
+        inside = m[tile, 0] > 0.999
+        assert inside.mean() > 0.3  # re-centred: the object fills much of the tile, unlike in the letterbox
+        assert np.abs(t[inside] - x[tile].transpose(1, 2, 0)[inside]).max() <= 1 / 255 + 1e-6
+        assert (comp[:, tile * n:(tile + 1) * n][m[tile, 0] < 1e-3] == 255).all()  # white background ("none")
+    with pytest.raises(InputError, match="intrinsics"):
+        est.composite_preview(img, labels)

@@ -171,7 +171,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         write_png(out / f"{stem}_depth.png", depth_to_color(np.nan_to_num(res.depth), res.valid))
         write_ply(out / f"{stem}.ply", res.points[res.valid], rgb[res.valid])
         if mask is not None:
-            write_png(out / f"{stem}_composite.png", est.composite_preview(rgb, mask))
+            write_png(out / f"{stem}_composite.png", est.composite_preview(rgb, mask, K))
         import torch
 
         write_png(out / f"{stem}_side.png", side_view(torch.from_numpy(np.nan_to_num(res.depth)), torch.from_numpy(K),
