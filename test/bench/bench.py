@@ -142,9 +142,19 @@ def bench_node(report: list[str], frames: int = 40) -> None:
         report.append(out.stdout.strip().splitlines()[-1])
 
 
+def bench_soak(report: list[str], frames: int = 2000) -> None:
+    """2000 frames through the live node, one at a time: RSS growth (goal < 5%) and the node's counters."""
+    script = Path(__file__).with_name("bench_node_client.py")
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    out = subprocess.run([sys.executable, str(script), str(frames), "dense", "soak"], env=env, capture_output=True,
+                         text=True, timeout=3600)
+    report.append(out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else
+                  f"soak: failed ({out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode})")
+
+
 def main() -> int:
     report: list[str] = []
-    for fn in (bench_render, bench_estimator, bench_cloud, bench_node):
+    for fn in (bench_render, bench_estimator, bench_cloud, bench_node, bench_soak):
         fn(report)
         print(report[-1] if report else "", flush=True)
     print("\n== bench summary (one run, this machine) ==")

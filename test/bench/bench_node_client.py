@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 
-def main(frames: int, cloud_mode: str = "organized") -> None:
+def main(frames: int, cloud_mode: str = "organized", soak: bool = False) -> None:
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -70,6 +70,41 @@ def main(frames: int, cloud_mode: str = "organized") -> None:
     wait_for_nodes(node, ["object_depth"], 180, publishers={"image": pub_img, "camera_info": pub_info, "mask": pub_mask},
                    subscriptions={"object_points": cloud_sub})
     stamp = time.time_ns()
+    if soak:
+        def rss_kb() -> int:
+            return next(int(ln.split()[1]) for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                        if ln.startswith("VmRSS:"))
+
+        def serial(n: int) -> int:
+            nonlocal stamp
+            lost = 0
+            for _ in range(n):
+                stamp += 10**7
+                publish(stamp)
+                end = time.time() + 30
+                while stamp not in arrived and time.time() < end:
+                    rclpy.spin_once(node, timeout_sec=0.005)
+                lost += stamp not in arrived
+                arrived.clear()
+            return lost
+
+        serial(200)  # warm up allocators and caches
+        start = rss_kb()
+        lost = serial(frames)
+        end = rss_kb()
+        t_end = time.time() + 2.5
+        while time.time() < t_end:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        growth = (end - start) / start
+        print(f"soak: {frames} frames through the live node ({cloud_mode} cloud), RSS {start / 1024:.0f} -> "
+              f"{end / 1024:.0f} MiB ({100 * growth:+.1f}%, goal < 5%: {'met' if growth < 0.05 else 'NOT met'}); "
+              f"lost {lost}; counters: processed {diag.get('processed')}, dropped {diag.get('dropped_overload')}, "
+              f"skipped {diag.get('skipped_bad_input')}, errors {diag.get('errors')}")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return
     latencies = []
     for i in range(frames + 3):  # serial: one frame in flight -> latency
         stamp += 10**7
@@ -120,4 +155,5 @@ def main(frames: int, cloud_mode: str = "organized") -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 40, sys.argv[2] if len(sys.argv) > 2 else "organized")
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 40, sys.argv[2] if len(sys.argv) > 2 else "organized",
+         len(sys.argv) > 3 and sys.argv[3] == "soak")
