@@ -241,7 +241,7 @@ def _cloud_message(ts, res, rgb, header):
 
 def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None] | None = None,
              segment: bool = False, out_dir: str | Path | None = None, json_path: str | Path | None = None,
-             out_bag: str | Path | None = None, sync: str = "exact", slop: float = 0.05,
+             out_bag: str | Path | None = None, sync: str = "exact", slop: float = 0.015,
              progress: bool = True) -> dict:
     """Run the node's pipeline over a bag for each combination; per-frame metrics against the bag's depth."""
     from rosbags.highlevel import AnyReader
@@ -295,47 +295,47 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                         log.warning("corrupt %s message skipped: %s", conn.topic, exc)
                         continue
                     stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-                    matched = syncer.add(by_topic[conn.topic], stamp, msg)
-                    if matched is None:
-                        continue
-                    bar.update(1)
-                    try:
-                        f = cv.decode_frame(matched, sensor_key="depth")
-                    except (cv.ConversionError, ValueError) as exc:
-                        skipped += 1
-                        log.warning("frame %d skipped: %s", stamp, exc)
-                        continue
-                    img, info = matched["image"], matched["camera_info"]
-                    rgb, K, mask, sensor = f.rgb, f.K, f.mask, f.sensor
-                    ref = f.truth if f.truth is not None else sensor
-                    for ci, c in enumerate(combos):
+                    for matched in syncer.add(by_topic[conn.topic], stamp, msg):
+                        head = matched["image"].header.stamp  # the frame's stamp (the set may be older than msg)
+                        stamp = head.sec * 10**9 + head.nanosec
+                        bar.update(1)
                         try:
-                            res = c.estimator.estimate(rgb, K, mask, sensor)
-                        except InputError as exc:
-                            c.rows.append({"stamp": stamp, "skipped": str(exc)})
+                            f = cv.decode_frame(matched, sensor_key="depth")
+                        except (cv.ConversionError, ValueError) as exc:
+                            skipped += 1
+                            log.warning("frame %d skipped: %s", stamp, exc)
                             continue
-                        obj = res.instance > 0 if mask is None else (mask > 0)
-                        row = {"stamp": stamp, **frame_metrics(res.depth, ref, obj, K),
-                               "network_ms": res.timing_ms["network"]}
-                        if c.relative is not None:
-                            rel = c.relative.estimate(rgb, K, mask)
-                            row.update(cross_validated_metric_error(rel.depth, ref, obj, c.params.get("align", "scale")))
-                        if "truth" in matched and res.units == "metres":
-                            row.update(cloud_metrics_m(res, ref, res.instance if mask is None else mask, K))
-                        c.rows.append(row)
-                        if ci == 0 and np.isfinite(row["si_rmse"]):
-                            worst.append((row["si_rmse"], stamp, rgb, res.depth, ref))
-                            worst = sorted(worst, key=lambda x: -x[0])[:6]
-                        if writer is not None and ci == 0:
-                            enc, step, data = cv.depth_image_data(res.depth)
-                            Img = ts.types["sensor_msgs/msg/Image"]
-                            out_msgs = {"depth": Img(header=img.header, height=res.depth.shape[0], width=res.depth.shape[1],
-                                                     encoding=enc, is_bigendian=0, step=step,
-                                                     data=np.frombuffer(data, np.uint8)),
-                                        "info": info, "cloud": _cloud_message(ts, res, rgb, img.header)}
-                            for k, m in out_msgs.items():
-                                writer.write(out_conns[k], stamp, ts.serialize_cdr(m, m.__msgtype__))
-                    frames += 1
+                        img, info = matched["image"], matched["camera_info"]
+                        rgb, K, mask, sensor = f.rgb, f.K, f.mask, f.sensor
+                        ref = f.truth if f.truth is not None else sensor
+                        for ci, c in enumerate(combos):
+                            try:
+                                res = c.estimator.estimate(rgb, K, mask, sensor)
+                            except InputError as exc:
+                                c.rows.append({"stamp": stamp, "skipped": str(exc)})
+                                continue
+                            obj = res.instance > 0 if mask is None else (mask > 0)
+                            row = {"stamp": stamp, **frame_metrics(res.depth, ref, obj, K),
+                                   "network_ms": res.timing_ms["network"]}
+                            if c.relative is not None:
+                                rel = c.relative.estimate(rgb, K, mask)
+                                row.update(cross_validated_metric_error(rel.depth, ref, obj, c.params.get("align", "scale")))
+                            if "truth" in matched and res.units == "metres":
+                                row.update(cloud_metrics_m(res, ref, res.instance if mask is None else mask, K))
+                            c.rows.append(row)
+                            if ci == 0 and np.isfinite(row["si_rmse"]):
+                                worst.append((row["si_rmse"], stamp, rgb, res.depth, ref))
+                                worst = sorted(worst, key=lambda x: -x[0])[:6]
+                            if writer is not None and ci == 0:
+                                enc, step, data = cv.depth_image_data(res.depth)
+                                Img = ts.types["sensor_msgs/msg/Image"]
+                                out_msgs = {"depth": Img(header=img.header, height=res.depth.shape[0], width=res.depth.shape[1],
+                                                         encoding=enc, is_bigendian=0, step=step,
+                                                         data=np.frombuffer(data, np.uint8)),
+                                            "info": info, "cloud": _cloud_message(ts, res, rgb, img.header)}
+                                for k, m in out_msgs.items():
+                                    writer.write(out_conns[k], stamp, ts.serialize_cdr(m, m.__msgtype__))
+                        frames += 1
             finally:
                 bar.close()
     except Exception as exc:  # truncated / corrupt bag: report how far we got, keep the partial results

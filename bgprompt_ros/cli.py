@@ -141,7 +141,7 @@ def register(sub) -> None:
                                          "the bag has no ground truth")
     p.add_argument("--truth-topic", help="ground-truth depth, the reference (default /ground_truth/depth when present)")
     p.add_argument("--sync", choices=["exact", "approximate"], default="exact")
-    p.add_argument("--slop", type=float, default=0.05)
+    p.add_argument("--slop", type=float, default=0.015, help="approximate sync: seconds, under half the frame period")
     p.add_argument("--out", help="directory for summary.md, per_frame.csv, per_frame.png, worst_frames.png")
     p.add_argument("--json", help="summary JSON")
     p.add_argument("--out-bag", help="write the node's outputs (object_depth, camera_info, object_points) here")

@@ -137,7 +137,8 @@ class ObjectDepthNode(LifecycleNode):
             topics.append("mask")
         if self.p("scale") == "align-to-sensor":
             topics.append("sensor_depth")
-        self.sync = Synchronizer(topics, self.p("sync_mode"), self.p("sync_slop"), self.p("queue_size"))
+        self.sync = Synchronizer(topics, self.p("sync_mode"), self.p("sync_slop"), self.p("queue_size"),
+                                 min_period=self.p("sync_min_period"))
         reliability = ReliabilityPolicy.BEST_EFFORT if self.p("sub_reliability") == "best_effort" else ReliabilityPolicy.RELIABLE
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p("queue_size"), reliability=reliability,
                          durability=qos_profile_sensor_data.durability)
@@ -201,10 +202,13 @@ class ObjectDepthNode(LifecycleNode):
     def _on_message(self, topic: str, msg) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         self.last_input = time.monotonic()
-        matched = self.sync.add(topic, stamp, msg)
-        if matched is None:
+        sets = self.sync.add(topic, stamp, msg)
+        if not sets:
             return
         self.last_match = self.last_input
+        matched = sets[-1]  # latest-only: older sets completed by the same message were superseded
+        if len(sets) > 1:
+            self.counters["dropped_overload"] += len(sets) - 1
         with self._cond:
             if self._slot is not None:
                 self.counters["dropped_overload"] += 1  # latest-only: the older frame was never started

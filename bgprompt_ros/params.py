@@ -20,7 +20,12 @@ PARAMETERS: dict[str, tuple] = {
     "segmentation": ("mask_topic", "where object masks come from", ("mask_topic", "rembg"), True),
     "rembg_model": ("u2net", "rembg model name (installed under U2NET_HOME) or .onnx path", None, True),
     "sync_mode": ("exact", "time synchronization of the inputs", ("exact", "approximate"), True),
-    "sync_slop": (0.05, "approximate sync: max stamp difference in seconds", None, True),
+    "sync_slop": (0.015, "approximate sync: max stamp span of a set in seconds; keep it under half the frame "
+                         "period (16 ms at 30 Hz), or a lost message lets a frame pair with its neighbour's", None,
+                  True),
+    "sync_min_period": (0.0, "approximate sync: the shortest time between two messages of a topic (message_filters' "
+                             "inter-message lower bound); 0.02 for a 30 Hz camera saves a frame of latency", None,
+                        True),
     "queue_size": (10, "per-topic synchronizer queue and subscription depth", None, True),
     "scale": ("relative", "relative (up to scale), metric (metric networks) or align-to-sensor (RGB-D)",
               ("relative", "metric", "align-to-sensor"), True),
@@ -50,6 +55,7 @@ PARAMETERS: dict[str, tuple] = {
 RULES: dict[str, tuple] = {
     "sync_slop": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "max_depth": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0: no limit)"),
+    "sync_min_period": (lambda v: math.isfinite(v) and v >= 0, "a finite number of seconds >= 0"),
     "diagnostics_period": (lambda v: math.isfinite(v) and v > 0, "a finite number of seconds > 0"),
     "queue_size": (lambda v: v >= 1, "an integer >= 1"),
     "pub_depth": (lambda v: v >= 1, "an integer >= 1"),
