@@ -297,3 +297,43 @@ def test_one_frame_decoder_for_node_and_bag_eval_checks_before_decoding():
     f = cv.decode_frame({"image": img, "camera_info": info, "depth": depth}, sensor_key="depth")
     assert f.rgb[0, 0].tolist() == [2, 1, 0] and f.mask is None and f.truth is None
     assert np.isnan(f.sensor[0, 0]) and f.sensor[0, 1] == pytest.approx(0.5)  # mm -> metres at the boundary
+
+
+def test_conversions_round_trip_or_fail_with_the_documented_error_for_any_input():
+    """Property test: any encoding, size, step padding, endianness and data length either decodes to exactly the
+    array that was encoded, or raises ConversionError; nothing else escapes."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    encodings = sorted(cv.ENCODINGS) + ["yuv422", "64FC1", ""]
+
+    @settings(max_examples=400, deadline=None, derandomize=True)
+    @given(st.sampled_from(encodings), st.integers(0, 9), st.integers(0, 9), st.integers(-3, 9), st.booleans(),
+           st.integers(-4, 4), st.integers(0, 2**32 - 1))
+    def check(enc, h, w, pad, big, extra, seed):
+        rng = np.random.default_rng(seed)
+        known = enc in cv.ENCODINGS
+        dtype, ch = cv.ENCODINGS[enc] if known else (np.uint8, 1)
+        item = np.dtype(dtype).itemsize
+        row = w * ch * item
+        step = max(row + pad, 0)
+        src = rng.integers(0, 256, max(h * step + extra, 0), dtype=np.uint8)
+        valid = known and h > 0 and w > 0 and step >= row and len(src) >= step * (h - 1) + row
+        try:
+            arr = cv.image_to_array(enc, h, w, step, big, src.tobytes())
+        except cv.ConversionError:
+            assert not valid
+            return
+        assert valid
+        wire = np.dtype(dtype).newbyteorder(">" if big else "<")
+        rows = [src[r * step:r * step + row].view(wire) for r in range(h)]
+        expect = np.stack(rows).reshape((h, w, ch) if ch > 1 else (h, w))
+        assert np.array_equal(arr.astype(np.float64), expect.astype(np.float64), equal_nan=True)
+        for convert in (cv.to_rgb, cv.to_mask, cv.to_sensor_depth):  # each accepts or refuses, never crashes
+            try:
+                out = convert(enc, arr)
+            except cv.ConversionError:
+                continue
+            assert out.shape[:2] == (h, w)
+
+    check()
