@@ -103,6 +103,33 @@ def node_proc(tiny_model_dir, tmp_path_factory):
     rclpy.try_shutdown()
 
 
+NODE_TOPICS = ("image", "camera_info", "mask", "sensor_depth", "object_depth", "object_points", "object_markers")
+
+
+def spawn_node(tmp_path, name: str, **params) -> subprocess.Popen:
+    """Another object_depth_node process, called ``name``, its topics under ``name/``, with ``params``."""
+    value = lambda v: str(v).lower() if isinstance(v, bool) else v  # noqa: E731 (YAML booleans)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text("/**:\n  ros__parameters:\n" + "".join(f"    {k}: {value(v)}\n" for k, v in params.items()))
+    remaps = sum((["-r", f"{t}:={name}/{t}"] for t in NODE_TOPICS), ["-r", f"__node:={name}"])
+    return subprocess.Popen([NODE, "--ros-args", "--params-file", str(path), *remaps],
+                            env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
+                            stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
+
+
+def client_node(name: str):
+    if not rclpy.ok():
+        rclpy.init()
+    return rclpy.create_node(name)
+
+
+def input_publishers(node, name: str, topics=("image", "camera_info", "mask"), depth: int = 10) -> dict:
+    """Reliable publishers on the spawned node's inputs, keyed by their topic names."""
+    rel = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+    return {f"{name}/{t}": node.create_publisher(CameraInfo if t == "camera_info" else Image, f"{name}/{t}", rel)
+            for t in topics}
+
+
 _STAMP = [time.time_ns() // 10**7 * 10**7]  # shared by every client: stamps never repeat across tests
 
 
@@ -279,35 +306,25 @@ def test_a_see_through_object_gets_points_on_the_object_not_on_the_table_behind(
     img = table_image(Km, h, w, table, box, glass=True)
     sensor = np.round(np.where(np.isfinite(table), table, 0) * 1000).astype(np.uint16)  # the table, through the box
     sensor[box & (np.random.default_rng(0).random(box.shape) < 0.2)] = 0
-    params = tmp_path / "p.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    model: mini\n    prompt: default\n    scale: align-to-sensor\n"
-                      "    align: scale-shift\n    fusion: fill\n    recenter: true\n    sub_reliability: reliable\n"
-                      "    diagnostics_period: 0.2\n")
-    proc = subprocess.Popen([NODE, "--ros-args", "--params-file", str(params), "-r", "__node:=glass_depth",
-                             "-r", "image:=glass/image", "-r", "camera_info:=glass/camera_info", "-r", "mask:=glass/mask",
-                             "-r", "sensor_depth:=glass/depth", "-r", "object_points:=glass/points",
-                             "-r", "object_markers:=glass/markers"],
-                            env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
-                            stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
-    if not rclpy.ok():
-        rclpy.init()
-    node = rclpy.create_node("bgprompt_glass_client")
+    proc = spawn_node(tmp_path, "glass", model="mini", prompt="default", scale="align-to-sensor", align="scale-shift",
+                      fusion="fill", recenter=True, sub_reliability="reliable", diagnostics_period=0.2)
+    node = client_node("bgprompt_glass_client")
     try:
         rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         clouds, markers, diag = [], [], []
-        subs = {"glass/points": node.create_subscription(PointCloud2, "glass/points", clouds.append, rel),
-                "glass/markers": node.create_subscription(MarkerArray, "glass/markers", markers.append, rel)}
+        subs = {"glass/object_points": node.create_subscription(PointCloud2, "glass/object_points", clouds.append, rel),
+                "glass/object_markers": node.create_subscription(MarkerArray, "glass/object_markers", markers.append,
+                                                                 rel)}
         node.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 10)
-        pubs = {t: node.create_publisher(Image if t != "glass/camera_info" else CameraInfo, t, rel)
-                for t in ("glass/image", "glass/camera_info", "glass/mask", "glass/depth")}
+        pubs = input_publishers(node, "glass", ("image", "camera_info", "mask", "sensor_depth"))
         try:
-            wait_for_nodes(node, ["glass_depth"], 180, publishers=pubs, subscriptions=subs)
+            wait_for_nodes(node, ["glass"], 180, publishers=pubs, subscriptions=subs)
         except NotReady as exc:
             pytest.fail(f"{exc}\n{(tmp_path / 'node.out').read_text()}")
         s = time.time_ns()
         pubs["glass/image"].publish(image_msg(img, "rgb8", s))
         pubs["glass/mask"].publish(image_msg(box.astype(np.uint8) * 255, "mono8", s))
-        pubs["glass/depth"].publish(image_msg(sensor, "16UC1", s))
+        pubs["glass/sensor_depth"].publish(image_msg(sensor, "16UC1", s))
         pubs["glass/camera_info"].publish(info_msg(s, k=k, w=w, h=h))
         deadline = time.time() + 120
         while time.time() < deadline and not (clouds and markers):
@@ -338,27 +355,16 @@ def test_a_see_through_object_gets_points_on_the_object_not_on_the_table_behind(
 def test_outputs_that_look_healthy_but_are_not_turn_the_diagnostics_to_warn(tiny_model_dir, tmp_path):
     """All-zero sensor depth: nothing finite is published -> WARN naming it; then inputs whose stamps never
     pair -> WARN 'no sync match'. Before, both said OK."""
-    params = tmp_path / "p.yaml"
-    params.write_text(f"/**:\n  ros__parameters:\n    model: {tiny_model_dir}\n    prompt: none\n"
-                      f"    scale: align-to-sensor\n    fusion: fill\n    sub_reliability: reliable\n"
-                      f"    diagnostics_period: 0.2\n")
-    proc = subprocess.Popen([NODE, "--ros-args", "--params-file", str(params), "-r", "__node:=silent_depth",
-                             "-r", "image:=silent/image", "-r", "camera_info:=silent/camera_info",
-                             "-r", "mask:=silent/mask", "-r", "sensor_depth:=silent/depth"],
-                            env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
-                            stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
-    if not rclpy.ok():
-        rclpy.init()
-    node = rclpy.create_node("bgprompt_silent_client")
+    proc = spawn_node(tmp_path, "silent", model=tiny_model_dir, prompt="none", scale="align-to-sensor", fusion="fill",
+                      sub_reliability="reliable", diagnostics_period=0.2)
+    node = client_node("bgprompt_silent_client")
     try:
-        rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         diag = []
         node.create_subscription(DiagnosticArray, "/diagnostics",
-                                 lambda m: diag.extend(st for st in m.status if st.name.startswith("silent_depth")), 10)
-        pubs = {t: node.create_publisher(Image if t != "silent/camera_info" else CameraInfo, t, rel)
-                for t in ("silent/image", "silent/camera_info", "silent/mask", "silent/depth")}
+                                 lambda m: diag.extend(st for st in m.status if st.name.startswith("silent")), 10)
+        pubs = input_publishers(node, "silent", ("image", "camera_info", "mask", "sensor_depth"))
         try:
-            wait_for_nodes(node, ["silent_depth"], 120, publishers=pubs)
+            wait_for_nodes(node, ["silent"], 120, publishers=pubs)
         except NotReady as exc:
             pytest.fail(f"{exc}\n{(tmp_path / 'node.out').read_text()}")
 
@@ -367,7 +373,7 @@ def test_outputs_that_look_healthy_but_are_not_turn_the_diagnostics_to_warn(tiny
             img, labels = frame()
             pubs["silent/image"].publish(image_msg(img, "rgb8", s))
             pubs["silent/mask"].publish(image_msg(labels * 255, "mono8", s))
-            pubs["silent/depth"].publish(image_msg(np.zeros((H, W), np.uint16), "16UC1", s))
+            pubs["silent/sensor_depth"].publish(image_msg(np.zeros((H, W), np.uint16), "16UC1", s))
             pubs["silent/camera_info"].publish(info_msg(s + info_offset))
 
         def wait_warn(needle, deadline=60.0):
@@ -421,15 +427,8 @@ def test_bad_start_up_values_fail_configure_with_the_reason_and_the_node_keeps_r
     """queue_size 0 left the node silently unconfigured (diagnostics OK); diagnostics_period -1 crashed it."""
     from bgprompt_ros.readiness import lifecycle_state
 
-    params = tmp_path / "p.yaml"
-    params.write_text(f"/**:\n  ros__parameters:\n    model: {tiny_model_dir}\n    prompt: none\n"
-                      f"    queue_size: 0\n    diagnostics_period: -1.0\n")
-    proc = subprocess.Popen([NODE, "--ros-args", "--params-file", str(params), "-r", "__node:=bad_start"],
-                            env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
-                            stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
-    if not rclpy.ok():
-        rclpy.init()
-    node = rclpy.create_node("bgprompt_bad_start_client")
+    proc = spawn_node(tmp_path, "bad_start", model=tiny_model_dir, prompt="none", queue_size=0, diagnostics_period=-1.0)
+    node = client_node("bgprompt_bad_start_client")
     try:
         errors = []
         node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: errors.extend(
@@ -469,26 +468,17 @@ def test_the_whole_transition_graph_with_frames_in_between(tiny_model_dir, tmp_p
 
     from bgprompt_ros.readiness import lifecycle_state
 
-    params = tmp_path / "p.yaml"
-    params.write_text(f"/**:\n  ros__parameters:\n    model: {tiny_model_dir}\n    prompt: none\n"
-                      f"    autostart: false\n    sub_reliability: reliable\n    diagnostics_period: 0.2\n")
-    proc = subprocess.Popen([NODE, "--ros-args", "--params-file", str(params), "-r", "__node:=lc_depth",
-                             "-r", "image:=lc/image", "-r", "camera_info:=lc/camera_info", "-r", "mask:=lc/mask",
-                             "-r", "object_depth:=lc/depth"],
-                            env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
-                            stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
-    if not rclpy.ok():
-        rclpy.init()
-    node = rclpy.create_node("bgprompt_lc_client")
+    proc = spawn_node(tmp_path, "lc", model=tiny_model_dir, prompt="none", autostart=False, sub_reliability="reliable",
+                      diagnostics_period=0.2)
+    node = client_node("bgprompt_lc_client")
     try:
         rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         got, diag = [], []
-        depth_sub = node.create_subscription(Image, "lc/depth", got.append, rel)
+        depth_sub = node.create_subscription(Image, "lc/object_depth", got.append, rel)
         node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.extend(
-            st for st in m.status if st.name.startswith("lc_depth")), 10)
-        pubs = {t: node.create_publisher(Image if t != "lc/camera_info" else CameraInfo, t, rel)
-                for t in ("lc/image", "lc/camera_info", "lc/mask")}
-        client = node.create_client(ChangeState, "/lc_depth/change_state")
+            st for st in m.status if st.name.startswith("lc:")), 10)
+        pubs = input_publishers(node, "lc", depth=50)
+        client = node.create_client(ChangeState, "/lc/change_state")
         assert client.wait_for_service(timeout_sec=120), (tmp_path / "node.out").read_text()
 
         def change(tid):
@@ -508,7 +498,7 @@ def test_the_whole_transition_graph_with_frames_in_between(tiny_model_dir, tmp_p
             """Activate, wait until ready, send a frame and wait for its output (the readiness signal); the
             frames sent while not active must never have come out, before or after."""
             change(Transition.TRANSITION_ACTIVATE)
-            wait_for_nodes(node, ["lc_depth"], 120, publishers=pubs, subscriptions={"lc/depth": depth_sub})
+            wait_for_nodes(node, ["lc"], 120, publishers=pubs, subscriptions={"lc/object_depth": depth_sub})
             stamp = send()
             end = time.time() + 60
             while time.time() < end and not any(stamp_of(m) == stamp for m in got):
@@ -534,7 +524,7 @@ def test_the_whole_transition_graph_with_frames_in_between(tiny_model_dir, tmp_p
         workers = [int(kv.value) for st in diag for kv in st.values if kv.key == "workers"]
         assert len(workers) >= 3 and max(workers) == 1
         change(Transition.TRANSITION_ACTIVE_SHUTDOWN)
-        assert lifecycle_state(node, "lc_depth", "/") in ("finalized", None, "unreachable")
+        assert lifecycle_state(node, "lc", "/") in ("finalized", None, "unreachable")
         proc.wait(timeout=30)  # main() returns once the node is finalized
         assert proc.returncode == 0 and "Traceback" not in (tmp_path / "node.out").read_text()
     finally:
