@@ -1,4 +1,5 @@
 """object_depth_node as a separate process (its console script, --ros-args --params-file), real rclpy, loopback only."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -117,10 +118,20 @@ def spawn_node(tmp_path, name: str, **params) -> subprocess.Popen:
                             stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
 
 
-def client_node(name: str):
+@contextlib.contextmanager
+def spawned(tmp_path, name: str, **params):
+    """(process, client node) of ``spawn_node``; both are stopped afterwards."""
+    proc = spawn_node(tmp_path, name, **params)
     if not rclpy.ok():
         rclpy.init()
-    return rclpy.create_node(name)
+    node = rclpy.create_node(f"bgprompt_{name}_client")
+    try:
+        yield proc, node
+    finally:
+        node.destroy_node()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
 
 
 def input_publishers(node, name: str, topics=("image", "camera_info", "mask"), depth: int = 10) -> dict:
@@ -306,10 +317,8 @@ def test_a_see_through_object_gets_points_on_the_object_not_on_the_table_behind(
     img = table_image(Km, h, w, table, box, glass=True)
     sensor = np.round(np.where(np.isfinite(table), table, 0) * 1000).astype(np.uint16)  # the table, through the box
     sensor[box & (np.random.default_rng(0).random(box.shape) < 0.2)] = 0
-    proc = spawn_node(tmp_path, "glass", model="mini", prompt="default", scale="align-to-sensor", align="scale-shift",
-                      fusion="fill", recenter=True, sub_reliability="reliable", diagnostics_period=0.2)
-    node = client_node("bgprompt_glass_client")
-    try:
+    with spawned(tmp_path, "glass", model="mini", prompt="default", scale="align-to-sensor", align="scale-shift",
+                      fusion="fill", recenter=True, sub_reliability="reliable", diagnostics_period=0.2) as (proc, node):
         rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         clouds, markers, diag = [], [], []
         subs = {"glass/object_points": node.create_subscription(PointCloud2, "glass/object_points", clouds.append, rel),
@@ -346,19 +355,13 @@ def test_a_see_through_object_gets_points_on_the_object_not_on_the_table_behind(
         fields = dict(item.split("=") for item in report.split(", "))
         assert fields["scale_from"] == "support-contact" and float(fields["see_through"]) > 0.7
         assert "seen through it" in (tmp_path / "node.out").read_text()
-    finally:
-        node.destroy_node()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
 
 
 def test_outputs_that_look_healthy_but_are_not_turn_the_diagnostics_to_warn(tiny_model_dir, tmp_path):
     """All-zero sensor depth: nothing finite is published -> WARN naming it; then inputs whose stamps never
     pair -> WARN 'no sync match'. Before, both said OK."""
-    proc = spawn_node(tmp_path, "silent", model=tiny_model_dir, prompt="none", scale="align-to-sensor", fusion="fill",
-                      sub_reliability="reliable", diagnostics_period=0.2)
-    node = client_node("bgprompt_silent_client")
-    try:
+    with spawned(tmp_path, "silent", model=tiny_model_dir, prompt="none", scale="align-to-sensor", fusion="fill",
+                      sub_reliability="reliable", diagnostics_period=0.2) as (proc, node):
         diag = []
         node.create_subscription(DiagnosticArray, "/diagnostics",
                                  lambda m: diag.extend(st for st in m.status if st.name.startswith("silent")), 10)
@@ -392,10 +395,6 @@ def test_outputs_that_look_healthy_but_are_not_turn_the_diagnostics_to_warn(tiny
         assert int(values["no_finite_frames"]) >= 1
         st = wait_warn("no sync match")
         assert "check the stamps" in st.message
-    finally:
-        node.destroy_node()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
 
 
 def test_max_depth_set_at_run_time_applies_to_the_next_frame(node_proc):
@@ -427,9 +426,8 @@ def test_bad_start_up_values_fail_configure_with_the_reason_and_the_node_keeps_r
     """queue_size 0 left the node silently unconfigured (diagnostics OK); diagnostics_period -1 crashed it."""
     from bgprompt_ros.readiness import lifecycle_state
 
-    proc = spawn_node(tmp_path, "bad_start", model=tiny_model_dir, prompt="none", queue_size=0, diagnostics_period=-1.0)
-    node = client_node("bgprompt_bad_start_client")
-    try:
+    with spawned(tmp_path, "bad_start", model=tiny_model_dir, prompt="none", queue_size=0,
+                 diagnostics_period=-1.0) as (proc, node):
         errors = []
         node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: errors.extend(
             st for st in m.status if st.name.startswith("bad_start") and st.level == DiagnosticStatus.ERROR), 10)
@@ -443,10 +441,6 @@ def test_bad_start_up_values_fail_configure_with_the_reason_and_the_node_keeps_r
         assert proc.poll() is None  # still running, reachable, reporting
         log = (tmp_path / "node.out").read_text()
         assert "configure failed: queue_size must be" in log and "Traceback" not in log
-    finally:
-        node.destroy_node()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
 
 
 def test_distorted_camera_info_is_served_with_one_warning(node_proc):
@@ -468,10 +462,8 @@ def test_the_whole_transition_graph_with_frames_in_between(tiny_model_dir, tmp_p
 
     from bgprompt_ros.readiness import lifecycle_state
 
-    proc = spawn_node(tmp_path, "lc", model=tiny_model_dir, prompt="none", autostart=False, sub_reliability="reliable",
-                      diagnostics_period=0.2)
-    node = client_node("bgprompt_lc_client")
-    try:
+    with spawned(tmp_path, "lc", model=tiny_model_dir, prompt="none", autostart=False, sub_reliability="reliable",
+                      diagnostics_period=0.2) as (proc, node):
         rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         got, diag = [], []
         depth_sub = node.create_subscription(Image, "lc/object_depth", got.append, rel)
@@ -527,11 +519,6 @@ def test_the_whole_transition_graph_with_frames_in_between(tiny_model_dir, tmp_p
         assert lifecycle_state(node, "lc", "/") in ("finalized", None, "unreachable")
         proc.wait(timeout=30)  # main() returns once the node is finalized
         assert proc.returncode == 0 and "Traceback" not in (tmp_path / "node.out").read_text()
-    finally:
-        node.destroy_node()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
 
 
 # last: it stops the module's node
