@@ -132,6 +132,9 @@ class ObjectDepthNode(LifecycleNode):
         self._diag_pub.publish(msg)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._worker is not None and self._worker.is_alive():  # never two workers publishing at once
+            self.get_logger().error("activate refused: the previous worker is still finishing a frame")
+            return TransitionCallbackReturn.FAILURE
         topics = ["image", "camera_info"]
         if self.p("segmentation") == "mask_topic":
             topics.append("mask")
@@ -145,9 +148,6 @@ class ObjectDepthNode(LifecycleNode):
         types = {"image": Image, "camera_info": CameraInfo, "mask": Image, "sensor_depth": Image}
         self.subs = [self.create_subscription(types[t], t, lambda msg, t=t: self._on_message(t, msg), qos)
                      for t in topics]
-        if self._worker is not None and self._worker.is_alive():  # never two workers publishing at once
-            self.get_logger().error("activate refused: the previous worker is still finishing a frame")
-            return TransitionCallbackReturn.FAILURE
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="object_depth_worker", daemon=True)
         self._worker.start()
@@ -324,7 +324,7 @@ class ObjectDepthNode(LifecycleNode):
         rate = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
         lat = sorted(self.latencies)
         sync_drops = sum(self.sync.stats.dropped.values()) if self.sync else 0
-        values = {"workers": str(sum(t.name == "object_depth_worker" and t.is_alive() for t in threading.enumerate())),
+        values = {"workers": str(sum(th.name == "object_depth_worker" and th.is_alive() for th in threading.enumerate())),
                   "rate_hz": f"{rate:.2f}", "latency_p50_ms": f"{1e3 * lat[len(lat) // 2]:.1f}" if lat else "nan",
                   "latency_max_ms": f"{1e3 * lat[-1]:.1f}" if lat else "nan",
                   "network_ms": f"{np.median(self.network_ms):.1f}" if self.network_ms else "nan",
