@@ -25,23 +25,9 @@ from .raster import Instance
 COLOR_HFOV_DEG = 69.0  # D435 colour imager, horizontal field of view
 
 
-def _pose(R: np.ndarray, scale: float, t: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = R * scale
-    T[:3, 3] = t
-    return T
-
-
-def _plane(R: np.ndarray, sx: float, sz: float, t) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = R @ np.diag([sx, 1.0, sz])
-    T[:3, 3] = t
-    return T
-
-
 def build_tabletop(rng: np.random.Generator, gen, material_weights: tuple[float, ...]):
     """Instances, the placed objects' ids with their materials, and (position, radius) of each object."""
-    from .generate import plane_grid, random_rotation
+    from .generate import _pose, _surface, plane_grid, random_rotation
     from .textures import procedural_texture
 
     grid = plane_grid()
@@ -51,9 +37,9 @@ def build_tabletop(rng: np.random.Generator, gen, material_weights: tuple[float,
     rx = lambda a: np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])  # noqa: E731
     rz = lambda a: np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])  # noqa: E731
     instances = [
-        Instance(grid, _plane(np.eye(3), 8, 8, [0, -th, 0]), procedural_texture(rng), 1),  # floor
-        Instance(grid, _plane(rx(np.pi / 2), 8, 4, [0, 1.0, wall_z]), procedural_texture(rng), 2),  # back wall
-        Instance(grid, _plane(rz(-np.pi / 2), 4, 8, [-tw / 2 - rng.uniform(0.3, 1.5), 1.0, 0]),
+        Instance(grid, _surface(np.eye(3), 8, 8, np.array([0, -th, 0])), procedural_texture(rng), 1),  # floor
+        Instance(grid, _surface(rx(np.pi / 2), 8, 4, np.array([0, 1.0, wall_z])), procedural_texture(rng), 2),  # back wall
+        Instance(grid, _surface(rz(-np.pi / 2), 4, 8, np.array([-tw / 2 - rng.uniform(0.3, 1.5), 1.0, 0])),
                  procedural_texture(rng), 3),  # side wall, normal +x
         Instance(box(tw, 0.04, td), _pose(np.eye(3), 1.0, np.array([0, -0.02, 0])), gen._texture(rng), 4),
     ]
