@@ -22,6 +22,7 @@ from .recenter import VirtualCamera, recenter_camera
 
 log = logging.getLogger("bgprompt.estimator")
 SCALES = ("relative", "metric", "align-to-sensor")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")  # auto: see runtime.resolve_backend
 
 
 class InputError(ValueError):
@@ -37,7 +38,7 @@ PROMPT_HELP = ("prompt checkpoint path, or a prompt shipped with the model: 'def
 class EstimatorConfig:
     model: str = "mini"
     prompt: str = "default"  # "default"/"1bg", "pnet": shipped with the model; "none": white background; or a path
-    backend: str = "torch"  # torch | onnxruntime | tensorrt
+    backend: str = "torch"  # auto | torch | onnxruntime | tensorrt
     onnx: str | None = None  # exported graph for onnxruntime / tensorrt (default: exported into cache_dir)
     cache_dir: str = "~/.cache/bgprompt"
     device: str = "auto"
@@ -56,7 +57,7 @@ class EstimatorConfig:
     local_only: bool = True
 
     def __post_init__(self) -> None:
-        checks = [("backend", ("torch", "onnxruntime", "tensorrt")), ("scale", SCALES),
+        checks = [("backend", BACKENDS), ("scale", SCALES),
                   ("align", ("scale", "scale-shift")), ("precision", ("fp32", "fp16")),
                   ("segmentation", ("none", "rembg")), ("fusion", FUSIONS)]
         for name, allowed in checks:

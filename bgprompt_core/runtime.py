@@ -76,8 +76,27 @@ def onnx_for(model: PromptedDepth, cfg, size: int) -> Path:
     return path
 
 
+def resolve_backend(name: str, cuda: bool | None = None, installed=None) -> str:
+    """``auto`` -> tensorrt where a CUDA GPU and the tensorrt package exist, else onnxruntime when installed, else
+    torch; any other name is returned as is. Decided without importing any of them."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    installed = installed or (lambda pkg: importlib.util.find_spec(pkg) is not None)
+    cuda = _cuda() if cuda is None else cuda
+    if cuda and installed("tensorrt"):
+        return "tensorrt"
+    return "onnxruntime" if installed("onnxruntime") else "torch"
+
+
 def build_runtime(cfg):
     """(backend, spec, model) for an EstimatorConfig."""
+    import dataclasses
+
+    if cfg.backend == "auto":
+        cfg = dataclasses.replace(cfg, backend=resolve_backend("auto"))
+        log.info("backend auto -> %s", cfg.backend)
     model = build_model(cfg)
     spec = model.net.spec
     size = spec.input_size[0]

@@ -10,7 +10,12 @@ before processing are counted as drops. Every output carries the input image's h
 """
 from __future__ import annotations
 
-import math
+import os
+
+# No progress bars in a node's log (transformers draws one per model load); set before transformers is imported.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import math  # noqa: E402
 import threading
 import time
 import traceback

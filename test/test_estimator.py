@@ -403,3 +403,21 @@ def test_composite_preview_shows_what_the_network_saw_when_re_centred(tiny_model
         assert (comp[:, tile * n:(tile + 1) * n][m[tile, 0] < 1e-3] == 255).all()  # white background ("none")
     with pytest.raises(InputError, match="intrinsics"):
         est.composite_preview(img, labels)
+
+
+def test_backend_auto_picks_tensorrt_with_a_gpu_else_onnxruntime_else_torch(tiny_model_dir, tmp_path):
+    from bgprompt_core.runtime import resolve_backend
+
+    everything = lambda pkg: True  # noqa: E731
+    assert resolve_backend("auto", cuda=True, installed=everything) == "tensorrt"
+    assert resolve_backend("auto", cuda=False, installed=everything) == "onnxruntime"
+    assert resolve_backend("auto", cuda=True, installed=lambda pkg: pkg == "onnxruntime") == "onnxruntime"
+    assert resolve_backend("auto", cuda=False, installed=lambda pkg: False) == "torch"
+    assert resolve_backend("torch", cuda=True, installed=everything) == "torch"
+    # here (no GPU, onnxruntime installed): auto runs onnxruntime (its parity with torch: the test above)
+    img, labels = _frame()
+    auto = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none", backend="auto",
+                                                cache_dir=str(tmp_path)))
+    assert type(auto.backend).__name__ == "OnnxRuntimeBackend" and list(tmp_path.glob("*.onnx"))
+    res = auto.estimate(img, K, labels)
+    assert res.valid[labels > 0].mean() > 0.8 and np.isfinite(res.depth[res.valid]).all()  # rims: letterbox blur

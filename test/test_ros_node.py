@@ -219,6 +219,7 @@ def test_outputs_carry_the_input_header_and_match_the_estimator(node_proc, tiny_
     expect = np.stack([(u - Km[0, 2]) / Km[0, 0] * z, (v - Km[1, 2]) / Km[1, 1] * z, z], 1)
     assert np.allclose(pts[v, u], expect, atol=1e-6)
     assert np.isnan(pts[~np.isfinite(depth)]).all()
+    assert "Loading weights" not in (c.tmp / "node.out").read_text()  # no progress bars in a node's log
 
 
 def test_encodings_and_padded_steps_give_the_same_depth(node_proc):
