@@ -5,8 +5,9 @@ that is whole in the frame, each method's object cloud is scored against the gro
 (``bgprompt_core.cloud_metrics``). Methods:
 
 - ``raw sensor``: the sensor's valid readings on the object's mask (what a robot uses today);
-- ``inpaint telea`` / ``inpaint ns``: the sensor's holes on the mask filled by ``cv2.inpaint`` (float
-  metres, the holes given as their own uint8 mask, radius 5 px): the cheap baseline of grasping code;
+- ``inpaint telea`` / ``inpaint ns``: every hole of the sensor's depth image filled by ``cv2.inpaint`` (float
+  metres, the holes given as their own uint8 mask, radius 5 px), then cropped by the object's mask: the cheap
+  baseline of grasping code;
 - ``<prompt> + fusion``: ``ObjectDepthEstimator`` with ``scale: align-to-sensor``, ``fusion: fill`` (see
   bgprompt_core.fusion), one row per prompt (``none`` is the white background);
 - ``oracle (<prompt>)``: that prompt's relative prediction with scale and shift fitted to the GROUND TRUTH
@@ -121,7 +122,7 @@ def evaluate_grasp(data: str | Path, cfg: GraspEvalConfig, progress: bool = True
                 extra[name] = {"scale_from": rep.scale_from if rep else "none",
                                "see_through": rep.see_through if rep else np.nan,
                                "consistent_kept": float(kept[consistent].mean()) if consistent.any() else np.nan}
-            sel = (rel.instance == oid) & np.isfinite(rel.depth)
+            sel = (rel.instance == oid) & np.isfinite(rel.depth) & (gt > 0)
             if sel.sum() >= 3:
                 A = np.stack([rel.depth[sel], np.ones(sel.sum())], 1).astype(np.float64)
                 (a, b), *_ = np.linalg.lstsq(A, gt[sel].astype(np.float64), rcond=None)
