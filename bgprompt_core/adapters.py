@@ -102,6 +102,9 @@ class DepthNet(nn.Module):
         self.model = model
         self.spec = spec
         self.frozen = frozen
+        if spec.family == "zoedepth" and hasattr(model, "set_attn_implementation"):
+            # the dynamo ONNX exporter needs eager attention for ZoeDepth (shared/notes/models-and-runtimes-here.md)
+            model.set_attn_implementation("eager")
         if frozen:
             self.freeze()
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 
+
 from .composite import composite
 from .depth_transform import output_to_depth
 from .model import PromptedDepth
 from .prompts import FourierPrompt, PixelPrompt, PromptNet
+
+log = logging.getLogger("bgprompt.export")
 
 INPUTS, OUTPUT = ("image", "mask"), "depth"
 
@@ -67,9 +71,16 @@ def export_onnx(model: PromptedDepth, path: str | Path, size: int, max_batch: in
     graph = DeployGraph(model, size, half).eval()
     example = (torch.rand(2, 3, size, size), torch.ones(2, 1, size, size))
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    program = torch.onnx.export(graph, example, dynamo=True, input_names=list(INPUTS), output_names=[OUTPUT],
-                                dynamic_shapes={"image": {0: batch}, "mask": {0: batch}}, opset_version=opset,
-                                verbose=False)
+    kwargs = dict(dynamo=True, input_names=list(INPUTS), output_names=[OUTPUT], opset_version=opset, verbose=False,
+                  dynamic_shapes={"image": {0: batch}, "mask": {0: batch}})
+    try:
+        program = torch.onnx.export(graph, example, **kwargs)
+    except Exception as exc:  # onnxscript's graph optimizer fails on some graphs (ZoeDepth: SplitToSequence)
+        if "PassError" not in type(exc).__name__:
+            raise
+        log.warning("ONNX graph optimization failed (%s); exporting the unoptimized graph (runtimes optimize "
+                    "it when they load it)", type(exc).__name__)
+        program = torch.onnx.export(graph, example, optimize=False, **kwargs)
     program.save(str(path))
     proto = onnx.load(str(path))
     meta = graph_metadata(model, size, {"max_batch": max_batch, "precision": "fp16" if half else "fp32",

@@ -95,3 +95,46 @@ def test_prompted_depth_on_cuda_matches_cpu():
     cpu = model(image, mask)["depth"]
     gpu = model.cuda()(image.cuda(), mask.cuda())["depth"].cpu()
     assert torch.allclose(cpu, gpu, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_trains_a_prompt_exports_it_and_onnxruntime_agrees(family, tmp_path):
+    """The deployment path for each architecture of the registry: 2 steps of prompt training through the frozen
+    network (si-RMSE, Eq. 3), ONNX export with the prompt, and onnxruntime equal to torch."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from bgprompt_core.export import export_onnx
+    from bgprompt_core.metrics import si_rmse
+
+    torch.manual_seed(0)
+    cfg, spec, _ = small_config(family)
+    net = build_depth_net(cfg, spec)
+    size = spec.input_size[0]
+    if spec.output_kind == "relative_disparity":  # condition a random disparity head for Eq. 2 (see test_estimator)
+        last = [m for m in net.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        with torch.no_grad():
+            last.weight.mul_(1e4)
+            last.bias.fill_(1.0)
+    prompt = FourierPrompt(FourierPromptConfig(height=size, width=size))
+    model = PromptedDepth(net, prompt)
+    opt = torch.optim.Adam(prompt.parameters(), lr=0.05)
+    image, mask = torch.rand(2, 3, size, size), torch.zeros(2, 1, size, size)
+    mask[..., size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
+    gt = 1.0 + torch.rand(2, size, size)
+    before = prompt.spectrum.detach().clone()
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    for _ in range(2):
+        opt.zero_grad()
+        loss = si_rmse(model(image, mask)["depth"], gt, mask[:, 0]).mean()
+        loss.backward()
+        opt.step()
+    assert not torch.equal(prompt.spectrum, before)  # the prompt learned
+    assert all(torch.equal(v, weights[k]) for k, v in net.state_dict().items())  # the network did not
+    path = export_onnx(model.eval(), tmp_path / f"{family}.onnx", size, max_batch=2)
+    with torch.no_grad():
+        ref = model(image, mask)["depth"].numpy()
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["depth"], {"image": image.numpy(), "mask": mask.numpy()})[0]
+    assert out.shape == ref.shape and np.isfinite(out).all()
+    assert np.allclose(out, ref, rtol=2e-3, atol=1e-4), float(np.abs(out - ref).max())
