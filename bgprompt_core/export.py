@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
 from .composite import composite
 from .depth_transform import output_to_depth
 from .model import PromptedDepth
