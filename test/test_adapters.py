@@ -1,4 +1,5 @@
-"""Depth-network adapters: four transformers families built tiny from config, frozen, prompt-only gradients."""
+"""Depth-network adapters: the six transformers families built tiny from config, frozen, prompt-only gradients,
+and each through prompt training, ONNX export and onnxruntime."""
 import json
 
 import pytest
