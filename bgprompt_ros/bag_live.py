@@ -170,6 +170,7 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
     is called; messages that arrive before that are recorded all the same.
     """
     import rclpy
+    from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rosbags.rosbag2 import Writer
 
@@ -225,7 +226,7 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
                 if idle_timeout is not None and any(per_topic.values()) and time.monotonic() - last >= idle_timeout:
                     reason = f"nothing arrived for {idle_timeout:g} s"
                     break
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):  # SIGINT: rclpy's handler shuts the context down
         pass
     finally:
         node.destroy_node()
