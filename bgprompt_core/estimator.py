@@ -89,6 +89,8 @@ class ObjectDepthResult:
 
     def limit_depth(self, max_depth: float) -> "ObjectDepthResult":
         """Drop every point farther than ``max_depth`` (in place; returns self)."""
+        if math.isinf(max_depth):
+            return self
         far = self.depth > max_depth  # NaN > x is False
         if far.any():
             self.depth[far] = np.nan
@@ -284,8 +286,7 @@ class ObjectDepthEstimator:
                     warnings.append(f"object {obj.id}: {100 * report.see_through:.0f}% of its pixels read depth at or "
                                     f"behind the support plane (seen through it); scale from {report.scale_from}")
                 ok = d > 0
-                source[roi][ok & (d <= self.cfg.max_depth)] = src[ok & (d <= self.cfg.max_depth)]
-            ok &= d <= self.cfg.max_depth
+                source[roi][ok] = src[ok]
             depth[roi][ok] = d[ok]
             instance[roi][ok] = obj.id
             valid[roi] |= ok
@@ -293,8 +294,9 @@ class ObjectDepthEstimator:
         units = "metres" if self.cfg.scale in ("metric", "align-to-sensor") else "relative"
         timing = {"preprocess": 1e3 * (t1 - t0), "network": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2),
                   "total": 1e3 * (t3 - t0)}
-        return ObjectDepthResult(depth, valid, instance, [o.id for o in objects], K, units, fusion, source, timing,
-                                 warnings)
+        result = ObjectDepthResult(depth, valid, instance, [o.id for o in objects], K, units, fusion, source, timing,
+                                   warnings)
+        return result.limit_depth(self.cfg.max_depth)
 
     def network_inputs(self, image: np.ndarray, K: np.ndarray, objects: list[MaskObject]
                        ) -> tuple[np.ndarray, np.ndarray, list]:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from .alignment import fit_to_sensor
-from .sensor_model import depth_edges
+from .sensor_model import PRESETS, depth_edges
 
 SOURCE_NONE, SOURCE_SENSOR, SOURCE_PREDICTED = 0, 1, 2  # per-pixel origin of a fused depth
 FUSIONS = ("none", "fill")
@@ -48,7 +48,7 @@ class FusionConfig:
     consistency: float = 0.010  # m: |sensor - aligned prediction| above this is rejected (and filled)
     contact_quantile: float = 0.1  # of the silhouette's z_plane / pred ratios (its rim rests on the plane)
     residual_sigma: float = 6.0  # px: spread of the residual correction into filled pixels
-    noise_coeff: float = 0.0036  # sensor sigma = noise_coeff * z^2 (d435-like)
+    noise_coeff: float = PRESETS["d435-like"].sigma(1.0)  # sensor sigma = noise_coeff * z^2 (the d435-like preset)
     edge_jump: float = 0.03  # relative depth step that makes a sensor pixel a depth edge (flying-pixel risk)
 
     def __post_init__(self) -> None:

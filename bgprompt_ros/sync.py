@@ -46,7 +46,6 @@ class Synchronizer:
             raise ValueError("need distinct topics, queue_size >= 1, and slop, age_penalty, min_period >= 0")
         self.topics, self.mode = list(topics), mode
         self.slop_ns = int(round(slop * 1e9))
-        self.queue_size = queue_size
         self.stats = SyncStats(dropped={t: 0 for t in topics})
         self._policy = ExactTime(len(topics), queue_size) if mode == "exact" else \
             ApproximateTime(len(topics), queue_size, self.slop_ns, age_penalty, int(round(min_period * 1e9)))

@@ -421,3 +421,14 @@ def test_backend_auto_picks_tensorrt_with_a_gpu_else_onnxruntime_else_torch(tiny
     assert type(auto.backend).__name__ == "OnnxRuntimeBackend" and list(tmp_path.glob("*.onnx"))
     res = auto.estimate(img, K, labels)
     assert res.valid[labels > 0].mean() > 0.8 and np.isfinite(res.depth[res.valid]).all()  # rims: letterbox blur
+
+
+def test_max_depth_drops_far_points_from_depth_instance_and_points():
+    img, labels = _frame()
+    full = _est(ColumnBackend()).estimate(img, K, labels)
+    cut = float(np.nanmedian(full.depth))
+    res = _est(ColumnBackend(), max_depth=cut).estimate(img, K, labels)
+    far = full.depth > cut
+    assert far.any() and np.isnan(res.depth[far]).all() and (res.instance[far] == 0).all() and not res.valid[far].any()
+    keep = full.valid & ~far
+    assert np.array_equal(res.depth[keep], full.depth[keep]) and np.isnan(res.points[far]).all()

@@ -166,7 +166,7 @@ def grasp_step(out: Path, frames: int = 8) -> list[str]:
     """Object clouds in metres from a simulated RGB-D sensor on a few held-out tabletop frames (eval-grasp)."""
     from bgprompt_core.runtime import SHIPPED_PROMPTS
 
-    from .grasp_eval import GraspEvalConfig, evaluate_grasp, write_report
+    from .grasp_eval import GraspEvalConfig, evaluate_grasp, goal_lines, markdown, write_report
     from .render.generate import RenderConfig
     from .render.store import render_dataset
 
@@ -176,12 +176,11 @@ def grasp_step(out: Path, frames: int = 8) -> list[str]:
                        data, frames, progress=False)
     prompts = ("none", "default") + (("tabletop",) if SHIPPED_PROMPTS["mini"]["tabletop"].is_file() else ())
     result = evaluate_grasp(data, GraspEvalConfig(prompts=prompts, min_pixels=100), progress=False, keep_clouds=1)
-    path = write_report(result, out / "grasp", prompts)
-    text = path.read_text()
-    body = text[text.index("| material"):text.index("## Figures")]
+    write_report(result, out / "grasp", prompts)
     return [f"{result['frames']} held-out tabletop frames (seed 901), a d435-like simulated sensor; per material, "
             f"medians over whole objects (full report with figures: grasp/summary.md; `make grasp` for the "
-            f"150-frame evaluation in docs/grasp/).", "", body.strip()]
+            f"150-frame evaluation in docs/grasp/).", "", markdown(result["summary"]), "",
+            *goal_lines(result["summary"], prompts)]
 
 
 def run_demo(out: Path, count: int = 48) -> int:
