@@ -14,9 +14,10 @@ from __future__ import annotations
 import array
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
-from bgprompt_core.estimator import backproject_np, camera_rays
+from bgprompt_core.geometry import camera_rays
 
 ENCODINGS = {  # encoding -> (dtype, channels)
     "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
@@ -199,6 +200,10 @@ def depth_image_data(depth: np.ndarray) -> tuple[str, int, array.array]:
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """uint8 (..., 3) -> float32 whose bits are 0x00RRGGBB, as PCL / depth_image_proc pack them."""
+    if rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8:  # one OpenCV pass: bytes B G R 0
+        bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
+        bgra[..., 3] = 0
+        return bgra.view(np.float32)[..., 0]
     rgb = rgb.astype(np.uint32)
     return ((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]).view(np.float32)
 
@@ -222,32 +227,51 @@ def cloud_data(depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, 
                label: np.ndarray | None = None, source: np.ndarray | None = None) -> tuple[int, int, bool, int, array.array]:
     """(height, width, is_dense, point_step, data) of a PointCloud2 of the back-projected depth.
 
-    Points are written straight into the message buffer (``x = (u - cx) / fx * z`` ...; NaN depth gives
-    NaN points, as depth_image_proc). Organized: H x W, is_dense False. Dense: 1 x N valid points only,
-    is_dense True. ``rgb`` (H, W, 3) uint8 adds the packed rgb field; ``label`` (H, W) object ids with
-    ``source`` (H, W) uint8 (or None: unknown) add the label and source fields (see ``cloud_fields``).
+    ``x = (u - cx - skew * y / z) / fx * z``, ``y = (v - cy) / fy * z``; NaN depth gives NaN points, as
+    depth_image_proc. Organized: H x W, is_dense False. Dense: 1 x N valid points only, is_dense True.
+    ``rgb`` (H, W, 3) uint8 adds the packed rgb field; ``label`` (H, W) object ids with ``source`` (H, W) uint8
+    (or None: unknown) add the label and source fields (see ``cloud_fields``).
+
+    Each field is computed as one contiguous plane, then ``cv2.merge`` interleaves all of them into the
+    message buffer in a single pass (one write of the 9.8 MB of a 640x480 cloud instead of one strided pass
+    per field): about 2x a memcpy of the same bytes (make bench). numpy has no interleaving primitive.
     """
     fields, step = cloud_fields(rgb is not None, label is not None)
-    offsets = {name: off for name, off, _, _ in fields}
     h, w = depth.shape
+    K = np.asarray(K, np.float64)
+    z = np.ascontiguousarray(depth, np.float32)
     if organized:
-        sel, n = (slice(None), slice(None)), h * w
+        sel = None
+        rays = camera_rays(K, h, w)
+        xr = rays[0, :, 0][None, :] if K[0, 1] == 0 else rays[..., 0]  # no skew: x's ray depends on u only
+        x, y, shape = z * xr, z * rays[:, 0, 1][:, None], (h, w)
     else:
         sel = np.isfinite(depth)
-        n = int(np.count_nonzero(sel))
-    buf, view = byte_buffer(n * step)
-    rows = view.reshape(n, step)
-    f = rows.view(np.float32)
-    if organized:
-        backproject_np(depth, K, out=f.reshape(h, w, step // 4)[..., :3])
-    else:
-        np.multiply(camera_rays(np.asarray(K, np.float64), h, w)[sel], depth[sel][:, None], out=f[:, :3])
+        v, u = np.nonzero(sel)
+        z = z[sel]
+        yr = (v - K[1, 2]) / K[1, 1]
+        x = (((u - K[0, 2]) - K[0, 1] * yr) / K[0, 0] * z).astype(np.float32)
+        y = (yr * z).astype(np.float32)
+        shape = (1, z.size)
+    n = shape[0] * shape[1]
+    zeros = np.zeros(shape, np.float32)
+    planes = [p.reshape(shape) for p in (x, y, z)] + [zeros] * (step // 4 - 3)
+    slot = {name: off // 4 for name, off, _, _ in fields}
+
+    def pick(a: np.ndarray) -> np.ndarray:
+        return (a if sel is None else a[sel]).reshape(*shape, *a.shape[2:])
+
     if rgb is not None:
-        f[:, offsets["rgb"] // 4] = pack_rgb(rgb[sel]).reshape(-1)
+        planes[slot["rgb"]] = pack_rgb(pick(rgb))
     if label is not None:
         if label.min(initial=0) < 0 or label.max(initial=0) > 0xFFFFFFFF:
             raise ConversionError("object labels must fit uint32")
-        rows[:, offsets["label"]:offsets["label"] + 4].view(np.uint32)[:, 0] = label[sel].reshape(-1)
-        if source is not None:
-            rows[:, offsets["source"]] = source[sel].reshape(-1)
+        planes[slot["label"]] = pick(label).astype(np.uint32).view(np.float32)
+        if source is not None:  # one byte at the field's offset, the next three are padding (zero)
+            planes[slot["source"]] = pick(source).astype(np.uint32).view(np.float32)
+    buf, view = byte_buffer(n * step)
+    out = view.view(np.float32).reshape(*shape, step // 4)
+    if n:
+        if cv2.merge(planes, dst=out).ctypes.data != out.ctypes.data:  # OpenCV reallocates on a type mismatch
+            raise ConversionError("cloud planes did not merge into the message buffer")
     return (h, w, False, step, buf) if organized else (1, n, True, step, buf)
