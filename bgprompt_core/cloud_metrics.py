@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy.spatial import cKDTree
 
-from .estimator import backproject_np
-from .geometry import scale_intrinsics
+from .geometry import backproject_np, scale_intrinsics
 
 
 def _finite(p: np.ndarray) -> np.ndarray:
@@ -22,6 +20,8 @@ def nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Distance (m) from each point of ``a`` to the nearest point of ``b`` (inf when b is empty)."""
     if len(b) == 0:
         return np.full(len(a), np.inf)
+    from scipy.spatial import cKDTree  # lazy: the node imports this module for oriented boxes only
+
     return cKDTree(b).query(a, k=1)[0]
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 
 from .config import DepthTransformConfig
-
-OUTPUT_KINDS = ("relative_disparity", "relative_depth", "metric_depth")
+from .net_spec import OUTPUT_KINDS
 
 
 def _masked_extrema(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -13,7 +12,9 @@ def _masked_extrema(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.T
     if mask is None:
         return flat.amin(dim=1), flat.amax(dim=1)
     m = mask.flatten(1) > 0.5
-    if not bool(m.any(dim=1).all()):
+    # a data-dependent check cannot be exported (TensorRT / ONNX): there an empty mask gives NaN depth, which the
+    # estimator treats as invalid (it never sends one: split_mask drops objects below min_object_pixels)
+    if not torch.compiler.is_exporting() and not bool(m.any(dim=1).all()):
         raise ValueError("Eq. 2 with range='object' needs a non-empty mask in every sample")
     inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
     return torch.where(m, flat, inf).amin(dim=1), torch.where(m, flat, -inf).amax(dim=1)

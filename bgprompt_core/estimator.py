@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .fusion import FUSIONS, FusionConfig, FusionReport, fuse_object, ring_mask
-from .geometry import Letterbox, check_intrinsics, resize_roi
+from .geometry import Letterbox, backproject_np, camera_rays, check_intrinsics, resize_roi
 from .recenter import VirtualCamera, recenter_camera
 
 log = logging.getLogger("bgprompt.estimator")
@@ -336,6 +336,9 @@ class ObjectDepthEstimator:
         from .composite import composite
         from .normalization import Normalization
 
+        if self.model is None:
+            raise InputError("composite previews need the torch model (backend torch, or no exported graph given): "
+                             "this runtime runs an exported graph only")
         if self.cfg.recenter and K is None:
             raise InputError("the composite of a re-centred object needs the camera intrinsics K")
         objects = split_mask(mask, self.cfg.mask_threshold, self.cfg.min_object_pixels, self.cfg.max_objects)
@@ -375,38 +378,3 @@ class ObjectDepthEstimator:
         out = resize_roi(dv, size, roi)
         ok = out[..., 1] > 0.999  # depth and validity in one pass: no mixing with pixels outside the object
         return np.where(ok, out[..., 0], np.nan).astype(np.float32), ok
-
-
-_RAYS: dict = {}
-
-
-def camera_rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(H, W, 3) float32 rays with z = 1 for K (x = (u - cx - skew * y) / fx, y = (v - cy) / fy).
-
-    Cached (read-only): cameras rarely change between frames.
-    """
-    key = (K.tobytes(), h, w)
-    if key not in _RAYS:
-        if len(_RAYS) > 8:
-            _RAYS.clear()
-        u = (np.arange(w, dtype=np.float64) - K[0, 2]) / K[0, 0]
-        v = (np.arange(h, dtype=np.float64) - K[1, 2]) / K[1, 1]
-        rays = np.empty((h, w, 3), np.float32)
-        rays[..., 1] = v[:, None]
-        rays[..., 0] = u[None, :] - (K[0, 1] / K[0, 0]) * v[:, None]
-        rays[..., 2] = 1.0
-        rays.flags.writeable = False
-        _RAYS[key] = rays
-    return _RAYS[key]
-
-
-def backproject_np(depth: np.ndarray, K: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Organized points (H, W, 3) float32 in the camera optical frame; NaN where depth is NaN.
-
-    ``out`` may be any (H, W, 3) float32 view, e.g. the xyz fields of a PointCloud2 buffer.
-    """
-    h, w = depth.shape
-    rays = camera_rays(np.asarray(K, np.float64), h, w)
-    if out is None:
-        return np.multiply(rays, depth[..., None], dtype=np.float32)
-    return np.multiply(rays, depth[..., None], out=out)

@@ -6,17 +6,19 @@ resize by factor s maps u -> s * (u + 0.5) - 0.5. Camera optical frame: x right,
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the torch functions only: a deployed node never loads it
+    import torch
 
 
 def check_intrinsics(K: np.ndarray | torch.Tensor) -> None:
     """Raise ValueError unless K is a finite 3x3 pinhole matrix with positive focal lengths."""
-    k = np.asarray(K.detach().cpu() if isinstance(K, torch.Tensor) else K, dtype=np.float64)
+    k = np.asarray(K.detach().cpu() if hasattr(K, "detach") else K, dtype=np.float64)
     if k.shape[-2:] != (3, 3):
         raise ValueError(f"intrinsics must be 3x3, got shape {k.shape}")
     if not np.isfinite(k).all():
@@ -98,7 +100,44 @@ class Letterbox:
         return shift_intrinsics(scale_intrinsics(K, rw / self.in_w, rh / self.in_h), left, top)
 
 
-def pixel_grid(h: int, w: int, dtype=torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+_RAYS: dict = {}
+
+
+def camera_rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(H, W, 3) float32 rays with z = 1 for K (x = (u - cx - skew * y) / fx, y = (v - cy) / fy).
+
+    Cached (read-only): cameras rarely change between frames.
+    """
+    key = (K.tobytes(), h, w)
+    if key not in _RAYS:
+        if len(_RAYS) > 8:
+            _RAYS.clear()
+        u = (np.arange(w, dtype=np.float64) - K[0, 2]) / K[0, 0]
+        v = (np.arange(h, dtype=np.float64) - K[1, 2]) / K[1, 1]
+        rays = np.empty((h, w, 3), np.float32)
+        rays[..., 1] = v[:, None]
+        rays[..., 0] = u[None, :] - (K[0, 1] / K[0, 0]) * v[:, None]
+        rays[..., 2] = 1.0
+        rays.flags.writeable = False
+        _RAYS[key] = rays
+    return _RAYS[key]
+
+
+def backproject_np(depth: np.ndarray, K: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Organized points (H, W, 3) float32 in the camera optical frame; NaN where depth is NaN.
+
+    ``out`` may be any (H, W, 3) float32 view, e.g. the xyz fields of a PointCloud2 buffer.
+    """
+    h, w = depth.shape
+    rays = camera_rays(np.asarray(K, np.float64), h, w)
+    if out is None:
+        return np.multiply(rays, depth[..., None], dtype=np.float32)
+    return np.multiply(rays, depth[..., None], out=out)
+
+
+def pixel_grid(h: int, w: int, dtype=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     v, u = torch.meshgrid(torch.arange(h, dtype=dtype, device=device),
                           torch.arange(w, dtype=dtype, device=device), indexing="ij")
     return u, v
@@ -106,6 +145,8 @@ def pixel_grid(h: int, w: int, dtype=torch.float32, device=None) -> tuple[torch.
 
 def backproject(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Camera-frame points (N, H, W, 3) from z-depth (N, H, W) and K (3, 3) or (N, 3, 3)."""
+    import torch
+
     n, h, w = depth.shape
     K = K.to(depth).expand(n, 3, 3) if K.dim() == 2 else K.to(depth)
     u, v = pixel_grid(h, w, depth.dtype, depth.device)
@@ -126,6 +167,8 @@ def normals_from_depth(depth: torch.Tensor, K: torch.Tensor, valid: torch.Tensor
     valid, so the first row and column are never defined. Hand-written (kornia's version uses
     different neighbours) so that training losses match the paper's Eq. 4 exactly.
     """
+    import torch
+
     p = backproject(depth, K)
     d_left = torch.zeros_like(p)
     d_top = torch.zeros_like(p)

@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-HALF = (0.5, 0.5, 0.5)
+from .net_spec import HALF, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

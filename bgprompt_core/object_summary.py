@@ -4,10 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from .cloud_metrics import oriented_box
-from .estimator import backproject_np
+from .geometry import backproject_np
 from .fusion import SOURCE_SENSOR
 
 
@@ -27,6 +26,8 @@ class ObjectSummary:
 def summarize_objects(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, ids: list[int],
                       source: np.ndarray | None = None, min_points: int = 10) -> list[ObjectSummary]:
     """A summary per object id with at least ``min_points`` valid points, computed on its bounding box only."""
+    from scipy.spatial.transform import Rotation  # lazy: scipy costs a deployed node ~20 MiB until markers are asked for
+
     out = []
     for oid in ids:
         sel = instance == oid

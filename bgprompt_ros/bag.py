@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bgprompt_core.estimator import InputError, ObjectDepthEstimator, backproject_np
+from bgprompt_core.estimator import InputError, ObjectDepthEstimator
+from bgprompt_core.geometry import backproject_np
 from bgprompt_core.evaluation import sample_metrics
 from bgprompt_core.sensor_model import to_millimetres
 

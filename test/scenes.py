@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bgprompt_core.estimator import camera_rays
+from bgprompt_core.geometry import camera_rays
 
 
 def box_on_table(K: np.ndarray, h: int, w: int, half=(0.05, 0.06, 0.04), height: float = 0.45, back: float = 0.45):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from bgprompt_core import fusion as fu
-from bgprompt_core.estimator import camera_rays
+from bgprompt_core.geometry import camera_rays
 from scenes import box_on_table
 
 H, W, F = 120, 160, 150.0

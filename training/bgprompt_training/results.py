@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bgprompt_core.adapters import PACKAGE_MODELS
+from bgprompt_core.net_spec import PACKAGE_MODELS
 from bgprompt_core.runtime import PACKAGE_PROMPTS
 
 from .eval import evaluate, markdown_table, scene_drift

@@ -83,7 +83,7 @@ def robot_view(rng: np.random.Generator, target: np.ndarray, size: int) -> View:
 def shade_materials(rgb: np.ndarray, behind_rgb: np.ndarray, depth: np.ndarray, normals: np.ndarray,
                     material: np.ndarray, view: View, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Colour image (float [0, 1]) with each material's look, and the specular highlight map in [0, 1]."""
-    from bgprompt_core.estimator import camera_rays
+    from bgprompt_core.geometry import camera_rays
 
     rays = camera_rays(view.K, *depth.shape).astype(np.float64)
     v = -rays / np.linalg.norm(rays, axis=-1, keepdims=True)  # towards the camera
