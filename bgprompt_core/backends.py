@@ -1,61 +1,21 @@
-"""Inference backends behind one interface: ``run(image, mask) -> depth`` on batches (numpy float32).
+"""The onnxruntime backend: ``run(image, mask) -> depth`` on batches (numpy float32), no torch.
 
-- ``torch``: the PromptedDepth module (CPU or CUDA, fp16 autocast on GPU);
-- ``onnxruntime``: an exported DeployGraph, providers TensorRT > CUDA > CPU as available;
-- ``tensorrt``: a native engine (tensorrt_backend.py), built from the same ONNX and cached.
+Every backend has this one method: image (N, 3, S, S) float32 in [0, 1], mask (N, 1, S, S) float32 ->
+depth (N, S, S) float32. The others: ``torch_backend.TorchBackend`` (the PromptedDepth module) and
+``tensorrt_backend.TensorRTBackend`` (a native engine built from the same exported graph). The exported graph
+carries the prompt, the network's normalization and Eq. 2, so this module and its callers need only numpy.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-import torch
 
-from .model import PromptedDepth
+from .onnx_graph import INPUTS, METADATA_KEY, OUTPUT, GraphError, parse_metadata
 
 log = logging.getLogger("bgprompt.backend")
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-class Backend(Protocol):
-    name: str
-
-    def run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """image (N, 3, S, S) float32 in [0, 1], mask (N, 1, S, S) float32 -> depth (N, S, S) float32."""
-
-
-class TorchBackend:
-    name = "torch"
-
-    def __init__(self, model: PromptedDepth, device: str = "auto", precision: str = "fp32"):
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
-        self.model = model.to(self.device).eval()
-        self.background = None
-        from .prompts import FourierPrompt, PixelPrompt
-
-        if isinstance(model.prompt, (FourierPrompt, PixelPrompt)):  # input-independent: compute it once
-            with torch.no_grad():
-                self.background = model.prompt.image().to(self.device)
-        self.fp16 = precision == "fp16" and self.device.type == "cuda"
-        if precision == "fp16" and not self.fp16:
-            log.warning("fp16 requested on %s: running fp32 (fp16 is a GPU precision)", self.device)
-
-    @torch.no_grad()
-    def run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        img = torch.from_numpy(image).to(self.device)
-        m = torch.from_numpy(mask).to(self.device)
-        bg = None
-        if self.background is not None:
-            bg = self.background
-            if bg.shape[-2:] != img.shape[-2:]:
-                bg = torch.nn.functional.interpolate(bg, size=img.shape[-2:], mode="bilinear", align_corners=False)
-            bg = bg.expand(img.shape[0], -1, -1, -1)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.fp16):
-            depth = self.model(img, m, background=bg)["depth"]
-        return depth.float().cpu().numpy()
 
 
 class OnnxRuntimeBackend:
@@ -72,7 +32,18 @@ class OnnxRuntimeBackend:
         self.session = ort.InferenceSession(str(path), providers=chosen)
         self.providers = self.session.get_providers()
         log.info("onnxruntime providers: %s", self.providers)
+        names = {i.name for i in self.session.get_inputs()}, {o.name for o in self.session.get_outputs()}
+        if names != (set(INPUTS), {OUTPUT}):
+            raise GraphError(f"{path}: inputs {sorted(names[0])} / outputs {sorted(names[1])}; a bgprompt graph has "
+                             f"inputs {list(INPUTS)} and output {OUTPUT!r} (export it with `bgprompt export`)")
+        self._metadata = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        self.path = path
+
+    @property
+    def metadata(self) -> dict:
+        """The graph's bgprompt metadata (network spec, prompt, precision...), read by onnxruntime itself."""
+        return parse_metadata(self._metadata, self.path)
 
     def run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self.session.run(["depth"], {"image": np.ascontiguousarray(image, np.float32),
-                                            "mask": np.ascontiguousarray(mask, np.float32)})[0]
+        return self.session.run([OUTPUT], {INPUTS[0]: np.ascontiguousarray(image, np.float32),
+                                           INPUTS[1]: np.ascontiguousarray(mask, np.float32)})[0]

@@ -1,4 +1,4 @@
-"""The deployable graph (Eq. 1 + frozen network + Eq. 2) and its ONNX export.
+"""The deployable graph (Eq. 1 + frozen network + Eq. 2) and its ONNX export (contract: onnx_graph.py).
 
 ``DeployGraph``: ``image`` (N, 3, S, S) in [0, 1] and ``mask`` (N, 1, S, S) -> ``depth`` (N, S, S). The
 1-BG prompt is baked in as a constant image (``sigmoid(B)`` precomputed: exact), PNet runs with matrix
@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .composite import composite
 from .depth_transform import output_to_depth
 from .model import PromptedDepth
+from .onnx_graph import DEFAULT_OPSET, INPUTS, METADATA_KEY, OUTPUT, GraphError, read_onnx_metadata  # noqa: F401
 from .prompts import FourierPrompt, PixelPrompt, PromptNet
 
 log = logging.getLogger("bgprompt.export")
-
-INPUTS, OUTPUT = ("image", "mask"), "depth"
 
 
 class DeployGraph(nn.Module):
@@ -60,16 +60,12 @@ def graph_metadata(model: PromptedDepth, size: int, extra: dict | None = None) -
             "prompt": prompt.cfg.to_dict() if prompt is not None else None, **(extra or {})}
 
 
-def export_onnx(model: PromptedDepth, path: str | Path, size: int, max_batch: int = 8, half: bool = False,
-                opset: int = 18, extra_meta: dict | None = None) -> Path:
-    """Export with the dynamo exporter, a dynamic batch dimension, and bgprompt metadata in the model."""
-    import onnx
+def _opset(proto) -> int:
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    graph = DeployGraph(model, size, half).eval()
-    example = (torch.rand(2, 3, size, size), torch.ones(2, 1, size, size))
-    batch = torch.export.Dim("batch", min=1, max=max_batch)
+
+def _dynamo_export(graph: nn.Module, example: tuple, path: str, opset: int, max_batch: int) -> None:
+    batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
     kwargs = dict(dynamo=True, input_names=list(INPUTS), output_names=[OUTPUT], opset_version=opset, verbose=False,
                   dynamic_shapes={"image": {0: batch}, "mask": {0: batch}})
     try:
@@ -80,22 +76,40 @@ def export_onnx(model: PromptedDepth, path: str | Path, size: int, max_batch: in
         log.warning("ONNX graph optimization failed (%s); exporting the unoptimized graph (runtimes optimize "
                     "it when they load it)", type(exc).__name__)
         program = torch.onnx.export(graph, example, optimize=False, **kwargs)
-    program.save(str(path))
-    proto = onnx.load(str(path))
-    meta = graph_metadata(model, size, {"max_batch": max_batch, "precision": "fp16" if half else "fp32",
-                                        **(extra_meta or {})})
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "bgprompt", json.dumps(meta, sort_keys=True)
-    onnx.save(proto, str(path))
-    return path
+    program.save(path)
 
 
-def read_onnx_metadata(path: str | Path) -> dict:
+def export_onnx(model: PromptedDepth, path: str | Path, size: int, max_batch: int = 16, half: bool = False,
+                opset: int = DEFAULT_OPSET, extra_meta: dict | None = None) -> Path:
+    """Export with a dynamic batch dimension (1..max_batch) and bgprompt metadata, at exactly ``opset``.
+
+    The dynamo exporter writes opset 18 and down-converts; where that conversion fails (e.g. DPT-hybrid's Pad
+    has no 18 -> 17 adapter) it keeps 18, which TensorRT 8.6 would read wrongly, so the TorchScript exporter
+    (which writes opset 17 natively) is used instead. A graph at any other opset than asked raises GraphError.
+    The file appears atomically: a killed export never leaves a truncated graph that a later start would reuse.
+    """
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    for p in proto.metadata_props:
-        if p.key == "bgprompt":
-            return json.loads(p.value)
-    raise ValueError(f"{path}: ONNX model without bgprompt metadata (export it with `bgprompt export`)")
+    graph = DeployGraph(model, size, half).eval()
+    example = (torch.rand(2, 3, size, size), torch.ones(2, 1, size, size))
+    meta = graph_metadata(model, size, {"max_batch": max_batch, "precision": "fp16" if half else "fp32",
+                                        "opset": opset, **(extra_meta or {})})
+
+    def write(tmp: str) -> None:
+        _dynamo_export(graph, example, tmp, opset, max_batch)
+        if _opset(onnx.load(tmp, load_external_data=False)) != opset:
+            log.warning("the dynamo exporter could not convert the graph to opset %d; using the TorchScript "
+                        "exporter", opset)
+            torch.onnx.export(graph, example, tmp, dynamo=False, opset_version=opset, input_names=list(INPUTS),
+                              output_names=[OUTPUT], dynamic_axes={n: {0: "batch"} for n in (*INPUTS, OUTPUT)})
+        proto = onnx.load(tmp)
+        got = _opset(proto)
+        if got != opset:
+            raise GraphError(f"the exporter could not write opset {opset} (it wrote {got}); TensorRT 8.6 needs "
+                             f"<= 17, 10.x reads up to 20: pass a supported --opset")
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=True)
+        onnx.save(proto, tmp)
+
+    return atomic_write(Path(path), write)

@@ -1,15 +1,25 @@
-"""Build the inference runtime an EstimatorConfig describes: network, prompt and backend."""
+"""Build the inference runtime an EstimatorConfig describes: network, prompt and backend.
+
+Two routes:
+- backend ``torch``, or no exported graph given: the network and prompt are loaded with torch (and, for
+  onnxruntime / tensorrt, exported once into the cache);
+- backend ``onnxruntime`` or ``tensorrt`` with ``onnx`` set to an exported graph: the graph carries the prompt,
+  phi and Eq. 2, its metadata the network spec, so neither torch nor transformers is imported (a robot's node).
+"""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .adapters import DepthNetSpec, ModelLoadError, load_depth_net
-from .backends import OnnxRuntimeBackend, TorchBackend
-from .checkpoint import load_prompt
-from .model import PromptedDepth
+from .net_spec import DepthNetSpec, ModelLoadError
+
+if TYPE_CHECKING:
+    from .model import PromptedDepth
 
 log = logging.getLogger("bgprompt.runtime")
 PACKAGE_PROMPTS = Path(__file__).resolve().parent / "prompts"
@@ -20,12 +30,15 @@ SHIPPED_PROMPTS = {"mini": {"1bg": PACKAGE_PROMPTS / "mini-1bg.safetensors",
                             "tabletop": PACKAGE_PROMPTS / "mini-tabletop-1bg.safetensors"}}
 
 
+SHIPPED_NAMES = ("default", "1bg", "pnet", "tabletop")
+
+
 def resolve_prompt_path(prompt: str, spec: DepthNetSpec) -> Path | None:
     """'none' -> None; 'default' / '1bg' / 'pnet' / 'tabletop' -> the prompt shipped with ``spec``'s model;
     else a path."""
     if prompt == "none":
         return None
-    if prompt in ("default", "1bg", "pnet", "tabletop"):
+    if prompt in SHIPPED_NAMES:
         kind = "1bg" if prompt == "default" else prompt
         path = SHIPPED_PROMPTS.get(spec.name, {}).get(kind)
         if path is None:
@@ -38,6 +51,10 @@ def resolve_prompt_path(prompt: str, spec: DepthNetSpec) -> Path | None:
 
 
 def build_model(cfg) -> PromptedDepth:
+    from .adapters import load_depth_net
+    from .checkpoint import load_prompt
+    from .model import PromptedDepth
+
     device = "cpu" if cfg.backend != "torch" else ("cuda" if cfg.device == "auto" and _cuda() else
                                                     ("cpu" if cfg.device == "auto" else cfg.device))
     net = load_depth_net(cfg.model, device, local_only=cfg.local_only)
@@ -54,6 +71,24 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _installed(pkg: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(pkg) is not None
+
+
+def gpu_present() -> bool:
+    """A CUDA GPU is usable: asked through cuda-python (what the TensorRT backend uses), never by importing torch."""
+    if not _installed("cuda"):
+        return False
+    from .tensorrt_backend import cuda_device_count
+
+    try:
+        return cuda_device_count() > 0
+    except Exception:  # driver missing or broken: no GPU for us
+        return False
+
+
 def onnx_for(model: PromptedDepth, cfg, size: int) -> Path:
     """The exported graph for this model+prompt, exported once into the cache (keyed by content)."""
     if cfg.onnx:
@@ -63,7 +98,9 @@ def onnx_for(model: PromptedDepth, cfg, size: int) -> Path:
         return path
     import torch
 
-    h = hashlib.sha256(json.dumps({"spec": model.net.spec.to_dict(), "prompt": cfg.prompt,
+    from .onnx_graph import DEFAULT_OPSET
+
+    h = hashlib.sha256(json.dumps({"spec": model.net.spec.to_dict(), "prompt": cfg.prompt, "opset": DEFAULT_OPSET,
                                    "size": size, "precision": cfg.precision}, sort_keys=True).encode())
     for t in list(model.net.state_dict().values())[:4] + (list(model.prompt.state_dict().values()) if model.prompt else []):
         h.update(t.detach().cpu().to(torch.float32).numpy().tobytes())
@@ -72,7 +109,7 @@ def onnx_for(model: PromptedDepth, cfg, size: int) -> Path:
         from .export import export_onnx
 
         log.info("exporting %s to %s (first use of this model and prompt)", model.net.spec.name, path)
-        export_onnx(model, path, size, half=cfg.precision == "fp16")
+        export_onnx(model, path, size, max_batch=cfg.max_objects, half=cfg.precision == "fp16")
     return path
 
 
@@ -81,33 +118,82 @@ def resolve_backend(name: str, cuda: bool | None = None, installed=None) -> str:
     torch; any other name is returned as is. Decided without importing any of them."""
     if name != "auto":
         return name
-    import importlib.util
-
-    installed = installed or (lambda pkg: importlib.util.find_spec(pkg) is not None)
-    cuda = _cuda() if cuda is None else cuda
-    if cuda and installed("tensorrt"):
+    installed = installed or _installed
+    cuda = gpu_present() if cuda is None else cuda
+    if cuda and installed("tensorrt") and installed("cuda"):  # cuda: cuda-python, for the engine's buffers
         return "tensorrt"
     return "onnxruntime" if installed("onnxruntime") else "torch"
 
 
-def build_runtime(cfg):
-    """(backend, spec, model) for an EstimatorConfig."""
-    import dataclasses
+def check_tensorrt_available(installed=None) -> None:
+    """Fail before any export when the tensorrt backend cannot run here (the packages are looked up, not imported)."""
+    installed = installed or _installed
+    missing = [pip for pkg, pip in (("tensorrt", "tensorrt"), ("cuda", "cuda-python")) if not installed(pkg)]
+    if missing:
+        raise ModelLoadError(f"backend 'tensorrt' needs {' and '.join(missing)} (on a Jetson they come with JetPack; "
+                             f"see docs/DEPLOYMENT.md), or use backend 'onnxruntime' / 'auto'")
 
+
+def engine_name(cfg, spec: DepthNetSpec) -> str:
+    """One engine file per (network, prompt, precision): a changed graph rebuilds it in place with the reason
+    logged, instead of piling up engines under hashed names."""
+    prompt = Path(cfg.onnx).stem if cfg.onnx else (Path(cfg.prompt).stem if cfg.prompt not in SHIPPED_NAMES
+                                                   else cfg.prompt)
+    label = f"{spec.name}-{prompt}-{cfg.precision}" if not cfg.onnx else f"{prompt}-{cfg.precision}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label)
+
+
+def graph_runtime(cfg, onnx_path: Path, spec: DepthNetSpec | None = None):
+    """(backend, spec) for an exported graph, with neither torch nor transformers imported."""
+    from .onnx_graph import read_onnx_metadata
+
+    if cfg.backend == "onnxruntime":
+        from .backends import OnnxRuntimeBackend
+
+        backend = OnnxRuntimeBackend(onnx_path)
+        meta = backend.metadata
+    else:
+        meta = read_onnx_metadata(onnx_path)
+    graph_spec = DepthNetSpec.from_dict(meta["network"])
+    if meta.get("precision", "fp32") != cfg.precision:
+        raise ModelLoadError(f"{onnx_path} was exported in {meta.get('precision')}, the config asks for "
+                             f"{cfg.precision}: re-export with `bgprompt export --precision {cfg.precision}`")
+    if cfg.backend == "tensorrt":
+        from .tensorrt_backend import TensorRTBackend, build_engine
+
+        engine, reason = build_engine(onnx_path, Path(cfg.cache_dir).expanduser(), cfg.precision,
+                                      tuple(meta["input_size"]), max_batch=cfg.max_objects,
+                                      name=engine_name(cfg, spec or graph_spec))
+        backend = TensorRTBackend(engine)
+    log.info("%s runs %s (prompt %s, %s) from %s", cfg.backend, graph_spec.name,
+             (meta.get("prompt") or {}).get("type", "none"), meta.get("precision"), onnx_path)
+    return backend, graph_spec
+
+
+def build_runtime(cfg):
+    """(backend, spec, model) for an EstimatorConfig; ``model`` (torch) is None when an exported graph is given
+    with backend onnxruntime / tensorrt: that route imports neither torch nor transformers."""
     if cfg.backend == "auto":
         cfg = dataclasses.replace(cfg, backend=resolve_backend("auto"))
         log.info("backend auto -> %s", cfg.backend)
+    if cfg.backend == "tensorrt":
+        check_tensorrt_available()
+    if cfg.backend != "torch" and cfg.onnx:
+        path = Path(cfg.onnx).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f"ONNX model not found: {path} (create it with `bgprompt export`)")
+        if cfg.prompt not in ("default", "1bg"):
+            log.warning("prompt %r is ignored: the exported graph %s carries its own prompt", cfg.prompt, path)
+        backend, spec = graph_runtime(cfg, path)
+        return backend, spec, None
     model = build_model(cfg)
     spec = model.net.spec
     size = spec.input_size[0]
     if spec.input_size[0] != spec.input_size[1]:
         raise ModelLoadError(f"{spec.name}: non-square network inputs are not supported by the estimator yet")
     if cfg.backend == "torch":
-        return TorchBackend(model, cfg.device, cfg.precision), spec, model
-    onnx_path = onnx_for(model, cfg, size)
-    if cfg.backend == "onnxruntime":
-        return OnnxRuntimeBackend(onnx_path), spec, model
-    from .tensorrt_backend import TensorRTBackend, build_engine
+        from .torch_backend import TorchBackend
 
-    engine = build_engine(onnx_path, Path(cfg.cache_dir).expanduser(), cfg.precision, size)
-    return TensorRTBackend(engine), spec, model
+        return TorchBackend(model, cfg.device, cfg.precision), spec, model
+    backend, _ = graph_runtime(cfg, onnx_for(model, cfg, size), spec)
+    return backend, spec, model

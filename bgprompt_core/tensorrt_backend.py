@@ -1,44 +1,158 @@
-"""Native TensorRT engines (TensorRT 10 / 11 Python API), built from the exported ONNX and cached.
+"""Native TensorRT engines for TensorRT 8.6 (JetPack 6.0), 10.x and 11, built from the exported graph and cached.
 
-- Built once; cached under a key of ONNX hash + input shapes + precision + TensorRT version + GPU name and
-  compute capability, written atomically, and rebuilt (with a log line saying why) when the key changes;
-  an engine is never reused on another GPU or TensorRT version.
-- Dynamic batch (1..max_batch) through an optimization profile; named tensors, ``set_tensor_address`` and
-  ``execute_async_v3`` (``execute_async_v2`` is gone in TensorRT 10).
-- Precision: fp16 uses ``BuilderFlag.FP16`` where it exists; TensorRT 11 removed it in favour of strongly
-  typed networks, so there an fp16 engine needs an fp16-typed ONNX (``bgprompt export --precision fp16``),
-  which is parsed into a STRONGLY_TYPED network.
+What differs between versions (``TensorRTFeatures``), from NVIDIA's API docs and onnx-tensorrt:
+- 8.x: the ONNX parser needs an explicit-batch network (``NetworkDefinitionCreationFlag.EXPLICIT_BATCH``);
+  from 10.0 every network is explicit-batch and the flag is deprecated (gone in 11).
+- ONNX opset: 8.6 imports up to 17, 10.x up to 20 (the export writes 17, see onnx_graph.DEFAULT_OPSET).
+- fp16: an fp16 engine is built from a graph exported with ``--precision fp16`` (network in fp16, phi and
+  Eq. 2 in fp32). From 10.12 (and in 11, where ``BuilderFlag.FP16`` is removed) the network is STRONGLY_TYPED,
+  so TensorRT keeps the graph's types. Before 10.12 the network is weakly typed: ``BuilderFlag.FP16`` plus
+  ``OBEY_PRECISION_CONSTRAINTS`` with every layer the graph types as float32 pinned to float32, so Eq. 2 and
+  its epsilon never run in half precision.
+
+The engine is cached as ``<name>.engine`` with a JSON key beside it (graph hash, profile shapes, precision,
+TensorRT version, GPU name / compute capability / memory / SM count and the Jetson board model); a changed key
+rebuilds it in place and logs which field changed. Device buffers and the stream come from cuda-python (what
+NVIDIA's samples use), so the node needs neither torch nor pycuda. Tensor names, modes and dtypes are read
+from the engine.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_write
+from .onnx_graph import INPUTS, OUTPUT, graph_opset, read_onnx_metadata
 
 log = logging.getLogger("bgprompt.tensorrt")
+MIN_VERSION = (8, 6)
+ENGINE_FORMAT = 2  # bump when the key's meaning changes: every cached engine is rebuilt once
+
+
+class TensorRTError(RuntimeError):
+    """A TensorRT engine could not be built or run; the message says what to do."""
+
+
+# --- versions ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TensorRTFeatures:
+    version: tuple[int, int]
+    explicit_batch_flag: bool  # 8.x: create_network needs EXPLICIT_BATCH (implicit batch is refused by the parser)
+    strongly_typed: bool  # fp16 through the graph's own types (10.12+, 11) instead of BuilderFlag.FP16
+    max_opset: int
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", text)
+    if not m:
+        raise TensorRTError(f"cannot read the TensorRT version {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def features(trt) -> TensorRTFeatures:
+    version = parse_version(trt.__version__)
+    if version < MIN_VERSION:
+        raise TensorRTError(f"TensorRT {trt.__version__} is older than 8.6 (JetPack 6.0), the oldest supported")
+    has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
+    strongly = version >= (10, 12) or not has_fp16_flag
+    if strongly and not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        raise TensorRTError(f"TensorRT {trt.__version__} has neither BuilderFlag.FP16 nor STRONGLY_TYPED networks")
+    return TensorRTFeatures(version, version[0] < 10, strongly, 17 if version[0] < 10 else 20)
+
+
+def network_flags(trt, feat: TensorRTFeatures) -> int:
+    """``create_network`` flags: explicit batch on 8.x, strongly typed from 10.12."""
+    flags = 0
+    if feat.explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if feat.strongly_typed:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return flags
+
+
+def pin_float32_layers(trt, network) -> int:
+    """Weakly typed fp16: keep every layer whose outputs the graph types as float32 (phi, Eq. 2) in float32.
+
+    Returns how many layers were pinned. Effective with ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS``.
+    """
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if outputs and all(o.dtype == trt.float32 for o in outputs):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+            pinned += 1
+    return pinned
+
+
+def profile_shapes(size: tuple[int, int], max_batch: int, opt_batch: int | None = None) -> dict[str, list[list[int]]]:
+    """min / opt / max shapes per input: batch 1..max_batch (the estimator's max_objects), opt the usual 1-2."""
+    if max_batch < 1:
+        raise TensorRTError(f"max_batch must be >= 1, got {max_batch}")
+    opt = min(max_batch, opt_batch or 2)
+    h, w = size
+    return {name: [[b, ch, h, w] for b in (1, opt, max_batch)] for name, ch in zip(INPUTS, (3, 1))}
+
+
+# --- CUDA through cuda-python -----------------------------------------------------------------------------
+def cudart():
+    """cuda-python's runtime module (``cuda.bindings.runtime`` from 12.6, ``cuda.cudart`` before)."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        try:
+            from cuda import cudart as runtime
+        except ImportError as exc:
+            raise TensorRTError("the tensorrt backend needs cuda-python (pip install cuda-python; see "
+                                "docs/DEPLOYMENT.md)") from exc
+    return runtime
+
+
+def cuda_call(result):
+    """Unwrap cuda-python's ``(error, value...)`` tuples, raising on any error."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(getattr(err, "value", err)) != 0:
+        raise TensorRTError(f"CUDA call failed: {err}")
+    return values[0] if len(values) == 1 else (tuple(values) or None)
+
+
+def cuda_device_count() -> int:
+    return int(cuda_call(cudart().cudaGetDeviceCount()))
 
 
 def gpu_identity() -> dict:
-    import torch
+    """What an engine is specific to. Orin AGX / NX / Nano share a name and compute capability (8.7); their
+    memory, SM count and board model (``/proc/device-tree/model``) tell them apart."""
+    rt = cudart()
+    device = cuda_call(rt.cudaGetDevice())
+    props = cuda_call(rt.cudaGetDeviceProperties(device))
+    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+    board = Path("/proc/device-tree/model")
+    return {"gpu": name, "compute_capability": f"{props.major}.{props.minor}",
+            "gpu_memory_mb": int(props.totalGlobalMem) >> 20, "multiprocessors": int(props.multiProcessorCount),
+            "board": board.read_bytes().decode(errors="replace").rstrip("\x00").strip() if board.is_file() else ""}
 
-    if not torch.cuda.is_available():
-        raise RuntimeError("TensorRT needs a CUDA GPU; none is available")
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    return {"gpu": props.name, "compute_capability": f"{props.major}.{props.minor}"}
+
+# --- the cache --------------------------------------------------------------------------------------------
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def cache_key(onnx_path: Path, shapes: dict, precision: str, trt_version: str, gpu: dict) -> dict:
-    digest = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()
-    return {"onnx_sha256": digest, "shapes": shapes, "precision": precision, "tensorrt": trt_version, **gpu}
-
-
-def key_id(key: dict) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return {"engine_format": ENGINE_FORMAT, "onnx_sha256": file_sha256(Path(onnx_path)), "shapes": shapes,
+            "precision": precision, "tensorrt": trt_version, **gpu}
 
 
 def rebuild_reason(meta_path: Path, key: dict) -> str | None:
@@ -46,86 +160,154 @@ def rebuild_reason(meta_path: Path, key: dict) -> str | None:
     if not meta_path.is_file():
         return "no cached engine"
     try:
-        old = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
+        old = json.loads(meta_path.read_text()).get("key", {})
+    except (json.JSONDecodeError, AttributeError):
         return "cached engine metadata is corrupt"
     changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in key.items() if old.get(k) != v]
     return "cached engine was built for " + "; ".join(changed) if changed else None
 
 
-def build_engine(onnx_path: Path, cache_dir: Path, precision: str, size: int, max_batch: int = 8,
-                 workspace_gb: float = 2.0, force: bool = False) -> Path:
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "gpu"
+
+
+def build_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str, size: tuple[int, int] | int,
+                 max_batch: int = 16, name: str | None = None, opt_batch: int | None = None,
+                 workspace_gb: float = 2.0, force: bool = False) -> tuple[Path, str | None]:
+    """Build (or reuse) ``cache_dir/<name>.engine`` for the graph; returns (engine path, why it was built or None).
+
+    Checks the graph (metadata, opset, precision) and that TensorRT is importable before anything slow.
+    """
     import tensorrt as trt
 
-    shapes = {"min": [1, 3, size, size], "opt": [max(1, max_batch // 2), 3, size, size],
-              "max": [max_batch, 3, size, size]}
-    key = cache_key(onnx_path, shapes, precision, trt.__version__, gpu_identity())
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    engine_path = cache_dir / f"{Path(onnx_path).stem}-{key_id(key)}.engine"
+    onnx_path, cache_dir = Path(onnx_path), Path(cache_dir)
+    feat = features(trt)
+    meta = read_onnx_metadata(onnx_path)
+    opset = graph_opset(onnx_path)
+    if opset > feat.max_opset:
+        raise TensorRTError(f"{onnx_path} is ONNX opset {opset}; TensorRT {trt.__version__} reads up to "
+                            f"{feat.max_opset}: re-export with `bgprompt export --opset {feat.max_opset}`")
+    if precision not in ("fp32", "fp16"):
+        raise TensorRTError(f"precision must be fp32 or fp16, got {precision!r}")
+    if meta.get("precision", "fp32") != precision:
+        raise TensorRTError(f"an {precision} engine needs a graph exported with --precision {precision}; "
+                            f"{onnx_path} is {meta.get('precision')}")
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    shapes = profile_shapes(size, max_batch, opt_batch)
+    gpu = gpu_identity()
+    key = cache_key(onnx_path, shapes, precision, trt.__version__, gpu)
+    engine_path = cache_dir / f"{_slug(name or onnx_path.stem)}.engine"
     meta_path = engine_path.with_suffix(".json")
     reason = "forced rebuild" if force else rebuild_reason(meta_path, key)
-    if reason is None and engine_path.is_file():
+    if reason is None and not engine_path.is_file():
+        reason = "engine file missing"
+    if reason is None:
         log.info("reusing TensorRT engine %s", engine_path)
-        return engine_path
-    log.warning("building TensorRT engine %s (%s); this can take minutes on a Jetson", engine_path.name,
-                reason or "engine file missing")
+        return engine_path, None
+    log.warning("building TensorRT engine %s (%s); this can take minutes on a Jetson", engine_path.name, reason)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
-    flags = 0
-    if precision == "fp16" and not has_fp16_flag:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt, feat))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
+    if not parser.parse_from_file(str(onnx_path)):  # from the file: graphs with external weights (> 2 GB) too
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise TensorRTError(f"TensorRT {trt.__version__} could not parse {onnx_path}: {errors}")
+    names = {network.get_input(i).name for i in range(network.num_inputs)}
+    if names != set(INPUTS):
+        raise TensorRTError(f"{onnx_path} has inputs {sorted(names)}, expected {list(INPUTS)} (use `bgprompt export`)")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if precision == "fp16" and has_fp16_flag:
+    if precision == "fp16" and not feat.strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        log.info("weakly typed fp16: %d float32 layers pinned", pin_float32_layers(trt, network))
     profile = builder.create_optimization_profile()
-    for name, ch in (("image", 3), ("mask", 1)):
-        profile.set_shape(name, *[(s[0], ch, s[2], s[3]) for s in (shapes["min"], shapes["opt"], shapes["max"])])
+    for tensor, (lo, opt, hi) in shapes.items():
+        profile.set_shape(tensor, lo, opt, hi)
     config.add_optimization_profile(profile)
+    timing_path = cache_dir / f"timing-trt{trt.__version__}-{_slug(gpu['gpu'])}-{_slug(gpu['board'])}.cache"
+    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+    config.set_timing_cache(timing, False)  # ignore_mismatch=False: a cache from another device is not used
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
+        raise TensorRTError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
     atomic_write(engine_path, lambda tmp: Path(tmp).write_bytes(bytes(serialized)))
-    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(key, indent=2, sort_keys=True)))
-    return engine_path
+    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(
+        {"key": key, "graph": meta, "onnx": str(onnx_path)}, indent=2, sort_keys=True)))
+    atomic_write(timing_path, lambda tmp: Path(tmp).write_bytes(bytes(config.get_timing_cache().serialize())))
+    return engine_path, reason
 
 
+# --- running ----------------------------------------------------------------------------------------------
 class TensorRTBackend:
-    """Runs a cached engine; one CUDA context and one stream for the process (never per frame)."""
+    """Runs a cached engine: one stream and one set of device buffers (sized for the profile's max batch) for
+    the process, never allocated per frame."""
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: Path):
+    def __init__(self, engine_path: str | Path):
         import tensorrt as trt
-        import torch
 
-        self.torch = torch
+        self.trt, self.rt = trt, cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
-            raise RuntimeError(f"{engine_path}: not an engine for this TensorRT / GPU; delete it to rebuild")
+            raise TensorRTError(f"{engine_path}: not an engine for this TensorRT / GPU; delete it to rebuild")
+        self.inputs, self.outputs, self.dtypes = [], [], {}
+        for i in range(self.engine.num_io_tensors):
+            tensor = self.engine.get_tensor_name(i)
+            is_input = self.engine.get_tensor_mode(tensor) == trt.TensorIOMode.INPUT
+            (self.inputs if is_input else self.outputs).append(tensor)
+            self.dtypes[tensor] = np.dtype(trt.nptype(self.engine.get_tensor_dtype(tensor)))
+        if sorted(self.inputs) != sorted(INPUTS) or self.outputs != [OUTPUT]:
+            raise TensorRTError(f"{engine_path}: engine tensors in {self.inputs} out {self.outputs}; a bgprompt engine "
+                                f"has inputs {list(INPUTS)} and output {OUTPUT!r}")
+        self.profile = {t: [tuple(s) for s in self.engine.get_tensor_profile_shape(t, 0)] for t in self.inputs}
+        self.max_batch = min(p[2][0] for p in self.profile.values())
+        h, w = self.profile[INPUTS[0]][2][2:]
         self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
+        self.stream = cuda_call(self.rt.cudaStreamCreate())
+        sizes = {INPUTS[0]: (self.max_batch, 3, h, w), INPUTS[1]: (self.max_batch, 1, h, w),
+                 OUTPUT: (self.max_batch, h, w)}
+        self.device = {t: cuda_call(self.rt.cudaMalloc(int(np.prod(s)) * self.dtypes[t].itemsize))
+                       for t, s in sizes.items()}
+        for t, ptr in self.device.items():
+            self.context.set_tensor_address(t, int(ptr))
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind) -> None:
+        cuda_call(self.rt.cudaMemcpyAsync(dst, src, nbytes, kind, self.stream))
 
     def run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.cuda.stream(self.stream):
-            img = torch.from_numpy(np.ascontiguousarray(image, np.float32)).cuda(non_blocking=True)
-            msk = torch.from_numpy(np.ascontiguousarray(mask, np.float32)).cuda(non_blocking=True)
-            self.context.set_input_shape("image", tuple(img.shape))
-            self.context.set_input_shape("mask", tuple(msk.shape))
-            out = torch.empty(tuple(self.context.get_tensor_shape("depth")), dtype=torch.float32, device="cuda")
-            self.context.set_tensor_address("image", img.data_ptr())
-            self.context.set_tensor_address("mask", msk.data_ptr())
-            self.context.set_tensor_address("depth", out.data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise RuntimeError("TensorRT execution failed")
-            self.stream.synchronize()
-        return out.cpu().numpy()
+        n = image.shape[0]
+        if n > self.max_batch:
+            raise TensorRTError(f"{n} objects in one frame; the engine's profile allows 1..{self.max_batch}: lower "
+                                f"max_objects or rebuild the engine with max_objects >= {n}")
+        kinds = self.rt.cudaMemcpyKind
+        host = {}
+        for tensor, arr in zip(INPUTS, (image, mask)):
+            host[tensor] = np.ascontiguousarray(arr, self.dtypes[tensor])
+            if not self.context.set_input_shape(tensor, host[tensor].shape):
+                raise TensorRTError(f"TensorRT refused shape {host[tensor].shape} for {tensor!r}; the engine's "
+                                    f"profile is {self.profile[tensor]} (min, opt, max)")
+            self._copy(int(self.device[tensor]), host[tensor].ctypes.data, host[tensor].nbytes,
+                       kinds.cudaMemcpyHostToDevice)
+        out = np.empty(tuple(self.context.get_tensor_shape(OUTPUT)), self.dtypes[OUTPUT])
+        if not self.context.execute_async_v3(self.stream):
+            raise TensorRTError("TensorRT execution failed (see its log)")
+        self._copy(out.ctypes.data, int(self.device[OUTPUT]), out.nbytes, kinds.cudaMemcpyDeviceToHost)
+        cuda_call(self.rt.cudaStreamSynchronize(self.stream))  # host buffers stay referenced until here
+        return out.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        for ptr in self.device.values():
+            cuda_call(self.rt.cudaFree(ptr))
+        self.device = {}
+        cuda_call(self.rt.cudaStreamDestroy(self.stream))
+
+    def __del__(self):  # buffers are process-lifetime; free them when the backend goes
+        try:
+            if getattr(self, "device", None):
+                self.close()
+        except Exception:
+            pass

@@ -103,6 +103,9 @@ class ObjectDepthNode(LifecycleNode):
                                    f"prompt={self.p('prompt')} backend={self.p('backend')} in "
                                    f"{time.perf_counter() - t0:.1f} s; depth units: "
                                    f"{'metres' if self.p('scale') != 'relative' else 'relative (up to scale)'}")
+            if self.estimator.model is None and self.p("publish_composite"):
+                self.get_logger().info("no composite previews: the exported graph runs without torch (set backend "
+                                       "torch to see them)")
         except Exception as exc:  # a bad config must fail the transition with the reason, not crash
             self.estimator = None
             return self._configure_failed(str(exc))
@@ -289,7 +292,8 @@ class ObjectDepthNode(LifecycleNode):
                 header=header, height=h, width=w, is_bigendian=False, point_step=pstep, row_step=pstep * w,
                 is_dense=dense, fields=[PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields]),
                 cdata))
-        if self.p("publish_composite") and mask is not None and self.pubs["composite"].get_subscription_count() > 0:
+        if (self.p("publish_composite") and mask is not None and self.estimator.model is not None
+                and self.pubs["composite"].get_subscription_count() > 0):
             comp = self.estimator.composite_preview(rgb, mask, K)
             self.pubs["composite"].publish(Image(header=header, height=comp.shape[0], width=comp.shape[1],
                                                  encoding="rgb8", is_bigendian=0, step=comp.shape[1] * 3,

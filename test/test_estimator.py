@@ -14,7 +14,6 @@ from bgprompt_core.alignment import fit_to_sensor
 from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator, backproject_np, split_mask
 from bgprompt_core.geometry import Letterbox, resize_roi
 from bgprompt_core.segmentation import RembgSegmenter, clean_mask
-from bgprompt_core.tensorrt_backend import key_id, rebuild_reason
 
 K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
 S = 64
@@ -239,19 +238,6 @@ def test_torch_and_onnxruntime_agree(tiny_model_dir, tmp_path):
     # tolerance 1e-4 relative: float32 differences of the two runtimes (~1e-6) grow through Eq. 2's division
     assert np.allclose(a.depth[a.valid], b.depth[b.valid], rtol=1e-4, atol=1e-5)
     assert a.depth[a.valid].std() > 0.1  # a non-trivial depth map was compared
-
-
-def test_tensorrt_cache_key_says_why_it_rebuilds(tmp_path):
-    key = {"onnx_sha256": "abc", "precision": "fp16", "tensorrt": "10.13.0", "gpu": "Orin", "compute_capability": "8.7"}
-    meta = tmp_path / "e.json"
-    assert rebuild_reason(meta, key) == "no cached engine"
-    meta.write_text(json.dumps(key))
-    assert rebuild_reason(meta, key) is None
-    moved = {**key, "gpu": "RTX 4090", "compute_capability": "8.9"}
-    reason = rebuild_reason(meta, moved)
-    assert "Orin" in reason and "RTX 4090" in reason and key_id(moved) != key_id(key)
-    meta.write_text("{corrupt")
-    assert "corrupt" in rebuild_reason(meta, key)
 
 
 @pytest.mark.gpu

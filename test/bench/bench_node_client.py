@@ -5,6 +5,7 @@ overhead against the network's forward time measured here in the same run.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 
-def main(frames: int, cloud_mode: str = "organized", soak: bool = False) -> None:
+def main(frames: int, cloud_mode: str = "organized", soak: bool = False, target: str = "node") -> None:
+    """``target`` "relay": time bench_relay.py (the latency floor) instead of the node, with the same client."""
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -33,7 +35,9 @@ def main(frames: int, cloud_mode: str = "organized", soak: bool = False) -> None
     params.write_text(f"/**:\n  ros__parameters:\n    sub_reliability: reliable\n    cloud_rgb: true\n"
                       f"    cloud_mode: {cloud_mode}\n")
     node_exe = Path(sys.executable).parent / "object_depth_node"
-    proc = subprocess.Popen([str(node_exe), "--ros-args", "--params-file", str(params)],
+    cmd = ([str(node_exe), "--ros-args", "--params-file", str(params)] if target == "node" else
+           [sys.executable, str(Path(__file__).with_name("bench_relay.py")), cloud_mode])
+    proc = subprocess.Popen(cmd,
                             env={**os.environ, "ROS_LOG_DIR": str(tmp)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     rclpy.init()
@@ -133,6 +137,15 @@ def main(frames: int, cloud_mode: str = "organized", soak: bool = False) -> None
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)
     shutdown = time.perf_counter() - t_sig
+    lat = np.array(latencies)
+    p50, p95 = np.percentile(lat, 50), np.percentile(lat, 95)
+    if target == "relay":
+        print(f"relay ({cloud_mode} cloud): latency p50 {1e3 * p50:.1f} ms, p95 {1e3 * p95:.1f} ms, sustained "
+              f"{rate:.1f} Hz")
+        print("RESULT " + json.dumps({"p50": p50, "p95": p95}))
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return
     est = ObjectDepthEstimator(EstimatorConfig(model="mini"))
     x = np.random.rand(1, 3, *est.size).astype(np.float32)
     m = np.ones((1, 1, *est.size), np.float32)
@@ -142,18 +155,18 @@ def main(frames: int, cloud_mode: str = "organized", soak: bool = False) -> None
         t = time.perf_counter()
         est.backend.run(x, m)
         net.append(time.perf_counter() - t)
-    lat = np.array(latencies)
-    p50, p95, fwd = np.percentile(lat, 50), np.percentile(lat, 95), float(np.median(net))
+    fwd = float(np.median(net))
     print(f"node 640x480 mini (torch, {cloud_mode} cloud): latency p50 {1e3 * p50:.1f} ms, p95 {1e3 * p95:.1f} ms, sustained "
           f"{rate:.1f} Hz; network forward {1e3 * fwd:.1f} ms -> node overhead {1e3 * (p50 - fwd):.1f} ms = "
           f"{100 * (p50 - fwd) / fwd:.0f}% of the network (goal <= 15%); inside the node: receive -> published "
           f"p50 {serial_diag.get('latency_p50_ms', '?')} ms, its network {serial_diag.get('network_ms', '?')} ms (the rest "
           f"is DDS transport and (de)serialization of the messages in both processes); frames dropped under the "
           f"30 Hz flood: {diag.get('dropped_overload', '?')}; SIGINT -> exit {shutdown:.2f} s (goal <= 2 s)")
+    print("RESULT " + json.dumps({"p50": p50, "p95": p95, "forward": fwd}))
     node.destroy_node()
     rclpy.try_shutdown()
 
 
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 40, sys.argv[2] if len(sys.argv) > 2 else "organized",
-         len(sys.argv) > 3 and sys.argv[3] == "soak")
+         len(sys.argv) > 3 and sys.argv[3] == "soak", sys.argv[4] if len(sys.argv) > 4 else "node")

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from bgprompt_core.onnx_graph import DEFAULT_OPSET
+
 DESCRIPTION = """\
 Object depth from one image with a learned background prompt and a frozen depth network
 (Baradad et al., "Background Prompting for Improved Object Depth").
@@ -194,14 +196,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     model = build_model(cfg)
     size = model.net.spec.input_size[0]
     onnx_path = Path(args.out) if args.format == "onnx" else Path(args.out).with_suffix(".onnx")
-    export_onnx(model, onnx_path, size, max_batch=args.max_batch, half=args.precision == "fp16")
+    if args.format == "tensorrt":
+        from bgprompt_core.runtime import check_tensorrt_available
+
+        check_tensorrt_available()  # before a long export
+    export_onnx(model, onnx_path, size, max_batch=args.max_batch, half=args.precision == "fp16", opset=args.opset)
     print(f"exported {model.net.spec.name} + prompt {args.prompt} ({size}x{size}, batch 1..{args.max_batch}, "
-          f"{args.precision}) -> {onnx_path}")
+          f"{args.precision}, opset {args.opset}) -> {onnx_path}")
     if args.format == "tensorrt":
         from bgprompt_core.tensorrt_backend import build_engine
 
-        engine = build_engine(onnx_path, Path(args.out).parent, args.precision, size, args.max_batch)
-        print(f"TensorRT engine: {engine}")
+        engine, reason = build_engine(onnx_path, onnx_path.parent, args.precision, size, args.max_batch,
+                                      name=f"{onnx_path.stem}-{args.precision}")
+        print(f"TensorRT engine: {engine} ({reason or 'up to date: reused'}); the node builds the same engine "
+              f"when given backend: tensorrt, onnx: {onnx_path}, cache_dir: {onnx_path.parent}")
     return 0
 
 
@@ -429,11 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Export the deployable graph: image and mask in, object depth out (Eq. 1 + frozen "
                                    "network + Eq. 2), dynamic batch for several objects. The 1-BG prompt is baked in "
                                    "as a constant image and PNet uses matrix DFTs, so TensorRT can build it. With "
-                                   "--format tensorrt the engine is built and cached next to --out (needs a GPU).")
+                                   "--format tensorrt the engine is built next to --out on this machine's GPU: run it "
+                                   "on the robot itself (an engine is specific to its GPU and TensorRT version; see "
+                                   "docs/DEPLOYMENT.md).")
     runtime_args(p)
     p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
-    p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--out", required=True, help="output .onnx (or engine directory stem for tensorrt)")
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="most objects per frame the graph / engine takes (the node's max_objects; default 16)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET}: TensorRT 8.6 reads up to 17, 10.x up to 20)")
+    p.add_argument("--out", required=True, help="output .onnx (for tensorrt: the engine is written beside it)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("assets", help="fetch real textured meshes (pybullet's objects) for out-of-distribution tests",

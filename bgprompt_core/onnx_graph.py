@@ -1,0 +1,58 @@
+"""The exported graph's contract, readable without torch: tensor names, opset, and its bgprompt metadata.
+
+The graph (export.DeployGraph) takes ``image`` (N, 3, H, W) float32 in [0, 1] and ``mask`` (N, 1, H, W)
+float32 and returns ``depth`` (N, H, W) float32: the prompt (Eq. 1), the network's normalization phi and
+Eq. 2 are inside it. Its metadata (key ``bgprompt``) carries the network's ``DepthNetSpec``, so a runtime
+that loads the graph knows the input size and output kind without torch or transformers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+INPUTS, OUTPUT = ("image", "mask"), "depth"
+# TensorRT 8.6 (JetPack 6.0) imports ONNX up to opset 17; 10.x up to 20 (onnx-tensorrt docs/operators.md).
+# Opset 17 also keeps ReduceMin/ReduceMax's axes an attribute: 8.6 ignores the opset-18 ``axes`` input and
+# would reduce Eq. 2's per-object min/max over the whole batch.
+DEFAULT_OPSET = 17
+METADATA_KEY = "bgprompt"
+
+
+class GraphError(ValueError):
+    """An exported graph that cannot be used as given; the message says what to do."""
+
+
+def parse_metadata(value: str | None, path: str | Path) -> dict:
+    if value is None:
+        raise GraphError(f"{path}: ONNX model without bgprompt metadata (export it with `bgprompt export`)")
+    try:
+        meta = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise GraphError(f"{path}: corrupt bgprompt metadata ({exc}); re-export with `bgprompt export`") from exc
+    if "network" not in meta or "input_size" not in meta:
+        raise GraphError(f"{path}: bgprompt metadata lacks the network spec (exported by an old version?); "
+                         f"re-export with `bgprompt export`")
+    return meta
+
+
+def read_onnx_metadata(path: str | Path) -> dict:
+    """The graph's bgprompt metadata (``onnx`` reads only the graph proto, never external weight files)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise GraphError(f"ONNX model not found: {path} (create it with `bgprompt export`)")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends: a truncated or foreign file
+        raise GraphError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    value = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
+    return parse_metadata(value, path)
+
+
+def graph_opset(path: str | Path) -> int:
+    """The default-domain opset the graph was written for."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
