@@ -83,15 +83,20 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .distributed import init_distributed, shutdown
     from .pretrain import pretrain
 
-    metrics = pretrain(args.config, args.data, args.val, args.out, steps=args.steps, log_dir=args.logdir)
-    print(f"saved {args.out}: held-out scenes AbsRel {metrics['abs_rel']:.4f}, delta1 {metrics['delta1']:.4f} "
-          f"({metrics['steps']} steps, {metrics['train_seconds']:.0f} s)")
+    dist = init_distributed(args.dist_backend)
+    metrics = pretrain(args.config, args.data, args.val, args.out, steps=args.steps, log_dir=args.logdir, dist=dist)
+    shutdown(dist)  # on an error the process just exits: torchrun then stops the other ranks
+    if dist.main:
+        print(f"saved {args.out}: held-out scenes AbsRel {metrics['abs_rel']:.4f}, delta1 {metrics['delta1']:.4f} "
+              f"({metrics['steps']} steps, {metrics['train_seconds']:.0f} s)")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import init_distributed, shutdown
     from .train import TrainConfig, Trainer
 
     cfg = TrainConfig(model=args.model, data=args.data, val=args.val or [], out=args.out, prompt=args.prompt,
@@ -102,10 +107,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       lr_drop_at=args.lr_drop_at, optimizer=args.optimizer, size=args.size, recenter=args.recenter,
                       val_every=args.val_every, val_samples=args.val_samples, select_by=args.select_by,
                       seed=args.seed, device=args.device, logdir=args.logdir, local_only=args.local_only)
-    result = Trainer(cfg).run(resume=args.resume, kill_at=args.kill_at)
-    best = result["best"] or {}
-    print(f"best ({cfg.select_by}) at step {best.get('step')}: " +
-          ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "step") + f" -> {cfg.out}")
+    dist = init_distributed(args.dist_backend)
+    result = Trainer(cfg, dist).run(resume=args.resume, kill_at=args.kill_at)
+    shutdown(dist)  # on an error the process just exits: torchrun then stops the other ranks
+    if dist.main:
+        best = result["best"] or {}
+        print(f"best ({cfg.select_by}) at step {best.get('step')}: " +
+              ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "step") + f" -> {cfg.out}")
     return 0
 
 
@@ -249,6 +257,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out))
 
 
+def dist_backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dist-backend", choices=["auto", "nccl", "gloo"], default="auto",
+                   help="under torchrun (torchrun --nproc_per_node N -m bgprompt_training VERB ...): nccl on GPUs, "
+                        "gloo on CPU (auto); the batch is the global batch, split over the N processes "
+                        "(docs/DISTRIBUTED.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bgprompt", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -334,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--steps", type=int, help="override the number of steps")
     p.add_argument("--logdir", help="TensorBoard log directory")
+    dist_backend_arg(p)
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("train", help="learn a background prompt (1-BG or PNet) or finetune a network (baseline)",
@@ -364,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eq2-range", choices=["image", "object"], default="image",
                    help="Eq. 2 min/max over the whole image (paper) or the object only")
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="global batch: under torchrun each of the N processes "
+                                                         "takes batch / N of it")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--lr-drop-at", type=float, default=0.8, help="fraction of steps after which lr is divided by 10")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
@@ -380,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT.state/ exactly")
     p.add_argument("--local-only", action="store_true", help="never touch the network for model files")
     p.add_argument("--kill-at", type=int, help=argparse.SUPPRESS)
+    dist_backend_arg(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate backgrounds, finetuned networks and prompts (paper Tables 1-3, S1-S3)",

@@ -5,6 +5,11 @@ loss (Ranftl et al.): L1 between disparities normalized by median and mean absol
 multi-scale gradient matching. It never sees isolated objects; background prompting then adapts it.
 The result is saved in Hugging Face layout (config.json, model.safetensors, preprocessor_config.json)
 and loads through the same adapter path as hub models.
+
+Data-parallel under torchrun (distributed.py): every rank draws the same global batch (and augmentation)
+from the seeded generator and trains on its contiguous share through DistributedDataParallel. The loss's
+pixel counts are summed over ranks, so the averaged gradient is the 1-process gradient of the global batch.
+Validation is sharded and gathered; rank 0 writes the model and TensorBoard.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from bgprompt_core.metrics import abs_rel, delta1, scale_shift_align
 from bgprompt_core.normalization import Normalization
 
 from .data.rendered import RenderedDataset
+from .distributed import Distributed
 
 
 def build_model(arch: dict):
@@ -46,23 +52,31 @@ def ssi_normalize(d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
-def gradient_matching(diff: torch.Tensor, mask: torch.Tensor, scales: int) -> torch.Tensor:
-    """Multi-scale gradient matching of the normalized residual (MiDaS, Eq. 11)."""
+def _local(count: torch.Tensor) -> torch.Tensor:
+    return count
+
+
+def gradient_matching(diff: torch.Tensor, mask: torch.Tensor, scales: int, total_of=_local) -> torch.Tensor:
+    """Multi-scale gradient matching of the normalized residual (MiDaS, Eq. 11).
+
+    ``total_of`` turns this batch's pixel count into the count the sums are divided by (the global batch's
+    under torchrun)."""
     total = diff.new_zeros(())
     for k in range(scales):
         step = 2**k
         r, m = diff[:, ::step, ::step], mask[:, ::step, ::step].float()
         gx = (r[:, :, 1:] - r[:, :, :-1]).abs() * m[:, :, 1:] * m[:, :, :-1]
         gy = (r[:, 1:] - r[:, :-1]).abs() * m[:, 1:] * m[:, :-1]
-        total = total + (gx.sum() + gy.sum()) / m.sum().clamp_min(1)
+        total = total + (gx.sum() + gy.sum()) / total_of(m.sum()).clamp_min(1)
     return total / scales
 
 
-def ssi_loss(pred: torch.Tensor, disp: torch.Tensor, mask: torch.Tensor, grad_weight: float, scales: int):
+def ssi_loss(pred: torch.Tensor, disp: torch.Tensor, mask: torch.Tensor, grad_weight: float, scales: int,
+             total_of=_local):
     p, g = ssi_normalize(pred, mask), ssi_normalize(disp, mask)
     diff = (p - g) * mask
-    l1 = diff.abs().sum() / mask.sum().clamp_min(1)
-    return l1 + grad_weight * gradient_matching(p - g, mask, scales), l1
+    l1 = diff.abs().sum() / total_of(mask.sum()).clamp_min(1)
+    return l1 + grad_weight * gradient_matching(p - g, mask, scales, total_of), l1
 
 
 def _load_all(ds: RenderedDataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,20 +86,29 @@ def _load_all(ds: RenderedDataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def scene_quality(net: DepthNet, rgb: torch.Tensor, depth: torch.Tensor, batch: int = 32) -> dict[str, float]:
-    """AbsRel and delta<1.25 of 1/(s * disparity + t), (s, t) fitted to GT disparity per image."""
+def scene_quality(net: DepthNet, rgb: torch.Tensor, depth: torch.Tensor, batch: int = 32,
+                  dist: Distributed = Distributed()) -> dict[str, float]:
+    """AbsRel and delta<1.25 of 1/(s * disparity + t), (s, t) fitted to GT disparity per image.
+
+    Under torchrun each rank scores every W-th image; the per-image figures are gathered and averaged in image
+    order (the 1-process result)."""
     phi = net.normalization
+    mine = np.arange(dist.rank, len(rgb), dist.world)
     rels, d1s = [], []
-    for i in range(0, len(rgb), batch):
-        x = phi(rgb[i:i + batch].float() / 255)
-        d = depth[i:i + batch]
+    for i in range(0, len(mine), batch):
+        idx = torch.from_numpy(mine[i:i + batch])
+        x = phi(rgb[idx].float() / 255)
+        d = depth[idx]
         valid = (d > 0).float()
         disp = net(x)
         aligned = scale_shift_align(disp, 1.0 / d.clamp_min(1e-6), valid)
         pred_depth = 1.0 / aligned.clamp_min(1.0 / 100)
         rels.append(abs_rel(pred_depth, d.clamp_min(1e-6), valid))
         d1s.append(delta1(pred_depth, d.clamp_min(1e-6), valid))
-    return {"abs_rel": float(torch.cat(rels).mean()), "delta1": float(torch.cat(d1s).mean())}
+    per_image = dict(zip(mine.tolist(), zip(torch.cat(rels).tolist(), torch.cat(d1s).tolist()))) if rels else {}
+    merged = {k: v for part in dist.gather(per_image) for k, v in part.items()}
+    values = torch.tensor([merged[k] for k in sorted(merged)], dtype=torch.float32)
+    return {"abs_rel": float(values[:, 0].mean()), "delta1": float(values[:, 1].mean())}
 
 
 def save_hf(model, out: Path, config: dict, metrics: dict) -> None:
@@ -100,14 +123,28 @@ def save_hf(model, out: Path, config: dict, metrics: dict) -> None:
 
 
 def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | Path, steps: int | None = None,
-             log_dir: str | None = None) -> dict:
+             log_dir: str | None = None, dist: Distributed = Distributed()) -> dict:
     config = json.loads(Path(config_path).read_text())
     tc = config["training"]
     steps = steps or tc["steps"]
     torch.manual_seed(tc["seed"])
-    torch.set_num_threads(tc.get("threads", 2))
+    if not dist.active:  # under torchrun, OMP_NUM_THREADS (1 per process by default) decides
+        torch.set_num_threads(tc.get("threads", 2))
     gen = torch.Generator().manual_seed(tc["seed"])
     model = build_model(config["architecture"])
+    trained = model
+    total_of = _local
+    if dist.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        import torch.distributed as tdist
+
+        def total_of(count: torch.Tensor) -> torch.Tensor:  # noqa: F811  (the global batch's pixel count / W)
+            count = count.detach().clone()
+            tdist.all_reduce(count)
+            return count / dist.world  # DDP averages over ranks: sum_r local_r / (global / W) / W = global mean
+
+        trained = DDP(model, find_unused_parameters=True)  # transformers models leave some heads unused
     phi = Normalization(tuple(config["input"]["image_mean"]), tuple(config["input"]["image_std"]))
     train_rgb, train_depth = _load_all(RenderedDataset(train_dir))
     val_rgb, val_depth = _load_all(RenderedDataset(val_dir))
@@ -118,7 +155,7 @@ def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | P
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tc["warmup"]) *
                                               0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     writer = None
-    if log_dir:
+    if log_dir and dist.main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir)
@@ -127,40 +164,46 @@ def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | P
                                                                       "size": {"height": size, "width": size}})
     history = []
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc="pretrain", unit="step")
+    bar = tqdm(range(steps), desc="pretrain", unit="step", disable=not dist.main)
     for step in bar:
         model.train()
-        idx = torch.randint(len(train_rgb), (tc["batch"],), generator=gen)
+        idx = torch.randint(len(train_rgb), (tc["batch"],), generator=gen)  # the global batch, on every rank
         rgb, depth = train_rgb[idx].float() / 255, train_depth[idx]
         flip = torch.rand(len(idx), generator=gen) < 0.5
         rgb[flip], depth[flip] = rgb[flip].flip(-1), depth[flip].flip(-1)
         rgb = (rgb * (0.8 + 0.4 * torch.rand(len(idx), 3, 1, 1, generator=gen))).clamp(0, 1)
+        share = dist.shard(list(range(len(idx))))  # this rank's contiguous share
+        rgb, depth = rgb[share[0]:share[-1] + 1], depth[share[0]:share[-1] + 1]
         mask = depth > 0
         disp = torch.where(mask, 1.0 / depth.clamp_min(1e-6), torch.zeros_like(depth))
-        pred = model(pixel_values=phi(rgb)).predicted_depth
-        loss, l1 = ssi_loss(pred, disp, mask, tc["grad_weight"], tc["grad_scales"])
+        pred = trained(pixel_values=phi(rgb)).predicted_depth
+        loss, l1 = ssi_loss(pred, disp, mask, tc["grad_weight"], tc["grad_scales"], total_of)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        loss_value, l1_value = dist.mean(loss.item()), dist.mean(l1.item())  # the global batch's (see total_of)
+        bar.set_postfix(loss=f"{loss_value:.3f}")
         if writer:
-            writer.add_scalar("train/loss", loss.item(), step)
-            writer.add_scalar("train/l1", l1.item(), step)
+            writer.add_scalar("train/loss", loss_value, step)
+            writer.add_scalar("train/l1", l1_value, step)
         if (step + 1) % tc["val_every"] == 0 or step + 1 == steps:
             model.eval()
-            q = scene_quality(DepthNet(model, spec, frozen=False), val_rgb, val_depth)
+            q = scene_quality(DepthNet(model, spec, frozen=False), val_rgb, val_depth, dist=dist)
             model.requires_grad_(True)
-            history.append({"step": step + 1, "loss": loss.item(), **q, "seconds": time.perf_counter() - t0})
-            tqdm.write(f"step {step + 1}: val AbsRel {q['abs_rel']:.4f} delta1 {q['delta1']:.4f}")
+            history.append({"step": step + 1, "loss": loss_value, **q, "seconds": time.perf_counter() - t0})
+            if dist.main:
+                tqdm.write(f"step {step + 1}: val AbsRel {q['abs_rel']:.4f} delta1 {q['delta1']:.4f}")
             if writer:
                 writer.add_scalar("val/abs_rel", q["abs_rel"], step + 1)
                 writer.add_scalar("val/delta1", q["delta1"], step + 1)
     model.eval()
     metrics = {"val_scenes": len(val_rgb), "train_scenes": len(train_rgb), "steps": steps,
                "train_seconds": time.perf_counter() - t0, "history": history, **history[-1]}
-    save_hf(model, Path(out), config, metrics)
+    if dist.main:
+        save_hf(model, Path(out), config, {**metrics, "distributed": dist.describe(tc["batch"])} if dist.active
+                else metrics)
     if writer:
         writer.close()
     return metrics

@@ -6,7 +6,9 @@ text says 5e-5: ``--lr 5e-5``). ``--prompt finetune`` is the paper's baseline: t
 schedule on the network's own weights, white background.
 
 Reproducible and resumable: the batch of step t is drawn from (seed, t) alone, and a checkpoint
-holds the trainable tensors and the optimizer state, so ``--resume`` continues exactly.
+holds the trainable tensors and the optimizer state, so ``--resume`` continues exactly, also with another
+number of processes. Data-parallel under ``torchrun`` (distributed.py says how batches, gradients,
+validation and files are shared out).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from bgprompt_core.model import PromptedDepth
 from bgprompt_core.prompts import FourierPrompt, PromptNet, build_prompt
 
 from .data.open import open_dataset
+from .distributed import Distributed
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
 from bgprompt_core.evaluation import sample_metrics
 
@@ -181,10 +184,15 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, dist: Distributed | None = None):
         self.cfg = cfg
+        self.dist = dist or Distributed()
+        if cfg.batch % self.dist.world:
+            raise ConfigError(f"--batch is the global batch; {cfg.batch} does not split over {self.dist.world} "
+                              f"processes: use a multiple of {self.dist.world}")
         torch.manual_seed(cfg.seed)
-        self.device = resolve_device(cfg.device)
+        self.device = (torch.device("cuda", self.dist.local_rank) if self.dist.backend == "nccl"
+                       else resolve_device(cfg.device))
         self.net: DepthNet = load_depth_net(cfg.model, self.device, local_only=cfg.local_only)
         size = cfg.size or self.net.spec.input_size[0]
         self.net.spec.check_input_size(size, size)
@@ -200,6 +208,18 @@ class Trainer:
             self.trainable = self.prompt
         self.model = PromptedDepth(self.net, self.prompt, cfg.composite, DepthTransformConfig(range=cfg.eq2_range))
         params = [p for p in self.trainable.parameters() if p.requires_grad]
+        self.params = params
+        # PNet and the finetuned network average their gradients through DDP (bucketed, overlapped with the
+        # backward pass); the 1-BG prompt's few Fourier tensors by one all-reduce in train_step
+        self.ddp = self.dist.active and cfg.prompt in ("pnet", "finetune")
+        if self.ddp:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            if cfg.prompt == "pnet":
+                self.model.prompt = DDP(self.prompt, device_ids=ids)
+            else:  # transformers models may leave heads unused in a depth forward
+                self.net.model = DDP(self.trainable, device_ids=ids, find_unused_parameters=True)
         self.opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
                     else torch.optim.Adam(params, lr=cfg.lr))
         weighted = parse_weighted(cfg.data)
@@ -215,6 +235,8 @@ class Trainer:
     def save_state(self) -> None:
         """Trainable tensors + optimizer state (safetensors) and counters (JSON), written atomically."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.dist.main:  # rank 0 alone writes files
+            return
         tensors = {f"param.{k}": v.detach().cpu().contiguous() for k, v in self.trainable.state_dict().items()}
         opt = self.opt.state_dict()
         for pid, st in opt["state"].items():
@@ -224,7 +246,8 @@ class Trainer:
         scalars = {str(pid): {n: v for n, v in st.items() if not isinstance(v, torch.Tensor)}
                    for pid, st in opt["state"].items()}
         meta = {"step": self.step, "history": self.history, "best": self.best, "config": self.cfg.to_dict(),
-                "param_groups": opt["param_groups"], "opt_scalars": scalars}
+                "param_groups": opt["param_groups"], "opt_scalars": scalars,
+                "distributed": self.dist.describe(self.cfg.batch)}
         # a complete, fsynced step directory under a new name first, then the LATEST pointer is replaced
         # atomically, and only then are older directories removed: the state LATEST names is never touched
         # (saving the same step twice, as a resume with --init-bias at step 0 does, included)
@@ -263,31 +286,47 @@ class Trainer:
         self.step, self.history, self.best = meta["step"], meta["history"], meta["best"]
 
     def save_result(self, metrics: dict) -> None:
+        if not self.dist.main:
+            return
+        training = {**self.cfg.to_dict(), "distributed": self.dist.describe(self.cfg.batch)}
         if self.prompt is not None:
             meta = PromptMeta(prompt=self.prompt.cfg, network=self.net.spec, composite=self.cfg.composite,
-                              depth_transform=self.model.transform, training=self.cfg.to_dict(), metrics=metrics)
+                              depth_transform=self.model.transform, training=training, metrics=metrics)
             save_prompt(self.cfg.out, self.prompt, meta)
             return
         out = Path(self.cfg.out)
         out.mkdir(parents=True, exist_ok=True)
-        self.net.model.save_pretrained(out, safe_serialization=True)
+        self.trainable.save_pretrained(out, safe_serialization=True)  # the model itself, never its DDP wrapper
         src = Path(self.net.spec.source) / "preprocessor_config.json"
         if src.is_file():
             (out / "preprocessor_config.json").write_text(src.read_text())
         (out / "bgprompt_finetune.json").write_text(json.dumps({"base": self.net.spec.to_dict(),
-                                                                "training": self.cfg.to_dict(), "metrics": metrics}))
+                                                                "training": training, "metrics": metrics}))
 
     # --- loop --------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict:
+        """The paper's protocol on every validation set: per-sample metrics, averaged in sample order.
+
+        Under torchrun each rank evaluates every W-th sample; the per-sample figures are gathered, so the
+        averages are the 1-process ones."""
         self.model.eval()
-        out: dict[str, list] = {}
+        mine: dict[tuple[int, int], dict[str, float]] = {}
         for d, ds in enumerate(self.val_data.sets):
-            for chunk in np.array_split(np.array(val_items(len(ds), self.cfg.val_samples)), max(1, self.cfg.val_samples // 16)):
+            items = val_items(len(ds), self.cfg.val_samples)[self.dist.rank::self.dist.world]
+            for chunk in np.array_split(np.array(items), max(1, len(items) // 16)):
+                if not len(chunk):
+                    continue
                 b = self.val_data.batch([(d, int(i)) for i in chunk], self.device)
                 depth = self.model(b["image"], b["mask"])["depth"]
-                for k, v in sample_metrics(depth.float(), b["depth"], b["mask"][:, 0], b["K"]).items():
-                    out.setdefault(k, []).extend(v.tolist())
+                per_sample = sample_metrics(depth.float(), b["depth"], b["mask"][:, 0], b["K"])
+                for j, i in enumerate(chunk):
+                    mine[(d, int(i))] = {k: float(v[j]) for k, v in per_sample.items()}
+        merged = {key: row for part in self.dist.gather(mine) for key, row in part.items()}
+        out: dict[str, list] = {}
+        for key in sorted(merged):
+            for k, v in merged[key].items():
+                out.setdefault(k, []).append(v)
         m = {k: float(np.mean(v)) for k, v in out.items()}
         m["collapse_fraction"] = m.pop("collapsed")
         return m
@@ -295,7 +334,7 @@ class Trainer:
     def train_step(self) -> float:
         cfg = self.cfg
         items = batch_items(cfg.seed, self.step, [len(s) for s in self.train_data.sets], self.weights, cfg.batch)
-        b = self.train_data.batch(items, self.device)
+        b = self.train_data.batch(self.dist.shard(items), self.device)  # this rank's share of the global batch
         for g in self.opt.param_groups:
             g["lr"] = learning_rate(cfg, self.step)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
@@ -303,8 +342,10 @@ class Trainer:
         loss, _ = object_depth_loss(depth.float(), b["depth"], b["mask"][:, 0], b["K"])
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if not self.ddp:
+            self.dist.average_gradients(self.params)
         self.opt.step()
-        return loss.item()
+        return self.dist.mean(loss.item())  # the global batch's loss: the mean of the ranks' equal shares
 
     def run(self, resume: bool = False, kill_at: int | None = None) -> dict:
         cfg = self.cfg
@@ -312,12 +353,13 @@ class Trainer:
             self.load_state()
             log.info("resumed at step %d", self.step)
         writer = None
-        if cfg.logdir:
+        if cfg.logdir and self.dist.main:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(cfg.logdir)
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.prompt}", unit="step")
-        t0 = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.prompt}", unit="step",
+                   disable=not self.dist.main)
+        t0, start = time.perf_counter(), self.step
         if self.step == 0 and cfg.init_bias and self.val_data:
             self._validate_and_select(writer)  # the warm start (the 1-BG prompt) is the bar to beat
         while self.step < cfg.steps:
@@ -331,12 +373,17 @@ class Trainer:
                 writer.add_scalar("train/lr", learning_rate(cfg, self.step - 1), self.step)
             if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                 self._validate_and_select(writer)
-            if kill_at is not None and self.step == kill_at:  # for tests: die like a killed process
+            if kill_at is not None and self.step == kill_at and self.dist.rank == self.dist.world - 1:
+                # for tests: the last rank dies like a killed process (the only one without torchrun)
                 os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
         if writer:
             writer.close()
-        return {"best": self.best, "seconds": time.perf_counter() - t0, "history": self.history}
+        seconds = time.perf_counter() - t0
+        if self.dist.main and self.step > start:  # the loop's own time, for benchmarks (make bench)
+            atomic_write(self.state_dir / "timing.json", lambda p: Path(p).write_text(json.dumps(
+                {"steps": self.step - start, "seconds": seconds, **self.dist.describe(cfg.batch)})))
+        return {"best": self.best, "seconds": seconds, "history": self.history}
 
     def _validate_and_select(self, writer) -> None:
         cfg = self.cfg
@@ -356,6 +403,8 @@ class Trainer:
         self.save_state()
 
     def _log_val(self, m: dict, writer) -> None:
+        if not self.dist.main:
+            return
         text = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "step")
         tqdm.write(f"step {self.step}: val {text}")
         if m.get("collapse_fraction", 0) > self.cfg.collapse_warn:
