@@ -230,10 +230,10 @@ def cross_validated_metric_error(rel: np.ndarray, ref: np.ndarray, obj: np.ndarr
     return {"metric_rmse_m": float(np.sqrt(np.mean(err**2))), "metric_absrel": float(np.mean(np.abs(err) / ref[test]))}
 
 
-def _cloud_message(ts, res, rgb, header):
+def _cloud_message(ts, res, rgb, header, cloud_mode: str = "dense"):
     PC2 = ts.types["sensor_msgs/msg/PointCloud2"]
     PF = ts.types["sensor_msgs/msg/PointField"]
-    h, w, dense, step, data = cv.cloud_data(res.depth, res.K, rgb, organized=True)
+    h, w, dense, step, data = cv.cloud_data(res.depth, res.K, rgb, organized=cloud_mode == "organized")
     fields, _ = cv.cloud_fields(True)
     return PC2(header=header, height=h, width=w, fields=[PF(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields],
                is_bigendian=False, point_step=step, row_step=step * w, data=np.frombuffer(data, np.uint8),
@@ -243,7 +243,7 @@ def _cloud_message(ts, res, rgb, header):
 def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None] | None = None,
              segment: bool = False, out_dir: str | Path | None = None, json_path: str | Path | None = None,
              out_bag: str | Path | None = None, sync: str = "exact", slop: float = 0.015,
-             progress: bool = True) -> dict:
+             progress: bool = True, cloud_mode: str = "dense") -> dict:
     """Run the node's pipeline over a bag for each combination; per-frame metrics against the bag's depth."""
     from rosbags.highlevel import AnyReader
     from tqdm import tqdm
@@ -333,7 +333,7 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                                 out_msgs = {"depth": Img(header=img.header, height=res.depth.shape[0], width=res.depth.shape[1],
                                                          encoding=enc, is_bigendian=0, step=step,
                                                          data=np.frombuffer(data, np.uint8)),
-                                            "info": info, "cloud": _cloud_message(ts, res, rgb, img.header)}
+                                            "info": info, "cloud": _cloud_message(ts, res, rgb, img.header, cloud_mode)}
                                 for k, m in out_msgs.items():
                                     writer.write(out_conns[k], stamp, ts.serialize_cdr(m, m.__msgtype__))
                         frames += 1

@@ -46,7 +46,8 @@ def _eval(args: argparse.Namespace) -> int:
                                 ("mask", args.mask_topic), ("depth", args.depth_topic), ("truth", args.truth_topic))
               if v}
     summary = eval_bag(args.bag, _combos(args), topics, segment=args.segment == "rembg", out_dir=args.out,
-                       json_path=args.json, out_bag=args.out_bag, sync=args.sync, slop=args.slop)
+                       json_path=args.json, out_bag=args.out_bag, sync=args.sync, slop=args.slop,
+                       cloud_mode=args.cloud_mode)
     print(Path(args.out, "summary.md").read_text() if args.out else json.dumps(summary["combos"], indent=2))
     print(f"{summary['frames']} frames at {summary['frames_per_second']:.1f} frames/s")
     return 0
@@ -142,6 +143,8 @@ def register(sub) -> None:
     p.add_argument("--truth-topic", help="ground-truth depth, the reference (default /ground_truth/depth when present)")
     p.add_argument("--sync", choices=["exact", "approximate"], default="exact")
     p.add_argument("--slop", type=float, default=0.015, help="approximate sync: seconds, under half the frame period")
+    p.add_argument("--cloud-mode", choices=["dense", "organized"], default="dense",
+                   help="--out-bag clouds: dense object points (the node's default) or organized HxW")
     p.add_argument("--out", help="directory for summary.md, per_frame.csv, per_frame.png, worst_frames.png")
     p.add_argument("--json", help="summary JSON")
     p.add_argument("--out-bag", help="write the node's outputs (object_depth, camera_info, object_points) here")

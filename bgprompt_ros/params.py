@@ -37,7 +37,11 @@ PARAMETERS: dict[str, tuple] = {
                ("none", "fill"), True),
     "recenter": (False, "re-centre each object by a virtual camera before the network", None, True),
     "max_depth": (0.0, "drop points farther than this (0: no limit)", None, False),
-    "cloud_mode": ("organized", "organized HxW with NaN, or dense object points only", ("organized", "dense"), False),
+    # dense by default: grasp planners take object points; measured (make bench, 640x480, one object) the node's
+    # p50 latency is 28 ms dense vs 58 ms organized, and the message ~40x smaller. organized keeps the pixel grid
+    # (depth_image_proc's convention) for image-space consumers
+    "cloud_mode": ("dense", "dense object points only (1 x N, grasp planners), or organized HxW with NaN "
+                   "(depth_image_proc's layout)", ("organized", "dense"), False),
     "cloud_rgb": (True, "add an rgb field packed as in depth_image_proc", None, False),
     "cloud_labels": (True, "add label (uint32 object id) and source (uint8: 1 sensor, 2 predicted) fields", None,
                      False),

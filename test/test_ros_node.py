@@ -76,6 +76,7 @@ def node_proc(tiny_model_dir, tmp_path_factory):
     sub_reliability: reliable
     queue_size: 10
     diagnostics_period: 0.2
+    cloud_mode: organized
 """)
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOG_DIR": str(tmp / "log"),
            "FASTRTPS_DEFAULT_PROFILES_FILE": str(ROOT / "config" / "fastdds_large_messages.xml")}
@@ -319,7 +320,8 @@ def test_a_see_through_object_gets_points_on_the_object_not_on_the_table_behind(
     sensor = np.round(np.where(np.isfinite(table), table, 0) * 1000).astype(np.uint16)  # the table, through the box
     sensor[box & (np.random.default_rng(0).random(box.shape) < 0.2)] = 0
     with spawned(tmp_path, "glass", model="mini", prompt="default", scale="align-to-sensor", align="scale-shift",
-                      fusion="fill", recenter=True, sub_reliability="reliable", diagnostics_period=0.2) as (proc, node):
+                      fusion="fill", recenter=True, sub_reliability="reliable", diagnostics_period=0.2,
+                      cloud_mode="organized") as (proc, node):
         rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         clouds, markers, diag = [], [], []
         subs = {"glass/object_points": node.create_subscription(PointCloud2, "glass/object_points", clouds.append, rel),

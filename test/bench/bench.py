@@ -173,6 +173,45 @@ def bench_startup(report: list[str]) -> None:
                   f"(goal <= 0.33: {'met' if ratio <= 1 / 3 else 'NOT met'}); start-up {t['configured_s'] / o['configured_s']:.1f}x faster")
 
 
+def bench_distributed(report: list[str], steps: int = 40) -> None:
+    """Prompt training step time: plain vs under torchrun at world size 1 (the wrapper's overhead, goal <= 5%)
+    and on 2 processes (scaling on this 2-core machine). `mini` at 128 px, global batch 8, gloo on loopback."""
+    import socket
+
+    bindir = Path(sys.executable).parent
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "objs"
+        subprocess.run([str(bindir / "bgprompt"), "render", "objects", "--out", str(data), "--count", "32", "--size",
+                        "128", "--seed", "5"], check=True, capture_output=True)
+        seconds = {}
+        for kind, extra in (("1bg", []), ("pnet", ["--prompt", "pnet"])):
+            for label, launcher in (("plain", []), ("world 1", 1), ("world 2", 2)):
+                out = Path(tmp) / f"{kind}-{label.replace(' ', '')}"
+                args = ["train", "--model", "mini", "--data", str(data), "--out", str(out), "--steps", str(steps),
+                        "--batch", "8", "--val-every", str(10 * steps), "--local-only", *extra]
+                if launcher:
+                    with socket.socket() as s:
+                        s.bind(("127.0.0.1", 0))
+                        port = s.getsockname()[1]
+                    cmd = [str(bindir / "torchrun"), "--nnodes", "1", "--nproc_per_node", str(launcher),
+                           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "bgprompt_training", *args]
+                else:
+                    cmd = [str(bindir / "bgprompt"), *args]
+                run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+                if run.returncode != 0:
+                    report.append(f"distributed training ({kind}, {label}): failed ({run.stderr.strip()[-300:]})")
+                    return
+                timing = json.loads((Path(str(out) + ".state") / "timing.json").read_text())
+                seconds[(kind, label)] = timing["seconds"] / timing["steps"]
+        for kind in ("1bg", "pnet"):
+            plain, one, two = (seconds[(kind, k)] for k in ("plain", "world 1", "world 2"))
+            over = one / plain - 1
+            report.append(f"training {kind} (mini, global batch 8): step {1e3 * plain:.0f} ms plain, "
+                          f"{1e3 * one:.0f} ms under torchrun at world size 1 = {100 * over:+.1f}% overhead (goal "
+                          f"<= 5%: {'met' if over <= 0.05 else 'NOT met'}); 2 processes {1e3 * two:.0f} ms = "
+                          f"{plain / two:.2f}x the plain speed on this 2-core machine")
+
+
 def bench_node(report: list[str], frames: int = 40) -> None:
     """Node end-to-end (image published -> cloud received, 640x480, one object, `mini` on the torch backend) against
     its floor measured in the same run: a bare rclpy relay with the same inputs and output sizes (bench_relay.py)
@@ -217,7 +256,7 @@ def bench_soak(report: list[str], frames: int = 2000) -> None:
 
 def main() -> int:
     report: list[str] = []
-    for fn in (bench_render, bench_estimator, bench_cloud, bench_startup, bench_node, bench_soak):
+    for fn in (bench_render, bench_estimator, bench_cloud, bench_startup, bench_distributed, bench_node, bench_soak):
         fn(report)
         print(report[-1] if report else "", flush=True)
     print("\n== bench summary (one run, this machine) ==")

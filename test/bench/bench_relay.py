@@ -7,7 +7,6 @@ transport and rclpy (de)serialization, which the node cannot avoid either.
 """
 from __future__ import annotations
 
-import signal
 import sys
 
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 
 def main(cloud_mode: str) -> None:
     import rclpy
+    from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
@@ -51,10 +51,9 @@ def main(cloud_mode: str) -> None:
     node.create_subscription(Image, "mask", on_mask, qos)
     node.create_subscription(CameraInfo, "camera_info", lambda m: state.update(info=m), qos)
     node.create_subscription(Image, "image", on_image, qos)
-    signal.signal(signal.SIGINT, lambda *_: rclpy.try_shutdown())
     try:
-        rclpy.spin(node)
-    except Exception:  # the shutdown from SIGINT ends spin
+        rclpy.spin(node)  # rclpy's own SIGINT handler shuts the context down, which ends spin
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
 
 
