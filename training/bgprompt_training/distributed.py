@@ -60,7 +60,7 @@ class Distributed:
 
     def average_gradients(self, params) -> None:
         """All-reduce the gradients of ``params`` to their mean over ranks (the 1-BG prompt's update)."""
-        if not self.active:
+        if self.world == 1:
             return
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
@@ -75,7 +75,7 @@ class Distributed:
 
     def mean(self, value: float) -> float:
         """The mean of a number over ranks (one all-reduce)."""
-        if not self.active:
+        if self.world == 1:
             return value
         t = torch.tensor([value], dtype=torch.float64, device="cuda" if self.backend == "nccl" else "cpu")
         dist.all_reduce(t)
@@ -83,7 +83,7 @@ class Distributed:
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (on every rank)."""
-        if not self.active:
+        if self.world == 1:
             return [obj]
         out: list[Any] = [None] * self.world
         dist.all_gather_object(out, obj)

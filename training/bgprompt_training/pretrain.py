@@ -134,7 +134,7 @@ def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | P
     model = build_model(config["architecture"])
     trained = model
     total_of = _local
-    if dist.active:
+    if dist.world > 1:  # one process has nothing to synchronise
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         import torch.distributed as tdist

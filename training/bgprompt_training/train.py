@@ -211,7 +211,7 @@ class Trainer:
         self.params = params
         # PNet and the finetuned network average their gradients through DDP (bucketed, overlapped with the
         # backward pass); the 1-BG prompt's few Fourier tensors by one all-reduce in train_step
-        self.ddp = self.dist.active and cfg.prompt in ("pnet", "finetune")
+        self.ddp = self.dist.world > 1 and cfg.prompt in ("pnet", "finetune")  # one process: nothing to sync
         if self.ddp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
