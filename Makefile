@@ -60,7 +60,7 @@ prompts: $(STAMP)
 # Object clouds in metres (docs/grasp/): held-out tabletop frames (seed 500, no prompt trained on them)
 grasp: $(STAMP)
 	test -f $(DATA)/tabletop_test/manifest.json || $(VENV)/bin/bgprompt render tabletop --out $(DATA)/tabletop_test --count 150 --size 320 --seed 500 --families primitive superquadric lathe
-	$(VENV)/bin/bgprompt eval-grasp --data $(DATA)/tabletop_test --prompt none default pnet tabletop --out docs/grasp --figures 3
+	$(VENV)/bin/bgprompt eval-grasp --data $(DATA)/tabletop_test --prompt none 1bg pnet tabletop --out docs/grasp --figures 3
 
 bench: $(STAMP)
 	$(NETNS) $(PY) test/bench/bench.py

@@ -13,6 +13,7 @@ the best any renormalization, Eq. 2 included, could do).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .geometry import normals_from_depth
@@ -69,3 +70,19 @@ def oracle_shift(raw_disparity: torch.Tensor, gt: torch.Tensor, mask: torch.Tens
     aligned = scale_shift_align(raw_disparity, gt_disp, m)
     lo = floor * gt_disp.flatten(1).amax(1).view(-1, 1, 1)
     return 1.0 / torch.maximum(aligned, lo)
+
+
+def frame_metrics(pred: np.ndarray, ref: np.ndarray, obj: np.ndarray, K: np.ndarray) -> dict:
+    """``sample_metrics`` of one numpy frame (bag evaluation): depth ``pred`` against ``ref`` (metres, NaN or 0
+    invalid) inside the object mask ``obj``, plus how much of the object has a prediction / a reference."""
+    ok = obj & np.isfinite(ref) & (ref > 0) & np.isfinite(pred)
+    n_obj = max(int(obj.sum()), 1)
+    out = {"coverage": float((obj & np.isfinite(pred)).sum() / n_obj),  # object pixels with a prediction
+           "ref_coverage": float((obj & np.isfinite(ref) & (ref > 0)).sum() / n_obj),  # ... with a sensor reading
+           "pixels": int(ok.sum())}
+    if ok.sum() < 16:
+        return {**out, "si_rmse": float("nan"), "normal_cos": float("nan"), "abs_rel": float("nan"),
+                "abs_rel_ss": float("nan")}
+    t = lambda a: torch.from_numpy(np.where(ok, a, 1.0).astype(np.float32))[None]  # noqa: E731
+    m = sample_metrics(t(pred), t(ref), torch.from_numpy(ok)[None].float(), torch.tensor(K, dtype=torch.float32))
+    return {**out, **{k: float(m[k][0]) for k in ("si_rmse", "normal_cos", "abs_rel", "abs_rel_ss")}}

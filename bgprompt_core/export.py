@@ -20,7 +20,7 @@ from .composite import composite
 from .depth_transform import output_to_depth
 from .model import PromptedDepth
 from .onnx_graph import DEFAULT_OPSET, INPUTS, METADATA_KEY, OUTPUT, GraphError, read_onnx_metadata  # noqa: F401
-from .prompts import FourierPrompt, PixelPrompt, PromptNet
+from .prompts import PromptNet, StaticPrompt
 
 log = logging.getLogger("bgprompt.export")
 
@@ -34,7 +34,7 @@ class DeployGraph(nn.Module):
         self.half = half
         self.pnet: PromptNet | None = None
         prompt = model.prompt
-        if isinstance(prompt, (FourierPrompt, PixelPrompt)):
+        if isinstance(prompt, StaticPrompt):
             with torch.no_grad():
                 bg = prompt(torch.zeros(1, 1, size, size))
             self.register_buffer("background", bg.detach().clone())

@@ -66,12 +66,6 @@ def scale_shift_align(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     return s.view(-1, 1, 1) * pred + t.view(-1, 1, 1)
 
 
-def masked_rmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = _m(mask, pred)
-    err = _masked(pred - target, m)
-    return torch.sqrt((err * err).flatten(1).sum(1) / _count(m))
-
-
 def abs_rel(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean |pred - gt| / gt over the mask (no alignment: align first for relative predictions)."""
     m = _m(mask, pred)
@@ -113,25 +107,3 @@ def object_depth_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, 
     valid = ok_pred & ok_gt & (mask > 0.5)
     nl = normal_loss(n_pred, torch.nan_to_num(gt_normals), valid)
     return (si + nl).mean(), {"si_rmse": si.detach(), "normal_loss": nl.detach()}
-
-
-def evaluate_depth(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, K: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The paper's evaluation protocol for one batch of object depths (per-sample values).
-
-    GT scaled to masked mean 5; ``si_rmse`` by Eq. 3; ``normal_cos`` between normals of the
-    scale-aligned prediction and of GT; ``abs_rel`` after scale alignment and ``abs_rel_ss`` after
-    scale-and-shift alignment, for reporting.
-    """
-    with torch.no_grad():
-        gt5 = normalize_to_mean(gt, mask)
-        s = optimal_scale(pred, gt5, mask).view(-1, 1, 1)
-        aligned = s * pred
-        n_pred, ok_pred = normals_from_depth(aligned, K, mask)
-        n_gt, ok_gt = normals_from_depth(gt5, K, mask)
-        valid = ok_pred & ok_gt & (mask > 0.5)
-        return {
-            "si_rmse": si_rmse(pred, gt5, mask),
-            "normal_cos": normal_cosine(n_pred, n_gt, valid),
-            "abs_rel": abs_rel(aligned, gt5, mask),
-            "abs_rel_ss": abs_rel(scale_shift_align(pred, gt5, mask), gt5, mask),
-        }

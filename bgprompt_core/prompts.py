@@ -42,19 +42,33 @@ def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class Prompt(nn.Module):
-    """Common interface: ``forward(mask, image=None) -> (N, 3, H, W)`` background in [0, 1]."""
-
-    kind: str = "single"
+    """Common interface: ``forward(mask, image=None) -> (N, 3, H, W)`` background in [0, 1] (B of Eq. 1)."""
 
     def forward(self, mask: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:  # noqa: D401
         raise NotImplementedError
 
     @property
     def resolution(self) -> tuple[int, int]:
+        return (self.cfg.height, self.cfg.width)
+
+
+class StaticPrompt(Prompt):
+    """A prompt that ignores its input: one background ``sigmoid(logits())`` for every object (1-BG)."""
+
+    def logits(self) -> torch.Tensor:
+        """Pre-sigmoid background, shape (1, 3, H, W)."""
         raise NotImplementedError
 
+    def image(self) -> torch.Tensor:
+        """The background in [0, 1], shape (1, 3, H, W)."""
+        return torch.sigmoid(self.logits())
 
-class FourierPrompt(Prompt):
+    def forward(self, mask: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        bg = _resize(self.image(), tuple(mask.shape[-2:]))
+        return bg.expand(mask.shape[0], -1, -1, -1)
+
+
+class FourierPrompt(StaticPrompt):
     """1-BG: one background parameterized by its Fourier spectrum (Olah et al. 2017, paper Sec. 3.1).
 
     ``B = irfft2(scale * spectrum, ortho) / divisor``, returned as ``sigmoid(B)``. The spectrum is
@@ -68,44 +82,20 @@ class FourierPrompt(Prompt):
         self.register_buffer("scale", fourier_scale(h, w, cfg.decay), persistent=False)
         self.spectrum = nn.Parameter(torch.randn(1, 3, h, w // 2 + 1, 2) * cfg.init_std)
 
-    @property
-    def resolution(self) -> tuple[int, int]:
-        return (self.cfg.height, self.cfg.width)
-
     def logits(self) -> torch.Tensor:
-        """Pre-sigmoid background B, shape (1, 3, H, W)."""
         return spectrum_to_logits(self.scale[..., None] * self.spectrum, self.resolution, self.cfg.divisor)
 
-    def image(self) -> torch.Tensor:
-        """sigma(B), shape (1, 3, H, W) in [0, 1]."""
-        return torch.sigmoid(self.logits())
 
-    def forward(self, mask: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        bg = _resize(self.image(), tuple(mask.shape[-2:]))
-        return bg.expand(mask.shape[0], -1, -1, -1)
-
-
-class PixelPrompt(Prompt):
-    """The "Img space" ablation: background logits learned per pixel, Gaussian init, sigmoid."""
+class PixelPrompt(StaticPrompt):
+    """The "Img space" ablation of 1-BG: background logits learned per pixel, Gaussian init, sigmoid."""
 
     def __init__(self, cfg: PixelPromptConfig):
         super().__init__()
         self.cfg = cfg
         self.pixels = nn.Parameter(torch.randn(1, 3, cfg.height, cfg.width) * cfg.init_std)
 
-    @property
-    def resolution(self) -> tuple[int, int]:
-        return (self.cfg.height, self.cfg.width)
-
     def logits(self) -> torch.Tensor:
         return self.pixels
-
-    def image(self) -> torch.Tensor:
-        return torch.sigmoid(self.pixels)
-
-    def forward(self, mask: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-        bg = _resize(self.image(), tuple(mask.shape[-2:]))
-        return bg.expand(mask.shape[0], -1, -1, -1)
 
 
 def mask_spectrum(x: torch.Tensor, side: int, dft: MatrixDFT | None = None) -> torch.Tensor:
@@ -132,8 +122,6 @@ class PromptNet(Prompt):
     ``sigmoid(gain * x + B)``, with the U-Net's last layer starting at zero, so a PNet whose bias is
     initialised from a trained 1-BG prompt starts exactly at that prompt and learns what the mask adds.
     """
-
-    kind = "pnet"
 
     def __init__(self, cfg: PromptNetConfig):
         super().__init__()
@@ -165,10 +153,6 @@ class PromptNet(Prompt):
 
     def _bias_logits(self) -> torch.Tensor:
         return self.bias.logits() if self.bias_logits is None else self.bias_logits
-
-    @property
-    def resolution(self) -> tuple[int, int]:
-        return (self.cfg.height, self.cfg.width)
 
     def _input(self, mask: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
         if self.cfg.input == "mask":

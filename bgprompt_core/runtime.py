@@ -30,15 +30,20 @@ SHIPPED_PROMPTS = {"mini": {"1bg": PACKAGE_PROMPTS / "mini-1bg.safetensors",
                             "tabletop": PACKAGE_PROMPTS / "mini-tabletop-1bg.safetensors"}}
 
 
+PROMPT_HELP = ("prompt checkpoint path, or a prompt shipped with the model: '1bg' (its 1-BG), 'pnet' "
+               "(its PNet), 'tabletop' (its 1-BG learned on tabletop views, for recenter: true); 'none' is the "
+               "white-background baseline")
 SHIPPED_NAMES = ("default", "1bg", "pnet", "tabletop")
 
 
 def resolve_prompt_path(prompt: str, spec: DepthNetSpec) -> Path | None:
-    """'none' -> None; 'default' / '1bg' / 'pnet' / 'tabletop' -> the prompt shipped with ``spec``'s model;
+    """'none' -> None; '1bg' (deprecated alias 'default') / 'pnet' / 'tabletop' -> the prompt shipped with ``spec``'s model;
     else a path."""
     if prompt == "none":
         return None
     if prompt in SHIPPED_NAMES:
+        if prompt == "default":
+            log.warning("prompt 'default' is deprecated: use '1bg' (the same shipped 1-BG prompt)")
         kind = "1bg" if prompt == "default" else prompt
         path = SHIPPED_PROMPTS.get(spec.name, {}).get(kind)
         if path is None:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .model import PromptedDepth
-from .prompts import FourierPrompt, PixelPrompt
+from .prompts import StaticPrompt
 
 log = logging.getLogger("bgprompt.backend")
 
@@ -20,7 +20,7 @@ class TorchBackend:
                                    ("cpu" if device == "auto" else device))
         self.model = model.to(self.device).eval()
         self.background = None
-        if isinstance(model.prompt, (FourierPrompt, PixelPrompt)):  # input-independent: compute it once
+        if isinstance(model.prompt, StaticPrompt):  # input-independent: computed once
             with torch.no_grad():
                 self.background = model.prompt.image().to(self.device)
         self.fp16 = precision == "fp16" and self.device.type == "cuda"

@@ -16,7 +16,7 @@ import numpy as np
 
 from bgprompt_core.estimator import InputError, ObjectDepthEstimator
 from bgprompt_core.geometry import backproject_np
-from bgprompt_core.evaluation import sample_metrics
+from bgprompt_core.evaluation import frame_metrics
 from bgprompt_core.sensor_model import to_millimetres
 
 from . import conversions as cv
@@ -173,23 +173,6 @@ def resolve_topics(reader, wanted: dict[str, str | None]) -> dict[str, str]:
             raise ValueError(f"no {key} topic: tried {candidates}; the bag has {sorted(available)}")
         out[key] = found
     return out
-
-
-def frame_metrics(pred: np.ndarray, ref: np.ndarray, obj: np.ndarray, K: np.ndarray) -> dict:
-    """Metrics of one frame inside the object where the reference is valid (scale-invariant ones)."""
-    import torch
-
-    ok = obj & np.isfinite(ref) & (ref > 0) & np.isfinite(pred)
-    n_obj = max(int(obj.sum()), 1)
-    out = {"coverage": float((obj & np.isfinite(pred)).sum() / n_obj),  # object pixels with a prediction
-           "ref_coverage": float((obj & np.isfinite(ref) & (ref > 0)).sum() / n_obj),  # ... with a sensor reading
-           "pixels": int(ok.sum())}
-    if ok.sum() < 16:
-        return {**out, "si_rmse": float("nan"), "normal_cos": float("nan"), "abs_rel": float("nan"),
-                "abs_rel_ss": float("nan")}
-    t = lambda a: torch.from_numpy(np.where(ok, a, 1.0).astype(np.float32))[None]  # noqa: E731
-    m = sample_metrics(t(pred), t(ref), torch.from_numpy(ok)[None].float(), torch.tensor(K, dtype=torch.float32))
-    return {**out, **{k: float(m[k][0]) for k in ("si_rmse", "normal_cos", "abs_rel", "abs_rel_ss")}}
 
 
 def cloud_metrics_m(res, truth: np.ndarray, mask: np.ndarray, K: np.ndarray) -> dict:

@@ -32,7 +32,7 @@ def _combos(args: argparse.Namespace):
     combos = []
     for m in models:
         for p in prompts:
-            combos.append(Combo(f"{Path(m).name} + {Path(p).stem if p not in ('default', 'none') else p}",
+            combos.append(Combo(f"{Path(m).name} + {Path(p).stem if p not in ('default', '1bg', 'pnet', 'tabletop', 'none') else p}",
                                 {**base, "model": m, "prompt": p}))
         if not args.no_baseline and "none" not in prompts:
             combos.append(Combo(f"{Path(m).name} + none (white background)", {**base, "model": m, "prompt": "none"}))

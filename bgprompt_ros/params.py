@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bgprompt_core.estimator import PROMPT_HELP, EstimatorConfig
+from bgprompt_core.estimator import EstimatorConfig
+from bgprompt_core.runtime import PROMPT_HELP
 
 TYPES = {str: "PARAMETER_STRING", int: "PARAMETER_INTEGER", float: "PARAMETER_DOUBLE", bool: "PARAMETER_BOOL"}
 # name: (default, description, allowed values or None, needs reload); the type is the default's
 PARAMETERS: dict[str, tuple] = {
     "model": ("mini", "depth network: registry name, hub id or local directory", None, True),
-    "prompt": ("default", PROMPT_HELP, None, True),
+    "prompt": ("1bg", PROMPT_HELP, None, True),
     "backend": ("torch", "inference backend; auto: tensorrt with a GPU and tensorrt installed, else onnxruntime, "
                          "else torch", ("auto", "torch", "onnxruntime", "tensorrt"), True),
     "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", None, True),

@@ -1,4 +1,4 @@
-"""Analytic test scenes with exact depth (ray casting, no renderer): a box standing on a table."""
+"""Analytic test scenes with exact depth (ray casting, no renderer): a shaded sphere, a box standing on a table."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,3 +33,23 @@ def table_image(K: np.ndarray, h: int, w: int, table: np.ndarray, box: np.ndarra
     img = np.stack([0.45 + 0.4 * checker, 0.35 + 0.3 * checker, 0.25 + 0.2 * checker], -1)
     img[box] = img[box] * np.array([0.85, 0.92, 0.95]) + 0.08 if glass else np.array([0.55, 0.6, 0.62])
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def sphere_sample(size: int, radius: float = 0.25, distance: float = 1.0, focal: float | None = None):
+    """An analytic Lambert-shaded sphere: image (3,H,W) in [0,1], z-depth (H,W), mask (H,W), K (3,3)."""
+    f = focal or 1.2 * size
+    K = np.array([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1]], dtype=np.float64)
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    d = np.stack([(u - K[0, 2]) / f, (v - K[1, 2]) / f, np.ones_like(u)], -1)
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    c = np.array([0.0, 0.0, distance])
+    b = d @ c
+    disc = b**2 - (c @ c - radius**2)
+    hit = disc > 0
+    t = np.where(hit, b - np.sqrt(np.clip(disc, 0, None)), np.nan)
+    p = d * t[..., None]
+    n = (p - c) / radius
+    shade = np.clip(n @ np.array([-0.4, -0.5, -0.77]), 0, 1)
+    rgb = np.where(hit[..., None], (0.25 + 0.7 * shade[..., None]) * np.array([0.9, 0.5, 0.2]), 1.0)
+    depth = np.where(hit, p[..., 2], 0.0)
+    return rgb.transpose(2, 0, 1).astype(np.float32), depth.astype(np.float32), hit.astype(np.float32), K

@@ -9,7 +9,7 @@ from bgprompt_core.adapters import (REGISTRY, DepthNetSpec, ModelLoadError, buil
                                     resolve_spec, spec_from_configs)
 from bgprompt_core.config import FourierPromptConfig
 from bgprompt_core.model import PromptedDepth
-from bgprompt_core.model_configs import FAMILIES, small_config
+from tiny_models import FAMILIES, small_config
 from bgprompt_core.prompts import FourierPrompt
 
 

@@ -10,7 +10,7 @@ from bgprompt_training.data.external import ABORenders, GoogleScannedObjects, HM
 from bgprompt_training.data.open import open_dataset
 from bgprompt_training.data.schema import BadSample
 from bgprompt_training.data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
-from bgprompt_training.demo import sphere_sample
+from scenes import sphere_sample
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset
 

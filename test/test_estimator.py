@@ -320,7 +320,7 @@ def test_pnet_exports_without_dft_ops_and_matches_torch(tmp_path):
     from bgprompt_core.config import PromptNetConfig
     from bgprompt_core.export import export_onnx, read_onnx_metadata
     from bgprompt_core.model import PromptedDepth
-    from bgprompt_core.model_configs import small_config
+    from tiny_models import small_config
     from bgprompt_core.prompts import PromptNet
 
     torch.manual_seed(3)

@@ -80,12 +80,13 @@ def test_empty_mask_is_a_clear_error():
         metrics.si_rmse(pred, gt, torch.zeros_like(pred))
 
 
-def test_evaluate_depth_perfect_prediction():
-    from bgprompt_training.demo import sphere_sample
+def test_sample_metrics_of_a_perfect_prediction_up_to_scale():
+    from bgprompt_core.evaluation import sample_metrics
+    from scenes import sphere_sample
 
     _, depth, mask, K = sphere_sample(48)
     d, m = torch.from_numpy(depth)[None], torch.from_numpy(mask)[None]
-    out = metrics.evaluate_depth(0.3 * d, d, m, torch.from_numpy(K).float())
+    out = sample_metrics(0.3 * d, d, m, torch.from_numpy(K).float())
     assert out["si_rmse"].item() < 1e-4
     assert out["normal_cos"].item() == pytest.approx(1.0, abs=1e-5)
     assert out["abs_rel"].item() < 1e-5

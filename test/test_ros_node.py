@@ -319,7 +319,7 @@ def test_a_see_through_object_gets_points_on_the_object_not_on_the_table_behind(
     img = table_image(Km, h, w, table, box, glass=True)
     sensor = np.round(np.where(np.isfinite(table), table, 0) * 1000).astype(np.uint16)  # the table, through the box
     sensor[box & (np.random.default_rng(0).random(box.shape) < 0.2)] = 0
-    with spawned(tmp_path, "glass", model="mini", prompt="default", scale="align-to-sensor", align="scale-shift",
+    with spawned(tmp_path, "glass", model="mini", prompt="1bg", scale="align-to-sensor", align="scale-shift",
                       fusion="fill", recenter=True, sub_reliability="reliable", diagnostics_period=0.2,
                       cloud_mode="organized") as (proc, node):
         rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

@@ -73,7 +73,7 @@ def test_eval_grasp_scores_every_method_and_writes_its_report(tabletop, tmp_path
 
     from bgprompt_training.grasp_eval import GraspEvalConfig, evaluate_grasp, write_report
 
-    cfg = GraspEvalConfig(prompts=("none", "default"), min_pixels=40)
+    cfg = GraspEvalConfig(prompts=("none", "1bg"), min_pixels=40)
     result = evaluate_grasp(tabletop, cfg, progress=False, keep_clouds=1)
     methods = {r["method"] for r in result["rows"]}
     assert methods == {"raw sensor", "inpaint telea", "inpaint ns", "white + fusion", "1-BG + fusion",
@@ -95,7 +95,7 @@ def test_bag_eval_reports_object_clouds_in_millimetres_against_the_ground_truth(
     from rosbags.highlevel import AnyReader
 
     make_bag(tabletop, tmp_path / "b")
-    params = {"model": "mini", "prompt": "default", "scale": "align-to-sensor", "align": "scale-shift",
+    params = {"model": "mini", "prompt": "1bg", "scale": "align-to-sensor", "align": "scale-shift",
               "fusion": "fill", "recenter": True}
     summary = eval_bag(tmp_path / "b", [Combo("fused", params)], out_bag=tmp_path / "pred", progress=False)
     rows = [r for r in summary["per_frame"]["fused"] if "chamfer_mm" in r]

@@ -31,7 +31,7 @@ def graphs(tmp_path_factory):
     from bgprompt_core.adapters import build_depth_net
     from bgprompt_core.config import DepthTransformConfig
     from bgprompt_core.model import PromptedDepth
-    from bgprompt_core.model_configs import small_config
+    from tiny_models import small_config
 
     root = tmp_path_factory.mktemp("graphs")
     out = {}

@@ -13,7 +13,7 @@ from bgprompt_core.adapters import build_depth_net, load_depth_net
 from bgprompt_core.checkpoint import load_prompt
 from bgprompt_core.config import DepthTransformConfig
 from bgprompt_core.depth_transform import disparity_to_depth
-from bgprompt_core.model_configs import small_config
+from tiny_models import small_config
 from bgprompt_training.eval import evaluate, write_outputs
 from bgprompt_core.evaluation import sample_metrics
 from bgprompt_training.render.generate import RenderConfig

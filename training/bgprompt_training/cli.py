@@ -365,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "optionally @WEIGHT for mixing")
     p.add_argument("--val", nargs="*", metavar="SPEC", help="held-out sets for validation")
     p.add_argument("--out", required=True, help="prompt checkpoint (.safetensors) or, for finetune, a model directory")
-    p.add_argument("--prompt", choices=["single", "pnet", "finetune"], default="single")
+    p.add_argument("--prompt", choices=["1bg", "pnet", "finetune", "single"], default="1bg",
+                   help="1bg: one learned background (paper's 1-BG); pnet: the mask-conditioned Prompting network; "
+                        "finetune: the network's own weights on a white background (the paper's baseline); "
+                        "'single' is a deprecated spelling of 1bg")
     p.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="ablation: 'Img space' = pixel")
     p.add_argument("--composite", choices=["replace", "additive"], default="replace", help="ablation: 'Additive'")
     p.add_argument("--pnet-input", choices=["mask", "image"], default="mask", help="ablation: 'Img input' = image")
@@ -427,10 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     def runtime_args(p: argparse.ArgumentParser) -> None:
-        from bgprompt_core.estimator import PROMPT_HELP
+        from bgprompt_core.runtime import PROMPT_HELP
 
         p.add_argument("--model", default="mini", help="depth network (default: the embedded `mini`)")
-        p.add_argument("--prompt", default="default", help=PROMPT_HELP)
+        p.add_argument("--prompt", default="1bg", help=PROMPT_HELP)
         p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
         p.add_argument("--allow-download", action="store_true", help="let transformers fetch hub models")
 

@@ -15,27 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-def sphere_sample(size: int, radius: float = 0.25, distance: float = 1.0, focal: float | None = None):
-    """An analytic Lambert-shaded sphere: image (3,H,W) in [0,1], z-depth (H,W), mask (H,W), K (3,3)."""
-    f = focal or 1.2 * size
-    K = np.array([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1]], dtype=np.float64)
-    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
-    d = np.stack([(u - K[0, 2]) / f, (v - K[1, 2]) / f, np.ones_like(u)], -1)
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    c = np.array([0.0, 0.0, distance])
-    b = d @ c
-    disc = b**2 - (c @ c - radius**2)
-    hit = disc > 0
-    t = np.where(hit, b - np.sqrt(np.clip(disc, 0, None)), np.nan)
-    p = d * t[..., None]
-    n = (p - c) / radius
-    shade = np.clip(n @ np.array([-0.4, -0.5, -0.77]), 0, 1)
-    rgb = np.where(hit[..., None], (0.25 + 0.7 * shade[..., None]) * np.array([0.9, 0.5, 0.2]), 1.0)
-    depth = np.where(hit, p[..., 2], 0.0)
-    return rgb.transpose(2, 0, 1).astype(np.float32), depth.astype(np.float32), hit.astype(np.float32), K
-
 
 def _run(cmd: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -154,7 +133,7 @@ def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float =
         lines.append("- `bag record` captured: " + ", ".join(f"{t} x{n}" for t, n in sorted(counts.items())))
     if not counts.get(TOPICS["depth"]):
         return lines
-    ev = _run([str(exe / "bgprompt"), "bag", "eval", str(bag_rec), "--model", "mini", "--prompt", "default",
+    ev = _run([str(exe / "bgprompt"), "bag", "eval", str(bag_rec), "--model", "mini", "--prompt", "1bg",
                "--out", str(out / "bag_eval")], env, timeout=600)
     if ev.returncode != 0:
         return lines + [f"- `bag eval` failed: {_tail(ev.stderr)}"]
@@ -174,7 +153,7 @@ def grasp_step(out: Path, frames: int = 8) -> list[str]:
     if not (data / "manifest.json").is_file():
         render_dataset(RenderConfig(kind="tabletop", size=256, seed=901, families=("primitive", "superquadric", "lathe")),
                        data, frames, progress=False)
-    prompts = ("none", "default") + (("tabletop",) if SHIPPED_PROMPTS["mini"]["tabletop"].is_file() else ())
+    prompts = ("none", "1bg") + (("tabletop",) if SHIPPED_PROMPTS["mini"]["tabletop"].is_file() else ())
     result = evaluate_grasp(data, GraspEvalConfig(prompts=prompts, min_pixels=100), progress=False, keep_clouds=1)
     write_report(result, out / "grasp", prompts)
     return [f"{result['frames']} held-out tabletop frames (seed 901), a d435-like simulated sensor; per material, "

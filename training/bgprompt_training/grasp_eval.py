@@ -36,7 +36,7 @@ SUMMARY = ("chamfer_mm", "accuracy_10mm", "completeness_10mm", "completeness_5mm
 @dataclass(frozen=True)
 class GraspEvalConfig:
     model: str = "mini"
-    prompts: tuple[str, ...] = ("none", "default", "pnet")
+    prompts: tuple[str, ...] = ("none", "1bg", "pnet")
     oracle_prompt: str | None = None  # default: the last prompt
     count: int | None = None  # frames (None: all)
     min_pixels: int = 150  # objects with fewer mask pixels are left out
@@ -139,7 +139,7 @@ def evaluate_grasp(data: str | Path, cfg: GraspEvalConfig, progress: bool = True
 
 
 def _prompt_name(p: str) -> str:
-    return {"none": "white", "default": "1-BG", "pnet": "PNet", "tabletop": "tabletop 1-BG"}.get(p, Path(p).stem)
+    return {"none": "white", "1bg": "1-BG", "default": "1-BG", "pnet": "PNet", "tabletop": "tabletop 1-BG"}.get(p, Path(p).stem)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

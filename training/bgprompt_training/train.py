@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 import logging
 import math
 import os
@@ -54,7 +55,7 @@ class TrainConfig:
     data: list[str]
     val: list[str] = field(default_factory=list)
     out: str = "prompt.safetensors"
-    prompt: str = "single"  # single | pnet | finetune
+    prompt: str = "1bg"  # 1bg | pnet | finetune ("single": deprecated spelling of 1bg)
     param: str = "fourier"  # fourier | pixel
     composite: str = "replace"  # replace | additive
     pnet_input: str = "mask"  # mask | image
@@ -83,7 +84,10 @@ class TrainConfig:
     local_only: bool = False
 
     def __post_init__(self) -> None:
-        choices = {"prompt": ("single", "pnet", "finetune"), "param": ("fourier", "pixel"),
+        if self.prompt == "single":
+            warnings.warn("--prompt single is deprecated: use --prompt 1bg", DeprecationWarning, stacklevel=3)
+            self.prompt = "1bg"
+        choices = {"prompt": ("1bg", "pnet", "finetune"), "param": ("fourier", "pixel"),
                    "composite": ("replace", "additive"), "pnet_input": ("mask", "image"),
                    "pnet_combine": ("mean", "residual"),
                    "eq2_range": ("image", "object"), "optimizer": ("sgd", "adam"),
@@ -270,6 +274,8 @@ class Trainer:
             raise FileNotFoundError(f"nothing to resume: {latest} does not exist")
         step_dir = self.state_dir / latest.read_text().strip()
         meta = json.loads((step_dir / "state.json").read_text())
+        if meta["config"].get("prompt") == "single":  # states written before the name 1bg
+            meta["config"]["prompt"] = "1bg"
         if meta["config"] != self.cfg.to_dict():
             diff = {k: (v, self.cfg.to_dict().get(k)) for k, v in meta["config"].items() if self.cfg.to_dict().get(k) != v}
             raise ConfigError(f"cannot resume {step_dir}: the run was started with other settings {diff}")

@@ -1,14 +1,13 @@
-"""Small transformers configs of production depth architectures, built offline in ~0.1 s.
+"""Tests only: small transformers configs of production depth architectures, built offline in ~0.1 s.
 
-Tests use them (random weights, same classes as the hub models); the embedded default network is
-a trained member of one of these families.
+Random weights, the same classes as the hub models; the embedded default network is a trained member of one of
+these families.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from .adapters import DepthNetSpec
-from .normalization import IMAGENET_MEAN, IMAGENET_STD
+from bgprompt_core.net_spec import IMAGENET_MEAN, IMAGENET_STD, DepthNetSpec
 
 FAMILIES = ("dpt", "dpt_hybrid", "depth_anything", "glpn", "zoedepth", "depth_pro")
 
