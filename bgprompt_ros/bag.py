@@ -19,7 +19,7 @@ from bgprompt_core.geometry import backproject_np
 from bgprompt_core.evaluation import frame_metrics
 from bgprompt_core.sensor_model import to_millimetres
 
-from . import conversions as cv
+from . import conversions
 from .params import estimator_config_from_params
 from .sync import Synchronizer
 
@@ -213,14 +213,13 @@ def cross_validated_metric_error(rel: np.ndarray, ref: np.ndarray, obj: np.ndarr
     return {"metric_rmse_m": float(np.sqrt(np.mean(err**2))), "metric_absrel": float(np.mean(np.abs(err) / ref[test]))}
 
 
-def _cloud_message(ts, res, rgb, header, cloud_mode: str = "dense"):
-    PC2 = ts.types["sensor_msgs/msg/PointCloud2"]
-    PF = ts.types["sensor_msgs/msg/PointField"]
-    h, w, dense, step, data = cv.cloud_data(res.depth, res.K, rgb, organized=cloud_mode == "organized")
-    fields, _ = cv.cloud_fields(True)
-    return PC2(header=header, height=h, width=w, fields=[PF(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields],
-               is_bigendian=False, point_step=step, row_step=step * w, data=np.frombuffer(data, np.uint8),
-               is_dense=dense)
+def _cloud(ts, header, res, rgb, cloud_mode: str, params: dict):
+    """The node's cloud for this result, with the node's field choices (its params)."""
+    labels = params.get("cloud_labels", True)
+    return conversions.cloud_message(ts.types["sensor_msgs/msg/PointCloud2"], ts.types["sensor_msgs/msg/PointField"],
+                                     header, res.depth, res.K, rgb if params.get("cloud_rgb", True) else None,
+                                     organized=cloud_mode == "organized", label=res.instance if labels else None,
+                                     source=res.source if labels else None)
 
 
 def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None] | None = None,
@@ -284,8 +283,8 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                         stamp = head.sec * 10**9 + head.nanosec
                         bar.update(1)
                         try:
-                            f = cv.decode_frame(matched, sensor_key="depth")
-                        except (cv.ConversionError, ValueError) as exc:
+                            f = conversions.decode_frame(matched, sensor_key="depth")
+                        except (conversions.ConversionError, ValueError) as exc:
                             skipped += 1
                             log.warning("frame %d skipped: %s", stamp, exc)
                             continue
@@ -311,12 +310,9 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                                 worst.append((row["si_rmse"], stamp, rgb, res.depth, ref))
                                 worst = sorted(worst, key=lambda x: -x[0])[:6]
                             if writer is not None and ci == 0:
-                                enc, step, data = cv.depth_image_data(res.depth)
-                                Img = ts.types["sensor_msgs/msg/Image"]
-                                out_msgs = {"depth": Img(header=img.header, height=res.depth.shape[0], width=res.depth.shape[1],
-                                                         encoding=enc, is_bigendian=0, step=step,
-                                                         data=np.frombuffer(data, np.uint8)),
-                                            "info": info, "cloud": _cloud_message(ts, res, rgb, img.header, cloud_mode)}
+                                out_msgs = {"depth": conversions.depth_image_message(ts.types["sensor_msgs/msg/Image"],
+                                                                                     img.header, res.depth),
+                                            "info": info, "cloud": _cloud(ts, img.header, res, rgb, cloud_mode, c.params)}
                                 for k, m in out_msgs.items():
                                     writer.write(out_conns[k], stamp, ts.serialize_cdr(m, m.__msgtype__))
                         frames += 1

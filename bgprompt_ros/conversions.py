@@ -275,3 +275,33 @@ def cloud_data(depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, 
         if cv2.merge(planes, dst=out).ctypes.data != out.ctypes.data:  # OpenCV reallocates on a type mismatch
             raise ConversionError("cloud planes did not merge into the message buffer")
     return (h, w, False, step, buf) if organized else (1, n, True, step, buf)
+
+
+def make_message(cls, data: array.array, point_field=None, fields=(), **values):
+    """``cls(**values)`` carrying ``data``, for rclpy and rosbags message classes alike (the node publishes the
+    first, ``bgprompt bag eval`` writes the second, so both build the same messages here).
+
+    rclpy's generated classes get the buffer attached without a copy; rosbags' dataclasses, which need every
+    field at construction, get a numpy view of it. ``fields`` (name, offset, datatype, count) become
+    ``point_field`` instances."""
+    if point_field is not None:
+        values["fields"] = [point_field(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields]
+    if hasattr(cls, "_fields_and_field_types"):  # rclpy
+        return attach_data(cls(**values), data)
+    return cls(**values, data=np.frombuffer(data, np.uint8))
+
+
+def depth_image_message(image_cls, header, depth: np.ndarray):
+    """sensor_msgs/Image 32FC1 in metres (or relative units), NaN invalid, as depth_image_proc publishes depth."""
+    enc, step, data = depth_image_data(depth)
+    return make_message(image_cls, data, header=header, height=depth.shape[0], width=depth.shape[1], encoding=enc,
+                        is_bigendian=0, step=step)
+
+
+def cloud_message(cloud_cls, field_cls, header, depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None,
+                  organized: bool = False, label: np.ndarray | None = None, source: np.ndarray | None = None):
+    """sensor_msgs/PointCloud2 of the back-projected depth (``cloud_data`` says what goes in)."""
+    h, w, dense, step, data = cloud_data(depth, K, rgb, organized=organized, label=label, source=source)
+    fields, _ = cloud_fields(rgb is not None, label is not None)
+    return make_message(cloud_cls, data, field_cls, fields, header=header, height=h, width=w, is_bigendian=False,
+                        point_step=step, row_step=step * w, is_dense=dense)

@@ -34,7 +34,7 @@ from visualization_msgs.msg import MarkerArray
 from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator
 from bgprompt_core.object_summary import summarize_objects
 
-from . import conversions as cv
+from . import conversions
 from .markers import object_markers
 from .params import PARAMETERS, TYPES, estimator_config_from_params, invalid
 from .sync import Synchronizer
@@ -243,7 +243,7 @@ class ObjectDepthNode(LifecycleNode):
                 self._slot = None
             try:
                 self._process(frame, received)
-            except (InputError, cv.ConversionError, ValueError) as exc:
+            except (InputError, conversions.ConversionError, ValueError) as exc:
                 self.counters["skipped_bad_input"] += 1
                 self.last_problem = str(exc)
                 self._log_throttled("warning", f"skipped frame: {exc}")
@@ -267,7 +267,7 @@ class ObjectDepthNode(LifecycleNode):
 
     def _process(self, frame: dict, received: float) -> None:
         img_msg, info = frame["image"], frame["camera_info"]
-        f = cv.decode_frame(frame)
+        f = conversions.decode_frame(frame)
         if f.distortion:
             self._log_throttled("warning", f.distortion, period=math.inf)  # once per distinct calibration
         rgb, K, mask, sensor = f.rgb, f.K, f.mask, f.sensor
@@ -281,26 +281,17 @@ class ObjectDepthNode(LifecycleNode):
         header = img_msg.header
         # messages are built only for topics someone listens to; buffers go into them without a copy
         if self.pubs["depth"].get_subscription_count() > 0:
-            enc, step, data = cv.depth_image_data(res.depth)
-            self.pubs["depth"].publish(cv.attach_data(Image(
-                header=header, height=res.depth.shape[0], width=res.depth.shape[1], encoding=enc, is_bigendian=0,
-                step=step), data))
+            self.pubs["depth"].publish(conversions.depth_image_message(Image, header, res.depth))
         info_out = CameraInfo(header=header, height=info.height or rgb.shape[0], width=info.width or rgb.shape[1],
                               distortion_model=info.distortion_model, d=info.d, k=info.k, r=info.r, p=info.p,
                               binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
         self.pubs["info"].publish(info_out)
         if self.pubs["cloud"].get_subscription_count() > 0:
-            with_rgb = self.p("cloud_rgb")
             labels = self.p("cloud_labels")
-            h, w, dense, pstep, cdata = cv.cloud_data(res.depth, res.K, rgb if with_rgb else None,
-                                                      organized=self.p("cloud_mode") == "organized",
-                                                      label=res.instance if labels else None,
-                                                      source=res.source if labels else None)
-            fields, _ = cv.cloud_fields(with_rgb, labels)
-            self.pubs["cloud"].publish(cv.attach_data(PointCloud2(
-                header=header, height=h, width=w, is_bigendian=False, point_step=pstep, row_step=pstep * w,
-                is_dense=dense, fields=[PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in fields]),
-                cdata))
+            self.pubs["cloud"].publish(conversions.cloud_message(
+                PointCloud2, PointField, header, res.depth, res.K, rgb if self.p("cloud_rgb") else None,
+                organized=self.p("cloud_mode") == "organized", label=res.instance if labels else None,
+                source=res.source if labels else None))
         if (self.p("publish_composite") and mask is not None and self.estimator.model is not None
                 and self.pubs["composite"].get_subscription_count() > 0):
             comp = self._model_thread.submit(self.estimator.composite_preview, rgb, mask, K).result()

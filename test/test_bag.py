@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bgprompt_ros import conversions as cv
+from bgprompt_ros import conversions
 from bgprompt_ros.bag import TOPICS, BagError, Combo, eval_bag, make_bag, typestore
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset
@@ -36,7 +36,7 @@ def read_bag(path):
 
 
 def arr(msg):
-    return cv.image_to_array(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
+    return conversions.image_to_array(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
@@ -54,7 +54,7 @@ def test_bag_make_round_trips(renders, tmp_path, storage):
         assert img.header.frame_id == "camera_color_optical_frame" and img.encoding == "rgb8"
         assert np.array_equal(arr(img), rgb[i])
         assert np.array_equal(arr(msgs[TOPICS["mask"]][i][1]) > 0, mask[i])
-        d = cv.to_sensor_depth("16UC1", arr(msgs[TOPICS["depth"]][i][1]))
+        d = conversions.to_sensor_depth("16UC1", arr(msgs[TOPICS["depth"]][i][1]))
         assert np.allclose(d[depth[i] > 0], depth[i][depth[i] > 0], atol=6e-4) and np.isnan(d[depth[i] == 0]).all()
         assert np.allclose(np.asarray(msgs[TOPICS["camera_info"]][i][1].k).reshape(3, 3), K[i])
     ts = [t for t, _ in msgs[TOPICS["image"]]]
@@ -82,7 +82,7 @@ def test_bag_eval_metrics_match_an_independent_computation(renders, tmp_path, ti
     assert [t for t, _ in pred["/object_depth"]] == [t for t, _ in inp[TOPICS["image"]]]
     for i, row in enumerate(summary["per_frame"]["tiny"]):
         p = arr(pred["/object_depth"][i][1])
-        ref = cv.to_sensor_depth("32FC1", arr(inp[TOPICS["truth"]][i][1]))  # the reference is the ground truth
+        ref = conversions.to_sensor_depth("32FC1", arr(inp[TOPICS["truth"]][i][1]))  # the reference is the ground truth
         obj = arr(inp[TOPICS["mask"]][i][1]) > 0
         ok = obj & np.isfinite(ref) & np.isfinite(p)
         g = ref[ok].astype(np.float64) * 5 / ref[ok].mean()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bgprompt_ros import conversions as cv
+from bgprompt_ros import conversions
 from bgprompt_ros.sync import Synchronizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,43 +18,43 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_decode_honours_padding_and_big_endian_and_is_zero_copy_when_possible():
     arr = np.arange(6 * 5 * 3, dtype=np.uint8).reshape(6, 5, 3)
     data = arr.tobytes()
-    out = cv.image_to_array("rgb8", 6, 5, 15, False, data)
+    out = conversions.image_to_array("rgb8", 6, 5, 15, False, data)
     assert np.array_equal(out, arr) and np.shares_memory(out, np.frombuffer(data, np.uint8))
     padded = np.zeros((6, 20), np.uint8)
     padded[:, :15] = arr.reshape(6, 15)
-    assert np.array_equal(cv.image_to_array("rgb8", 6, 5, 20, False, padded.tobytes()), arr)
+    assert np.array_equal(conversions.image_to_array("rgb8", 6, 5, 20, False, padded.tobytes()), arr)
     d16 = np.array([[1, 300], [65535, 0]], np.uint16)
-    assert np.array_equal(cv.image_to_array("16UC1", 2, 2, 4, True, d16.astype(">u2").tobytes()), d16)
+    assert np.array_equal(conversions.image_to_array("16UC1", 2, 2, 4, True, d16.astype(">u2").tobytes()), d16)
     f32 = np.array([[1.5, np.nan]], np.float32)
-    assert np.array_equal(cv.image_to_array("32FC1", 1, 2, 8, False, f32.tobytes()), f32, equal_nan=True)
-    with pytest.raises(cv.ConversionError, match="needs"):
-        cv.image_to_array("rgb8", 6, 5, 15, False, data[:-1])
-    with pytest.raises(cv.ConversionError, match="unsupported image encoding"):
-        cv.image_to_array("yuv422", 6, 5, 10, False, data)
-    with pytest.raises(cv.ConversionError, match="step"):
-        cv.image_to_array("rgb8", 6, 5, 10, False, data)
+    assert np.array_equal(conversions.image_to_array("32FC1", 1, 2, 8, False, f32.tobytes()), f32, equal_nan=True)
+    with pytest.raises(conversions.ConversionError, match="needs"):
+        conversions.image_to_array("rgb8", 6, 5, 15, False, data[:-1])
+    with pytest.raises(conversions.ConversionError, match="unsupported image encoding"):
+        conversions.image_to_array("yuv422", 6, 5, 10, False, data)
+    with pytest.raises(conversions.ConversionError, match="step"):
+        conversions.image_to_array("rgb8", 6, 5, 10, False, data)
 
 
 def test_colour_mask_and_sensor_depth_conversions():
     bgra = np.array([[[10, 20, 30, 255]]], np.uint8)
-    assert cv.to_rgb("bgra8", bgra).tolist() == [[[30, 20, 10]]]
-    assert cv.to_rgb("mono8", np.array([[7]], np.uint8)).tolist() == [[[7, 7, 7]]]
-    assert cv.to_mask("mono8", np.array([[0, 1, 255]], np.uint8)).tolist() == [[False, True, True]]
+    assert conversions.to_rgb("bgra8", bgra).tolist() == [[[30, 20, 10]]]
+    assert conversions.to_rgb("mono8", np.array([[7]], np.uint8)).tolist() == [[[7, 7, 7]]]
+    assert conversions.to_mask("mono8", np.array([[0, 1, 255]], np.uint8)).tolist() == [[False, True, True]]
     labels = np.array([[0, 3, 7]], np.uint16)
-    assert np.array_equal(cv.to_mask("16UC1", labels), labels)
-    d = cv.to_sensor_depth("16UC1", np.array([[0, 1500]], np.uint16))
+    assert np.array_equal(conversions.to_mask("16UC1", labels), labels)
+    d = conversions.to_sensor_depth("16UC1", np.array([[0, 1500]], np.uint16))
     assert np.isnan(d[0, 0]) and d[0, 1] == pytest.approx(1.5)
-    assert np.isnan(cv.to_sensor_depth("32FC1", np.array([[0.0, -1.0]], np.float32))).all()
+    assert np.isnan(conversions.to_sensor_depth("32FC1", np.array([[0.0, -1.0]], np.float32))).all()
 
 
 def test_camera_matrix_validation():
     k = [100.0, 0, 50, 0, 100.0, 40, 0, 0, 1]
-    assert cv.camera_matrix(k, 100, 80, (80, 100))[0, 2] == 50
+    assert conversions.camera_matrix(k, 100, 80, (80, 100))[0, 2] == 50
     for bad, msg in (([0.0] * 9, "focal"), ([float("nan")] * 9, "NaN")):
-        with pytest.raises(cv.ConversionError, match=msg):
-            cv.camera_matrix(bad, 100, 80, (80, 100))
-    with pytest.raises(cv.ConversionError, match="camera_info is for 640x480"):
-        cv.camera_matrix(k, 640, 480, (80, 100))
+        with pytest.raises(conversions.ConversionError, match=msg):
+            conversions.camera_matrix(bad, 100, 80, (80, 100))
+    with pytest.raises(conversions.ConversionError, match="camera_info is for 640x480"):
+        conversions.camera_matrix(k, 640, 480, (80, 100))
 
 
 def sensor_msgs_py_style_cloud(points, rgb):
@@ -74,7 +74,7 @@ def test_cloud_data_match_a_per_point_reference_and_fields_like_depth_image_proc
     v, u = np.mgrid[0:4, 0:5]
     pts = np.stack([(u - 2.2) / 50.0 * depth, (v - 1.4) / 40.0 * depth, depth], -1).astype(np.float32)
     rgb = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
-    h, w, dense, step, data = cv.cloud_data(depth, K, rgb)
+    h, w, dense, step, data = conversions.cloud_data(depth, K, rgb)
     assert (h, w, dense, step) == (4, 5, False, 32) and isinstance(data, array.array)
     got = np.frombuffer(data, np.uint8)
     ref = np.frombuffer(sensor_msgs_py_style_cloud(pts, rgb), np.uint8)
@@ -86,10 +86,10 @@ def test_cloud_data_match_a_per_point_reference_and_fields_like_depth_image_proc
     other = np.ones((4, 5, 32), bool)
     other[..., :12] = False
     assert np.array_equal(got.reshape(4, 5, 32)[other], ref.reshape(4, 5, 32)[other])  # padding and rgb bytes
-    fields, step = cv.cloud_fields(True)
+    fields, step = conversions.cloud_fields(True)
     assert [(n, o, t) for n, o, t, _ in fields] == [("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 16, 7)]
-    assert cv.pack_rgb(np.array([255, 0, 0], np.uint8)).view(np.uint32) == 0x00FF0000
-    h, w, dense, step, data = cv.cloud_data(depth, K, None, organized=False)
+    assert conversions.pack_rgb(np.array([255, 0, 0], np.uint8)).view(np.uint32) == 0x00FF0000
+    h, w, dense, step, data = conversions.cloud_data(depth, K, None, organized=False)
     assert (h, w, dense, step) == (1, 18, True, 16)
     dense_xyz = np.frombuffer(data, np.float32).reshape(-1, 4)[:, :3]
     assert np.allclose(dense_xyz, pts[finite], rtol=1e-6, atol=1e-7)  # row-major order of the valid pixels
@@ -98,8 +98,8 @@ def test_cloud_data_match_a_per_point_reference_and_fields_like_depth_image_proc
 def test_messages_take_the_buffers_without_a_copy():
     from sensor_msgs.msg import Image
 
-    enc, step, data = cv.depth_image_data(np.array([[1.5, np.nan]], np.float32))
-    msg = cv.attach_data(Image(height=1, width=2, encoding=enc, step=step), data)
+    enc, step, data = conversions.depth_image_data(np.array([[1.5, np.nan]], np.float32))
+    msg = conversions.attach_data(Image(height=1, width=2, encoding=enc, step=step), data)
     assert msg.data is data and not msg._check_fields  # the message's own setting is restored
     assert enc == "32FC1" and step == 8
     assert np.frombuffer(msg.data, "<f4")[0] == 1.5 and np.isnan(np.frombuffer(msg.data, "<f4")[1])
@@ -253,10 +253,10 @@ def test_label_and_source_fields_decode_with_an_independent_reader(with_rgb, org
     source = rng.integers(0, 3, (6, 7)).astype(np.uint8)
     rgb = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8) if with_rgb else None
     K = np.array([[50.0, 0.0, 3.0], [0.0, 50.0, 2.5], [0.0, 0.0, 1.0]])
-    h, w, dense, step, data = cv.cloud_data(depth, K, rgb, organized=organized, label=label, source=source)
-    fields, step2 = cv.cloud_fields(with_rgb, True)
+    h, w, dense, step, data = conversions.cloud_data(depth, K, rgb, organized=organized, label=label, source=source)
+    fields, step2 = conversions.cloud_fields(with_rgb, True)
     assert step == step2 == 32
-    msg = cv.attach_data(PointCloud2(height=h, width=w, is_bigendian=False, point_step=step, row_step=step * w,
+    msg = conversions.attach_data(PointCloud2(height=h, width=w, is_bigendian=False, point_step=step, row_step=step * w,
                                      is_dense=dense, fields=[PointField(name=n, offset=o, datatype=t, count=c)
                                                              for n, o, t, c in fields]), data)
     got = pointcloud2.read_points(msg, field_names=["z", "label", "source"])
@@ -264,20 +264,20 @@ def test_label_and_source_fields_decode_with_an_independent_reader(with_rgb, org
     assert np.array_equal(got["label"].astype(np.int64), label[sel].reshape(-1))
     assert np.array_equal(got["source"], source[sel].reshape(-1))
     assert np.allclose(got["z"], depth[sel].reshape(-1), equal_nan=True)
-    with pytest.raises(cv.ConversionError, match="uint32"):
-        cv.cloud_data(depth, K, None, label=-label - 1)
+    with pytest.raises(conversions.ConversionError, match="uint32"):
+        conversions.cloud_data(depth, K, None, label=-label - 1)
 
 
 def test_intrinsics_come_from_p_like_image_geometry_and_distortion_is_named():
     k = [100.0, 0, 50, 0, 100.0, 40, 0, 0, 1]
     p = [90.0, 0, 48, 0, 0, 91.0, 39, 0, 0, 0, 1, 0]  # the rectified image's projection
-    K = cv.camera_matrix(k, 100, 80, (80, 100), p)
+    K = conversions.camera_matrix(k, 100, 80, (80, 100), p)
     assert np.array_equal(K, np.array([[90.0, 0, 48], [0, 91.0, 39], [0, 0, 1]]))
-    assert np.array_equal(cv.camera_matrix(k, 100, 80, (80, 100), [0.0] * 12), np.array(k).reshape(3, 3))
-    with pytest.raises(cv.ConversionError, match="NaN"):
-        cv.camera_matrix(k, 100, 80, (80, 100), [float("nan")] + p[1:])
-    assert cv.distortion_note("plumb_bob", [0.0] * 5) is None and cv.distortion_note("", []) is None
-    note = cv.distortion_note("plumb_bob", [0.1, -0.02, 0, 0, 0])
+    assert np.array_equal(conversions.camera_matrix(k, 100, 80, (80, 100), [0.0] * 12), np.array(k).reshape(3, 3))
+    with pytest.raises(conversions.ConversionError, match="NaN"):
+        conversions.camera_matrix(k, 100, 80, (80, 100), [float("nan")] + p[1:])
+    assert conversions.distortion_note("plumb_bob", [0.0] * 5) is None and conversions.distortion_note("", []) is None
+    note = conversions.distortion_note("plumb_bob", [0.1, -0.02, 0, 0, 0])
     assert "rectified" in note and "plumb_bob" in note and "0.1" in note
 
 
@@ -286,15 +286,15 @@ def test_one_frame_decoder_for_node_and_bag_eval_checks_before_decoding():
 
     info = NS(k=[100.0, 0, 1.5, 0, 100.0, 1.5, 0, 0, 1], p=[0.0] * 12, d=[], distortion_model="", width=4, height=4)
     huge = NS(encoding="rgb8", height=5000, width=4000, step=12000, is_bigendian=0, data=b"")  # no pixels at all
-    with pytest.raises(cv.ConversionError, match="exceeds 4096x4096"):
-        cv.decode_frame({"image": huge, "camera_info": info})
+    with pytest.raises(conversions.ConversionError, match="exceeds 4096x4096"):
+        conversions.decode_frame({"image": huge, "camera_info": info})
     yuv = NS(encoding="yuv422", height=4, width=4, step=8, is_bigendian=0, data=bytes(32))
-    with pytest.raises(cv.ConversionError, match="not a colour encoding"):
-        cv.decode_frame({"image": yuv, "camera_info": info})
+    with pytest.raises(conversions.ConversionError, match="not a colour encoding"):
+        conversions.decode_frame({"image": yuv, "camera_info": info})
     img = NS(encoding="bgr8", height=4, width=4, step=12, is_bigendian=0, data=bytes(range(48)))
     depth = NS(encoding="16UC1", height=4, width=4, step=8, is_bigendian=0,
                data=np.array([[0, 500, 1000, 1500]] * 4, "<u2").tobytes())
-    f = cv.decode_frame({"image": img, "camera_info": info, "depth": depth}, sensor_key="depth")
+    f = conversions.decode_frame({"image": img, "camera_info": info, "depth": depth}, sensor_key="depth")
     assert f.rgb[0, 0].tolist() == [2, 1, 0] and f.mask is None and f.truth is None
     assert np.isnan(f.sensor[0, 0]) and f.sensor[0, 1] == pytest.approx(0.5)  # mm -> metres at the boundary
 
@@ -305,23 +305,23 @@ def test_conversions_round_trip_or_fail_with_the_documented_error_for_any_input(
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    encodings = sorted(cv.ENCODINGS) + ["yuv422", "64FC1", ""]
+    encodings = sorted(conversions.ENCODINGS) + ["yuv422", "64FC1", ""]
 
     @settings(max_examples=400, deadline=None, derandomize=True)
     @given(st.sampled_from(encodings), st.integers(0, 9), st.integers(0, 9), st.integers(-3, 9), st.booleans(),
            st.integers(-4, 4), st.integers(0, 2**32 - 1))
     def check(enc, h, w, pad, big, extra, seed):
         rng = np.random.default_rng(seed)
-        known = enc in cv.ENCODINGS
-        dtype, ch = cv.ENCODINGS[enc] if known else (np.uint8, 1)
+        known = enc in conversions.ENCODINGS
+        dtype, ch = conversions.ENCODINGS[enc] if known else (np.uint8, 1)
         item = np.dtype(dtype).itemsize
         row = w * ch * item
         step = max(row + pad, 0)
         src = rng.integers(0, 256, max(h * step + extra, 0), dtype=np.uint8)
         valid = known and h > 0 and w > 0 and step >= row and len(src) >= step * (h - 1) + row
         try:
-            arr = cv.image_to_array(enc, h, w, step, big, src.tobytes())
-        except cv.ConversionError:
+            arr = conversions.image_to_array(enc, h, w, step, big, src.tobytes())
+        except conversions.ConversionError:
             assert not valid
             return
         assert valid
@@ -329,10 +329,10 @@ def test_conversions_round_trip_or_fail_with_the_documented_error_for_any_input(
         rows = [src[r * step:r * step + row].view(wire) for r in range(h)]
         expect = np.stack(rows).reshape((h, w, ch) if ch > 1 else (h, w))
         assert np.array_equal(arr.astype(np.float64), expect.astype(np.float64), equal_nan=True)
-        for convert in (cv.to_rgb, cv.to_mask, cv.to_sensor_depth):  # each accepts or refuses, never crashes
+        for convert in (conversions.to_rgb, conversions.to_mask, conversions.to_sensor_depth):  # each accepts or refuses, never crashes
             try:
                 out = convert(enc, arr)
-            except cv.ConversionError:
+            except conversions.ConversionError:
                 continue
             assert out.shape[:2] == (h, w)
 

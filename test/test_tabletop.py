@@ -44,7 +44,7 @@ def test_transparent_objects_read_what_lies_behind_them():
 def test_bag_make_writes_labels_sensor_depth_and_ground_truth(tabletop, tmp_path):
     from rosbags.highlevel import AnyReader
 
-    from bgprompt_ros import conversions as cv
+    from bgprompt_ros import conversions
     from bgprompt_ros.bag import TOPICS, make_bag, typestore
 
     make_bag(tabletop, tmp_path / "b")
@@ -56,7 +56,7 @@ def test_bag_make_writes_labels_sensor_depth_and_ground_truth(tabletop, tmp_path
             m = reader.deserialize(raw, conn.msgtype)
             if conn.msgtype.endswith("Image"):
                 got.setdefault(conn.topic, []).append(
-                    (m.encoding, cv.image_to_array(m.encoding, m.height, m.width, m.step, bool(m.is_bigendian), m.data)))
+                    (m.encoding, conversions.image_to_array(m.encoding, m.height, m.width, m.step, bool(m.is_bigendian), m.data)))
     for i in range(6):
         enc, mask = got[TOPICS["mask"]][i]
         assert enc == "16UC1" and np.array_equal(mask, np.where(ref["alpha"][i] > 0, ref["instance"][i], 0))
@@ -90,7 +90,7 @@ def test_eval_grasp_scores_every_method_and_writes_its_report(tabletop, tmp_path
 
 def test_bag_eval_reports_object_clouds_in_millimetres_against_the_ground_truth(tabletop, tmp_path):
     from bgprompt_core import cloud_metrics as cm
-    from bgprompt_ros import conversions as cv
+    from bgprompt_ros import conversions
     from bgprompt_ros.bag import TOPICS, Combo, eval_bag, make_bag, typestore
     from rosbags.highlevel import AnyReader
 
@@ -109,15 +109,19 @@ def test_bag_eval_reports_object_clouds_in_millimetres_against_the_ground_truth(
     row = rows[0]
     msgs = got[row["stamp"]]
     m, tr, info = msgs[TOPICS["mask"]], msgs[TOPICS["truth"]], msgs[TOPICS["camera_info"]]
-    labels = cv.image_to_array(m.encoding, m.height, m.width, m.step, False, m.data)
-    truth = cv.image_to_array(tr.encoding, tr.height, tr.width, tr.step, False, tr.data).astype(np.float32)
+    labels = conversions.image_to_array(m.encoding, m.height, m.width, m.step, False, m.data)
+    truth = conversions.image_to_array(tr.encoding, tr.height, tr.width, tr.step, False, tr.data).astype(np.float32)
     K = np.asarray(info.k).reshape(3, 3)
-    cloud = np.frombuffer(bytes(msgs["/object_points"].data), np.float32).reshape(m.height, m.width, -1)[..., :3]
+    pc = msgs["/object_points"]  # dense (the default): object points with x y z, rgb at 16, label (uint32) at 20
+    assert pc.height == 1 and pc.point_step == 32 and [f.name for f in pc.fields] == ["x", "y", "z", "rgb", "label",
+                                                                                      "source"]
+    words = np.frombuffer(bytes(pc.data), np.float32).reshape(-1, 8)
+    xyz, point_label = words[:, :3], words[:, 5].view(np.uint32)
     chamfers = []
     for oid in [i for i in np.unique(labels) if i > 0]:
         obj = (labels == oid) & np.isfinite(truth)
         if obj.sum() < 16:
             continue
-        pts = cloud[labels == oid]
+        pts = xyz[point_label == oid]
         chamfers.append(cm.cloud_errors(pts, cm.surface_samples(truth, obj, K))["chamfer_mm"])
     assert row["chamfer_mm"] == pytest.approx(np.mean(chamfers), rel=1e-6)
