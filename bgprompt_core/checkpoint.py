@@ -23,13 +23,14 @@ from .adapters import DepthNetSpec
 from .atomic import atomic_write
 from .config import ConfigError, DepthTransformConfig, FourierPromptConfig, PromptConfig, prompt_config_from_dict
 from .prompts import Prompt, build_prompt, fourier_scale
+from .errors import BgpromptError
 
 FORMAT = "bgprompt-prompt"
 FORMAT_VERSION = 1
 META_KEY = "bgprompt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(BgpromptError, RuntimeError):
     """A checkpoint is missing, corrupt, of an unknown format, or incompatible; the message says why."""
 
 

@@ -9,8 +9,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .errors import BgpromptError
 
-class ConfigError(ValueError):
+
+class ConfigError(BgpromptError, ValueError):
     """A configuration value is out of range or inconsistent."""
 
 
@@ -46,7 +48,16 @@ class _Serializable:
 
 @dataclass(frozen=True)
 class FourierPromptConfig(_Serializable):
-    """1-BG in Fourier space. ``divisor``: 0.2 in the reference code, 4.0 in Lucent."""
+    """The 1-BG prompt (paper Sec. 3.1): one background B learned as its Fourier spectrum (Olah et al. 2017).
+
+    Args:
+        height (int, default 384), width (int, default 384): the prompt's resolution, the network input's.
+        decay (float, default 1.0): the spectrum is scaled by 1 / f^decay (1/f natural-image statistics);
+            in (0, 4].
+        divisor (float, default 0.2): B = irfft2(scale * spectrum) / divisor; 0.2 in the reference code,
+            4.0 in Lucent.
+        init_std (float, default 0.01): the spectrum starts as N(0, init_std^2).
+    """
 
     kind: ClassVar[str] = "fourier"
     height: int = 384
@@ -67,7 +78,12 @@ class FourierPromptConfig(_Serializable):
 
 @dataclass(frozen=True)
 class PixelPromptConfig(_Serializable):
-    """1-BG in image space (the paper's "Img space" ablation), logits init N(0, init_std^2)."""
+    """1-BG in image space (the paper's "Img space" ablation): B is learned per pixel, background sigmoid(B).
+
+    Args:
+        height (int, default 384), width (int, default 384): the prompt's resolution.
+        init_std (float, default 1.0): the logits start as N(0, init_std^2).
+    """
 
     kind: ClassVar[str] = "pixel"
     height: int = 384
@@ -82,19 +98,33 @@ class PixelPromptConfig(_Serializable):
 
 @dataclass(frozen=True)
 class PromptNetConfig(_Serializable):
-    """PNet. The paper's network: num_downs=7, base_channels=64 (about 41.8M parameters)."""
+    """PNet (paper Sec. 3.2): a pix2pix U-Net from the object mask M to a background B = PNet(M) (+ a 1-BG bias).
+
+    Args:
+        height (int, default 384), width (int, default 384): the prompt's resolution.
+        num_downs (int, default 7): U-Net downsamplings (paper: 7).
+        base_channels (int, default 64): U-Net base width (paper: 64, about 41.8M parameters).
+        input (str, default "mask"): "mask", or "image" (the masked image: the "Img input" ablation).
+        space (str, default "fourier"): the U-Net maps the mask's spectrum to the background's ("fourier"), or
+            pixels to pixels ("pixel": the "Img space" ablation).
+        bias (bool, default True): add a learned unconditional 1-BG (False: the "No bias" ablation).
+        combine (str, default "mean"): with bias, the mean of the two images (reference code), or "residual":
+            sigmoid(gain * x + B_bias), which starts exactly at the bias.
+        gain (float, default 40.0): sigmoid(gain * irfft(...)) as in the reference code.
+        bias_prompt (dict, default {}): FourierPromptConfig fields of the bias (its size is the PNet's).
+    """
 
     kind: ClassVar[str] = "pnet"
     height: int = 384
     width: int = 384
     num_downs: int = 7
     base_channels: int = 64
-    input: str = "mask"  # "mask" | "image" (the "Img input" ablation)
-    space: str = "fourier"  # "fourier" | "pixel" (the "Img space" ablation)
-    bias: bool = True  # False: the "No bias" ablation
-    combine: str = "mean"  # with bias: "mean" of the two images (reference code) | "residual" in logits
-    gain: float = 40.0  # sigmoid(gain * irfft(...)) as in the reference code
-    bias_prompt: dict = field(default_factory=dict)  # FourierPromptConfig fields for the bias
+    input: str = "mask"
+    space: str = "fourier"
+    bias: bool = True
+    combine: str = "mean"
+    gain: float = 40.0
+    bias_prompt: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _positive_int("height", self.height)
@@ -128,7 +158,13 @@ def prompt_config_from_dict(data: dict[str, Any]) -> PromptConfig:
 
 @dataclass(frozen=True)
 class DepthTransformConfig(_Serializable):
-    """Eq. 2 settings. ``range``: min/max over the whole image (paper, reference code) or the object."""
+    """Eq. 2, from a disparity network's output d to depth: D = 1 / max((d - min d) / (max d - min d), floor).
+
+    Args:
+        range (str, default "image"): min and max over the whole image, prompt included (paper, reference
+            code), or over the object only ("object").
+        floor (float, default 0.05): the normalised disparity's floor, so depth lies in [1, 1 / floor].
+    """
 
     kind: ClassVar[str] = "eq2"
     range: str = "image"

@@ -20,6 +20,7 @@ from .fusion import FUSIONS, FusionConfig, FusionReport, fuse_object, ring_mask
 from .masks import InputError, MaskObject, split_mask  # noqa: F401  (InputError: the estimator's error too)
 from .geometry import Letterbox, backproject_np, camera_rays, check_intrinsics, resize_roi
 from .recenter import VirtualCamera, recenter_camera
+from .config import ConfigError
 
 log = logging.getLogger("bgprompt.estimator")
 SCALES = ("relative", "metric", "align-to-sensor")
@@ -28,23 +29,52 @@ BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")  # auto: see runtime.res
 
 @dataclass(frozen=True)
 class EstimatorConfig:
+    """How ``ObjectDepthEstimator`` turns a frame into object depth (the ROS node's parameters map onto it).
+
+    Args:
+        model (str, default "mini"): the frozen depth network D: registry name, hub id or local directory.
+        prompt (str, default "1bg"): the background B of Eq. 1: "1bg", "pnet" or "tabletop" (shipped with the
+            model), "none" (white, the paper's baseline) or a checkpoint path. "default" is a deprecated "1bg".
+        backend (str, default "torch"): "auto" (tensorrt > onnxruntime > torch), "torch", "onnxruntime",
+            "tensorrt".
+        onnx (str | None, default None): an exported graph for onnxruntime / tensorrt; with it neither torch nor
+            transformers is imported. None: exported into ``cache_dir`` on first use.
+        cache_dir (str, default "~/.cache/bgprompt"): exported graphs, TensorRT engines and timing caches.
+        device (str, default "auto"): torch device (torch backend).
+        precision (str, default "fp32"): "fp32" or "fp16" (network in fp16; phi and Eq. 2 stay fp32).
+        scale (str, default "relative"): "relative" (depth up to scale, Eq. 2's range), "metric" (metric
+            networks) or "align-to-sensor" (scale, or scale and shift, fitted to an RGB-D sensor's depth).
+        align (str, default "scale"): the align-to-sensor fit: "scale" or "scale-shift" (disparity networks).
+        fusion (str, default "none"): align-to-sensor only: "none" (the aligned prediction) or "fill" (keep the
+            sensor's consistent readings, fill holes and see-through / outlying ones with the prediction).
+        recenter (bool, default False): re-centre each object by a virtual camera before the network.
+        recenter_fill (float, default 0.8): the share of the network input the re-centred object spans.
+        mask_threshold (float, default 0.5): soft masks are objects where >= this value.
+        min_object_pixels (int, default 16): smaller objects are left out.
+        max_objects (int, default 16): the largest this many objects per frame are processed (one batch).
+        max_depth (float, default inf): points farther than this (metres, or relative units) are dropped.
+        segmentation (str, default "none"): "rembg" segments frames that come without a mask.
+        rembg_model (str, default "u2net"): the rembg model (name under U2NET_HOME, or an .onnx path).
+        local_only (bool, default True): never download model files.
+    """
+
     model: str = "mini"
-    prompt: str = "1bg"  # "1bg", "pnet", "tabletop": shipped with the model; "none": white background; or a path
-    backend: str = "torch"  # auto | torch | onnxruntime | tensorrt
-    onnx: str | None = None  # exported graph for onnxruntime / tensorrt (default: exported into cache_dir)
+    prompt: str = "1bg"
+    backend: str = "torch"
+    onnx: str | None = None
     cache_dir: str = "~/.cache/bgprompt"
     device: str = "auto"
     precision: str = "fp32"
     scale: str = "relative"
-    align: str = "scale"  # scale | scale-shift (align-to-sensor)
-    fusion: str = "none"  # align-to-sensor: none (prediction only) | fill (keep consistent sensor depth, fill the rest)
+    align: str = "scale"
+    fusion: str = "none"
     recenter: bool = False
     recenter_fill: float = 0.8
     mask_threshold: float = 0.5
     min_object_pixels: int = 16
     max_objects: int = 16
     max_depth: float = math.inf
-    segmentation: str = "none"  # none | rembg
+    segmentation: str = "none"
     rembg_model: str = "u2net"
     local_only: bool = True
 
@@ -54,15 +84,15 @@ class EstimatorConfig:
                   ("segmentation", ("none", "rembg")), ("fusion", FUSIONS)]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 < self.mask_threshold < 1:
-            raise ValueError(f"mask_threshold must lie in (0, 1), got {self.mask_threshold}")
+            raise ConfigError(f"mask_threshold must lie in (0, 1), got {self.mask_threshold}")
         if self.min_object_pixels < 1 or self.max_objects < 1:
-            raise ValueError("min_object_pixels and max_objects must be >= 1")
+            raise ConfigError("min_object_pixels and max_objects must be >= 1")
         if not self.max_depth > 0:
-            raise ValueError(f"max_depth must be positive, got {self.max_depth}")
+            raise ConfigError(f"max_depth must be positive, got {self.max_depth}")
         if self.fusion != "none" and self.scale != "align-to-sensor":
-            raise ValueError(f"fusion {self.fusion!r} needs scale 'align-to-sensor' (a sensor depth image)")
+            raise ConfigError(f"fusion {self.fusion!r} needs scale 'align-to-sensor' (a sensor depth image)")
 
 
 @dataclass
@@ -129,7 +159,7 @@ class ObjectDepthEstimator:
 
             self.segmenter = RembgSegmenter(cfg.rembg_model)
         if cfg.scale == "metric" and spec.output_kind != "metric_depth":
-            raise ValueError(f"scale 'metric' needs a metric network; {spec.name} predicts {spec.output_kind}. "
+            raise ConfigError(f"scale 'metric' needs a metric network; {spec.name} predicts {spec.output_kind}. "
                              f"Use 'relative' or 'align-to-sensor'.")
 
     # --- input checks -------------------------------------------------------------------------

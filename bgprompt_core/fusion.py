@@ -30,6 +30,7 @@ import numpy as np
 
 from .alignment import fit_to_sensor
 from .sensor_model import PRESETS, depth_edges
+from .config import ConfigError
 
 SOURCE_NONE, SOURCE_SENSOR, SOURCE_PREDICTED = 0, 1, 2  # per-pixel origin of a fused depth
 FUSIONS = ("none", "fill")
@@ -37,27 +38,45 @@ FUSIONS = ("none", "fill")
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Options of sensor fusion (metres, pixels)."""
+    """How a prediction is fused with an RGB-D sensor's depth (``fuse_object``; metres and pixels).
 
-    ring: int = 15  # px: width of the ring around the mask where the support plane is sought
-    plane_tol: float = 0.006  # m: RANSAC inlier distance
+    Args:
+        ring (int, default 15): px, width of the ring around the mask where the support plane is sought.
+        plane_tol (float, default 0.006): m, RANSAC inlier distance to the plane.
+        plane_iterations (int, default 200): RANSAC iterations.
+        min_plane_inliers (int, default 50): fewer inliers: no support plane.
+        see_through_tol (float, default 0.005): m (plus 3 sensor sigmas): readings this close to the plane or
+            beyond it were seen through the object.
+        min_object_fraction (float, default 0.25): of the object's pixels; with fewer reliable readings the
+            scale comes from the object's contact with the plane.
+        consistency (float, default 0.010): m; readings farther than this from the aligned prediction are
+            rejected (and filled).
+        contact_quantile (float, default 0.1): of the silhouette's z_plane / prediction ratios (its rim rests
+            on the plane).
+        residual_sigma (float, default 6.0): px, spread of the residual correction into filled pixels.
+        noise_coeff (float, default: the d435-like preset's): sensor sigma = noise_coeff * z^2.
+        edge_jump (float, default 0.03): relative depth step that makes a sensor pixel a depth edge.
+    """
+
+    ring: int = 15
+    plane_tol: float = 0.006
     plane_iterations: int = 200
     min_plane_inliers: int = 50
-    see_through_tol: float = 0.005  # m (plus 3 sensor sigmas): readings this close to the plane or beyond it
-    min_object_fraction: float = 0.25  # of the object's pixels: fewer reliable readings -> scale from contact
-    consistency: float = 0.010  # m: |sensor - aligned prediction| above this is rejected (and filled)
-    contact_quantile: float = 0.1  # of the silhouette's z_plane / pred ratios (its rim rests on the plane)
-    residual_sigma: float = 6.0  # px: spread of the residual correction into filled pixels
-    noise_coeff: float = PRESETS["d435-like"].sigma(1.0)  # sensor sigma = noise_coeff * z^2 (the d435-like preset)
-    edge_jump: float = 0.03  # relative depth step that makes a sensor pixel a depth edge (flying-pixel risk)
+    see_through_tol: float = 0.005
+    min_object_fraction: float = 0.25
+    consistency: float = 0.010
+    contact_quantile: float = 0.1
+    residual_sigma: float = 6.0
+    noise_coeff: float = PRESETS["d435-like"].sigma(1.0)
+    edge_jump: float = 0.03
 
     def __post_init__(self) -> None:
         for name in ("ring", "plane_tol", "plane_iterations", "min_plane_inliers", "consistency",
                      "residual_sigma"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"fusion {name} must be > 0")
+                raise ConfigError(f"fusion {name} must be > 0")
         if not 0 < self.min_object_fraction <= 1 or not 0 <= self.contact_quantile < 0.5:
-            raise ValueError("fusion min_object_fraction must lie in (0, 1], contact_quantile in [0, 0.5)")
+            raise ConfigError("fusion min_object_fraction must lie in (0, 1], contact_quantile in [0, 0.5)")
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from .errors import BgpromptError
 
 
-class InputError(ValueError):
+class InputError(BgpromptError, ValueError):
     """A frame that cannot be processed (wrong encoding, sizes, empty mask, bad intrinsics...)."""
 
 

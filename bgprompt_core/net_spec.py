@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from .errors import BgpromptError
 
 OUTPUT_KINDS = ("relative_disparity", "relative_depth", "metric_depth")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -17,7 +18,7 @@ HALF = (0.5, 0.5, 0.5)
 PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(BgpromptError, RuntimeError):
     """A depth network could not be found or loaded; the message says what to do."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from .errors import BgpromptError
 
 INPUTS, OUTPUT = ("image", "mask"), "depth"
 # TensorRT 8.6 (JetPack 6.0) imports ONNX up to opset 17; 10.x up to 20 (onnx-tensorrt docs/operators.md).
@@ -18,7 +19,7 @@ DEFAULT_OPSET = 17
 METADATA_KEY = "bgprompt"
 
 
-class GraphError(ValueError):
+class GraphError(BgpromptError, ValueError):
     """An exported graph that cannot be used as given; the message says what to do."""
 
 

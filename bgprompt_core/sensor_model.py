@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from .config import ConfigError
 
 MATERIALS = ("diffuse", "specular", "transparent", "dark")
 DIFFUSE, SPECULAR, TRANSPARENT, DARK = range(4)
@@ -50,12 +51,12 @@ class SensorPreset:
     def __post_init__(self) -> None:
         for name in ("focal_px", "baseline", "quantum", "max_range", "blob_sigma"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"sensor {self.name}: {name} must be > 0")
+                raise ConfigError(f"sensor {self.name}: {name} must be > 0")
         for name in ("flying", "specular_holes", "dark_holes", "transparent_behind"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"sensor {self.name}: {name} must lie in [0, 1]")
+                raise ConfigError(f"sensor {self.name}: {name} must lie in [0, 1]")
         if not 0 <= self.min_range < self.max_range:
-            raise ValueError(f"sensor {self.name}: need 0 <= min_range < max_range")
+            raise ConfigError(f"sensor {self.name}: need 0 <= min_range < max_range")
 
     def sigma(self, z: np.ndarray | float) -> np.ndarray | float:
         """RMS depth error at depth z (m): z^2 * subpixel / (f * b)."""
@@ -71,7 +72,7 @@ def preset(name: str) -> SensorPreset | None:
     if name == "none":
         return None
     if name not in PRESETS:
-        raise ValueError(f"unknown sensor {name!r}; choose from {SENSORS}")
+        raise ConfigError(f"unknown sensor {name!r}; choose from {SENSORS}")
     return PRESETS[name]
 
 
@@ -146,7 +147,7 @@ def simulate(depth: np.ndarray, K: np.ndarray, p: SensorPreset | None, rng: np.r
     glass = mat == TRANSPARENT
     if glass.any():
         if behind is None:
-            raise ValueError("transparent pixels need the depth behind them")
+            raise ConfigError("transparent pixels need the depth behind them")
         through = correlated_holes(glass, p.transparent_behind, p.blob_sigma, rng)
         seen[through] = behind[through]
         seen[glass & ~through] = 0.0

@@ -29,13 +29,14 @@ import numpy as np
 
 from .atomic import atomic_write
 from .onnx_graph import INPUTS, OUTPUT, graph_opset, read_onnx_metadata
+from .errors import BgpromptError
 
 log = logging.getLogger("bgprompt.tensorrt")
 MIN_VERSION = (8, 6)
 ENGINE_FORMAT = 2  # bump when the key's meaning changes: every cached engine is rebuilt once
 
 
-class TensorRTError(RuntimeError):
+class TensorRTError(BgpromptError, RuntimeError):
     """A TensorRT engine could not be built or run; the message says what to do."""
 
 

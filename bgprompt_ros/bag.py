@@ -22,6 +22,8 @@ from bgprompt_core.sensor_model import to_millimetres
 from . import conversions
 from .params import estimator_config_from_params
 from .sync import Synchronizer
+from bgprompt_core.errors import BgpromptError
+from bgprompt_core.config import ConfigError
 
 log = logging.getLogger("bgprompt.bag")
 FRAME = "camera_color_optical_frame"
@@ -48,7 +50,7 @@ def _storage(name: str):
     from rosbags.rosbag2 import StoragePlugin
 
     if name not in ("mcap", "sqlite3"):
-        raise ValueError(f"storage must be mcap or sqlite3, got {name!r}")
+        raise ConfigError(f"storage must be mcap or sqlite3, got {name!r}")
     return StoragePlugin.MCAP if name == "mcap" else StoragePlugin.SQLITE3
 
 
@@ -146,11 +148,11 @@ def make_bag(data_dir: str | Path, out: str | Path, storage: str = "mcap", rate:
                 writer.write(conns[k], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
             count += 1
     if count == 0:
-        raise ValueError(f"{data_dir}: no samples")
+        raise ConfigError(f"{data_dir}: no samples")
     return {"frames": count, "topics": TOPICS, "storage": storage, "path": str(out)}
 
 
-class BagError(RuntimeError):
+class BagError(BgpromptError, RuntimeError):
     """A bag that could not be read to the end; partial results were written."""
 
 
@@ -170,7 +172,7 @@ def resolve_topics(reader, wanted: dict[str, str | None]) -> dict[str, str]:
         candidates = [topic] if topic else [TOPICS[key], *FALLBACKS[key]]
         found = next((t for t in candidates if t in available), None)
         if found is None:
-            raise ValueError(f"no {key} topic: tried {candidates}; the bag has {sorted(available)}")
+            raise ConfigError(f"no {key} topic: tried {candidates}; the bag has {sorted(available)}")
         out[key] = found
     return out
 
@@ -232,7 +234,7 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
 
     bag = Path(bag)
     if out_bag is not None and Path(out_bag).resolve() == bag.resolve():
-        raise ValueError("--out-bag must not be the input bag: the input is never modified")
+        raise ConfigError("--out-bag must not be the input bag: the input is never modified")
     for c in combos:
         if c.estimator is None:
             c.estimator = ObjectDepthEstimator(estimator_config_from_params(c.params))

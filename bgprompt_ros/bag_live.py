@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from bgprompt_core.config import ConfigError
 
 log = logging.getLogger("bgprompt.bag")
 
@@ -50,7 +51,7 @@ def message_class(msgtype: str):
     """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image, for installed ROS interface packages only."""
     parts = msgtype.split("/")
     if len(parts) != 3 or not _generated_by_rosidl(*parts):
-        raise ValueError(f"{msgtype} is not a message type of an installed ROS interface package; "
+        raise ConfigError(f"{msgtype} is not a message type of an installed ROS interface package; "
                          f"install its package (e.g. ros-jazzy-<package> from pip, or from apt on a robot)")
     pkg, kind, name = parts
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
@@ -89,7 +90,7 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
     from .readiness import NotReady, wait_for_nodes
 
     if rate <= 0:
-        raise ValueError(f"rate must be positive, got {rate}")
+        raise ConfigError(f"rate must be positive, got {rate}")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     rclpy.init()
     node = rclpy.create_node("bgprompt_bag_play")
@@ -101,7 +102,7 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
             pubs = {c.topic: (node.create_publisher(message_class(c.msgtype), c.topic, qos), message_class(c.msgtype))
                     for c in conns}
             if not pubs:
-                raise ValueError(f"none of the topics {topics} is in {bag}: it holds "
+                raise ConfigError(f"none of the topics {topics} is in {bag}: it holds "
                                  f"{sorted(c.topic for c in reader.connections)}")
             if wait_nodes:
                 wait_for_nodes(node, wait_nodes, wait_timeout, publishers={t: p for t, (p, _) in pubs.items()})
@@ -183,7 +184,7 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
     expect = dict(expect or {})
     unknown = sorted(set(expect) - set(topics))
     if unknown:
-        raise ValueError(f"expected counts for topics that are not recorded: {unknown}")
+        raise ConfigError(f"expected counts for topics that are not recorded: {unknown}")
     goal = count is not None or bool(expect)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     ts = typestore()

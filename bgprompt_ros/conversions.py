@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from bgprompt_core.geometry import camera_rays
+from bgprompt_core.errors import BgpromptError
 
 ENCODINGS = {  # encoding -> (dtype, channels)
     "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
@@ -29,7 +30,7 @@ COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 FLOAT32, UINT32, UINT8 = 7, 6, 2  # sensor_msgs/PointField datatypes
 
 
-class ConversionError(ValueError):
+class ConversionError(BgpromptError, ValueError):
     """A message that cannot be decoded as claimed; the message says what is wrong."""
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bgprompt_core.estimator import EstimatorConfig
 from bgprompt_core.runtime import PROMPT_HELP
+from bgprompt_core.config import ConfigError
 
 TYPES = {str: "PARAMETER_STRING", int: "PARAMETER_INTEGER", float: "PARAMETER_DOUBLE", bool: "PARAMETER_BOOL"}
 # name: (default, description, allowed values or None, needs reload); the type is the default's
@@ -100,9 +101,9 @@ def read_params_file(path: str | Path, node_name: str = "object_depth") -> dict:
         out.update((data.get(key) or {}).get("ros__parameters", {}))
     unknown = sorted(set(out) - set(PARAMETERS))
     if unknown:
-        raise ValueError(f"{path}: unknown parameters {unknown}")
+        raise ConfigError(f"{path}: unknown parameters {unknown}")
     for name, value in out.items():
         reason = invalid(name, value)
         if reason:
-            raise ValueError(f"{path}: {reason}")
+            raise ConfigError(f"{path}: {reason}")
     return out

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from bgprompt_core.errors import BgpromptError
 
 ACTIVE = "active"
 
 
-class NotReady(RuntimeError):
+class NotReady(BgpromptError, RuntimeError):
     """A named node did not become ready before the deadline; the message says what is missing."""
 
 

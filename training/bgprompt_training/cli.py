@@ -6,11 +6,13 @@ Each verb lives in a small function below; heavy imports happen inside the verb 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from bgprompt_core.onnx_graph import DEFAULT_OPSET
+from bgprompt_core.config import ConfigError
 
 DESCRIPTION = """\
 Object depth from one image with a learned background prompt and a frozen depth network
@@ -34,12 +36,30 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_models(sub) -> None:
+    p = sub.add_parser("models", help="list the depth networks bgprompt knows (registry) and their specs",
+                       description="List registry names with input-size rule, normalization and output kind. "
+                                   "With MODEL (a name, hub id or local directory) show only that one; "
+                                   "nothing is downloaded.")
+    p.add_argument("model", nargs="?", help="registry name, hub id (cached) or local model directory")
+    p.add_argument("--json", action="store_true", help="print the specs as JSON")
+    p.set_defaults(func=_cmd_models)
+
+
 def _cmd_prompt_info(args: argparse.Namespace) -> int:
     from bgprompt_core.checkpoint import read_meta
 
     meta = read_meta(args.checkpoint)
     print(json.dumps(json.loads(meta.to_json()), indent=2))
     return 0
+
+
+def register_prompt_info(sub) -> None:
+    p = sub.add_parser("prompt-info", help="print the metadata of a prompt checkpoint",
+                       description="Print the JSON metadata of a .safetensors prompt checkpoint: prompt config, "
+                                   "the network it was learned through, Eq. 2 settings, training config, metrics.")
+    p.add_argument("checkpoint", help="prompt checkpoint (.safetensors)")
+    p.set_defaults(func=_cmd_prompt_info)
 
 
 def _cmd_import_prompt(args: argparse.Namespace) -> int:
@@ -52,6 +72,19 @@ def _cmd_import_prompt(args: argparse.Namespace) -> int:
     h, w = meta.prompt.height, meta.prompt.width
     print(f"imported a {h}x{w} Fourier prompt (decay {meta.prompt.decay}) for {network.name} -> {out}")
     return 0
+
+
+def register_import_prompt(sub) -> None:
+    p = sub.add_parser("import-prompt", help="convert an authors' released 1-BG prompt (.pth.tar) to our format",
+                       description="Read a single-background prompt released with the paper "
+                                   "(single_background_fft_<net>.pth.tar) with torch.load(weights_only=True) and "
+                                   "write it as a bgprompt .safetensors checkpoint for the given network. Files "
+                                   "holding pickled objects are refused.")
+    p.add_argument("source", help="the authors' .pth.tar file")
+    p.add_argument("--network", required=True, help="registry name of the network it was trained for (e.g. dpt-large)")
+    p.add_argument("--out", required=True, help="output .safetensors path")
+    p.add_argument("--divisor", type=float, default=0.2, help="irfft divisor used by the authors' code (0.2)")
+    p.set_defaults(func=_cmd_import_prompt)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -82,6 +115,50 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_render(sub) -> None:
+    from .render.meshes import FAMILIES
+    p = sub.add_parser("render", parents=shared("seed"),
+                       help="render synthetic objects or indoor scenes with exact depth, masks, normals",
+                       description="Render a data set: `objects` (one object per image, ABO-like camera on the upper "
+                                   "hemisphere, white background, RGBA kept) or `scenes` (closed rooms with tables, "
+                                   "objects and clutter; full-image depth) or `tabletop` (2-5 objects of four "
+                                   "materials on a table seen by a robot from 0.4-1.2 m, 30-70 degrees down, with a "
+                                   "simulated RGB-D sensor's depth beside the ground truth; the mask is the target "
+                                   "object, the others are instances). Every sample is reproducible from "
+                                   "(seed, index). Output: npz shards + manifest.json (conventions and generator "
+                                   "config).")
+    p.add_argument("kind", choices=["objects", "scenes", "tabletop"])
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--count", type=int, required=True, help="number of samples")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels (square)")
+    p.add_argument("--backend", choices=["auto", "gl", "numpy"], default="auto",
+                   help="gl: moderngl on EGL (fast); numpy: pure-numpy ray caster; auto: gl, else numpy")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (one shard each at a time)")
+    p.add_argument("--shard-size", type=int, default=64, help="samples per npz shard")
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES,
+                   help="procedural shape families to draw from")
+    p.add_argument("--meshes", help="folder of real meshes (OBJ/GLB/PLY...) used instead of procedural shapes")
+    p.add_argument("--mesh-up", choices=["y", "z"], default="y", help="up axis of the mesh files")
+    p.add_argument("--textures", help="folder of material images used besides procedural textures")
+    p.add_argument("--elevation", nargs=2, type=float, default=[0.0, 75.0], metavar=("MIN", "MAX"),
+                   help="camera elevation range in degrees (objects)")
+    p.add_argument("--roll-jitter", type=float, default=0.0, help="camera roll std in degrees (objects)")
+    p.add_argument("--offcenter", type=float, default=0.0,
+                   help="max off-centre shift of the object, fraction of half the image (objects)")
+    p.add_argument("--crop", type=float, default=0.0, help="probability of a close view cutting the object (objects)")
+    p.add_argument("--closeup", type=float, default=0.0,
+                   help="probability of a close view of one object in its room (scenes; mini uses 0.5)")
+    from bgprompt_core.sensor_model import MATERIALS, SENSORS
+
+    p.add_argument("--sensor", choices=SENSORS, default="d435-like",
+                   help="tabletop: simulated RGB-D sensor (d435-like: active stereo; none: perfect depth)")
+    p.add_argument("--materials", nargs=len(MATERIALS), type=float, default=[1.0] * len(MATERIALS),
+                   metavar=tuple(m.upper() for m in MATERIALS), help="tabletop: weights of the object materials")
+    p.add_argument("--preview", type=int, default=0, metavar="N",
+                   help="also write preview.png: RGB | depth | normals | mask for the first N samples")
+    p.set_defaults(func=_cmd_render)
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from .distributed import init_distributed, shutdown
     from .pretrain import pretrain
@@ -95,18 +172,29 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_pretrain(sub) -> None:
+    p = sub.add_parser("pretrain", parents=shared("logdir"),
+                       help="train the embedded depth network on rendered scenes (relative disparity)",
+                       description="Train a small depth network of a transformers architecture (configs/mini.json: "
+                                   "DPT-hybrid) on `bgprompt render scenes` output ONLY, with MiDaS's scale-and-shift-"
+                                   "invariant loss, and save it in Hugging Face layout. Reports AbsRel and delta<1.25 "
+                                   "after scale-shift alignment on held-out scenes.")
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "mini.json"),
+                   help="architecture + training config (default: training/configs/mini.json)")
+    p.add_argument("--data", required=True, help="rendered scenes for training")
+    p.add_argument("--val", required=True, help="held-out rendered scenes")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--steps", type=int, help="override the number of steps")
+    dist_backend_arg(p)
+    p.set_defaults(func=_cmd_pretrain)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .distributed import init_distributed, shutdown
     from .train import TrainConfig, Trainer
 
-    cfg = TrainConfig(model=args.model, data=args.data, val=args.val or [], out=args.out, prompt=args.prompt,
-                      param=args.param, composite=args.composite, pnet_input=args.pnet_input, bias=not args.no_bias,
-                      pnet_downs=args.pnet_downs, pnet_channels=args.pnet_channels,
-                      pnet_combine=args.pnet_combine, init_bias=args.init_bias, divisor=args.divisor,
-                      eq2_range=args.eq2_range, steps=args.steps, batch=args.batch, lr=args.lr,
-                      lr_drop_at=args.lr_drop_at, optimizer=args.optimizer, size=args.size, recenter=args.recenter,
-                      val_every=args.val_every, val_samples=args.val_samples, select_by=args.select_by,
-                      seed=args.seed, device=args.device, logdir=args.logdir, local_only=args.local_only)
+    # every TrainConfig field is a flag of the same name (dest), so the config is built from the names
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     dist = init_distributed(args.dist_backend)
     result = Trainer(cfg, dist).run(resume=args.resume, kill_at=args.kill_at)
     shutdown(dist)  # on an error the process just exits: torchrun then stops the other ranks
@@ -115,6 +203,59 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"best ({cfg.select_by}) at step {best.get('step')}: " +
               ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "step") + f" -> {cfg.out}")
     return 0
+
+
+def register_train(sub) -> None:
+    p = sub.add_parser("train", parents=shared("seed", "device", "logdir", "local-only"),
+                       help="learn a background prompt (1-BG or PNet) or finetune a network (baseline)",
+                       description="Learn a background prompt by backpropagation through the FROZEN depth network "
+                                   "(paper Sec. 3): loss si-RMSE (Eq. 3) + normal loss (Eq. 4), GT masked mean 5, SGD "
+                                   "momentum 0.9, lr 5e-4 divided by 10 at 80%% of the steps (reference code; the "
+                                   "paper's text says --lr 5e-5). --prompt finetune trains the network's weights "
+                                   "instead (the paper's baseline). Validates every --val-every steps on --val, keeps "
+                                   "the best checkpoint by --select-by, and can --resume exactly.")
+    p.add_argument("--model", required=True, help="registry name, hub id or local model directory")
+    p.add_argument("--data", nargs="+", required=True, metavar="SPEC[@W]",
+                   help="training sets: a render directory or FORMAT:PATH (abo, hm3d-abo, hndr, npz, gso), "
+                        "optionally @WEIGHT for mixing")
+    p.add_argument("--val", nargs="*", default=[], metavar="SPEC", help="held-out sets for validation")
+    p.add_argument("--out", required=True, help="prompt checkpoint (.safetensors) or, for finetune, a model directory")
+    p.add_argument("--prompt", choices=["1bg", "pnet", "finetune", "single"], default="1bg",
+                   help="1bg: one learned background (paper's 1-BG); pnet: the mask-conditioned Prompting network; "
+                        "finetune: the network's own weights on a white background (the paper's baseline); "
+                        "'single' is a deprecated spelling of 1bg")
+    p.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="ablation: 'Img space' = pixel")
+    p.add_argument("--composite", choices=["replace", "additive"], default="replace", help="ablation: 'Additive'")
+    p.add_argument("--pnet-input", choices=["mask", "image"], default="mask", help="ablation: 'Img input' = image")
+    p.add_argument("--no-bias", dest="bias", action="store_false", help="ablation: PNet without the learned 1-BG bias")
+    p.add_argument("--pnet-downs", type=int, default=7, help="PNet U-Net downsamplings (paper: 7)")
+    p.add_argument("--pnet-channels", type=int, default=64, help="PNet U-Net base channels (paper: 64)")
+    p.add_argument("--pnet-combine", choices=["mean", "residual"], default="mean",
+                   help="PNet + bias: mean of the two images (reference code) or residual logits (the U-Net "
+                        "starts at zero, so the PNet starts exactly at its bias)")
+    p.add_argument("--init-bias", metavar="CKPT", help="initialise the PNet bias from a trained 1-BG prompt")
+    p.add_argument("--divisor", type=float, default=0.2, help="Fourier irfft divisor (reference 0.2, Lucent 4.0)")
+    p.add_argument("--eq2-range", choices=["image", "object"], default="image",
+                   help="Eq. 2 min/max over the whole image (paper) or the object only")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=8, help="global batch: under torchrun each of the N processes "
+                                                         "takes batch / N of it")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr-drop-at", type=float, default=0.8, help="fraction of steps after which lr is divided by 10")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
+    p.add_argument("--size", type=int, help="network input side (default: the network's own)")
+    p.add_argument("--recenter", action="store_true", help="augmentation: re-centre objects by a virtual camera")
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--val-samples", type=int, default=64)
+    p.add_argument("--select-by", choices=["si_rmse", "shape_err", "normal_cos", "loss"], default="si_rmse",
+                   help="metric that picks the best checkpoint")
+    p.add_argument("--collapse-warn", type=float, default=0.10,
+                   help="warn when this share of validation objects collapses to a flat depth (default 0.10)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.state/ exactly")
+    p.add_argument("--kill-at", type=int, help=argparse.SUPPRESS)
+    dist_backend_arg(p)
+    p.set_defaults(func=_cmd_train)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -138,6 +279,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_eval(sub) -> None:
+    p = sub.add_parser("eval", parents=shared("local-only"),
+                       help="evaluate backgrounds, finetuned networks and prompts (paper Tables 1-3, S1-S3)",
+                       description="Evaluate one network under several conditions on several data sets with the "
+                                   "paper's protocol (--count samples drawn with seed 1338; GT masked mean 5): si-RMSE "
+                                   "(Eq. 3, lower better), normal cosine (higher better), shape_err (scale-and-shift-"
+                                   "aligned disparity RMSE, blind to Eq. 2), skill vs the flat reference, and the "
+                                   "fraction of collapsed (flattened) objects. The references `flat` and "
+                                   "`oracle-shift` are always included.")
+    p.add_argument("--model", required=True, help="the base network (registry name, hub id or directory)")
+    p.add_argument("--data", nargs="+", required=True, metavar="SPEC",
+                   help="data sets: render directories or FORMAT:PATH (abo, hm3d-abo, hndr, npz, gso)")
+    p.add_argument("--prompt", nargs="*", metavar="CKPT", help="prompt checkpoints (1-BG or PNet)")
+    p.add_argument("--background", nargs="+", default=["white"], metavar="BG",
+                   help="no-prompt conditions: white, original, noise, or a folder of images")
+    p.add_argument("--finetuned", nargs="*", metavar="DIR", help="finetuned network directories (baseline)")
+    p.add_argument("--count", type=int, default=300, help="samples per data set (paper: 300)")
+    p.add_argument("--no-eq2-variants", action="store_true",
+                   help="evaluate prompts only with their own Eq. 2 range (default: also the other one)")
+    p.add_argument("--recenter", action="store_true", help="re-centre objects by a virtual camera first")
+    p.add_argument("--scenes", help="held-out rendered scenes: report scene-quality drift of finetuned networks")
+    p.add_argument("--out", help="directory for results.md and results.csv")
+    p.add_argument("--json", help="write {'rows': [...]} here")
+    p.add_argument("--figures", help="directory for Figure 5/6 style PNGs")
+    p.add_argument("--figure-count", type=int, default=4, help="samples per data set in the figures")
+    p.set_defaults(func=_cmd_eval)
+
+
 def _estimator_config(args: argparse.Namespace):
     from bgprompt_core.estimator import EstimatorConfig
 
@@ -158,7 +327,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from bgprompt_core.visual import depth_to_color
 
     if args.mask and len(args.mask) != len(args.images):
-        raise ValueError(f"{len(args.images)} images but {len(args.mask)} masks: give one mask per image")
+        raise ConfigError(f"{len(args.images)} images but {len(args.mask)} masks: give one mask per image")
     fx, fy, cx, cy = args.intrinsics
     K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
     est = ObjectDepthEstimator(_estimator_config(args))
@@ -194,6 +363,35 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def runtime_args(p: argparse.ArgumentParser) -> None:
+    """The network and prompt flags of the inference verbs (predict, export)."""
+    from bgprompt_core.runtime import PROMPT_HELP
+
+    p.add_argument("--model", default="mini", help="depth network (default: the embedded `mini`)")
+    p.add_argument("--prompt", default="1bg", help=PROMPT_HELP)
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    p.add_argument("--allow-download", action="store_true", help="let transformers fetch hub models")
+
+
+def register_predict(sub) -> None:
+    p = sub.add_parser("predict", parents=shared("device"),
+                       help="object depth and point clouds for image files",
+                       description="Run the object-depth pipeline (the one the ROS node uses) on images: writes "
+                                   "depth (.npy float32, NaN outside objects, and a colour PNG), the object point "
+                                   "cloud (.ply with colour), the composite the network saw and a side view.")
+    p.add_argument("images", nargs="+", help="RGB images")
+    p.add_argument("--mask", nargs="+", help="one mask per image (binary, soft or instance labels)")
+    p.add_argument("--rembg", metavar="MODEL", help="segment with this rembg model when no mask is given")
+    p.add_argument("--intrinsics", nargs=4, type=float, required=True, metavar=("FX", "FY", "CX", "CY"))
+    runtime_args(p)
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch")
+    p.add_argument("--onnx", help="exported graph for onnxruntime / tensorrt (default: exported on first use)")
+    p.add_argument("--scale", choices=["relative", "metric"], default="relative")
+    p.add_argument("--recenter", action="store_true", help="re-centre each object by a virtual camera")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_cmd_predict)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from bgprompt_core.estimator import EstimatorConfig
     from bgprompt_core.export import export_onnx
@@ -221,239 +419,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_assets(args: argparse.Namespace) -> int:
-    from .assets import OBJECTS, real_meshes
-
-    out = real_meshes(args.out, args.wheel)
-    print(f"extracted {len(OBJECTS)} real meshes (z-up) -> {out}")
-    return 0
-
-
-def _cmd_results(args: argparse.Namespace) -> int:
-    from .results import make_results
-
-    out = make_results(Path(args.out), Path(args.cache), args.count, figures=not args.no_figures)
-    print(out.read_text())
-    print(f"wrote {out}")
-    return 0
-
-
-def _cmd_eval_grasp(args: argparse.Namespace) -> int:
-    from .grasp_eval import GraspEvalConfig, evaluate_grasp, write_report
-
-    cfg = GraspEvalConfig(model=args.model, prompts=tuple(args.prompt), oracle_prompt=args.oracle_prompt,
-                          count=args.count, min_pixels=args.min_pixels, align=args.align,
-                          recenter=not args.no_recenter, local_only=args.local_only)
-    result = evaluate_grasp(args.data, cfg, keep_clouds=args.figures)
-    path = write_report(result, Path(args.out), cfg.prompts)
-    print(path.read_text())
-    print(f"report: {path}")
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(Path(args.out))
-
-
-def dist_backend_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dist-backend", choices=["auto", "nccl", "gloo"], default="auto",
-                   help="under torchrun (torchrun --nproc_per_node N -m bgprompt_training VERB ...): nccl on GPUs, "
-                        "gloo on CPU (auto); the batch is the global batch, split over the N processes "
-                        "(docs/DISTRIBUTED.md)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bgprompt", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-
-    p = sub.add_parser("models", help="list the depth networks bgprompt knows (registry) and their specs",
-                       description="List registry names with input-size rule, normalization and output kind. "
-                                   "With MODEL (a name, hub id or local directory) show only that one; "
-                                   "nothing is downloaded.")
-    p.add_argument("model", nargs="?", help="registry name, hub id (cached) or local model directory")
-    p.add_argument("--json", action="store_true", help="print the specs as JSON")
-    p.set_defaults(func=_cmd_models)
-
-    p = sub.add_parser("prompt-info", help="print the metadata of a prompt checkpoint",
-                       description="Print the JSON metadata of a .safetensors prompt checkpoint: prompt config, "
-                                   "the network it was learned through, Eq. 2 settings, training config, metrics.")
-    p.add_argument("checkpoint", help="prompt checkpoint (.safetensors)")
-    p.set_defaults(func=_cmd_prompt_info)
-
-    p = sub.add_parser("import-prompt", help="convert an authors' released 1-BG prompt (.pth.tar) to our format",
-                       description="Read a single-background prompt released with the paper "
-                                   "(single_background_fft_<net>.pth.tar) with torch.load(weights_only=True) and "
-                                   "write it as a bgprompt .safetensors checkpoint for the given network. Files "
-                                   "holding pickled objects are refused.")
-    p.add_argument("source", help="the authors' .pth.tar file")
-    p.add_argument("--network", required=True, help="registry name of the network it was trained for (e.g. dpt-large)")
-    p.add_argument("--out", required=True, help="output .safetensors path")
-    p.add_argument("--divisor", type=float, default=0.2, help="irfft divisor used by the authors' code (0.2)")
-    p.set_defaults(func=_cmd_import_prompt)
-
-    from .render.meshes import FAMILIES
-
-    p = sub.add_parser("render", help="render synthetic objects or indoor scenes with exact depth, masks, normals",
-                       description="Render a data set: `objects` (one object per image, ABO-like camera on the upper "
-                                   "hemisphere, white background, RGBA kept) or `scenes` (closed rooms with tables, "
-                                   "objects and clutter; full-image depth) or `tabletop` (2-5 objects of four "
-                                   "materials on a table seen by a robot from 0.4-1.2 m, 30-70 degrees down, with a "
-                                   "simulated RGB-D sensor's depth beside the ground truth; the mask is the target "
-                                   "object, the others are instances). Every sample is reproducible from "
-                                   "(seed, index). Output: npz shards + manifest.json (conventions and generator "
-                                   "config).")
-    p.add_argument("kind", choices=["objects", "scenes", "tabletop"])
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--count", type=int, required=True, help="number of samples")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels (square)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=["auto", "gl", "numpy"], default="auto",
-                   help="gl: moderngl on EGL (fast); numpy: pure-numpy ray caster; auto: gl, else numpy")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (one shard each at a time)")
-    p.add_argument("--shard-size", type=int, default=64, help="samples per npz shard")
-    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES,
-                   help="procedural shape families to draw from")
-    p.add_argument("--meshes", help="folder of real meshes (OBJ/GLB/PLY...) used instead of procedural shapes")
-    p.add_argument("--mesh-up", choices=["y", "z"], default="y", help="up axis of the mesh files")
-    p.add_argument("--textures", help="folder of material images used besides procedural textures")
-    p.add_argument("--elevation", nargs=2, type=float, default=[0.0, 75.0], metavar=("MIN", "MAX"),
-                   help="camera elevation range in degrees (objects)")
-    p.add_argument("--roll-jitter", type=float, default=0.0, help="camera roll std in degrees (objects)")
-    p.add_argument("--offcenter", type=float, default=0.0,
-                   help="max off-centre shift of the object, fraction of half the image (objects)")
-    p.add_argument("--crop", type=float, default=0.0, help="probability of a close view cutting the object (objects)")
-    p.add_argument("--closeup", type=float, default=0.0,
-                   help="probability of a close view of one object in its room (scenes; mini uses 0.5)")
-    from bgprompt_core.sensor_model import MATERIALS, SENSORS
-
-    p.add_argument("--sensor", choices=SENSORS, default="d435-like",
-                   help="tabletop: simulated RGB-D sensor (d435-like: active stereo; none: perfect depth)")
-    p.add_argument("--materials", nargs=len(MATERIALS), type=float, default=[1.0] * len(MATERIALS),
-                   metavar=tuple(m.upper() for m in MATERIALS), help="tabletop: weights of the object materials")
-    p.add_argument("--preview", type=int, default=0, metavar="N",
-                   help="also write preview.png: RGB | depth | normals | mask for the first N samples")
-    p.set_defaults(func=_cmd_render)
-
-    p = sub.add_parser("pretrain", help="train the embedded depth network on rendered scenes (relative disparity)",
-                       description="Train a small depth network of a transformers architecture (configs/mini.json: "
-                                   "DPT-hybrid) on `bgprompt render scenes` output ONLY, with MiDaS's scale-and-shift-"
-                                   "invariant loss, and save it in Hugging Face layout. Reports AbsRel and delta<1.25 "
-                                   "after scale-shift alignment on held-out scenes.")
-    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "mini.json"),
-                   help="architecture + training config (default: training/configs/mini.json)")
-    p.add_argument("--data", required=True, help="rendered scenes for training")
-    p.add_argument("--val", required=True, help="held-out rendered scenes")
-    p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--steps", type=int, help="override the number of steps")
-    p.add_argument("--logdir", help="TensorBoard log directory")
-    dist_backend_arg(p)
-    p.set_defaults(func=_cmd_pretrain)
-
-    p = sub.add_parser("train", help="learn a background prompt (1-BG or PNet) or finetune a network (baseline)",
-                       description="Learn a background prompt by backpropagation through the FROZEN depth network "
-                                   "(paper Sec. 3): loss si-RMSE (Eq. 3) + normal loss (Eq. 4), GT masked mean 5, SGD "
-                                   "momentum 0.9, lr 5e-4 divided by 10 at 80%% of the steps (reference code; the "
-                                   "paper's text says --lr 5e-5). --prompt finetune trains the network's weights "
-                                   "instead (the paper's baseline). Validates every --val-every steps on --val, keeps "
-                                   "the best checkpoint by --select-by, and can --resume exactly.")
-    p.add_argument("--model", required=True, help="registry name, hub id or local model directory")
-    p.add_argument("--data", nargs="+", required=True, metavar="SPEC[@W]",
-                   help="training sets: a render directory or FORMAT:PATH (abo, hm3d-abo, hndr, npz, gso), "
-                        "optionally @WEIGHT for mixing")
-    p.add_argument("--val", nargs="*", metavar="SPEC", help="held-out sets for validation")
-    p.add_argument("--out", required=True, help="prompt checkpoint (.safetensors) or, for finetune, a model directory")
-    p.add_argument("--prompt", choices=["1bg", "pnet", "finetune", "single"], default="1bg",
-                   help="1bg: one learned background (paper's 1-BG); pnet: the mask-conditioned Prompting network; "
-                        "finetune: the network's own weights on a white background (the paper's baseline); "
-                        "'single' is a deprecated spelling of 1bg")
-    p.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="ablation: 'Img space' = pixel")
-    p.add_argument("--composite", choices=["replace", "additive"], default="replace", help="ablation: 'Additive'")
-    p.add_argument("--pnet-input", choices=["mask", "image"], default="mask", help="ablation: 'Img input' = image")
-    p.add_argument("--no-bias", action="store_true", help="ablation: PNet without the learned 1-BG bias")
-    p.add_argument("--pnet-downs", type=int, default=7, help="PNet U-Net downsamplings (paper: 7)")
-    p.add_argument("--pnet-channels", type=int, default=64, help="PNet U-Net base channels (paper: 64)")
-    p.add_argument("--pnet-combine", choices=["mean", "residual"], default="mean",
-                   help="PNet + bias: mean of the two images (reference code) or residual logits (the U-Net "
-                        "starts at zero, so the PNet starts exactly at its bias)")
-    p.add_argument("--init-bias", metavar="CKPT", help="initialise the PNet bias from a trained 1-BG prompt")
-    p.add_argument("--divisor", type=float, default=0.2, help="Fourier irfft divisor (reference 0.2, Lucent 4.0)")
-    p.add_argument("--eq2-range", choices=["image", "object"], default="image",
-                   help="Eq. 2 min/max over the whole image (paper) or the object only")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=8, help="global batch: under torchrun each of the N processes "
-                                                         "takes batch / N of it")
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--lr-drop-at", type=float, default=0.8, help="fraction of steps after which lr is divided by 10")
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--size", type=int, help="network input side (default: the network's own)")
-    p.add_argument("--recenter", action="store_true", help="augmentation: re-centre objects by a virtual camera")
-    p.add_argument("--val-every", type=int, default=100)
-    p.add_argument("--val-samples", type=int, default=64)
-    p.add_argument("--select-by", choices=["si_rmse", "shape_err", "normal_cos", "loss"], default="si_rmse",
-                   help="metric that picks the best checkpoint")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1...")
-    p.add_argument("--logdir", help="TensorBoard log directory")
-    p.add_argument("--resume", action="store_true", help="continue from OUT.state/ exactly")
-    p.add_argument("--local-only", action="store_true", help="never touch the network for model files")
-    p.add_argument("--kill-at", type=int, help=argparse.SUPPRESS)
-    dist_backend_arg(p)
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("eval", help="evaluate backgrounds, finetuned networks and prompts (paper Tables 1-3, S1-S3)",
-                       description="Evaluate one network under several conditions on several data sets with the "
-                                   "paper's protocol (--count samples drawn with seed 1338; GT masked mean 5): si-RMSE "
-                                   "(Eq. 3, lower better), normal cosine (higher better), shape_err (scale-and-shift-"
-                                   "aligned disparity RMSE, blind to Eq. 2), skill vs the flat reference, and the "
-                                   "fraction of collapsed (flattened) objects. The references `flat` and "
-                                   "`oracle-shift` are always included.")
-    p.add_argument("--model", required=True, help="the base network (registry name, hub id or directory)")
-    p.add_argument("--data", nargs="+", required=True, metavar="SPEC",
-                   help="data sets: render directories or FORMAT:PATH (abo, hm3d-abo, hndr, npz, gso)")
-    p.add_argument("--prompt", nargs="*", metavar="CKPT", help="prompt checkpoints (1-BG or PNet)")
-    p.add_argument("--background", nargs="+", default=["white"], metavar="BG",
-                   help="no-prompt conditions: white, original, noise, or a folder of images")
-    p.add_argument("--finetuned", nargs="*", metavar="DIR", help="finetuned network directories (baseline)")
-    p.add_argument("--count", type=int, default=300, help="samples per data set (paper: 300)")
-    p.add_argument("--no-eq2-variants", action="store_true",
-                   help="evaluate prompts only with their own Eq. 2 range (default: also the other one)")
-    p.add_argument("--recenter", action="store_true", help="re-centre objects by a virtual camera first")
-    p.add_argument("--scenes", help="held-out rendered scenes: report scene-quality drift of finetuned networks")
-    p.add_argument("--out", help="directory for results.md and results.csv")
-    p.add_argument("--json", help="write {'rows': [...]} here")
-    p.add_argument("--figures", help="directory for Figure 5/6 style PNGs")
-    p.add_argument("--figure-count", type=int, default=4, help="samples per data set in the figures")
-    p.add_argument("--local-only", action="store_true", help="never touch the network for model files")
-    p.set_defaults(func=_cmd_eval)
-
-    def runtime_args(p: argparse.ArgumentParser) -> None:
-        from bgprompt_core.runtime import PROMPT_HELP
-
-        p.add_argument("--model", default="mini", help="depth network (default: the embedded `mini`)")
-        p.add_argument("--prompt", default="1bg", help=PROMPT_HELP)
-        p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
-        p.add_argument("--allow-download", action="store_true", help="let transformers fetch hub models")
-
-    p = sub.add_parser("predict", help="object depth and point clouds for image files",
-                       description="Run the object-depth pipeline (the one the ROS node uses) on images: writes "
-                                   "depth (.npy float32, NaN outside objects, and a colour PNG), the object point "
-                                   "cloud (.ply with colour), the composite the network saw and a side view.")
-    p.add_argument("images", nargs="+", help="RGB images")
-    p.add_argument("--mask", nargs="+", help="one mask per image (binary, soft or instance labels)")
-    p.add_argument("--rembg", metavar="MODEL", help="segment with this rembg model when no mask is given")
-    p.add_argument("--intrinsics", nargs=4, type=float, required=True, metavar=("FX", "FY", "CX", "CY"))
-    runtime_args(p)
-    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch")
-    p.add_argument("--onnx", help="exported graph for onnxruntime / tensorrt (default: exported on first use)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--scale", choices=["relative", "metric"], default="relative")
-    p.add_argument("--recenter", action="store_true", help="re-centre each object by a virtual camera")
-    p.add_argument("--out", required=True, help="output directory")
-    p.set_defaults(func=_cmd_predict)
-
+def register_export(sub) -> None:
     p = sub.add_parser("export", help="export prompt + network to ONNX (and build a TensorRT engine)",
                        description="Export the deployable graph: image and mask in, object depth out (Eq. 1 + frozen "
                                    "network + Eq. 2), dynamic batch for several objects. The 1-BG prompt is baked in "
@@ -470,6 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .onnx (for tensorrt: the engine is written beside it)")
     p.set_defaults(func=_cmd_export)
 
+
+def _cmd_assets(args: argparse.Namespace) -> int:
+    from .assets import OBJECTS, real_meshes
+
+    out = real_meshes(args.out, args.wheel)
+    print(f"extracted {len(OBJECTS)} real meshes (z-up) -> {out}")
+    return 0
+
+
+def register_assets(sub) -> None:
     p = sub.add_parser("assets", help="fetch real textured meshes (pybullet's objects) for out-of-distribution tests",
                        description="Download the pybullet wheel from the package index with pip and extract a fixed "
                                    "list of object meshes (duck, bunny, teddy, mug, domino, jenga, lego, tray, torus, "
@@ -480,6 +456,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wheel", help="use this pybullet wheel instead of downloading it")
     p.set_defaults(func=_cmd_assets)
 
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from .results import make_results
+
+    out = make_results(Path(args.out), Path(args.cache), args.count, figures=not args.no_figures)
+    print(out.read_text())
+    print(f"wrote {out}")
+    return 0
+
+
+def register_results(sub) -> None:
     p = sub.add_parser("results", help="regenerate docs/RESULTS.md for the embedded `mini` network",
                        description="Render the evaluation sets (cached), fetch pybullet's real meshes, evaluate the "
                                    "shipped prompts, finetuned baseline and references, and write the results "
@@ -490,11 +477,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-figures", action="store_true")
     p.set_defaults(func=_cmd_results)
 
-    from importlib.metadata import entry_points
 
-    for ep in entry_points(group="bgprompt.verbs"):  # e.g. `bag` from bgprompt_ros
-        ep.load()(sub)
+def _cmd_eval_grasp(args: argparse.Namespace) -> int:
+    from .grasp_eval import GraspEvalConfig, evaluate_grasp, write_report
 
+    cfg = GraspEvalConfig(model=args.model, prompts=tuple(args.prompt), oracle_prompt=args.oracle_prompt,
+                          count=args.count, min_pixels=args.min_pixels, align=args.align,
+                          recenter=not args.no_recenter, local_only=args.local_only)
+    result = evaluate_grasp(args.data, cfg, keep_clouds=args.figures)
+    path = write_report(result, Path(args.out), cfg.prompts)
+    print(path.read_text())
+    print(f"report: {path}")
+    return 0
+
+
+def register_eval_grasp(sub) -> None:
     p = sub.add_parser("eval-grasp", help="object clouds in metres from a simulated RGB-D sensor, by material",
                        description="On `bgprompt render tabletop` frames, score each object's cloud against the "
                                    "ground-truth surface in mm (Chamfer, accuracy and completeness within 5/10 mm, "
@@ -516,23 +513,86 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-only", action="store_true", default=True, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_eval_grasp)
 
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out))
+
+
+def register_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the main job on the embedded default and write a report",
                        description="Run the end-to-end demonstration offline and write its outputs under --out.")
     p.add_argument("--out", default="demo", help="output directory (default: demo/)")
     p.set_defaults(func=_cmd_demo)
+
+
+# flags several verbs share, given to them as argparse parents (one definition each)
+SHARED_FLAGS = {
+    "seed": lambda p: p.add_argument("--seed", type=int, default=0, help="random seed (default 0)"),
+    "device": lambda p: p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1..."),
+    "logdir": lambda p: p.add_argument("--logdir", help="TensorBoard log directory"),
+    "local-only": lambda p: p.add_argument("--local-only", action="store_true",
+                                           help="never touch the network for model files"),
+}
+
+
+def shared(*names: str) -> list[argparse.ArgumentParser]:
+    """Parent parsers for the shared flags ``names`` (``sub.add_parser(..., parents=shared("seed"))``)."""
+    parents = []
+    for name in names:
+        parent = argparse.ArgumentParser(add_help=False)
+        SHARED_FLAGS[name](parent)
+        parents.append(parent)
+    return parents
+
+
+def dist_backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dist-backend", choices=["auto", "nccl", "gloo"], default="auto",
+                   help="under torchrun (torchrun --nproc_per_node N -m bgprompt_training VERB ...): nccl on GPUs, "
+                        "gloo on CPU (auto); the batch is the global batch, split over the N processes "
+                        "(docs/DISTRIBUTED.md)")
+
+
+VERBS = (
+    register_models,
+    register_prompt_info,
+    register_import_prompt,
+    register_render,
+    register_pretrain,
+    register_train,
+    register_eval,
+    register_predict,
+    register_export,
+    register_assets,
+    register_results,
+    register_eval_grasp,
+    register_demo,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bgprompt", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for register in VERBS:
+        register(sub)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="bgprompt.verbs"):  # verbs of other layers register themselves too (`bag`)
+        ep.load()(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bgprompt_core.adapters import ModelLoadError
-    from bgprompt_core.checkpoint import CheckpointError
-    from bgprompt_core.config import ConfigError
+    from bgprompt_core.errors import BgpromptError
 
     try:
         return int(args.func(args) or 0)
-    except (CheckpointError, ModelLoadError, ConfigError, FileNotFoundError, FileExistsError, ValueError,
-            RuntimeError) as exc:
+    except (BgpromptError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        # the project's own errors (and missing / clashing files) say what to do; anything else is a bug and
+        # keeps its traceback
         print(f"bgprompt {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from bgprompt_core.config import ConfigError
 
 BACKENDS = ("auto", "nccl", "gloo")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -53,7 +54,7 @@ class Distributed:
     def shard(self, items: list, what: str = "batch") -> list:
         """This rank's contiguous share of a list whose length is a multiple of the world size."""
         if len(items) % self.world:
-            raise ValueError(f"the global {what} of {len(items)} does not split over {self.world} ranks: use a "
+            raise ConfigError(f"the global {what} of {len(items)} does not split over {self.world} ranks: use a "
                              f"multiple of {self.world}")
         n = len(items) // self.world
         return items[self.rank * n:(self.rank + 1) * n]
@@ -102,7 +103,7 @@ class Distributed:
 
 def choose_backend(requested: str = "auto") -> str:
     if requested not in BACKENDS:
-        raise ValueError(f"--dist-backend must be one of {BACKENDS}, got {requested!r}")
+        raise ConfigError(f"--dist-backend must be one of {BACKENDS}, got {requested!r}")
     if requested != "auto":
         return requested
     return "nccl" if torch.cuda.is_available() else "gloo"

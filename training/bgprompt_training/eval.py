@@ -26,6 +26,7 @@ from .data.open import open_dataset
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
 from bgprompt_core.evaluation import flat_depth, oracle_shift, sample_metrics
 from .train import val_items
+from bgprompt_core.config import ConfigError
 
 METRICS = ("si_rmse", "normal_cos", "shape_err", "skill", "collapse_fraction", "abs_rel", "abs_rel_ss")
 
@@ -50,7 +51,7 @@ def build_conditions(model: str, backgrounds: list[str], prompts: list[str], fin
     for d in finetuned:
         net = load_depth_net(d, device, local_only=True)
         if net.spec.input_size != base.spec.input_size:
-            raise ValueError(f"finetuned {d} expects {net.spec.input_size}, the base network {base.spec.input_size}")
+            raise ConfigError(f"finetuned {d} expects {net.spec.input_size}, the base network {base.spec.input_size}")
         conds.append(Condition(f"finetune ({Path(d).name})", "finetune", PromptedDepth(net)))
     for ckpt in prompts:
         prompt, meta = load_prompt(ckpt, base.spec)

@@ -28,6 +28,7 @@ from bgprompt_core import sensor_model as sm
 from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
 from bgprompt_core.geometry import backproject_np
 from bgprompt_core.fusion import SOURCE_SENSOR
+from bgprompt_core.config import ConfigError
 
 SUMMARY = ("chamfer_mm", "accuracy_10mm", "completeness_10mm", "completeness_5mm", "centroid_mm", "box_extent_mm",
            "grasp_width_mm", "grasp_centre_mm")
@@ -47,9 +48,9 @@ class GraspEvalConfig:
 
     def __post_init__(self) -> None:
         if not self.prompts:
-            raise ValueError("at least one prompt (none is the white background)")
+            raise ConfigError("at least one prompt (none is the white background)")
         if self.min_pixels < 3 or self.inpaint_radius < 1:
-            raise ValueError("min_pixels must be >= 3 and inpaint_radius >= 1")
+            raise ConfigError("min_pixels must be >= 3 and inpaint_radius >= 1")
 
 
 def _points(depth: np.ndarray, K: np.ndarray, sel: np.ndarray) -> np.ndarray:
@@ -83,7 +84,7 @@ def evaluate_grasp(data: str | Path, cfg: GraspEvalConfig, progress: bool = True
 
     ds = RenderedDataset(data)
     if ds.manifest["kind"] != "tabletop":
-        raise ValueError(f"{data}: eval-grasp needs `bgprompt render tabletop` output, not {ds.manifest['kind']}")
+        raise ConfigError(f"{data}: eval-grasp needs `bgprompt render tabletop` output, not {ds.manifest['kind']}")
     preset = sm.preset(ds.manifest["generator"].get("sensor", "d435-like"))
     base = dict(model=cfg.model, scale="align-to-sensor", align=cfg.align, recenter=cfg.recenter,
                 local_only=cfg.local_only, max_objects=16, min_object_pixels=cfg.min_pixels)

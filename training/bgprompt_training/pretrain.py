@@ -28,6 +28,7 @@ from bgprompt_core.normalization import Normalization
 
 from .data.rendered import RenderedDataset
 from .distributed import Distributed
+from bgprompt_core.config import ConfigError
 
 
 def build_model(arch: dict):
@@ -35,7 +36,7 @@ def build_model(arch: dict):
     from transformers import AutoModelForDepthEstimation, BitConfig, DPTConfig
 
     if arch.get("model_type") != "dpt":
-        raise ValueError(f"unsupported architecture {arch.get('model_type')!r} (configs use model_type 'dpt')")
+        raise ConfigError(f"unsupported architecture {arch.get('model_type')!r} (configs use model_type 'dpt')")
     cfg = DPTConfig(backbone_config=BitConfig(**arch["bit"]) if "bit" in arch else None, **arch["dpt"])
     cfg.bgprompt_output_kind = "relative_disparity"
     return AutoModelForDepthEstimation.from_config(cfg)
@@ -150,7 +151,7 @@ def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | P
     val_rgb, val_depth = _load_all(RenderedDataset(val_dir))
     size = config["input"]["size"]
     if train_rgb.shape[-1] != size:
-        raise ValueError(f"training renders are {train_rgb.shape[-1]}px, the config expects {size}px")
+        raise ConfigError(f"training renders are {train_rgb.shape[-1]}px, the config expects {size}px")
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tc["warmup"]) *
                                               0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))

@@ -51,28 +51,64 @@ LOWER_IS_BETTER = {"si_rmse": True, "shape_err": True, "normal_cos": False, "los
 
 @dataclass
 class TrainConfig:
+    """One ``bgprompt train`` run; every field is the CLI flag of the same name (``--val-every`` -> val_every).
+
+    Args:
+        model (str): the frozen depth network D (registry name, hub id or directory).
+        data (list[str]): training sets, ``SPEC[@WEIGHT]`` (render directories or FORMAT:PATH).
+        val (list[str], default []): held-out sets for validation and checkpoint selection.
+        out (str, default "prompt.safetensors"): the prompt checkpoint (finetune: a model directory).
+        prompt (str, default "1bg"): "1bg" (one background, Sec. 3.1), "pnet" (Sec. 3.2) or "finetune" (the
+            paper's baseline: the network's weights on a white background). "single": deprecated "1bg".
+        param (str, default "fourier"): the background's parameterization: "fourier" or "pixel" ("Img space").
+        composite (str, default "replace"): Eq. 1 as M * I + (1 - M) * B ("replace") or the "Additive" ablation.
+        pnet_input (str, default "mask"): PNet's input: "mask" or "image" ("Img input" ablation).
+        bias (bool, default True): PNet's learned 1-BG bias (False: "No bias"; flag --no-bias).
+        pnet_downs (int, default 7), pnet_channels (int, default 64): the U-Net (paper: 7 and 64).
+        pnet_combine (str, default "mean"): PNet + bias: "mean" (reference code) or "residual" (logits).
+        init_bias (str | None): a trained 1-BG checkpoint that initialises the PNet bias.
+        divisor (float, default 0.2): the Fourier irfft divisor (reference 0.2, Lucent 4.0).
+        eq2_range (str, default "image"): Eq. 2's min/max over the "image" (paper) or the "object".
+        steps (int, default 1000): optimisation steps (paper: 150k).
+        batch (int, default 8): the GLOBAL batch (paper: 8); under torchrun each of N processes takes batch / N.
+        lr (float, default 5e-4): learning rate (reference code 5e-4; the paper's text says 5e-5).
+        lr_drop_at (float, default 0.8): lr / 10 from this fraction of the steps on.
+        optimizer (str, default "sgd"): "sgd" (momentum, the paper's) or "adam".
+        momentum (float, default 0.9): SGD momentum.
+        size (int | None): the network input side (default: the network's own).
+        recenter (bool, default False): augment by re-centring objects with a virtual camera.
+        val_every (int, default 100): validate every this many steps.
+        val_samples (int, default 64): validation samples per set (seed 1338, the paper's protocol).
+        select_by (str, default "si_rmse"): the metric that picks the best checkpoint.
+        collapse_warn (float, default 0.10): warn when this share of validation objects collapses.
+        seed (int, default 0): the batch of step t is drawn from (seed, t) alone.
+        device (str, default "auto"): torch device.
+        logdir (str | None): TensorBoard directory.
+        local_only (bool, default False): never download model files.
+    """
+
     model: str
     data: list[str]
     val: list[str] = field(default_factory=list)
     out: str = "prompt.safetensors"
-    prompt: str = "1bg"  # 1bg | pnet | finetune ("single": deprecated spelling of 1bg)
-    param: str = "fourier"  # fourier | pixel
-    composite: str = "replace"  # replace | additive
-    pnet_input: str = "mask"  # mask | image
+    prompt: str = "1bg"
+    param: str = "fourier"
+    composite: str = "replace"
+    pnet_input: str = "mask"
     bias: bool = True
     pnet_downs: int = 7
     pnet_channels: int = 64
-    pnet_combine: str = "mean"  # mean (reference code) | residual (logits; starts exactly at the bias)
-    init_bias: str | None = None  # a 1-BG checkpoint whose spectrum initialises the PNet bias
+    pnet_combine: str = "mean"
+    init_bias: str | None = None
     divisor: float = 0.2
-    eq2_range: str = "image"  # image | object
+    eq2_range: str = "image"
     steps: int = 1000
     batch: int = 8
     lr: float = 5e-4
-    lr_drop_at: float = 0.8  # lr / 10 from this fraction of the steps on (reference schedule)
-    optimizer: str = "sgd"  # sgd | adam
+    lr_drop_at: float = 0.8
+    optimizer: str = "sgd"
     momentum: float = 0.9
-    size: int | None = None  # network input side; default: the network's own
+    size: int | None = None
     recenter: bool = False
     val_every: int = 100
     val_samples: int = 64

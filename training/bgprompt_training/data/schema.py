@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from bgprompt_core.errors import BgpromptError
 
 REQUIRED = ("rgb", "depth", "mask", "K")
 
 
-class BadSample(ValueError):
+class BadSample(BgpromptError, ValueError):
     """A sample that cannot be used; the message names the file and the problem."""
 
 

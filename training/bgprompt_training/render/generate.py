@@ -21,6 +21,8 @@ from .camera import ABO_FOCAL_512, View, intrinsics, look_at
 from .meshes import FAMILIES, Mesh, box, load_mesh_file, random_shape
 from .raster import Frame, Instance, render_numpy
 from .textures import MaterialImages, procedural_texture
+from bgprompt_core.config import ConfigError
+from bgprompt_core.errors import Unavailable
 
 
 KINDS = ("objects", "scenes", "tabletop")
@@ -49,22 +51,22 @@ class RenderConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+            raise ConfigError(f"kind must be one of {KINDS}, got {self.kind!r}")
         from bgprompt_core.sensor_model import MATERIALS, SENSORS
 
         if self.sensor not in SENSORS:
-            raise ValueError(f"sensor must be one of {SENSORS}, got {self.sensor!r}")
+            raise ConfigError(f"sensor must be one of {SENSORS}, got {self.sensor!r}")
         if len(self.materials) != len(MATERIALS) or min(self.materials) < 0 or sum(self.materials) <= 0:
-            raise ValueError(f"materials: {len(MATERIALS)} non-negative weights for {MATERIALS}, not all zero")
+            raise ConfigError(f"materials: {len(MATERIALS)} non-negative weights for {MATERIALS}, not all zero")
         if self.size < 8:
-            raise ValueError(f"size must be >= 8 pixels, got {self.size}")
+            raise ConfigError(f"size must be >= 8 pixels, got {self.size}")
         bad = set(self.families) - set(FAMILIES)
         if bad or not self.families:
-            raise ValueError(f"unknown shape families {sorted(bad)}; choose from {FAMILIES}")
+            raise ConfigError(f"unknown shape families {sorted(bad)}; choose from {FAMILIES}")
         if not (0 <= self.elevation[0] <= self.elevation[1] <= 90):
-            raise ValueError(f"elevation must satisfy 0 <= min <= max <= 90, got {self.elevation}")
+            raise ConfigError(f"elevation must satisfy 0 <= min <= max <= 90, got {self.elevation}")
         if not (0 <= self.offcenter < 1 and 0 <= self.crop <= 1 and 0 <= self.closeup <= 1):
-            raise ValueError("offcenter must lie in [0, 1), crop and closeup in [0, 1]")
+            raise ConfigError("offcenter must lie in [0, 1), crop and closeup in [0, 1]")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -139,7 +141,7 @@ class Generator:
                     import logging
 
                     logging.getLogger(__name__).warning("skipping unreadable mesh %s: %s", name, exc)
-        raise ValueError(f"no readable mesh under {self.cfg.meshes}")
+        raise ConfigError(f"no readable mesh under {self.cfg.meshes}")
 
     def sample(self, index: int) -> dict:
         if self.cfg.kind == "tabletop":
@@ -327,7 +329,7 @@ def _pack(frame: Frame, mask: np.ndarray, view: View, object_id: str, family: st
 def resolve_backend(name: str):
     """('gl', renderer) or ('numpy', None). 'auto' falls back to numpy when EGL cannot start."""
     if name not in ("auto", "gl", "numpy"):
-        raise ValueError(f"backend must be auto, gl or numpy, got {name!r}")
+        raise ConfigError(f"backend must be auto, gl or numpy, got {name!r}")
     if name == "numpy":
         return "numpy", None
     try:
@@ -336,5 +338,5 @@ def resolve_backend(name: str):
         return "gl", GLRenderer()
     except Exception as exc:  # no moderngl, no EGL, no display libraries...
         if name == "gl":
-            raise RuntimeError(f"OpenGL backend unavailable ({exc}); use --backend numpy") from exc
+            raise Unavailable(f"OpenGL backend unavailable ({exc}); use --backend numpy") from exc
         return "numpy", None

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from bgprompt_core.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,11 @@ class Mesh:
         self.normals = np.ascontiguousarray(self.normals, np.float32)
         self.uv = np.ascontiguousarray(self.uv, np.float32)
         if len(self.faces) == 0 or len(self.vertices) == 0:
-            raise ValueError(f"mesh {self.name!r} is empty")
+            raise ConfigError(f"mesh {self.name!r} is empty")
         if self.faces.max() >= len(self.vertices) or self.faces.min() < 0:
-            raise ValueError(f"mesh {self.name!r} has face indices out of range")
+            raise ConfigError(f"mesh {self.name!r} has face indices out of range")
         if not (np.isfinite(self.vertices).all() and np.isfinite(self.normals).all()):
-            raise ValueError(f"mesh {self.name!r} has NaN/inf vertices or normals")
+            raise ConfigError(f"mesh {self.name!r} has NaN/inf vertices or normals")
 
     def normalized(self) -> "Mesh":
         """Centred on its bounding-box centre and scaled to a unit bounding sphere."""
@@ -44,7 +45,7 @@ class Mesh:
         v = self.vertices - (lo + hi) / 2
         r = float(np.linalg.norm(v, axis=1).max())
         if r <= 0:
-            raise ValueError(f"mesh {self.name!r} is degenerate (zero extent)")
+            raise ConfigError(f"mesh {self.name!r} is degenerate (zero extent)")
         return Mesh(v / r, self.faces, self.normals, self.uv, self.texture, self.name, dict(self.meta))
 
 
@@ -249,7 +250,7 @@ def random_shape(rng: np.random.Generator, families: tuple[str, ...] = FAMILIES)
         t = np.linspace(0, 1, 24)
         m = lathe(np.interp(t, np.linspace(0, 1, k), r), np.interp(t, np.linspace(0, 1, k), h))
     else:
-        raise ValueError(f"unknown shape family {family!r}; expected one of {FAMILIES}")
+        raise ConfigError(f"unknown shape family {family!r}; expected one of {FAMILIES}")
     m.meta["family"] = family
     return m.normalized()
 
@@ -269,10 +270,10 @@ def load_mesh_file(path: str | Path, up: str = "y") -> Mesh:
     path = Path(path)
     loaded = trimesh.load(str(path), force="mesh", process=True)
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        raise ValueError(f"{path}: no triangles")
+        raise ConfigError(f"{path}: no triangles")
     v = np.asarray(loaded.vertices, float)
     if up not in UP_AXES:
-        raise ValueError(f"up must be one of {UP_AXES}, got {up!r}")
+        raise ConfigError(f"up must be one of {UP_AXES}, got {up!r}")
     if up == "z":
         v = v[:, [0, 2, 1]] * np.array([1, 1, -1])  # z-up -> y-up (a rotation: keeps handedness)
     faces = np.asarray(loaded.faces)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from bgprompt_core.atomic import atomic_write
 
 from .generate import Generator, RenderConfig
+from bgprompt_core.config import ConfigError
 
 FORMAT = "bgprompt-render"
 FORMAT_VERSION = 1
@@ -64,7 +65,7 @@ def render_dataset(cfg: RenderConfig, out: str | Path, count: int, backend: str 
                    shard_size: int = 64, progress: bool = True) -> dict:
     """Render ``count`` samples into ``out`` (shards + manifest.json); returns the manifest."""
     if count <= 0:
-        raise ValueError(f"count must be positive, got {count}")
+        raise ConfigError(f"count must be positive, got {count}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(k, s, min(s + shard_size, count)) for k, s in enumerate(range(0, count, shard_size))]
@@ -102,7 +103,7 @@ def read_manifest(root: str | Path) -> dict:
         raise FileNotFoundError(f"{root}: no manifest.json (not a `bgprompt render` output directory)")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
+        raise ConfigError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {manifest['format_version']} is newer than supported ({FORMAT_VERSION})")
+        raise ConfigError(f"{path}: format version {manifest['format_version']} is newer than supported ({FORMAT_VERSION})")
     return manifest

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from bgprompt_core.config import ConfigError
 
 PATTERNS = ("solid", "checker", "stripes", "noise", "dots", "rings")
 
@@ -38,7 +39,7 @@ def procedural_texture(rng: np.random.Generator, size: int = 128, pattern: str |
         k = rng.uniform(4, 20)
         t = 0.5 + 0.5 * np.sin(np.hypot(u - rng.random(), v - rng.random()) * 2 * np.pi * k + 3 * u)
     else:
-        raise ValueError(f"unknown pattern {pattern!r}; expected one of {PATTERNS}")
+        raise ConfigError(f"unknown pattern {pattern!r}; expected one of {PATTERNS}")
     img = c[0] * (1 - t[..., None]) + c[1] * t[..., None]
     img += rng.normal(0, 4, img.shape)  # a little grain
     return np.clip(img, 0, 255).astype(np.uint8)
@@ -60,6 +61,6 @@ class MaterialImages:
         if i not in self._cache:
             img = cv2.imread(str(self.files[i]), cv2.IMREAD_COLOR)
             if img is None:
-                raise ValueError(f"unreadable texture image {self.files[i]}")
+                raise ConfigError(f"unreadable texture image {self.files[i]}")
             self._cache[i] = cv2.cvtColor(cv2.resize(img, (self.size, self.size)), cv2.COLOR_BGR2RGB)
         return self._cache[i]
