@@ -15,6 +15,6 @@ Where each part of the paper lives:
   geometry.py, recenter.py; backends: runtime.py, torch_backend.py, backends.py (onnxruntime),
   tensorrt_backend.py; the exported graph: export.py, onnx_graph.py
 - RGB-D (beyond the paper): sensor_model.py, alignment.py, fusion.py, cloud_metrics.py, object_summary.py
-- files: checkpoint.py (safetensors + JSON), atomic.py; errors: errors.py
+- files: checkpoint.py (safetensors + JSON), atomic.py; errors: errors.py; colour maps for figures: visual.py
 """
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adapters import DepthNet
+from .depth_networks import DepthNet
 from .composite import composite
 from .config import DepthTransformConfig
 from .depth_transform import output_to_depth

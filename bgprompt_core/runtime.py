@@ -56,7 +56,7 @@ def resolve_prompt_path(prompt: str, spec: DepthNetSpec) -> Path | None:
 
 
 def build_model(cfg) -> PromptedDepth:
-    from .adapters import load_depth_net
+    from .depth_networks import load_depth_net
     from .checkpoint import load_prompt
     from .model import PromptedDepth
 

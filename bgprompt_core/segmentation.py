@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .adapters import ModelLoadError
+from .depth_networks import ModelLoadError
 
 
 def rembg_home() -> Path:

@@ -224,54 +224,133 @@ def _cloud(ts, header, res, rgb, cloud_mode: str, params: dict):
                                      source=res.source if labels else None)
 
 
-def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None] | None = None,
-             segment: bool = False, out_dir: str | Path | None = None, json_path: str | Path | None = None,
-             out_bag: str | Path | None = None, sync: str = "exact", slop: float = 0.015,
-             progress: bool = True, cloud_mode: str = "dense") -> dict:
-    """Run the node's pipeline over a bag for each combination; per-frame metrics against the bag's depth."""
-    from rosbags.highlevel import AnyReader
-    from tqdm import tqdm
-
-    bag = Path(bag)
-    if out_bag is not None and Path(out_bag).resolve() == bag.resolve():
-        raise ConfigError("--out-bag must not be the input bag: the input is never modified")
+def _prepare(combos: list[Combo]) -> None:
+    """Build each combination's estimator (and, for align-to-sensor, the relative one its metric error needs)."""
     for c in combos:
         if c.estimator is None:
             c.estimator = ObjectDepthEstimator(estimator_config_from_params(c.params))
         if c.params.get("scale") == "align-to-sensor" and c.relative is None:
             c.relative = ObjectDepthEstimator(estimator_config_from_params({**c.params, "scale": "relative",
                                                                             "fusion": "none"}))
+
+
+def _input_topics(reader, topics: dict | None, segment: bool) -> tuple[dict[str, str], list[str]]:
+    """{key: topic} and the keys to synchronise; the reference is the ground truth where the bag has it (bag make
+    writes it), else the sensor itself."""
+    wanted = {"image": None, "camera_info": None, "depth": None, **({} if segment else {"mask": None}),
+              **(topics or {})}
+    names = resolve_topics(reader, wanted)
+    keys = ["image", "camera_info", "depth"] + ([] if segment else ["mask"])
+    truth = (topics or {}).get("truth") or TOPICS["truth"]
+    if truth in {c.topic for c in reader.connections}:
+        names["truth"] = truth
+        keys.append("truth")
+    return names, keys
+
+
+class _OutBag:
+    """The node's outputs for each frame of the first combination, written to an mcap bag."""
+
+    TOPICS = (("depth", "/object_depth", "sensor_msgs/msg/Image"),
+              ("info", "/object_depth/camera_info", "sensor_msgs/msg/CameraInfo"),
+              ("cloud", "/object_points", "sensor_msgs/msg/PointCloud2"))
+
+    def __init__(self, path: Path, ts, cloud_mode: str):
+        from rosbags.rosbag2 import Writer
+
+        self.ts, self.cloud_mode = ts, cloud_mode
+        self.writer = Writer(Path(path), version=9, storage_plugin=_storage("mcap"))
+        self.writer.open()
+        self.conns = {k: self.writer.add_connection(n, t, typestore=ts) for k, n, t in self.TOPICS}
+
+    def write(self, stamp: int, matched: dict, res, rgb: np.ndarray, params: dict) -> None:
+        header = matched["image"].header
+        msgs = {"depth": conversions.depth_image_message(self.ts.types["sensor_msgs/msg/Image"], header, res.depth),
+                "info": matched["camera_info"], "cloud": _cloud(self.ts, header, res, rgb, self.cloud_mode, params)}
+        for key, msg in msgs.items():
+            self.writer.write(self.conns[key], stamp, self.ts.serialize_cdr(msg, msg.__msgtype__))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _frame_row(c: Combo, stamp: int, f, matched: dict, res) -> dict:
+    """One combination's metrics for one frame (frame_metrics, metric error, clouds in mm)."""
+    ref = f.truth if f.truth is not None else f.sensor
+    obj = res.instance > 0 if f.mask is None else (f.mask > 0)
+    row = {"stamp": stamp, **frame_metrics(res.depth, ref, obj, f.K), "network_ms": res.timing_ms["network"]}
+    if c.relative is not None:
+        rel = c.relative.estimate(f.rgb, f.K, f.mask)
+        row.update(cross_validated_metric_error(rel.depth, ref, obj, c.params.get("align", "scale")))
+    if "truth" in matched and res.units == "metres":
+        row.update(cloud_metrics_m(res, ref, res.instance if f.mask is None else f.mask, f.K))
+    return row
+
+
+class _Evaluation:
+    """Per-frame work of ``eval_bag``: every combination on a frame, rows, the worst frames, the output bag."""
+
+    def __init__(self, combos: list[Combo], out: _OutBag | None):
+        self.combos, self.out = combos, out
+        self.frames = self.skipped = 0
+        self.worst: list[tuple] = []  # (si_rmse, stamp, rgb, prediction, reference) of the first combination
+
+    def frame(self, matched: dict) -> None:
+        head = matched["image"].header.stamp  # the frame's stamp (the set may be older than the last message)
+        stamp = head.sec * 10**9 + head.nanosec
+        try:
+            f = conversions.decode_frame(matched, sensor_key="depth")
+        except (conversions.ConversionError, ValueError) as exc:
+            self.skipped += 1
+            log.warning("frame %d skipped: %s", stamp, exc)
+            return
+        for ci, c in enumerate(self.combos):
+            try:
+                res = c.estimator.estimate(f.rgb, f.K, f.mask, f.sensor)
+            except InputError as exc:
+                c.rows.append({"stamp": stamp, "skipped": str(exc)})
+                continue
+            row = _frame_row(c, stamp, f, matched, res)
+            c.rows.append(row)
+            if ci == 0:
+                if np.isfinite(row["si_rmse"]):
+                    ref = f.truth if f.truth is not None else f.sensor
+                    self.worst = sorted(self.worst + [(row["si_rmse"], stamp, f.rgb, res.depth, ref)],
+                                        key=lambda x: -x[0])[:6]
+                if self.out is not None:
+                    self.out.write(stamp, matched, res, f.rgb, c.params)
+        self.frames += 1
+
+
+def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None] | None = None,
+             segment: bool = False, out_dir: str | Path | None = None, json_path: str | Path | None = None,
+             out_bag: str | Path | None = None, sync: str = "exact", slop: float = 0.015,
+             progress: bool = True, cloud_mode: str = "dense") -> dict:
+    """Run the node's pipeline over a bag for each combination; per-frame metrics against the bag's depth.
+
+    A truncated or corrupt bag ends the reading with a BagError after the partial results are written; one
+    corrupt message is counted and skipped."""
+    from rosbags.highlevel import AnyReader
+    from tqdm import tqdm
+
+    bag = Path(bag)
+    if out_bag is not None and Path(out_bag).resolve() == bag.resolve():
+        raise ConfigError("--out-bag must not be the input bag: the input is never modified")
+    _prepare(combos)
     ts = typestore()
-    error, frames, skipped, corrupt = None, 0, 0, 0
-    writer = None
-    worst: list[tuple] = []  # (si_rmse, stamp, rgb, prediction, reference) of the first combination
+    error, corrupt, out = None, 0, None
+    ev = _Evaluation(combos, None)
     t0 = time.perf_counter()
     try:
         with AnyReader([bag], default_typestore=ts) as reader:
-            wanted = {"image": None, "camera_info": None, "depth": None, **({} if segment else {"mask": None}),
-                      **(topics or {})}
-            names = resolve_topics(reader, wanted)
-            keys = ["image", "camera_info", "depth"] + ([] if segment else ["mask"])
-            # the reference: ground truth where the bag has it (bag make writes it), else the sensor itself
-            truth = (topics or {}).get("truth") or TOPICS["truth"]
-            if truth in {c.topic for c in reader.connections}:
-                names["truth"] = truth
-                keys.append("truth")
+            names, keys = _input_topics(reader, topics, segment)
             syncer = Synchronizer(keys, sync, slop, queue_size=30)
             by_topic = {names[k]: k for k in keys}
             conns = [c for c in reader.connections if c.topic in by_topic]
-            total = sum(c.msgcount for c in conns if by_topic[c.topic] == "image")
             if out_bag is not None:
-                from rosbags.rosbag2 import Writer
-
-                writer = Writer(Path(out_bag), version=9, storage_plugin=_storage("mcap"))
-                writer.open()
-                out_conns = {k: writer.add_connection(n, t, typestore=ts) for k, n, t in (
-                    ("depth", "/object_depth", "sensor_msgs/msg/Image"),
-                    ("info", "/object_depth/camera_info", "sensor_msgs/msg/CameraInfo"),
-                    ("cloud", "/object_points", "sensor_msgs/msg/PointCloud2"))}
-            bar = tqdm(total=total, unit="frame", desc=f"bag eval {bag.name}", disable=not progress)
-            try:
+                ev.out = out = _OutBag(Path(out_bag), ts, cloud_mode)
+            total = sum(c.msgcount for c in conns if by_topic[c.topic] == "image")
+            with tqdm(total=total, unit="frame", desc=f"bag eval {bag.name}", disable=not progress) as bar:
                 for conn, _, raw in reader.messages(connections=conns):
                     try:
                         msg = reader.deserialize(raw, conn.msgtype)
@@ -281,61 +360,23 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                         continue
                     stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
                     for matched in syncer.add(by_topic[conn.topic], stamp, msg):
-                        head = matched["image"].header.stamp  # the frame's stamp (the set may be older than msg)
-                        stamp = head.sec * 10**9 + head.nanosec
                         bar.update(1)
-                        try:
-                            f = conversions.decode_frame(matched, sensor_key="depth")
-                        except (conversions.ConversionError, ValueError) as exc:
-                            skipped += 1
-                            log.warning("frame %d skipped: %s", stamp, exc)
-                            continue
-                        img, info = matched["image"], matched["camera_info"]
-                        rgb, K, mask, sensor = f.rgb, f.K, f.mask, f.sensor
-                        ref = f.truth if f.truth is not None else sensor
-                        for ci, c in enumerate(combos):
-                            try:
-                                res = c.estimator.estimate(rgb, K, mask, sensor)
-                            except InputError as exc:
-                                c.rows.append({"stamp": stamp, "skipped": str(exc)})
-                                continue
-                            obj = res.instance > 0 if mask is None else (mask > 0)
-                            row = {"stamp": stamp, **frame_metrics(res.depth, ref, obj, K),
-                                   "network_ms": res.timing_ms["network"]}
-                            if c.relative is not None:
-                                rel = c.relative.estimate(rgb, K, mask)
-                                row.update(cross_validated_metric_error(rel.depth, ref, obj, c.params.get("align", "scale")))
-                            if "truth" in matched and res.units == "metres":
-                                row.update(cloud_metrics_m(res, ref, res.instance if mask is None else mask, K))
-                            c.rows.append(row)
-                            if ci == 0 and np.isfinite(row["si_rmse"]):
-                                worst.append((row["si_rmse"], stamp, rgb, res.depth, ref))
-                                worst = sorted(worst, key=lambda x: -x[0])[:6]
-                            if writer is not None and ci == 0:
-                                out_msgs = {"depth": conversions.depth_image_message(ts.types["sensor_msgs/msg/Image"],
-                                                                                     img.header, res.depth),
-                                            "info": info, "cloud": _cloud(ts, img.header, res, rgb, cloud_mode, c.params)}
-                                for k, m in out_msgs.items():
-                                    writer.write(out_conns[k], stamp, ts.serialize_cdr(m, m.__msgtype__))
-                        frames += 1
-            finally:
-                bar.close()
+                        ev.frame(matched)
+    except ConfigError:  # a wrong topic or option: nothing to report partially
+        raise
     except Exception as exc:  # truncated / corrupt bag: report how far we got, keep the partial results
-        if isinstance(exc, ValueError) and "topic" in str(exc):
-            raise
         error = f"{type(exc).__name__}: {exc}"
     finally:
-        if writer is not None:
-            writer.close()
+        if out is not None:
+            out.close()
     elapsed = time.perf_counter() - t0
-    summary = {"bag": str(bag), "frames": frames, "skipped_frames": skipped, "corrupt_messages": corrupt,
-               "seconds": elapsed,
-               "frames_per_second": frames / elapsed if elapsed > 0 else 0.0, "error": error,
+    summary = {"bag": str(bag), "frames": ev.frames, "skipped_frames": ev.skipped, "corrupt_messages": corrupt,
+               "seconds": elapsed, "frames_per_second": ev.frames / elapsed if elapsed > 0 else 0.0, "error": error,
                "combos": [{"name": c.name, "params": c.params, **_means(c.rows)} for c in combos],
                "per_frame": {c.name: c.rows for c in combos}}
-    write_bag_outputs(summary, out_dir, json_path, worst)
+    write_bag_outputs(summary, out_dir, json_path, ev.worst)
     if error is not None:
-        raise BagError(f"{bag}: reading stopped after {frames} evaluated frame(s): {error}. "
+        raise BagError(f"{bag}: reading stopped after {ev.frames} evaluated frame(s): {error}. "
                        f"Partial results were written.")
     return summary
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from bgprompt_core.adapters import REGISTRY
+from bgprompt_core.depth_networks import REGISTRY
 from bgprompt_core.checkpoint import (CheckpointError, PromptMeta, import_authors_prompt, load_prompt, read_meta,
                                       save_prompt)
 from bgprompt_core.config import FourierPromptConfig, PixelPromptConfig, PromptNetConfig

@@ -64,3 +64,38 @@ def test_errors_are_one_clear_line_and_exit_2(tmp_path):
     proc = _run("prompt-info", str(bad), check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("bgprompt prompt-info: error:") and "Traceback" not in proc.stderr
+
+
+def test_every_train_config_field_is_a_flag_of_the_same_name():
+    """`bgprompt train` builds TrainConfig from its argument names: a field without a flag would break it."""
+    import dataclasses
+
+    from bgprompt_training.cli import build_parser
+    from bgprompt_training.train import TrainConfig
+
+    args = build_parser().parse_args(["train", "--model", "m", "--data", "d", "--out", "o.safetensors",
+                                      "--no-bias", "--val-every", "7", "--prompt", "pnet"])
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(vars(args))
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    assert (cfg.bias, cfg.val_every, cfg.prompt, cfg.val) == (False, 7, "pnet", [])
+    with pytest.warns(DeprecationWarning, match="--prompt 1bg"):
+        assert TrainConfig(model="m", data=["d"], prompt="single").prompt == "1bg"
+
+
+def test_a_bug_keeps_its_traceback_while_project_errors_are_one_line(monkeypatch, capsys):
+    """Only the project's own errors become 'error:' lines (exit 2); anything else is a bug and propagates."""
+    from bgprompt_core.config import ConfigError
+    from bgprompt_training import cli
+
+    def boom(args):
+        raise KeyError("a real bug")
+
+    def user_error(args):
+        raise ConfigError("--count must be positive")
+
+    monkeypatch.setattr(cli, "_cmd_models", boom)
+    with pytest.raises(KeyError):
+        cli.main(["models"])
+    monkeypatch.setattr(cli, "_cmd_models", user_error)
+    assert cli.main(["models"]) == 2
+    assert capsys.readouterr().err.strip() == "bgprompt models: error: --count must be positive"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bgprompt_core.adapters import load_depth_net
+from bgprompt_core.depth_networks import load_depth_net
 from bgprompt_core.alignment import fit_to_sensor
 from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator, backproject_np, split_mask
 from bgprompt_core.geometry import Letterbox, resize_roi
@@ -316,7 +316,7 @@ def test_pnet_exports_without_dft_ops_and_matches_torch(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from bgprompt_core.adapters import build_depth_net
+    from bgprompt_core.depth_networks import build_depth_net
     from bgprompt_core.config import PromptNetConfig
     from bgprompt_core.export import export_onnx, read_onnx_metadata
     from bgprompt_core.model import PromptedDepth

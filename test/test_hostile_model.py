@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from bgprompt_core.adapters import ModelLoadError, load_depth_net
+from bgprompt_core.depth_networks import ModelLoadError, load_depth_net
 
 
 def test_remote_code_in_a_model_directory_is_refused_without_asking(tiny_model_dir, tmp_path, monkeypatch):

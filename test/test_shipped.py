@@ -5,7 +5,7 @@ checkpoint) shows up here as the 1-BG prompt no longer beating the white backgro
 """
 import pytest
 
-from bgprompt_core.adapters import REGISTRY, ModelLoadError, load_depth_net
+from bgprompt_core.depth_networks import REGISTRY, ModelLoadError, load_depth_net
 from bgprompt_core.checkpoint import load_prompt
 from bgprompt_core.prompts import FourierPrompt, PromptNet
 from bgprompt_core.runtime import SHIPPED_PROMPTS, resolve_prompt_path

@@ -28,7 +28,7 @@ MAX_OBJECTS = 16
 def graphs(tmp_path_factory):
     """The shipped mini network exported with its 1-BG (fp32 and fp16) and PNet prompts, and a tiny Depth Anything
     whose Eq. 2 takes min/max over the object (``--eq2-range object``), all for batches 1..16."""
-    from bgprompt_core.adapters import build_depth_net
+    from bgprompt_core.depth_networks import build_depth_net
     from bgprompt_core.config import DepthTransformConfig
     from bgprompt_core.model import PromptedDepth
     from tiny_models import small_config

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bgprompt_core.adapters import build_depth_net, load_depth_net
+from bgprompt_core.depth_networks import build_depth_net, load_depth_net
 from bgprompt_core.checkpoint import load_prompt
 from bgprompt_core.config import DepthTransformConfig
 from bgprompt_core.depth_transform import disparity_to_depth

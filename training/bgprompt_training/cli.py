@@ -22,7 +22,7 @@ Run `bgprompt VERB --help` for the options of each verb."""
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from bgprompt_core.adapters import REGISTRY, resolve_spec
+    from bgprompt_core.depth_networks import REGISTRY, resolve_spec
 
     specs = [resolve_spec(args.model, local_only=True)] if args.model else list(REGISTRY.values())
     if args.json:
@@ -63,7 +63,7 @@ def register_prompt_info(sub) -> None:
 
 
 def _cmd_import_prompt(args: argparse.Namespace) -> int:
-    from bgprompt_core.adapters import resolve_spec
+    from bgprompt_core.depth_networks import resolve_spec
     from bgprompt_core.checkpoint import import_authors_prompt, save_prompt
 
     network = resolve_spec(args.network, local_only=True)

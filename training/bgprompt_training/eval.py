@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bgprompt_core.adapters import DepthNet, load_depth_net
+from bgprompt_core.depth_networks import DepthNet, load_depth_net
 from bgprompt_core.checkpoint import load_prompt
 from bgprompt_core.model import PromptedDepth
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bgprompt_core.adapters import DepthNet, spec_from_configs
+from bgprompt_core.depth_networks import DepthNet, spec_from_configs
 from bgprompt_core.metrics import abs_rel, delta1, scale_shift_align
 from bgprompt_core.normalization import Normalization
 

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from bgprompt_core.adapters import DepthNet, load_depth_net
+from bgprompt_core.depth_networks import DepthNet, load_depth_net
 from bgprompt_core.atomic import atomic_write, fsync_path
 from bgprompt_core.checkpoint import PromptMeta, load_prompt, save_prompt
 from bgprompt_core.config import (ConfigError, DepthTransformConfig, FourierPromptConfig, PixelPromptConfig,

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from bgprompt_core.adapters import (REGISTRY, DepthNetSpec, ModelLoadError, build_depth_net, load_depth_net,
+from bgprompt_core.depth_networks import (REGISTRY, DepthNetSpec, ModelLoadError, build_depth_net, load_depth_net,
                                     resolve_spec, spec_from_configs)
 from bgprompt_core.config import FourierPromptConfig
 from bgprompt_core.model import PromptedDepth

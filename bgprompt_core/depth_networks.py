@@ -1,4 +1,4 @@
-"""Depth-network adapters: one small interface over Hugging Face ``AutoModelForDepthEstimation``.
+"""The frozen depth networks: loading (registry name, hub id or local directory) and the ``DepthNet`` wrapper.
 
 A ``DepthNetSpec`` declares what the method needs to know about a network: its input-size rule, its
 normalization phi (mean/std), and its output kind (relative disparity needs Eq. 2). ``load_depth_net``
