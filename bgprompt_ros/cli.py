@@ -94,12 +94,7 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
-    """Add the `bag` verb group to the `bgprompt` CLI's subparsers."""
-    bag = sub.add_parser("bag", help="make, evaluate, play and record ROS 2 bags (mcap / sqlite3)",
-                         description="ROS 2 bag tools built on the `rosbags` library (rosbag2_py is not needed).")
-    bs = bag.add_subparsers(dest="bag_verb", metavar="BAGVERB", required=True)
-
+def _register_make(bs) -> None:
     p = bs.add_parser("make", help="write a bag from rendered data (colour, camera_info, mask, RGB-D depth)",
                       description="Write a real ROS 2 bag from a `bgprompt render` directory: rgb8 image, camera_info, "
                                   "the mask (mono8; 16UC1 instance labels of every object for tabletop renders), the "
@@ -118,6 +113,8 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, help="at most this many frames")
     p.set_defaults(func=_make)
 
+
+def _register_eval(bs) -> None:
     p = bs.add_parser("eval", help="run the node's pipeline over a bag and measure it against the bag's depth",
                       description="Evaluate object depth on a recorded bag exactly as the node would run (same "
                                   "params file), for several --model/--prompt combinations and the white-background "
@@ -150,6 +147,8 @@ def register(sub) -> None:
     p.add_argument("--out-bag", help="write the node's outputs (object_depth, camera_info, object_points) here")
     p.set_defaults(func=_eval)
 
+
+def _register_play(bs) -> None:
     p = bs.add_parser("play", help="publish a bag with its original relative timing",
                       description="Publish every message of a bag in order with its original relative timing "
                                   "(scaled by --rate), optionally looping and waiting for subscribers.")
@@ -170,6 +169,8 @@ def register(sub) -> None:
                         "is not replayed as a long sleep); 0: keep every gap")
     p.set_defaults(func=_play)
 
+
+def _register_record(bs) -> None:
     p = bs.add_parser("record", help="record topics into a new bag",
                       description="Subscribe to TOPIC:TYPE pairs (e.g. /object_points:sensor_msgs/msg/PointCloud2) "
                                   "and write the received messages into a new bag. Prints 'bag record: ready' once "
@@ -189,3 +190,12 @@ def register(sub) -> None:
     p.add_argument("--wait-timeout", type=float, default=60.0, help="seconds to wait for --wait-node (exit 2)")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     p.set_defaults(func=_record)
+
+
+def register(sub) -> None:
+    """Add the `bag` verb group to the `bgprompt` CLI's subparsers (each bag verb registers itself above)."""
+    bag = sub.add_parser("bag", help="make, evaluate, play and record ROS 2 bags (mcap / sqlite3)",
+                         description="ROS 2 bag tools built on the `rosbags` library (rosbag2_py is not needed).")
+    bs = bag.add_subparsers(dest="bag_verb", metavar="BAGVERB", required=True)
+    for register_verb in (_register_make, _register_eval, _register_play, _register_record):
+        register_verb(bs)

@@ -36,14 +36,29 @@ SUMMARY = ("chamfer_mm", "accuracy_10mm", "completeness_10mm", "completeness_5mm
 
 @dataclass(frozen=True)
 class GraspEvalConfig:
+    """``bgprompt eval-grasp``: object clouds in metres, prompt + fusion against the sensor and cv2.inpaint.
+
+    Args:
+        model (str, default "mini"): the frozen depth network.
+        prompts (tuple[str], default ("none", "1bg", "pnet")): prompts fused with the sensor ("none": white).
+        oracle_prompt (str | None): the prompt of the oracle row (aligned to the ground truth); default the last.
+        count (int | None): at most this many frames (None: all).
+        min_pixels (int, default 150): objects with fewer mask pixels are left out.
+        inpaint_radius (int, default 5): cv2.inpaint's radius for the inpainting baselines.
+        align (str, default "scale-shift"): the fit to the sensor (the pilot: scale only lost 2x Chamfer with
+            disparity networks).
+        recenter (bool, default True): each object through the network re-centred, as it is cropped by its mask.
+        local_only (bool, default True): never download model files.
+    """
+
     model: str = "mini"
     prompts: tuple[str, ...] = ("none", "1bg", "pnet")
-    oracle_prompt: str | None = None  # default: the last prompt
-    count: int | None = None  # frames (None: all)
-    min_pixels: int = 150  # objects with fewer mask pixels are left out
+    oracle_prompt: str | None = None
+    count: int | None = None
+    min_pixels: int = 150
     inpaint_radius: int = 5
-    align: str = "scale-shift"  # the pilot: scale only lost 2x Chamfer with disparity networks
-    recenter: bool = True  # each object through the network re-centred, as it is cropped by its mask
+    align: str = "scale-shift"
+    recenter: bool = True
     local_only: bool = True
 
     def __post_init__(self) -> None:

@@ -30,24 +30,44 @@ KINDS = ("objects", "scenes", "tabletop")
 
 @dataclass(frozen=True)
 class RenderConfig:
-    """Options of ``bgprompt render``; stored in the manifest so a data set can be regenerated."""
+    """Options of ``bgprompt render``; stored in the manifest so a data set can be regenerated.
 
-    kind: str = "objects"  # objects | scenes
+    Args:
+        kind (str, default "objects"): "objects" (one object per image, ABO-like), "scenes" (indoor rooms) or
+            "tabletop" (objects on a table seen by a simulated RGB-D sensor).
+        size (int, default 256): image side in pixels.
+        seed (int, default 0): every sample is a pure function of (seed, index).
+        families (tuple[str], default all): procedural shape families.
+        meshes (str | None): a folder of real meshes, used instead of procedural shapes (objects).
+        mesh_up (str, default "y"): the meshes' up axis ("y" or "z").
+        textures (str | None): a folder of material images.
+        background (tuple[float, float, float], default white): the objects' background colour in [0, 1].
+        elevation (tuple[float, float], default (0, 75)): camera elevation range, degrees above the horizon.
+        roll_jitter (float, default 0): std of the camera roll, degrees.
+        offcenter (float, default 0): largest shift of the object centre, a fraction of half the image.
+        crop (float, default 0): probability of a zoomed-in view cutting the object.
+        fill (tuple[float, float], default (0.7, 0.95)): bounding-sphere size, a fraction of the half field of view.
+        closeup (float, default 0): scenes: probability of a close view (0.1-1 m) of the target object.
+        sensor (str, default "d435-like"): tabletop: the simulated RGB-D sensor preset, or "none" (perfect).
+        materials (tuple[float, ...], default equal): tabletop: weights of diffuse, specular, transparent, dark.
+    """
+
+    kind: str = "objects"
     size: int = 256
     seed: int = 0
     families: tuple[str, ...] = FAMILIES
-    meshes: str | None = None  # folder of real meshes (objects: used instead of procedural shapes)
+    meshes: str | None = None
     mesh_up: str = "y"
-    textures: str | None = None  # folder of material images
+    textures: str | None = None
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    elevation: tuple[float, float] = (0.0, 75.0)  # degrees above the horizon (upper hemisphere)
-    roll_jitter: float = 0.0  # degrees (std) of camera roll
-    offcenter: float = 0.0  # max shift of the object centre, as a fraction of half the image
-    crop: float = 0.0  # probability of a zoomed-in view cutting the object
-    fill: tuple[float, float] = (0.7, 0.95)  # bounding-sphere size as a fraction of the half field of view
-    closeup: float = 0.0  # scenes: probability of a close view (0.1-1 m) of the target object, still in its room
-    sensor: str = "d435-like"  # tabletop: simulated RGB-D sensor preset (bgprompt_core.sensor_model), or "none"
-    materials: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)  # tabletop: weights of diffuse, specular, transparent, dark
+    elevation: tuple[float, float] = (0.0, 75.0)
+    roll_jitter: float = 0.0
+    offcenter: float = 0.0
+    crop: float = 0.0
+    fill: tuple[float, float] = (0.7, 0.95)
+    closeup: float = 0.0
+    sensor: str = "d435-like"
+    materials: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
