@@ -246,13 +246,14 @@ def cloud_data(depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, 
         rays = camera_rays(K, h, w)
         xr = rays[0, :, 0][None, :] if K[0, 1] == 0 else rays[..., 0]  # no skew: x's ray depends on u only
         x, y, shape = z * xr, z * rays[:, 0, 1][:, None], (h, w)
-    else:
-        sel = np.isfinite(depth)
-        v, u = np.nonzero(sel)
-        z = z[sel]
-        yr = (v - K[1, 2]) / K[1, 1]
-        x = (((u - K[0, 2]) - K[0, 1] * yr) / K[0, 0] * z).astype(np.float32)
-        y = (yr * z).astype(np.float32)
+    else:  # flat indices of the valid pixels, then gathers: no boolean indexing of (H, W, 3) arrays
+        sel = np.flatnonzero(np.isfinite(z))
+        v, u = np.divmod(sel, w)
+        z = z.reshape(-1)[sel]
+        yr = ((v - K[1, 2]) / K[1, 1]).astype(np.float32)
+        x = ((u - K[0, 2]) / K[0, 0]).astype(np.float32) - np.float32(K[0, 1] / K[0, 0]) * yr
+        x *= z
+        y = yr * z
         shape = (1, z.size)
     n = shape[0] * shape[1]
     zeros = np.zeros(shape, np.float32)
@@ -260,7 +261,8 @@ def cloud_data(depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, 
     slot = {name: off // 4 for name, off, _, _ in fields}
 
     def pick(a: np.ndarray) -> np.ndarray:
-        return (a if sel is None else a[sel]).reshape(*shape, *a.shape[2:])
+        flat = a if sel is None else a.reshape(h * w, *a.shape[2:])[sel]
+        return flat.reshape(*shape, *a.shape[2:])
 
     if rgb is not None:
         planes[slot["rgb"]] = pack_rgb(pick(rgb))
