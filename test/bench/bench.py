@@ -32,6 +32,15 @@ def _timeit(fn, repeat: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def _have_rclpy(report: list[str], what: str) -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("rclpy") is None:
+        report.append(f"{what}: rclpy not available")
+        return False
+    return True
+
+
 def bench_render(report: list[str]) -> None:
     from bgprompt_training.render.generate import Generator, RenderConfig
 
@@ -144,10 +153,7 @@ def bench_cloud(report: list[str]) -> None:
 def bench_startup(report: list[str]) -> None:
     """The node's start-up and memory with torch vs an exported graph on onnxruntime (no torch, no transformers).
     Goal: onnxruntime RSS <= 1/3 of torch's."""
-    try:
-        import rclpy  # noqa: F401
-    except ImportError:
-        report.append("node start-up: rclpy not available")
+    if not _have_rclpy(report, "node start-up"):
         return
     from bgprompt_core.estimator import EstimatorConfig
     from bgprompt_core.export import export_onnx
@@ -218,10 +224,7 @@ def bench_node(report: list[str], frames: int = 40) -> None:
     """Node end-to-end (image published -> cloud received, 640x480, one object, `mini` on the torch backend) against
     its floor measured in the same run: a bare rclpy relay with the same inputs and output sizes (bench_relay.py)
     plus the network's standalone forward time. Goal: node p50 <= 1.25 x (relay p50 + forward), both cloud modes."""
-    try:
-        import rclpy  # noqa: F401
-    except ImportError:
-        report.append("node latency: rclpy not available")
+    if not _have_rclpy(report, "node latency"):
         return
     script = Path(__file__).with_name("bench_node_client.py")
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
