@@ -501,8 +501,8 @@ def register_eval_grasp(sub) -> None:
                                    "verdicts), results.json and side-view figures per material.")
     p.add_argument("--data", required=True, help="a `bgprompt render tabletop` directory")
     p.add_argument("--model", default="mini")
-    p.add_argument("--prompt", nargs="+", default=["none", "default", "pnet"],
-                   help="prompts fused with the sensor: none (white background), default (1-BG), pnet, or paths")
+    p.add_argument("--prompt", nargs="+", default=["none", "1bg", "pnet"],
+                   help="prompts fused with the sensor: none (white background), 1bg, pnet, tabletop, or paths")
     p.add_argument("--oracle-prompt", help="prompt of the oracle row (default: the last --prompt)")
     p.add_argument("--count", type=int, help="at most this many frames")
     p.add_argument("--min-pixels", type=int, default=150, help="objects with fewer mask pixels are left out")
