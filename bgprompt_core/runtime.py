@@ -95,12 +95,8 @@ def gpu_present() -> bool:
 
 
 def onnx_for(model: PromptedDepth, cfg, size: int) -> Path:
-    """The exported graph for this model+prompt, exported once into the cache (keyed by content)."""
-    if cfg.onnx:
-        path = Path(cfg.onnx).expanduser()
-        if not path.is_file():
-            raise ModelLoadError(f"ONNX model not found: {path}")
-        return path
+    """The exported graph for this model+prompt, exported once into the cache (keyed by content); a graph given
+    as ``cfg.onnx`` never reaches here (build_runtime runs it without torch)."""
     import torch
 
     from .onnx_graph import DEFAULT_OPSET
