@@ -19,11 +19,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .depth_networks import DepthNetSpec
 from .atomic import atomic_write
 from .config import ConfigError, DepthTransformConfig, FourierPromptConfig, PromptConfig, prompt_config_from_dict
-from .prompts import Prompt, build_prompt, fourier_scale
+from .depth_networks import DepthNetSpec
 from .errors import BgpromptError
+from .prompts import Prompt, build_prompt, fourier_scale
 
 FORMAT = "bgprompt-prompt"
 FORMAT_VERSION = 1

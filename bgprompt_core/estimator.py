@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .fusion import FUSIONS, FusionConfig, FusionReport, fuse_object, ring_mask
-from .masks import InputError, MaskObject, split_mask  # noqa: F401  (InputError: the estimator's error too)
-from .geometry import Letterbox, backproject_np, camera_rays, check_intrinsics, resize_roi
-from .recenter import VirtualCamera, recenter_camera
 from .config import ConfigError
+from .fusion import FUSIONS, FusionConfig, FusionReport, fuse_object, ring_mask
+from .geometry import Letterbox, backproject_np, camera_rays, check_intrinsics, resize_roi
+from .masks import InputError, MaskObject, split_mask  # noqa: F401  (InputError: the estimator's error too)
+from .recenter import VirtualCamera, recenter_camera
 
 log = logging.getLogger("bgprompt.estimator")
 SCALES = ("relative", "metric", "align-to-sensor")

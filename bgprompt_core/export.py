@@ -19,7 +19,7 @@ from .atomic import atomic_write
 from .composite import composite
 from .depth_transform import output_to_depth
 from .model import PromptedDepth
-from .onnx_graph import DEFAULT_OPSET, INPUTS, METADATA_KEY, OUTPUT, GraphError, read_onnx_metadata  # noqa: F401
+from .onnx_graph import DEFAULT_OPSET, INPUTS, METADATA_KEY, OUTPUT, GraphError, opset_of
 from .prompts import PromptNet, StaticPrompt
 
 log = logging.getLogger("bgprompt.export")
@@ -60,10 +60,6 @@ def graph_metadata(model: PromptedDepth, size: int, extra: dict | None = None) -
             "prompt": prompt.cfg.to_dict() if prompt is not None else None, **(extra or {})}
 
 
-def _opset(proto) -> int:
-    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-
-
 def _dynamo_export(graph: nn.Module, example: tuple, path: str, opset: int, max_batch: int) -> None:
     batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
     kwargs = dict(dynamo=True, input_names=list(INPUTS), output_names=[OUTPUT], opset_version=opset, verbose=False,
@@ -97,13 +93,13 @@ def export_onnx(model: PromptedDepth, path: str | Path, size: int, max_batch: in
 
     def write(tmp: str) -> None:
         _dynamo_export(graph, example, tmp, opset, max_batch)
-        if _opset(onnx.load(tmp, load_external_data=False)) != opset:
+        if opset_of(onnx.load(tmp, load_external_data=False)) != opset:
             log.warning("the dynamo exporter could not convert the graph to opset %d; using the TorchScript "
                         "exporter", opset)
             torch.onnx.export(graph, example, tmp, dynamo=False, opset_version=opset, input_names=list(INPUTS),
                               output_names=[OUTPUT], dynamic_axes={n: {0: "batch"} for n in (*INPUTS, OUTPUT)})
         proto = onnx.load(tmp)
-        got = _opset(proto)
+        got = opset_of(proto)
         if got != opset:
             raise GraphError(f"the exporter could not write opset {opset} (it wrote {got}); TensorRT 8.6 needs "
                              f"<= 17, 10.x reads up to 20: pass a supported --opset")

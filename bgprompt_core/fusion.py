@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from .alignment import fit_to_sensor
-from .sensor_model import PRESETS, depth_edges
 from .config import ConfigError
+from .sensor_model import PRESETS, depth_edges
 
 SOURCE_NONE, SOURCE_SENSOR, SOURCE_PREDICTED = 0, 1, 2  # per-pixel origin of a fused depth
 FUSIONS = ("none", "fill")

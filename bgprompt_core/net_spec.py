@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
 from .errors import BgpromptError
 
 OUTPUT_KINDS = ("relative_disparity", "relative_depth", "metric_depth")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .net_spec import HALF, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported)
+from .net_spec import HALF
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 from .errors import BgpromptError
 
 INPUTS, OUTPUT = ("image", "mask"), "depth"
@@ -51,9 +52,13 @@ def read_onnx_metadata(path: str | Path) -> dict:
     return parse_metadata(value, path)
 
 
+def opset_of(proto) -> int:
+    """The default-domain opset an ONNX ModelProto was written for."""
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
 def graph_opset(path: str | Path) -> int:
-    """The default-domain opset the graph was written for."""
+    """The default-domain opset of the graph file at ``path``."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return opset_of(onnx.load(str(path), load_external_data=False))

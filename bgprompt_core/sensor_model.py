@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from .config import ConfigError
 
 MATERIALS = ("diffuse", "specular", "transparent", "dark")

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
-from .onnx_graph import INPUTS, OUTPUT, graph_opset, read_onnx_metadata
 from .errors import BgpromptError
+from .onnx_graph import INPUTS, OUTPUT, graph_opset, read_onnx_metadata
 
 log = logging.getLogger("bgprompt.tensorrt")
 MIN_VERSION = (8, 6)

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from bgprompt_core.config import ConfigError
+from bgprompt_core.errors import BgpromptError
 from bgprompt_core.estimator import InputError, ObjectDepthEstimator
-from bgprompt_core.geometry import backproject_np
 from bgprompt_core.evaluation import frame_metrics
+from bgprompt_core.geometry import backproject_np
 from bgprompt_core.sensor_model import to_millimetres
 
 from . import conversions
 from .params import estimator_config_from_params
 from .sync import Synchronizer
-from bgprompt_core.errors import BgpromptError
-from bgprompt_core.config import ConfigError
 
 log = logging.getLogger("bgprompt.bag")
 FRAME = "camera_color_optical_frame"

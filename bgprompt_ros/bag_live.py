@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
 from bgprompt_core.config import ConfigError
 
 log = logging.getLogger("bgprompt.bag")

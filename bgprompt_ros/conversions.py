@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from bgprompt_core.geometry import camera_rays
 from bgprompt_core.errors import BgpromptError
+from bgprompt_core.geometry import camera_rays
 
 ENCODINGS = {  # encoding -> (dtype, channels)
     "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),

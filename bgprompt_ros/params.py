@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from bgprompt_core.config import ConfigError
 from bgprompt_core.estimator import EstimatorConfig
 from bgprompt_core.runtime import PROMPT_HELP
-from bgprompt_core.config import ConfigError
 
 TYPES = {str: "PARAMETER_STRING", int: "PARAMETER_INTEGER", float: "PARAMETER_DOUBLE", bool: "PARAMETER_BOOL"}
 # name: (default, description, allowed values or None, needs reload); the type is the default's

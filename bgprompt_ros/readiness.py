@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+
 from bgprompt_core.errors import BgpromptError
 
 ACTIVE = "active"

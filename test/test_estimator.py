@@ -1,5 +1,4 @@
 """ObjectDepthEstimator: geometry of the letterbox and its inverse, fusion, alignment, bad input, backends."""
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -318,7 +317,8 @@ def test_pnet_exports_without_dft_ops_and_matches_torch(tmp_path):
 
     from bgprompt_core.depth_networks import build_depth_net
     from bgprompt_core.config import PromptNetConfig
-    from bgprompt_core.export import export_onnx, read_onnx_metadata
+    from bgprompt_core.export import export_onnx
+    from bgprompt_core.onnx_graph import read_onnx_metadata
     from bgprompt_core.model import PromptedDepth
     from tiny_models import small_config
     from bgprompt_core.prompts import PromptNet

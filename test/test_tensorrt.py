@@ -3,7 +3,6 @@ the TensorRT calls made against a fake ``tensorrt`` per version (fake_tensorrt.p
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,7 +13,7 @@ import torch
 import fake_tensorrt
 from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
 from bgprompt_core.export import export_onnx
-from bgprompt_core.onnx_graph import DEFAULT_OPSET, read_onnx_metadata
+from bgprompt_core.onnx_graph import DEFAULT_OPSET, opset_of, read_onnx_metadata
 from bgprompt_core.runtime import ModelLoadError, build_model, build_runtime, check_tensorrt_available, engine_name
 from bgprompt_core.tensorrt_backend import (TensorRTBackend, TensorRTError, build_engine, network_flags,
                                             features, rebuild_reason)
@@ -55,7 +54,7 @@ def graphs(tmp_path_factory):
 def test_exported_ops_are_within_every_tensorrt_versions_importers(graphs, name):
     proto = onnx.load(str(graphs[name]))
     ops = {n.op_type for n in proto.graph.node}
-    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    opset = opset_of(proto)
     assert opset == DEFAULT_OPSET == 17
     assert not ops & {"DFT", "STFT"}  # TensorRT has no DFT importer: PNet uses matrix DFTs
     for version in ("8.6", "10"):

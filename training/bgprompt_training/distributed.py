@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
 from bgprompt_core.config import ConfigError
 
 BACKENDS = ("auto", "nccl", "gloo")

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bgprompt_core.depth_networks import DepthNet, load_depth_net
 from bgprompt_core.checkpoint import load_prompt
+from bgprompt_core.config import ConfigError
+from bgprompt_core.depth_networks import DepthNet, load_depth_net
+from bgprompt_core.evaluation import flat_depth, oracle_shift, sample_metrics
 from bgprompt_core.model import PromptedDepth
 
 from .data.open import open_dataset
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
-from bgprompt_core.evaluation import flat_depth, oracle_shift, sample_metrics
 from .train import val_items
-from bgprompt_core.config import ConfigError
 
 METRICS = ("si_rmse", "normal_cos", "shape_err", "skill", "collapse_fraction", "abs_rel", "abs_rel_ss")
 

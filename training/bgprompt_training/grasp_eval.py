@@ -25,10 +25,10 @@ from tqdm import tqdm
 
 from bgprompt_core import cloud_metrics as cm
 from bgprompt_core import sensor_model as sm
-from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
-from bgprompt_core.geometry import backproject_np
-from bgprompt_core.fusion import SOURCE_SENSOR
 from bgprompt_core.config import ConfigError
+from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
+from bgprompt_core.fusion import SOURCE_SENSOR
+from bgprompt_core.geometry import backproject_np
 
 SUMMARY = ("chamfer_mm", "accuracy_10mm", "completeness_10mm", "completeness_5mm", "centroid_mm", "box_extent_mm",
            "grasp_width_mm", "grasp_centre_mm")

@@ -13,6 +13,7 @@ Validation is sharded and gathered; rank 0 writes the model and TensorBoard.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -22,13 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bgprompt_core.config import ConfigError
 from bgprompt_core.depth_networks import DepthNet, spec_from_configs
 from bgprompt_core.metrics import abs_rel, delta1, scale_shift_align
 from bgprompt_core.normalization import Normalization
 
 from .data.rendered import RenderedDataset
 from .distributed import Distributed
-from bgprompt_core.config import ConfigError
 
 
 def build_model(arch: dict):
@@ -55,6 +56,16 @@ def ssi_normalize(d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _local(count: torch.Tensor) -> torch.Tensor:
     return count
+
+
+def _share_of_global_count(count: torch.Tensor, world: int) -> torch.Tensor:
+    """The global batch's pixel count divided by the world size. DDP averages gradients over the W ranks, so
+    sum_r local_r / (global / W) / W is the gradient of the global batch's mean."""
+    import torch.distributed as tdist
+
+    count = count.detach().clone()
+    tdist.all_reduce(count)
+    return count / world
 
 
 def gradient_matching(diff: torch.Tensor, mask: torch.Tensor, scales: int, total_of=_local) -> torch.Tensor:
@@ -133,18 +144,11 @@ def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | P
         torch.set_num_threads(tc.get("threads", 2))
     gen = torch.Generator().manual_seed(tc["seed"])
     model = build_model(config["architecture"])
-    trained = model
-    total_of = _local
+    trained, total_of = model, _local
     if dist.world > 1:  # one process has nothing to synchronise
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        import torch.distributed as tdist
-
-        def total_of(count: torch.Tensor) -> torch.Tensor:  # noqa: F811  (the global batch's pixel count / W)
-            count = count.detach().clone()
-            tdist.all_reduce(count)
-            return count / dist.world  # DDP averages over ranks: sum_r local_r / (global / W) / W = global mean
-
+        total_of = functools.partial(_share_of_global_count, world=dist.world)
         trained = DDP(model, find_unused_parameters=True)  # transformers models leave some heads unused
     phi = Normalization(tuple(config["input"]["image_mean"]), tuple(config["input"]["image_std"]))
     train_rgb, train_depth = _load_all(RenderedDataset(train_dir))

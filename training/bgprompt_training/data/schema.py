@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from bgprompt_core.errors import BgpromptError
 
 REQUIRED = ("rgb", "depth", "mask", "K")

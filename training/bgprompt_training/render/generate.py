@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bgprompt_core.config import ConfigError
+from bgprompt_core.errors import Unavailable
+
 from .camera import ABO_FOCAL_512, View, intrinsics, look_at
 from .meshes import FAMILIES, Mesh, box, load_mesh_file, random_shape
 from .raster import Frame, Instance, render_numpy
 from .textures import MaterialImages, procedural_texture
-from bgprompt_core.config import ConfigError
-from bgprompt_core.errors import Unavailable
-
 
 KINDS = ("objects", "scenes", "tabletop")
 

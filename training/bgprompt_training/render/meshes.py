@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from bgprompt_core.config import ConfigError
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from bgprompt_core.atomic import atomic_write
+from bgprompt_core.config import ConfigError
 
 from .generate import Generator, RenderConfig
-from bgprompt_core.config import ConfigError
 
 FORMAT = "bgprompt-render"
 FORMAT_VERSION = 1
