@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bgprompt_core.bag_frames import (TOPICS, ReadStats, image_count, open_reader, resolve_topics,  # noqa: F401
+                                     storage_plugin, synced_sets, typestore)
 from bgprompt_core.config import ConfigError
 from bgprompt_core.errors import BgpromptError
 from bgprompt_core.estimator import InputError, ObjectDepthEstimator
@@ -23,35 +25,9 @@ from bgprompt_core.sensor_model import to_millimetres
 
 from . import conversions
 from .params import estimator_config_from_params
-from .sync import Synchronizer
 
 log = logging.getLogger("bgprompt.bag")
 FRAME = "camera_color_optical_frame"
-TOPICS = {"image": "/camera/color/image_raw", "camera_info": "/camera/color/camera_info",
-          "mask": "/camera/color/object_mask", "depth": "/camera/aligned_depth_to_color/image_raw",
-          "truth": "/ground_truth/depth"}  # truth: rendered depth, for evaluation only
-# common driver layouts tried in order when the default topic is absent
-FALLBACKS = {
-    "image": ["/camera/camera/color/image_raw", "/camera/image_raw", "/image_raw", "/image"],
-    "camera_info": ["/camera/camera/color/camera_info", "/camera/camera_info", "/camera_info"],
-    "mask": ["/mask", "/object_mask"],
-    "depth": ["/camera/camera/aligned_depth_to_color/image_raw", "/camera/depth/image_rect_raw", "/depth/image_raw",
-              "/depth"],
-}
-
-
-def typestore():
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_JAZZY)
-
-
-def _storage(name: str):
-    from rosbags.rosbag2 import StoragePlugin
-
-    if name not in ("mcap", "sqlite3"):
-        raise ConfigError(f"storage must be mcap or sqlite3, got {name!r}")
-    return StoragePlugin.MCAP if name == "mcap" else StoragePlugin.SQLITE3
 
 
 def _header(ts, stamp_ns: int, frame: str):
@@ -129,7 +105,7 @@ def make_bag(data_dir: str | Path, out: str | Path, storage: str = "mcap", rate:
     rng = np.random.default_rng(seed)
     start = 1_700_000_000 * 10**9
     count = 0
-    with Writer(out, version=9, storage_plugin=_storage(storage)) as writer:
+    with Writer(out, version=9, storage_plugin=storage_plugin(storage)) as writer:
         conns = {k: writer.add_connection(TOPICS[k], "sensor_msgs/msg/CameraInfo" if k == "camera_info"
                                           else "sensor_msgs/msg/Image", typestore=ts) for k in TOPICS}
         for i, s in enumerate(iter_render_samples(data_dir, limit)):
@@ -163,18 +139,6 @@ class Combo:
     estimator: ObjectDepthEstimator | None = None
     relative: ObjectDepthEstimator | None = None  # for cross-validated metric error of align-to-sensor
     rows: list = field(default_factory=list)
-
-
-def resolve_topics(reader, wanted: dict[str, str | None]) -> dict[str, str]:
-    available = {c.topic for c in reader.connections}
-    out = {}
-    for key, topic in wanted.items():
-        candidates = [topic] if topic else [TOPICS[key], *FALLBACKS[key]]
-        found = next((t for t in candidates if t in available), None)
-        if found is None:
-            raise ConfigError(f"no {key} topic: tried {candidates}; the bag has {sorted(available)}")
-        out[key] = found
-    return out
 
 
 def cloud_metrics_m(res, truth: np.ndarray, mask: np.ndarray, K: np.ndarray) -> dict:
@@ -259,7 +223,7 @@ class _OutBag:
         from rosbags.rosbag2 import Writer
 
         self.ts, self.cloud_mode = ts, cloud_mode
-        self.writer = Writer(Path(path), version=9, storage_plugin=_storage("mcap"))
+        self.writer = Writer(Path(path), version=9, storage_plugin=storage_plugin("mcap"))
         self.writer.open()
         self.conns = {k: self.writer.add_connection(n, t, typestore=ts) for k, n, t in self.TOPICS}
 
@@ -330,7 +294,6 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
 
     A truncated or corrupt bag ends the reading with a BagError after the partial results are written; one
     corrupt message is counted and skipped."""
-    from rosbags.highlevel import AnyReader
     from tqdm import tqdm
 
     bag = Path(bag)
@@ -338,30 +301,19 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
         raise ConfigError("--out-bag must not be the input bag: the input is never modified")
     _prepare(combos)
     ts = typestore()
-    error, corrupt, out = None, 0, None
+    error, read, out = None, ReadStats(), None
     ev = _Evaluation(combos, None)
     t0 = time.perf_counter()
     try:
-        with AnyReader([bag], default_typestore=ts) as reader:
+        with open_reader(bag) as reader:
             names, keys = _input_topics(reader, topics, segment)
-            syncer = Synchronizer(keys, sync, slop, queue_size=30)
-            by_topic = {names[k]: k for k in keys}
-            conns = [c for c in reader.connections if c.topic in by_topic]
             if out_bag is not None:
                 ev.out = out = _OutBag(Path(out_bag), ts, cloud_mode)
-            total = sum(c.msgcount for c in conns if by_topic[c.topic] == "image")
-            with tqdm(total=total, unit="frame", desc=f"bag eval {bag.name}", disable=not progress) as bar:
-                for conn, _, raw in reader.messages(connections=conns):
-                    try:
-                        msg = reader.deserialize(raw, conn.msgtype)
-                    except Exception as exc:  # one corrupt message: counted and skipped, the bag goes on
-                        corrupt += 1
-                        log.warning("corrupt %s message skipped: %s", conn.topic, exc)
-                        continue
-                    stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-                    for matched in syncer.add(by_topic[conn.topic], stamp, msg):
-                        bar.update(1)
-                        ev.frame(matched)
+            with tqdm(total=image_count(reader, names), unit="frame", desc=f"bag eval {bag.name}",
+                      disable=not progress) as bar:
+                for matched in synced_sets(reader, names, keys, sync, slop, read):
+                    bar.update(1)
+                    ev.frame(matched)
     except ConfigError:  # a wrong topic or option: nothing to report partially
         raise
     except Exception as exc:  # truncated / corrupt bag: report how far we got, keep the partial results
@@ -370,7 +322,7 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
         if out is not None:
             out.close()
     elapsed = time.perf_counter() - t0
-    summary = {"bag": str(bag), "frames": ev.frames, "skipped_frames": ev.skipped, "corrupt_messages": corrupt,
+    summary = {"bag": str(bag), "frames": ev.frames, "skipped_frames": ev.skipped, "corrupt_messages": read.corrupt_messages,
                "seconds": elapsed, "frames_per_second": ev.frames / elapsed if elapsed > 0 else 0.0, "error": error,
                "combos": [{"name": c.name, "params": c.params, **_means(c.rows)} for c in combos],
                "per_frame": {c.name: c.rows for c in combos}}

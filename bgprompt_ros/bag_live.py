@@ -87,7 +87,7 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
     from rclpy.serialization import deserialize_message
     from rosbags.highlevel import AnyReader
 
-    from .bag import typestore
+    from bgprompt_core.bag_frames import typestore
     from .readiness import NotReady, wait_for_nodes
 
     if rate <= 0:
@@ -176,7 +176,7 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rosbags.rosbag2 import Writer
 
-    from .bag import _storage, typestore
+    from bgprompt_core.bag_frames import storage_plugin, typestore
     from .readiness import wait_for_nodes
 
     out = Path(out)
@@ -205,7 +205,7 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
 
     reason = "interrupted"
     try:
-        with Writer(out, version=9, storage_plugin=_storage(storage)) as writer:
+        with Writer(out, version=9, storage_plugin=storage_plugin(storage)) as writer:
             conns = {t: writer.add_connection(t, m, typestore=ts) for t, m in topics.items()}
             if wait_nodes:
                 wait_for_nodes(node, wait_nodes, wait_timeout, subscriptions=subs)

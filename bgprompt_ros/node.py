@@ -37,7 +37,7 @@ from bgprompt_core.object_summary import summarize_objects
 from . import conversions
 from .markers import object_markers
 from .params import PARAMETERS, TYPES, estimator_config_from_params, invalid
-from .sync import Synchronizer
+from bgprompt_core.sync import Synchronizer
 
 class ObjectDepthNode(LifecycleNode):
     def __init__(self, **kwargs):

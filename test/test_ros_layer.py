@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bgprompt_ros import conversions
-from bgprompt_ros.sync import Synchronizer
+from bgprompt_core.sync import Synchronizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
