@@ -64,6 +64,8 @@ class PromptMeta:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{origin}: metadata is not valid JSON ({exc})") from exc
+        except RecursionError as exc:  # e.g. 100000 nested lists: valid JSON, but no metadata of ours
+            raise CheckpointError(f"{origin}: metadata nests too deeply to be a prompt checkpoint") from exc
         if not isinstance(d, dict):
             raise CheckpointError(f"{origin}: metadata must be a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT:

@@ -418,3 +418,36 @@ def test_max_depth_drops_far_points_from_depth_instance_and_points():
     assert far.any() and np.isnan(res.depth[far]).all() and (res.instance[far] == 0).all() and not res.valid[far].any()
     keep = full.valid & ~far
     assert np.array_equal(res.depth[keep], full.depth[keep]) and np.isnan(res.points[far]).all()
+
+
+def test_an_object_that_vanishes_at_network_resolution_is_dropped_with_a_warning_on_every_backend(tiny_model_dir,
+                                                                                                 tmp_path):
+    """Eq. 2 over the object: a 1x16 px object vanishes in the 56x56 letterbox of a 240x320 frame. The torch backend
+    raised a ValueError for the whole frame while the exported graph gave that object NaN; now both leave it out
+    with the same warning and serve the other object."""
+    from bgprompt_core.backends import OnnxRuntimeBackend
+    from bgprompt_core.config import DepthTransformConfig
+    from bgprompt_core.export import export_onnx
+    from bgprompt_core.model import PromptedDepth
+    from bgprompt_core.torch_backend import TorchBackend
+
+    net = load_depth_net(str(tiny_model_dir), local_only=True)
+    model = PromptedDepth(net, None, transform=DepthTransformConfig(range="object")).eval()
+    img, labels = _frame()
+    labels[22, 200:216] = 9  # 1x16 px: 16 pixels, min_object_pixels passes it; no letterbox sample hits row 22
+    cfg = EstimatorConfig(prompt="none")
+    backends = {"torch": TorchBackend(model, "cpu"),
+                "onnxruntime": OnnxRuntimeBackend(export_onnx(model, tmp_path / "object.onnx", 56, max_batch=4))}
+    results = {}
+    for name, backend in backends.items():
+        est = ObjectDepthEstimator(cfg, backend=backend, spec=net.spec, model=model)
+        res = est.estimate(img, K, labels)
+        assert res.object_ids == [7, 3], name
+        assert [w for w in res.warnings if "[9] left out" in w and "vanish at the network's 56x56" in w], res.warnings
+        assert not res.valid[labels == 9].any() and res.valid[labels == 7].mean() > 0.8
+        results[name] = res
+    assert np.array_equal(results["torch"].valid, results["onnxruntime"].valid)
+    only = np.zeros_like(labels)
+    only[22, 200:216] = 9
+    with pytest.raises(InputError, match=r"every object vanishes .*ids \[9\]"):
+        ObjectDepthEstimator(cfg, backend=backends["torch"], spec=net.spec, model=model).estimate(img, K, only)
