@@ -9,37 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from bgprompt_core.net_spec import DepthNetSpec
 from bgprompt_core.onnx_graph import GraphError
 from bgprompt_training import cli
-
-
-def write_graph(path, hw=(128, 128), meta_hw=None, depth_of=lambda img: img):
-    """A hand-made bgprompt graph: inputs image (N, 3, H, W) / mask (N, 1, H, W), output depth (N, H, W) =
-    1 + the image's channel mean (no torch, no export), with metadata claiming ``meta_hw`` (default: the truth)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    h, w = hw
-    nodes = [helper.make_node("ReduceMean", ["image"], ["m"], axes=[1], keepdims=0),
-             helper.make_node("Add", ["m", "one"], ["depth"])]
-    graph = helper.make_graph(
-        nodes, "bgprompt-test",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, h, w]),
-         helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, h, w])],
-        [helper.make_tensor_value_info("depth", TensorProto.FLOAT, ["N", h, w])],
-        [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    mh, mw = meta_hw or hw
-    spec = DepthNetSpec("hand-made", "", "dpt", (mh, mw), 1, output_kind="relative_depth")
-    meta = {"bgprompt_format": 1, "network": spec.to_dict(), "input_size": [mh, mw], "precision": "fp32",
-            "prompt": None, "max_batch": 4}
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "bgprompt", json.dumps(meta)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+from handmade_graphs import write_graph
 
 
 def test_graph_metadata_that_disagrees_with_the_graph_is_refused_when_the_runtime_is_built(tmp_path):
