@@ -28,7 +28,7 @@ setup(
     packages=find_packages(include=["bgprompt_core", "bgprompt_core.*", "bgprompt_ros", "bgprompt_ros.*"])
     + find_packages(where="training", include=["bgprompt_training", "bgprompt_training.*"]),
     package_dir={"bgprompt_training": "training/bgprompt_training"},
-    package_data={"bgprompt_core": ["models/**/*", "prompts/*"]},
+    package_data={"bgprompt_core": ["models/**/*", "prompts/*"], "bgprompt_training": ["configs/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

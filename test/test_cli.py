@@ -1,5 +1,6 @@
 """The `bgprompt` command: help on every verb, and the verbs of the core, run as users run them."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -244,3 +245,71 @@ def test_predict_without_masks_speaks_the_cli_flags(tmp_path, capsys):
     assert cli.main(["predict", image, "--intrinsics", "100", "100", "79.5", "59.5", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--mask" in err and "--rembg" in err and "segmentation" not in err, err
+
+
+# --- an installed (non-editable) layout: every verb finds what it ships ---------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+_RUN_CLI = """
+import contextlib, io, json, sys
+from bgprompt_training.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):  # one process for all the verbs: torch is imported once
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # --help
+            rc = exc.code
+    results.append((rc, out.getvalue(), err.getvalue()))
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The project built as a wheel from a copy of this tree and installed with --target: no source tree on the
+    path, the same files a colcon install or `pip install .` lays out."""
+    root = tmp_path_factory.mktemp("installed")
+    src = root / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".cache", ".git", "build", "install", "log",
+                                                             "demo", "__pycache__", "*.egg-info", ".pytest_cache"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "wheel"), str(src)],
+                   check=True, capture_output=True, timeout=300)
+    subprocess.run(pip + ["install", "--no-deps", "--no-index", "--target", str(root / "site"),
+                          *map(str, (root / "wheel").glob("*.whl"))], check=True, capture_output=True, timeout=300)
+    return root / "site"
+
+
+def _installed_cli(site, *runs: list[str]) -> list[tuple[int, str, str]]:
+    """(exit code, stdout, stderr) of each `bgprompt` run, all in one process with only the install on its path."""
+    proc = subprocess.run([sys.executable, "-c", _RUN_CLI, json.dumps(list(runs))], capture_output=True, text=True,
+                          timeout=600, cwd=site.parent, env={**os.environ, "PYTHONPATH": str(site)})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_verbs_run_from_an_installed_layout(installed, tmp_path):
+    """From a colcon install `pretrain` failed: configs/mini.json was not installed (the default pointed into the
+    source tree). Every verb's help, pretrain's config lookup and the shipped model + prompts, from the install."""
+    img = np.full((96, 128, 3), 230, np.uint8)
+    img[30:70, 40:90] = (60, 90, 150)
+    cv2.imwrite(str(tmp_path / "f.png"), img)
+    cv2.imwrite(str(tmp_path / "m.png"), ((img[..., 0] < 100) * 255).astype(np.uint8))
+    shipped = installed / "bgprompt_core" / "prompts" / "mini-1bg.safetensors"
+    missing = str(tmp_path / "no-scenes")
+    models, pretrain_help, pretrain, info, predict, *helps = _installed_cli(
+        installed, ["models", "mini", "--json"], ["pretrain", "--help"],
+        ["pretrain", "--data", missing, "--val", missing, "--out", str(tmp_path / "net"), "--steps", "1"],
+        ["prompt-info", str(shipped)],
+        ["predict", str(tmp_path / "f.png"), "--mask", str(tmp_path / "m.png"), "--intrinsics", "100", "100", "63.5",
+         "47.5", "--out", str(tmp_path / "out")],
+        *[[verb, "--help"] for verb in _verbs()])
+    assert models[0] == 0 and str(installed) in models[1], models  # the installed package, not the source tree
+    assert [rc for rc, _, _ in helps] == [0] * len(_verbs()) and all("usage: bgprompt" in o for _, o, _ in helps)
+    # a real run of the lookup: the default config is read and its network built; then the missing data is named
+    assert pretrain[0] == 2 and "no-scenes" in pretrain[2] and "mini.json" not in pretrain[2], pretrain
+    config = installed / "bgprompt_training" / "configs" / "mini.json"
+    assert config.is_file() and str(config.parent) in "".join(pretrain_help[1].split())  # argparse wraps lines
+    assert info[0] == 0 and json.loads(info[1])["network"]["name"] == "mini", info
+    assert predict[0] == 0 and "1 object(s)" in predict[1], predict  # the shipped mini and its 1-BG prompt

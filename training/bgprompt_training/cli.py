@@ -14,6 +14,8 @@ from pathlib import Path
 from bgprompt_core.onnx_graph import DEFAULT_OPSET
 from bgprompt_core.config import ConfigError
 
+# configs shipped as package data (setup.py): found in a source checkout, a wheel and a colcon install alike
+PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
 DESCRIPTION = """\
 Object depth from one image with a learned background prompt and a frozen depth network
 (Baradad et al., "Background Prompting for Improved Object Depth").
@@ -179,8 +181,9 @@ def register_pretrain(sub) -> None:
                                    "DPT-hybrid) on `bgprompt render scenes` output ONLY, with MiDaS's scale-and-shift-"
                                    "invariant loss, and save it in Hugging Face layout. Reports AbsRel and delta<1.25 "
                                    "after scale-shift alignment on held-out scenes.")
-    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "mini.json"),
-                   help="architecture + training config (default: training/configs/mini.json)")
+    p.add_argument("--config", default=str(PACKAGE_CONFIGS / "mini.json"),
+                   help="architecture + training config (default: mini.json, installed with bgprompt_training in "
+                        f"{PACKAGE_CONFIGS})")
     p.add_argument("--data", required=True, help="rendered scenes for training")
     p.add_argument("--val", required=True, help="held-out rendered scenes")
     p.add_argument("--out", required=True, help="output model directory")
