@@ -391,7 +391,8 @@ def test_composite_preview_shows_what_the_network_saw_when_re_centred(tiny_model
         est.composite_preview(img, labels)
 
 
-def test_backend_auto_picks_tensorrt_with_a_gpu_else_onnxruntime_else_torch(tiny_model_dir, tmp_path):
+def test_backend_auto_picks_tensorrt_with_a_gpu_else_onnxruntime_else_torch(tiny_model_dir, tmp_path, monkeypatch):
+    from bgprompt_core import runtime
     from bgprompt_core.runtime import resolve_backend
 
     everything = lambda pkg: True  # noqa: E731
@@ -400,13 +401,25 @@ def test_backend_auto_picks_tensorrt_with_a_gpu_else_onnxruntime_else_torch(tiny
     assert resolve_backend("auto", cuda=True, installed=lambda pkg: pkg == "onnxruntime") == "onnxruntime"
     assert resolve_backend("auto", cuda=False, installed=lambda pkg: False) == "torch"
     assert resolve_backend("torch", cuda=True, installed=everything) == "torch"
-    # here (no GPU, onnxruntime installed): auto runs onnxruntime (its parity with torch: the test above)
+    # the estimator asks the machine through the same functions; faked here, so that the test means the same on a
+    # GPU robot: no GPU -> onnxruntime (its parity with torch: the test above) ...
+    monkeypatch.setattr(runtime, "gpu_present", lambda: False)
     img, labels = _frame()
-    auto = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none", backend="auto",
-                                                cache_dir=str(tmp_path)))
+    cfg = EstimatorConfig(model=str(tiny_model_dir), prompt="none", backend="auto", cache_dir=str(tmp_path))
+    auto = ObjectDepthEstimator(cfg)
     assert type(auto.backend).__name__ == "OnnxRuntimeBackend" and list(tmp_path.glob("*.onnx"))
     res = auto.estimate(img, K, labels)
     assert res.valid[labels > 0].mean() > 0.8 and np.isfinite(res.depth[res.valid]).all()  # rims: letterbox blur
+
+    # ... a GPU with tensorrt and cuda-python -> the TensorRT route (stopped where it would check the packages)
+    class TensorRTRoute(Exception):
+        pass
+
+    monkeypatch.setattr(runtime, "gpu_present", lambda: True)
+    monkeypatch.setattr(runtime, "_installed", lambda pkg: True)
+    monkeypatch.setattr(runtime, "check_tensorrt_available", lambda *a: (_ for _ in ()).throw(TensorRTRoute()))
+    with pytest.raises(TensorRTRoute):
+        ObjectDepthEstimator(cfg)
 
 
 def test_max_depth_drops_far_points_from_depth_instance_and_points():
