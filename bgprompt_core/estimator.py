@@ -276,7 +276,8 @@ class ObjectDepthEstimator:
         """Leave out, with a warning, objects whose mask vanishes at network resolution (a 1x16 px object in a
         letterbox): Eq. 2 over the object has no pixels to take its range from (torch raised, an exported graph
         gave NaN), and no pixel of theirs would map back. Every backend gets the same batch."""
-        keep = [k for k in range(len(objects)) if (m[k, 0] > 0.5).any() and (m[k, 0] >= self.cfg.mask_threshold).any()]
+        keep = [k for k in range(len(objects))
+                if (m[k, 0] > 0.5).any() and (m[k, 0] >= self.cfg.mask_threshold).any()]
         if len(keep) == len(objects):
             return objects, x, m, views
         gone = [objects[k].id for k in range(len(objects)) if k not in keep]

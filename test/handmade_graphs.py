@@ -48,6 +48,7 @@ def write_dark_segmenter(path):
 
     nodes = [helper.make_node("ReduceMean", ["input"], ["m"], axes=[1], keepdims=1),
              helper.make_node("Neg", ["m"], ["output"])]
-    graph = helper.make_graph(nodes, "dark", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 320, 320])],
+    graph = helper.make_graph(nodes, "dark",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 320, 320])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 320, 320])])
     return _save(graph, path)

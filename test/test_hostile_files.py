@@ -78,6 +78,16 @@ def hostile(tiny_model_dir, tmp_path_factory):
                            (d / "model.safetensors").read_bytes()[:4096]))):
         shutil.copytree(tiny_model_dir, root / name)
         edit(root / name)
+    from bgprompt_training.render.generate import RenderConfig
+    from bgprompt_training.render.store import render_dataset
+
+    render_dataset(RenderConfig(size=56, seed=1, families=("primitive",)), root / "renders", 2, backend="numpy",
+                   progress=False)
+    shutil.copytree(root / "renders", root / "bad_manifest")
+    (root / "bad_manifest" / "manifest.json").write_text('{"format": ')
+    shutil.copytree(root / "renders", root / "bad_shard")
+    shard = next((root / "bad_shard").glob("*.npz"))
+    shard.write_bytes(shard.read_bytes()[:200])
     img = np.full((120, 160, 3), 200, np.uint8)
     cv2.imwrite(str(root / "f.png"), img)
     mask = np.zeros((120, 160), np.uint8)
@@ -98,6 +108,10 @@ CASES = {  # verb arguments (MODEL = the tiny model, H = the hostile folder) -> 
     "preprocessor image_mean 0.5": ("predict --model H/bad_preproc --prompt none", "do not describe a usable"),
     "truncated model weights": ("predict --model H/truncated --prompt none", "cannot load depth network"),
     "models, config.json not JSON": ("models H/bad_config", "not a readable JSON file"),
+    "train, manifest not JSON": ("train --model MODEL --data H/bad_manifest --out H/p.safetensors --steps 1",
+                                 "not a readable manifest"),
+    "train, truncated shard": ("train --model MODEL --data H/bad_shard --out H/p.safetensors --steps 1 --batch 1",
+                               "unreadable shard"),
 }
 
 
