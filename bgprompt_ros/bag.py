@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bgprompt_core.bag_frames import (TOPICS, ReadStats, image_count, open_reader, resolve_topics,  # noqa: F401
-                                     storage_plugin, synced_sets, typestore)
+from bgprompt_core.bag_frames import (MSGTYPES, TOPICS, ReadStats, check_types, decompress_image,  # noqa: F401
+                                     image_count, open_reader, resolve_topics, storage_plugin, synced_sets, typestore)
 from bgprompt_core.config import ConfigError
 from bgprompt_core.errors import BgpromptError
 from bgprompt_core.estimator import InputError, ObjectDepthEstimator
-from bgprompt_core.evaluation import frame_metrics
 from bgprompt_core.geometry import backproject_np
 from bgprompt_core.sensor_model import to_millimetres
 
 from . import conversions
+from .bag_writer import BagWriter, DiskFull
 from .params import estimator_config_from_params
 
 log = logging.getLogger("bgprompt.bag")
@@ -96,8 +96,6 @@ def make_bag(data_dir: str | Path, out: str | Path, storage: str = "mcap", rate:
     16UC1 depth in mm (``sensor``: a sensor_model preset or 'none') and, for evaluation only, the ground-truth
     depth (32FC1 metres, NaN where there is no surface). Tabletop renders give 16UC1 instance labels of every
     object as the mask; other renders a mono8 mask."""
-    from rosbags.rosbag2 import Writer
-
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; bags are never overwritten")
@@ -105,7 +103,7 @@ def make_bag(data_dir: str | Path, out: str | Path, storage: str = "mcap", rate:
     rng = np.random.default_rng(seed)
     start = 1_700_000_000 * 10**9
     count = 0
-    with Writer(out, version=9, storage_plugin=storage_plugin(storage)) as writer:
+    with BagWriter(out, storage) as writer:
         conns = {k: writer.add_connection(TOPICS[k], "sensor_msgs/msg/CameraInfo" if k == "camera_info"
                                           else "sensor_msgs/msg/Image", typestore=ts) for k in TOPICS}
         for i, s in enumerate(iter_render_samples(data_dir, limit)):
@@ -120,8 +118,11 @@ def make_bag(data_dir: str | Path, out: str | Path, storage: str = "mcap", rate:
                     "camera_info": camera_info_message(ts, s["K"], h, w, stamp), "mask": mask,
                     "depth": image_message(ts, to_millimetres(sensor_depth_m(s, sensor, rng)), "16UC1", stamp),
                     "truth": image_message(ts, truth, "32FC1", stamp)}
-            for k, msg in msgs.items():
-                writer.write(conns[k], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
+            try:
+                for k, msg in msgs.items():
+                    writer.write(conns[k], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
+            except DiskFull as exc:
+                raise DiskFull(f"{exc} ({exc.kept // len(TOPICS)} whole frames of {data_dir})", exc.kept) from None
             count += 1
     if count == 0:
         raise ConfigError(f"{data_dir}: no samples")
@@ -200,7 +201,7 @@ def _prepare(combos: list[Combo]) -> None:
 
 def _input_topics(reader, topics: dict | None, segment: bool) -> tuple[dict[str, str], list[str]]:
     """{key: topic} and the keys to synchronise; the reference is the ground truth where the bag has it (bag make
-    writes it), else the sensor itself."""
+    writes it), else the sensor itself. Topic types are checked by the caller (check_types)."""
     wanted = {"image": None, "camera_info": None, "depth": None, **({} if segment else {"mask": None}),
               **(topics or {})}
     names = resolve_topics(reader, wanted)
@@ -213,33 +214,55 @@ def _input_topics(reader, topics: dict | None, segment: bool) -> tuple[dict[str,
 
 
 class _OutBag:
-    """The node's outputs for each frame of the first combination, written to an mcap bag."""
+    """The node's outputs for each frame of the first combination, written to an mcap bag. A full disk closes it
+    (readable, with the frames before) and stops it; the evaluation goes on and ``stopped`` says why."""
 
     TOPICS = (("depth", "/object_depth", "sensor_msgs/msg/Image"),
               ("info", "/object_depth/camera_info", "sensor_msgs/msg/CameraInfo"),
               ("cloud", "/object_points", "sensor_msgs/msg/PointCloud2"))
 
     def __init__(self, path: Path, ts, cloud_mode: str):
-        from rosbags.rosbag2 import Writer
-
-        self.ts, self.cloud_mode = ts, cloud_mode
-        self.writer = Writer(Path(path), version=9, storage_plugin=storage_plugin("mcap"))
+        self.ts, self.cloud_mode, self.path = ts, cloud_mode, Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"--out-bag {self.path} exists; bags are never overwritten")
+        self.frames, self.stopped = 0, None
+        self.writer = BagWriter(self.path, "mcap")
         self.writer.open()
         self.conns = {k: self.writer.add_connection(n, t, typestore=ts) for k, n, t in self.TOPICS}
 
     def write(self, stamp: int, matched: dict, res, rgb: np.ndarray, params: dict) -> None:
+        if self.stopped:
+            return
         header = matched["image"].header
         msgs = {"depth": conversions.depth_image_message(self.ts.types["sensor_msgs/msg/Image"], header, res.depth),
                 "info": matched["camera_info"], "cloud": _cloud(self.ts, header, res, rgb, self.cloud_mode, params)}
-        for key, msg in msgs.items():
-            self.writer.write(self.conns[key], stamp, self.ts.serialize_cdr(msg, msg.__msgtype__))
+        try:
+            for key, msg in msgs.items():
+                self.writer.write(self.conns[key], stamp, self.ts.serialize_cdr(msg, msg.__msgtype__))
+        except DiskFull as exc:
+            self._stop(exc)
+            return
+        self.frames += 1
+
+    def _stop(self, exc: DiskFull) -> None:
+        self.frames = exc.kept // len(self.TOPICS)  # written in frame order: the whole frames kept
+        self.stopped = f"{exc} ({self.frames} whole frames)"
+        log.warning("--out-bag stopped: %s", self.stopped)
+
+    def summary(self) -> dict:
+        return {"path": str(self.path), "frames": self.frames, "error": self.stopped}
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        except DiskFull as exc:  # the last chunk could not be written: what reached the disk was kept
+            self._stop(exc)
 
 
 def _frame_row(c: Combo, stamp: int, f, matched: dict, res) -> dict:
     """One combination's metrics for one frame (frame_metrics, metric error, clouds in mm)."""
+    from bgprompt_core.evaluation import frame_metrics  # torch: not imported for `bag make`
+
     ref = f.truth if f.truth is not None else f.sensor
     obj = res.instance > 0 if f.mask is None else (f.mask > 0)
     row = {"stamp": stamp, **frame_metrics(res.depth, ref, obj, f.K), "network_ms": res.timing_ms["network"]}
@@ -251,22 +274,45 @@ def _frame_row(c: Combo, stamp: int, f, matched: dict, res) -> dict:
     return row
 
 
+def _size_problem(f) -> str | None:
+    """Why a decoded frame's mask, depth or truth cannot be compared with its image, or None."""
+    h, w = f.rgb.shape[:2]
+    for name, a in (("mask", f.mask), ("depth", f.sensor), ("ground truth", f.truth)):
+        if a is not None and a.shape[:2] != (h, w):
+            return f"{name} is {a.shape[1]}x{a.shape[0]}, the image is {w}x{h}"
+    return None
+
+
 class _Evaluation:
-    """Per-frame work of ``eval_bag``: every combination on a frame, rows, the worst frames, the output bag."""
+    """Per-frame work of ``eval_bag``: every combination on a frame, rows, the worst frames, the output bag.
+
+    A frame that cannot be used (it does not decode, or its parts have other sizes than the image) is skipped
+    and counted under its reason; a combination that refuses a frame (InputError) records it as skipped."""
 
     def __init__(self, combos: list[Combo], out: _OutBag | None):
         self.combos, self.out = combos, out
         self.frames = self.skipped = 0
+        self.reasons: dict[str, int] = {}  # skipped frames per reason
         self.worst: list[tuple] = []  # (si_rmse, stamp, rgb, prediction, reference) of the first combination
+
+    def skip(self, stamp: int, reason: str) -> None:
+        self.skipped += 1
+        if reason not in self.reasons:
+            log.warning("frame %d skipped: %s", stamp, reason)
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
     def frame(self, matched: dict) -> None:
         head = matched["image"].header.stamp  # the frame's stamp (the set may be older than the last message)
         stamp = head.sec * 10**9 + head.nanosec
         try:
-            f = conversions.decode_frame(matched, sensor_key="depth")
+            f = conversions.decode_frame({**matched, "image": decompress_image(matched["image"])},
+                                         sensor_key="depth")
         except (conversions.ConversionError, ValueError) as exc:
-            self.skipped += 1
-            log.warning("frame %d skipped: %s", stamp, exc)
+            self.skip(stamp, str(exc))
+            return
+        problem = _size_problem(f)
+        if problem is not None:
+            self.skip(stamp, problem)
             return
         for ci, c in enumerate(self.combos):
             try:
@@ -294,6 +340,8 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
 
     A truncated or corrupt bag ends the reading with a BagError after the partial results are written; one
     corrupt message is counted and skipped."""
+    from contextlib import ExitStack, closing
+
     from tqdm import tqdm
 
     bag = Path(bag)
@@ -301,35 +349,48 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
         raise ConfigError("--out-bag must not be the input bag: the input is never modified")
     _prepare(combos)
     ts = typestore()
-    error, read, out = None, ReadStats(), None
+    error, read, left_out = None, ReadStats(), {}
     ev = _Evaluation(combos, None)
     t0 = time.perf_counter()
-    try:
-        with open_reader(bag) as reader:
+    with ExitStack() as stack:
+        try:
+            reader = stack.enter_context(open_reader(bag))
+        except Exception as exc:  # not a bag rosbags can open (no metadata.yaml, cut mcap): nothing evaluated
+            reader, error = None, f"{type(exc).__name__}: {exc}"
+        if reader is not None:
             names, keys = _input_topics(reader, topics, segment)
+            left_out = check_types(reader, names)  # a wrong topic type: ConfigError before anything is read
+            for what, n in left_out.items():
+                log.warning("%d message(s) on %s left out: not a type bag eval reads", n, what)
             if out_bag is not None:
-                ev.out = out = _OutBag(Path(out_bag), ts, cloud_mode)
-            with tqdm(total=image_count(reader, names), unit="frame", desc=f"bag eval {bag.name}",
-                      disable=not progress) as bar:
-                for matched in synced_sets(reader, names, keys, sync, slop, read):
-                    bar.update(1)
-                    ev.frame(matched)
-    except ConfigError:  # a wrong topic or option: nothing to report partially
-        raise
-    except Exception as exc:  # truncated / corrupt bag: report how far we got, keep the partial results
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        if out is not None:
-            out.close()
+                ev.out = stack.enter_context(closing(_OutBag(Path(out_bag), ts, cloud_mode)))
+            bar = stack.enter_context(tqdm(total=image_count(reader, names), unit="frame",
+                                           desc=f"bag eval {bag.name}", disable=not progress))
+            sets = synced_sets(reader, names, keys, sync, slop, read, msgtypes=MSGTYPES)
+            while True:
+                try:
+                    matched = next(sets)
+                except StopIteration:
+                    break
+                except Exception as exc:  # truncated / corrupt bag: report how far we got, keep the partial results
+                    error = f"{type(exc).__name__}: {exc}"
+                    break
+                bar.update(1)
+                ev.frame(matched)  # what goes wrong with one frame skips that frame (see _Evaluation)
     elapsed = time.perf_counter() - t0
-    summary = {"bag": str(bag), "frames": ev.frames, "skipped_frames": ev.skipped, "corrupt_messages": read.corrupt_messages,
+    summary = {"bag": str(bag), "frames": ev.frames, "skipped_frames": ev.skipped, "skip_reasons": ev.reasons,
+               "corrupt_messages": read.corrupt_messages, "left_out_messages": left_out,
                "seconds": elapsed, "frames_per_second": ev.frames / elapsed if elapsed > 0 else 0.0, "error": error,
+               "out_bag": ev.out.summary() if ev.out is not None else None,
                "combos": [{"name": c.name, "params": c.params, **_means(c.rows)} for c in combos],
                "per_frame": {c.name: c.rows for c in combos}}
     write_bag_outputs(summary, out_dir, json_path, ev.worst)
     if error is not None:
         raise BagError(f"{bag}: reading stopped after {ev.frames} evaluated frame(s): {error}. "
                        f"Partial results were written.")
+    if ev.out is not None and ev.out.stopped:
+        raise BagError(f"--out-bag stopped: {ev.out.stopped}. The evaluation itself went on: {ev.frames} frame(s) "
+                       f"evaluated, results written.")
     return summary
 
 
@@ -343,6 +404,23 @@ def _means(rows: list[dict]) -> dict:
         if vals:
             out[k] = float(np.mean(vals))
     return out
+
+
+def _notes(summary: dict) -> list[str]:
+    """summary.md's lines under the table: what was skipped or left out, and why."""
+    lines = []
+    if summary["error"]:
+        lines += ["", f"**Incomplete:** {summary['error']} (after {summary['frames']} frames)"]
+    if summary.get("skipped_frames"):
+        lines += ["", f"{summary['skipped_frames']} frame(s) skipped:"]
+        lines += [f"- {n} x {reason}" for reason, n in sorted(summary["skip_reasons"].items(), key=lambda x: -x[1])]
+    if summary.get("corrupt_messages"):
+        lines += ["", f"{summary['corrupt_messages']} corrupt message(s) skipped."]
+    for what, n in sorted((summary.get("left_out_messages") or {}).items()):
+        lines += ["", f"{n} message(s) on {what} left out: not a type bag eval reads."]
+    if (summary.get("out_bag") or {}).get("error"):
+        lines += ["", f"**--out-bag stopped:** {summary['out_bag']['error']}"]
+    return lines
 
 
 def write_bag_outputs(summary: dict, out_dir: str | Path | None, json_path: str | Path | None,
@@ -359,8 +437,7 @@ def write_bag_outputs(summary: dict, out_dir: str | Path | None, json_path: str 
     lines = ["| combination | frames | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for c in summary["combos"]:
         lines.append(f"| {c['name']} | {c['frames']} | " + " | ".join(f"{c[k]:.4f}" if k in c else "-" for k in keys) + " |")
-    if summary["error"]:
-        lines += ["", f"**Incomplete:** {summary['error']} (after {summary['frames']} frames)"]
+    lines += _notes(summary)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     with open(out / "per_frame.csv", "w", newline="") as f:
         w = csv.writer(f)

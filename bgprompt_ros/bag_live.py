@@ -150,6 +150,7 @@ class Recording:
     per_topic: dict[str, int]
     complete: bool
     reason: str
+    disk_full: bool = False  # stopped by a full disk (or a refused write); the bag was closed with what it kept
 
     @property
     def total(self) -> int:
@@ -174,9 +175,8 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from rosbags.rosbag2 import Writer
-
-    from bgprompt_core.bag_frames import storage_plugin, typestore
+    from bgprompt_core.bag_frames import typestore
+    from .bag_writer import BagWriter, DiskFull
     from .readiness import wait_for_nodes
 
     out = Path(out)
@@ -203,9 +203,9 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
         return goal and (count is None or sum(per_topic.values()) >= count) and \
             all(per_topic[t] >= n for t, n in expect.items())
 
-    reason = "interrupted"
+    reason, disk_full = "interrupted", False
     try:
-        with Writer(out, version=9, storage_plugin=storage_plugin(storage)) as writer:
+        with BagWriter(out, storage) as writer:
             conns = {t: writer.add_connection(t, m, typestore=ts) for t, m in topics.items()}
             if wait_nodes:
                 wait_for_nodes(node, wait_nodes, wait_timeout, subscriptions=subs)
@@ -230,12 +230,27 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
                     break
     except (KeyboardInterrupt, ExternalShutdownException):  # SIGINT: rclpy's handler shuts the context down
         pass
+    except DiskFull as exc:  # the writer closed the bag with what reached the disk
+        reason, disk_full = str(exc), True
+        per_topic = _kept_per_topic(out, topics)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    complete = reached() or not goal
-    if not complete:
+    complete = not disk_full and (reached() or not goal)
+    if not complete and not disk_full:
         wanted = ([f"{count} messages in all"] if count is not None else []) + \
             [f"{n} on {t}" for t, n in sorted(expect.items())]
         reason = f"incomplete: asked for {', '.join(wanted)}; stopped because {reason}"
-    return Recording(per_topic, complete, reason)
+    return Recording(per_topic, complete, reason, disk_full)
+
+
+def _kept_per_topic(bag: Path, topics: dict[str, str]) -> dict[str, int]:
+    """Messages per topic of a closed bag, from its metadata.yaml (what a full disk let the writer keep); zeros
+    when no bag could be started."""
+    from rosbags.rosbag2 import Reader
+
+    kept = dict.fromkeys(topics, 0)
+    if (bag / "metadata.yaml").is_file():
+        with Reader(bag) as reader:
+            kept.update({c.topic: c.msgcount for c in reader.connections})
+    return kept

@@ -88,6 +88,9 @@ def _record(args: argparse.Namespace) -> int:
         print(f"bag record: {exc}", file=sys.stderr)
         return 2
     print(f"recorded {rec.total} messages -> {args.out}: {rec.summary()}", flush=True)
+    if rec.disk_full:
+        print(f"bag record: stopped: {rec.reason}", file=sys.stderr)
+        return 3
     if not rec.complete:
         print(f"bag record: {rec.reason}", file=sys.stderr)
         return 1
@@ -175,9 +178,12 @@ def _register_record(bs) -> None:
                       description="Subscribe to TOPIC:TYPE pairs (e.g. /object_points:sensor_msgs/msg/PointCloud2) "
                                   "and write the received messages into a new bag. Prints 'bag record: ready' once "
                                   "subscribed (and --wait-node nodes matched). Stops at the goal (--count, --expect), "
-                                  "--duration, --idle-timeout or SIGINT, then prints what it recorded per topic. Exit "
-                                  "0 when the goal was reached (or none was given), 1 with the shortfall otherwise, 2 "
-                                  "when a --wait-node did not come up.")
+                                  "--duration, --idle-timeout or SIGINT, then prints what it recorded per topic. A full "
+                                  "disk stops it too: the bag is closed with what reached the disk (readable, "
+                                  "metadata.yaml written; up to the last ~1 MiB chunk, mcap, or 4 MiB, sqlite3, can be "
+                                  "lost when the file system refuses a write unannounced). Exit 0 when the goal was "
+                                  "reached (or none was given), 1 with the shortfall otherwise, 2 when a --wait-node "
+                                  "did not come up, 3 when the disk filled up.")
     p.add_argument("--topics", nargs="+", required=True, metavar="TOPIC:TYPE")
     p.add_argument("--out", required=True)
     p.add_argument("--count", type=int, help="goal: this many messages in all")

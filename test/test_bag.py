@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from bgprompt_ros import conversions
-from bgprompt_ros.bag import TOPICS, BagError, Combo, eval_bag, make_bag, typestore
+from bgprompt_ros.bag import TOPICS, BagError, Combo, eval_bag, image_message, make_bag, typestore
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset
+from full_disk import KINDS, full_disk
 
 BGPROMPT = str(Path(sys.executable).parent / "bgprompt")
 
@@ -22,6 +23,13 @@ BGPROMPT = str(Path(sys.executable).parent / "bgprompt")
 def renders(tmp_path_factory):
     root = tmp_path_factory.mktemp("bagdata")
     render_dataset(RenderConfig(size=64, seed=3), root, 6, backend="numpy", progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def renders128(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bagdata128")
+    render_dataset(RenderConfig(size=128, seed=5), root, 2, backend="numpy", progress=False)
     return root
 
 
@@ -209,3 +217,171 @@ def test_a_corrupt_message_is_counted_and_skipped_and_the_rest_of_the_bag_is_eva
                        progress=False)
     assert summary["error"] is None and summary["corrupt_messages"] == 1
     assert summary["frames"] == 5  # every other frame was evaluated
+
+
+def _repeated(renders, root: Path, times: int) -> Path:
+    """The renders' shard listed ``times`` times: a longer recording of the same frames, nothing re-rendered."""
+    manifest = json.loads((renders / "manifest.json").read_text())
+    out = root / f"renders_x{times}"
+    out.mkdir()
+    for shard in manifest["shards"]:
+        (out / shard["file"]).symlink_to(renders / shard["file"])
+    manifest["shards"] = manifest["shards"] * times
+    manifest["count"] *= times
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def _kept(stderr: str) -> int:
+    import re
+
+    found = re.search(r"closed with the (\d+) message\(s\)", stderr)
+    assert found, stderr
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_bag_make_on_a_full_disk_stops_clearly_and_keeps_a_readable_bag(renders, tmp_path, kind, storage):
+    """A full disk (a small tmpfs) or a refused write (a file size limit) ends `bag make` with an error line, and the
+    frames written before are a closed bag that rosbags reads back exactly and bag eval's reader cuts into frames."""
+    from bgprompt_core.bag_frames import open_reader, resolve_topics, synced_sets
+
+    data = _repeated(renders, tmp_path, 30)  # 180 frames, ~7 MiB
+    with full_disk(kind, tmp_path, 7 << 20 if kind == "tmpfs" else 5 << 20) as (disk, preexec):
+        proc = subprocess.run([BGPROMPT, "bag", "make", "--data", str(data), "--out", str(disk / "b"), "--storage",
+                               storage, "--sensor", "none"], capture_output=True, text=True, timeout=300,
+                              preexec_fn=preexec)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert "bgprompt bag: error:" in proc.stderr and "is readable" in proc.stderr, proc.stderr
+        kept = _kept(proc.stderr)
+        assert sorted(p.name for p in (disk / "b").iterdir()) == sorted(["metadata.yaml", f"b.{'mcap' if storage == 'mcap' else 'db3'}"])
+        msgs = read_bag(disk / "b")
+        assert 0 < sum(len(v) for v in msgs.values()) == kept < 180 * 5
+        with np.load(renders / "shard-00000.npz") as f:
+            rgb = f["rgb"]
+        images = msgs[TOPICS["image"]]
+        assert len(images) >= 10
+        for i, (t, img) in enumerate(images):  # what was kept is the recording's first frames, exactly
+            assert t == 1_700_000_000 * 10**9 + i * 10**8 and np.array_equal(arr(img), rgb[i % 6])
+        with open_reader(disk / "b") as reader:
+            names = resolve_topics(reader, {k: None for k in ("image", "camera_info", "mask", "depth")})
+            sets = list(synced_sets(reader, names, ["image", "camera_info", "mask", "depth"]))
+        assert len(sets) == min(len(v) for v in msgs.values())
+
+
+def _rewrite(src: Path, dst: Path, change) -> None:
+    """Copy a bag message by message; ``change(topic, msgtype, index on its topic, msg)`` returns (msgtype, msg) to
+    write instead, or None to write the original."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import Writer
+
+    ts = typestore()
+    with AnyReader([src], default_typestore=ts) as reader, Writer(dst, version=9) as writer:
+        conns, seen = {}, {}
+        for conn, t, raw in reader.messages():
+            i = seen[conn.topic] = seen.get(conn.topic, -1) + 1
+            msg = reader.deserialize(raw, conn.msgtype)
+            msgtype, msg = change(conn.topic, conn.msgtype, i, msg) or (conn.msgtype, msg)
+            if (conn.topic, msgtype) not in conns:
+                conns[conn.topic, msgtype] = writer.add_connection(conn.topic, msgtype, typestore=ts)
+            writer.write(conns[conn.topic, msgtype], t, ts.serialize_cdr(msg, msgtype))
+
+
+def _compressed(msg, ext: str, data: bytes | None = None):
+    import cv2
+
+    C = typestore().types["sensor_msgs/msg/CompressedImage"]
+    if data is None:
+        data = cv2.imencode(ext, cv2.cvtColor(np.ascontiguousarray(arr(msg)), cv2.COLOR_RGB2BGR))[1].tobytes()
+    return "sensor_msgs/msg/CompressedImage", C(header=msg.header, format=f"rgb8; {ext[1:]} compressed bgr8",
+                                                data=np.frombuffer(data, np.uint8))
+
+
+def test_an_unusable_frame_is_skipped_with_its_reason_and_the_rest_of_the_bag_is_evaluated(renders, tmp_path,
+                                                                                            tiny_model_dir):
+    """Truth or depth at another size than the image, colour that does not decode: that frame is skipped, counted
+    under its reason, and every other frame is evaluated (it used to stop the whole bag as if it were corrupt)."""
+    make_bag(renders, tmp_path / "in", sensor="none")
+    small = lambda m: image_message(typestore(), arr(m)[::2, ::2].copy(), m.encoding, 0)  # noqa: E731
+
+    def change(topic, msgtype, i, msg):
+        if topic == TOPICS["truth"] and i == 1:
+            return msgtype, type(msg)(**{**small(msg).__dict__, "header": msg.header})
+        if topic == TOPICS["depth"] and i == 2:
+            return msgtype, type(msg)(**{**small(msg).__dict__, "header": msg.header})
+        if topic == TOPICS["image"] and i == 3:
+            return _compressed(msg, ".png", b"\x89PNG\r\n\x1a\n" + bytes(40))  # a PNG whose data is garbage
+        if topic == TOPICS["image"] and i == 4:  # a few bytes claiming 60000 x 60000 pixels: never decoded
+            return _compressed(msg, ".png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + (60000).to_bytes(4, "big") * 2 + bytes(9))
+        if topic == TOPICS["image"]:
+            return _compressed(msg, ".png")  # the others decode exactly
+        return None
+
+    _rewrite(tmp_path / "in", tmp_path / "bad", change)
+    combo = Combo("tiny", {"model": str(tiny_model_dir), "prompt": "none"})
+    summary = eval_bag(tmp_path / "bad", [combo], out_dir=tmp_path / "out", progress=False)
+    assert summary["error"] is None and summary["frames"] == 2 and summary["skipped_frames"] == 4
+    reasons = summary["skip_reasons"]
+    assert reasons == {"ground truth is 32x32, the image is 64x64": 1, "depth is 32x32, the image is 64x64": 1,
+                       "compressed image ('rgb8; png compressed bgr8', 48 bytes) is corrupt: its header says 0x0 "
+                       "pixels": 1, "compressed image claims 60000x60000 pixels (limit 4096x4096)": 1}, reasons
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "ground truth is 32x32, the image is 64x64" in text and "4 frame(s) skipped" in text
+
+
+def test_compressed_colour_is_evaluated_like_the_raw_image(renders, tmp_path, tiny_model_dir):
+    """CompressedImage colour (image_transport's `compressed`): PNG gives exactly the raw bag's figures, JPEG runs."""
+    make_bag(renders, tmp_path / "raw", sensor="none")
+    for ext in (".png", ".jpg"):
+        _rewrite(tmp_path / "raw", tmp_path / ext[1:],
+                 lambda topic, t, i, m, ext=ext: _compressed(m, ext) if topic == TOPICS["image"] else None)
+    runs = {name: eval_bag(tmp_path / name, [Combo("tiny", {"model": str(tiny_model_dir), "prompt": "none"})],
+                           progress=False) for name in ("raw", "png", "jpg")}
+    raw, png, jpg = (runs[n]["per_frame"]["tiny"] for n in ("raw", "png", "jpg"))
+    assert len(raw) == len(png) == len(jpg) == 6
+    for a, b in zip(raw, png):
+        assert a["si_rmse"] == b["si_rmse"] and a["coverage"] == b["coverage"]
+    assert all(np.isfinite(r["si_rmse"]) for r in jpg)
+
+
+def test_a_topic_of_the_wrong_type_is_a_config_error_before_reading(renders, tmp_path, tiny_model_dir):
+    from bgprompt_core.config import ConfigError
+
+    make_bag(renders, tmp_path / "in", sensor="none")
+    combo = Combo("tiny", {"model": str(tiny_model_dir), "prompt": "none"})
+    _rewrite(tmp_path / "in", tmp_path / "cdepth",
+             lambda topic, t, i, m: _compressed(m, ".png") if topic == TOPICS["depth"] else None)
+    with pytest.raises(ConfigError, match=r"depth topic /camera/aligned_depth_to_color/image_raw carries "
+                                          r"sensor_msgs/msg/CompressedImage; depth is read from sensor_msgs/msg/Image"):
+        eval_bag(tmp_path / "cdepth", [combo], json_path=tmp_path / "s.json", progress=False)
+    assert not (tmp_path / "s.json").exists()  # refused before reading: no partial results
+    # a second type on the colour topic (another publisher): its messages are left out and counted
+    S = typestore().types["std_msgs/msg/String"]
+    _rewrite(tmp_path / "in", tmp_path / "two", lambda topic, t, i, m: ("std_msgs/msg/String", S(data="x"))
+             if topic == TOPICS["image"] and i == 0 else None)
+    summary = eval_bag(tmp_path / "two", [combo], progress=False)
+    assert summary["left_out_messages"] == {f"{TOPICS['image']} (std_msgs/msg/String)": 1}
+    assert summary["frames"] == 5 and summary["error"] is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_eval_out_bag_on_a_full_disk_is_closed_readable_and_the_evaluation_goes_on(renders128, tmp_path,
+                                                                                   tiny_model_dir, kind):
+    make_bag(_repeated(renders128, tmp_path, 6), tmp_path / "in", sensor="none")  # 12 frames of 128 x 128
+    with full_disk(kind, tmp_path, 7 << 20 if kind == "tmpfs" else 5 << 20) as (disk, preexec):
+        # organized clouds (128 x 128 x 32 bytes) make ~0.6 MB of output per frame: ~7 MB in all
+        proc = subprocess.run([BGPROMPT, "bag", "eval", str(tmp_path / "in"), "--model", str(tiny_model_dir),
+                               "--prompt", "none", "--no-baseline", "--cloud-mode", "organized", "--out-bag",
+                               str(disk / "pred"), "--json", str(tmp_path / "s.json")], capture_output=True,
+                              text=True, timeout=600, preexec_fn=preexec)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert "--out-bag stopped" in proc.stderr and "is readable" in proc.stderr, proc.stderr
+        summary = json.loads((tmp_path / "s.json").read_text())
+        assert summary["frames"] == 12 and summary["error"] is None  # every frame was evaluated all the same
+        kept = summary["out_bag"]["frames"]
+        pred = read_bag(disk / "pred")
+        counts = [len(pred.get(t, [])) for t in ("/object_depth", "/object_depth/camera_info", "/object_points")]
+        assert 0 < kept < 12 and min(counts) == kept and max(counts) <= kept + 1, counts  # whole frames, then a part
+        stamps = [t for t, _ in read_bag(tmp_path / "in")[TOPICS["image"]]]
+        assert [t for t, _ in pred["/object_points"]] == stamps[:kept]  # the first frames, in order

@@ -16,6 +16,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from bgprompt_ros.readiness import NotReady, node_not_ready, wait_for_nodes  # noqa: E402
+from full_disk import KINDS, full_disk  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REL = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -151,3 +152,47 @@ def test_play_caps_long_gaps_between_messages(tmp_path):
     # an hour-long gap in the stamps is played as max_gap seconds, the rest keeps its timing (at rate 2)
     assert schedule([0, 10**9, 3600 * 10**9 + 10**9], rate=2.0, max_gap=1.0) == pytest.approx([0.0, 0.5, 1.5])
     assert schedule([5, 5 + 2 * 10**9], rate=1.0, max_gap=None) == pytest.approx([0.0, 2.0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_record_on_a_full_disk_stops_clearly_and_keeps_a_closed_readable_bag(tmp_path, kind):
+    """A full disk (a small tmpfs) or a refused write (a file size limit) stops `bag record` with exit 3 and the
+    reason; the bag holds the messages it reports, closed (metadata.yaml) and readable, in order."""
+    import numpy as np
+    from rosbags.highlevel import AnyReader
+
+    from bgprompt_ros.bag import typestore
+
+    with full_disk(kind, tmp_path, 7 << 20 if kind == "tmpfs" else 5 << 20) as (disk, preexec):
+        rec = subprocess.Popen([str(BIN / "bgprompt"), "bag", "record", "--out", str(disk / "r"), "--duration", "120",
+                                "--topics", "/h26_full:sensor_msgs/msg/Image"], env=_env(tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+        rclpy.init()
+        node = rclpy.create_node("bgprompt_full_disk_probe")
+        try:
+            assert rec.stdout.readline().strip() == "bag record: ready"
+            pub = node.create_publisher(Image, "/h26_full", REL)
+            deadline = time.monotonic() + 120
+            while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
+                rclpy.spin_once(node, timeout_sec=0.05)  # the recorder's subscription matched ours: a signal
+            img = Image(height=128, width=128, encoding="rgb8", step=384)
+            img.data = np.random.default_rng(0).integers(0, 255, 128 * 128 * 3, dtype=np.uint8).tobytes()
+            sent = 0
+            while rec.poll() is None and time.monotonic() < deadline:  # ~50 kB each until the disk is full
+                img.header.stamp.sec, img.header.stamp.nanosec = 1000 + sent, 0
+                pub.publish(img)
+                sent += 1
+                rclpy.spin_once(node, timeout_sec=0.01)
+            out, err = rec.communicate(timeout=60)
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+            if rec.poll() is None:
+                rec.kill()
+        assert rec.returncode == 3 and "Traceback" not in err, err[-3000:]
+        assert "bag record: stopped: " in err and "is readable" in err, err
+        n = int(out.split("recorded ")[1].split()[0])
+        assert (disk / "r" / "metadata.yaml").is_file() and 0 < n < sent
+        with AnyReader([disk / "r"], default_typestore=typestore()) as reader:
+            stamps = [reader.deserialize(raw, c.msgtype).header.stamp.sec for c, _, raw in reader.messages()]
+        assert len(stamps) == n and stamps == sorted(stamps)
