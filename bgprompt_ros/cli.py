@@ -58,12 +58,15 @@ def _play(args: argparse.Namespace) -> int:
     from .readiness import NotReady
 
     try:
-        n = play(args.bag, args.rate, args.loop, args.wait_subscribers, args.wait_timeout, topics=args.topics,
-                 wait_nodes=args.wait_node, max_gap=None if args.max_gap <= 0 else args.max_gap)
+        done = play(args.bag, args.rate, args.loop, args.wait_subscribers, args.wait_timeout, topics=args.topics,
+                    wait_nodes=args.wait_node, max_gap=None if args.max_gap <= 0 else args.max_gap)
     except NotReady as exc:
         print(f"bag play: nothing published: {exc}", file=sys.stderr)
         return 2
-    print(f"published {n} messages from {args.bag}")
+    print(f"published {done.published} messages from {args.bag}")
+    if done.skipped:
+        print(f"bag play: skipped {sum(done.skipped.values())} corrupt message(s): {done.skipped_note()}",
+              file=sys.stderr)
     return 0
 
 
@@ -154,7 +157,10 @@ def _register_eval(bs) -> None:
 def _register_play(bs) -> None:
     p = bs.add_parser("play", help="publish a bag with its original relative timing",
                       description="Publish every message of a bag in order with its original relative timing "
-                                  "(scaled by --rate), optionally looping and waiting for subscribers.")
+                                  "(scaled by --rate), optionally looping and waiting for subscribers. A message "
+                                  "that does not deserialize is skipped and counted (reported at the end); a topic "
+                                  "with two types in the bag is refused before anything is published (leave it out "
+                                  "with --topics).")
     p.add_argument("bag")
     p.add_argument("--rate", type=float, default=1.0)
     p.add_argument("--loop", action="store_true")

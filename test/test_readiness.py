@@ -196,3 +196,82 @@ def test_record_on_a_full_disk_stops_clearly_and_keeps_a_closed_readable_bag(tmp
         with AnyReader([disk / "r"], default_typestore=typestore()) as reader:
             stamps = [reader.deserialize(raw, c.msgtype).header.stamp.sec for c, _, raw in reader.messages()]
         assert len(stamps) == n and stamps == sorted(stamps)
+
+
+def _write_bag(path, messages):
+    """A bag of [(topic, msgtype, stamp, cdr bytes)]; connections in order of first use."""
+    from rosbags.rosbag2 import Writer
+
+    from bgprompt_ros.bag import typestore
+
+    ts = typestore()
+    with Writer(path, version=9) as w:
+        conns = {}
+        for topic, msgtype, t, raw in messages:
+            if (topic, msgtype) not in conns:
+                conns[topic, msgtype] = w.add_connection(topic, msgtype, typestore=ts)
+            w.write(conns[topic, msgtype], t, raw)
+    return path
+
+
+def _string_cdr(text):
+    from bgprompt_ros.bag import typestore
+
+    ts = typestore()
+    return ts.serialize_cdr(ts.types["std_msgs/msg/String"](data=text), "std_msgs/msg/String")
+
+
+def test_play_skips_a_corrupt_message_says_so_and_publishes_the_rest(tmp_path):
+    from std_msgs.msg import String
+
+    raws = [_string_cdr(f"m{i}") for i in range(5)]
+    raws[2] = raws[2][:9]  # its length field says 3 bytes, 1 follows: the CDR cannot be deserialized
+    bag = _write_bag(tmp_path / "b", [("/h26_chatter", "std_msgs/msg/String", 10 + i, raw) for i, raw in enumerate(raws)])
+    rclpy.init()
+    node = rclpy.create_node("bgprompt_corrupt_probe")
+    got = []
+    node.create_subscription(String, "/h26_chatter", lambda m: got.append(m.data), REL)
+    try:
+        play = subprocess.Popen([str(BIN / "bgprompt"), "bag", "play", str(bag), "--wait-subscribers", "1",
+                                 "--wait-timeout", "120"], env=_env(tmp_path), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (play.poll() is None or len(got) < 4):
+            rclpy.spin_once(node, timeout_sec=0.05)
+        out, err = play.communicate(timeout=60)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert play.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert "published 4 messages" in out and "skipped 1 corrupt message(s): /h26_chatter x1" in err, (out, err)
+    assert got == ["m0", "m1", "m3", "m4"]
+
+
+def test_play_refuses_a_topic_with_two_types_before_publishing_anything(tmp_path):
+    from bgprompt_ros.bag import typestore
+
+    ts = typestore()
+    number = ts.serialize_cdr(ts.types["std_msgs/msg/Int32"](data=7), "std_msgs/msg/Int32")
+    bag = _write_bag(tmp_path / "b", [("/h26_two", "std_msgs/msg/String", 1, _string_cdr("a")),
+                                      ("/h26_two", "std_msgs/msg/Int32", 2, number),
+                                      ("/h26_two", "std_msgs/msg/String", 3, _string_cdr("b")),
+                                      ("/h26_fine", "std_msgs/msg/String", 4, _string_cdr("c"))])
+    out = subprocess.run([str(BIN / "bgprompt"), "bag", "play", str(bag)], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert ("topic /h26_two carries 2 types in this bag (std_msgs/msg/Int32 x1, std_msgs/msg/String x2)"
+            in out.stderr), out.stderr
+    assert "--topics" in out.stderr and "published" not in out.stdout
+    # leaving it out plays the rest
+    ok = subprocess.run([str(BIN / "bgprompt"), "bag", "play", str(bag), "--topics", "/h26_fine"], env=_env(tmp_path),
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "published 1 messages" in ok.stdout, ok.stderr
+
+
+def test_play_of_a_bag_that_cannot_be_opened_is_an_error_line(tmp_path):
+    bag = _write_bag(tmp_path / "b", [("/h26_x", "std_msgs/msg/String", 1, _string_cdr("a"))])
+    (bag / "metadata.yaml").unlink()  # what a recorder killed by a full disk used to leave
+    out = subprocess.run([str(BIN / "bgprompt"), "bag", "play", str(bag)], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "cannot be opened as a bag" in out.stderr and "metadata" in out.stderr, out.stderr
