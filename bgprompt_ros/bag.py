@@ -142,27 +142,49 @@ class Combo:
     rows: list = field(default_factory=list)
 
 
-def cloud_metrics_m(res, truth: np.ndarray, mask: np.ndarray, K: np.ndarray) -> dict:
-    """Object clouds in millimetres against the ground truth (bags that carry it), mean over the frame's objects:
-    Chamfer, accuracy and completeness within 10 mm, centroid error (bgprompt_core.cloud_metrics)."""
+CLOUD_KEYS = ("chamfer_mm", "accuracy_10mm", "completeness_10mm", "centroid_mm")
+FRAME_KEYS = ("si_rmse", "normal_cos", "abs_rel", "abs_rel_ss", "coverage", "ref_coverage", "metric_rmse_m",
+              "metric_absrel")
+SENSOR = "sensor (raw depth)"  # the RGB-D sensor's own depth, scored like a combination (bags with ground truth)
+MIN_OBJECT_PIXELS = 16
+
+
+def truth_objects(mask: np.ndarray, truth: np.ndarray) -> dict[int, np.ndarray]:
+    """{object id: its pixels with ground truth} for every object of the frame's mask with at least 16 of them:
+    instance labels (uint16 / int32), or one object (id 1) for a binary mask."""
+    valid = np.isfinite(truth) & (truth > 0)
+    if mask.dtype in (np.uint8, np.bool_):
+        ids = {1: mask > 0}
+    else:
+        ids = {int(i): mask == i for i in np.unique(mask) if i > 0}
+    return {i: m & valid for i, m in ids.items() if (m & valid).sum() >= MIN_OBJECT_PIXELS}
+
+
+def object_cloud_metrics(clouds: dict[int, np.ndarray], truth: np.ndarray, objects: dict[int, np.ndarray],
+                         K: np.ndarray) -> list[dict]:
+    """Each ground-truth object's cloud (``clouds``: id -> (N, 3) metres) against the truth, in millimetres:
+    Chamfer, accuracy and completeness within 10 mm, centroid error (bgprompt_core.cloud_metrics). An object with
+    no cloud, or an empty one, scores Chamfer and centroid inf, accuracy NaN, completeness 0: a failure that the
+    summary counts, never one that is left out."""
     from bgprompt_core import cloud_metrics as cm
 
-    labelled = mask.dtype not in (np.uint8, np.bool_)  # instance labels, else one binary object (id 1)
-    valid = np.isfinite(truth) & (truth > 0)
-    per = []
-    for oid in res.object_ids:
-        obj = ((mask == oid) if labelled else (mask > 0)) & valid
-        pts = res.points[res.instance == oid].astype(np.float64)
-        if obj.sum() < 16:
-            continue
+    out = []
+    for oid, obj in objects.items():
+        pts = np.asarray(clouds.get(oid, np.zeros((0, 3))), np.float64).reshape(-1, 3)
         grid = backproject_np(np.where(obj, truth, np.nan).astype(np.float32), K)[obj]
         e = cm.cloud_errors(pts, cm.surface_samples(truth, obj, K))
-        per.append({"chamfer_mm": e["chamfer_mm"], "accuracy_10mm": e["accuracy_10mm"],
+        out.append({"id": oid, "points": e["points"], "chamfer_mm": e["chamfer_mm"], "accuracy_10mm": e["accuracy_10mm"],
                     "completeness_10mm": e["completeness_10mm"], "centroid_mm": cm.centroid_error_mm(pts, grid)})
-    return {k: float(np.mean([d[k] for d in per])) for k in CLOUD_KEYS} if per else {}
+    return out
 
 
-CLOUD_KEYS = ("chamfer_mm", "accuracy_10mm", "completeness_10mm", "centroid_mm")
+def _with_objects(row: dict, objects: list[dict]) -> dict:
+    """The frame row's cloud figures: the objects, and their means (inf or NaN when any object failed)."""
+    row["objects"] = objects
+    if objects:
+        with np.errstate(invalid="ignore"):
+            row.update({k: float(np.mean([o[k] for o in objects])) for k in CLOUD_KEYS})
+    return row
 
 
 def cross_validated_metric_error(rel: np.ndarray, ref: np.ndarray, obj: np.ndarray, mode: str) -> dict:
@@ -259,8 +281,8 @@ class _OutBag:
             self._stop(exc)
 
 
-def _frame_row(c: Combo, stamp: int, f, matched: dict, res) -> dict:
-    """One combination's metrics for one frame (frame_metrics, metric error, clouds in mm)."""
+def _frame_row(c: Combo, stamp: int, f, matched: dict, res, objects: dict[int, np.ndarray]) -> dict:
+    """One combination's metrics for one frame (frame_metrics, metric error, each object's cloud in mm)."""
     from bgprompt_core.evaluation import frame_metrics  # torch: not imported for `bag make`
 
     ref = f.truth if f.truth is not None else f.sensor
@@ -269,9 +291,28 @@ def _frame_row(c: Combo, stamp: int, f, matched: dict, res) -> dict:
     if c.relative is not None:
         rel = c.relative.estimate(f.rgb, f.K, f.mask)
         row.update(cross_validated_metric_error(rel.depth, ref, obj, c.params.get("align", "scale")))
-    if "truth" in matched and res.units == "metres":
-        row.update(cloud_metrics_m(res, ref, res.instance if f.mask is None else f.mask, f.K))
+    if f.truth is not None and res.units == "metres":
+        clouds = {oid: res.points[res.instance == oid] for oid in res.object_ids}
+        return _with_objects(row, object_cloud_metrics(clouds, f.truth, objects, f.K))
+    row["objects_missing"] = len(objects)  # relative depth: no cloud in metres to score
     return row
+
+
+def _sensor_row(stamp: int, f, obj: np.ndarray, objects: dict[int, np.ndarray], labels: np.ndarray) -> dict:
+    """The raw sensor scored as a combination against the ground truth: the same frame metrics (its depth as the
+    prediction), its metric error directly (it is metric already), and each object's cloud from its depth."""
+    from bgprompt_core.evaluation import frame_metrics
+
+    row = {"stamp": stamp, **frame_metrics(f.sensor, f.truth, obj, f.K)}
+    ok = obj & np.isfinite(f.sensor) & np.isfinite(f.truth) & (f.truth > 0)
+    err = f.sensor[ok].astype(np.float64) - f.truth[ok]
+    row["metric_rmse_m"] = float(np.sqrt(np.mean(err**2))) if ok.sum() >= 8 else float("nan")
+    row["metric_absrel"] = float(np.mean(np.abs(err) / f.truth[ok])) if ok.sum() >= 8 else float("nan")
+    pts = backproject_np(f.sensor, f.K)
+    seen = np.isfinite(f.sensor)
+    labelled = labels.dtype not in (np.uint8, np.bool_)
+    clouds = {oid: pts[((labels == oid) if labelled else (labels > 0)) & seen] for oid in objects}
+    return _with_objects(row, object_cloud_metrics(clouds, f.truth, objects, f.K))
 
 
 def _size_problem(f) -> str | None:
@@ -293,6 +334,7 @@ class _Evaluation:
         self.combos, self.out = combos, out
         self.frames = self.skipped = 0
         self.reasons: dict[str, int] = {}  # skipped frames per reason
+        self.sensor_rows: list[dict] = []  # the raw sensor against the ground truth (SENSOR)
         self.worst: list[tuple] = []  # (si_rmse, stamp, rgb, prediction, reference) of the first combination
 
     def skip(self, stamp: int, reason: str) -> None:
@@ -314,13 +356,18 @@ class _Evaluation:
         if problem is not None:
             self.skip(stamp, problem)
             return
+        labels = None if f.mask is None else f.mask  # rembg: each combination's own segmentation, else the first's
         for ci, c in enumerate(self.combos):
+            objects = {} if f.truth is None or labels is None else truth_objects(labels, f.truth)
             try:
                 res = c.estimator.estimate(f.rgb, f.K, f.mask, f.sensor)
             except InputError as exc:
-                c.rows.append({"stamp": stamp, "skipped": str(exc)})
+                c.rows.append({"stamp": stamp, "skipped": str(exc), "objects_missing": len(objects)})
                 continue
-            row = _frame_row(c, stamp, f, matched, res)
+            if f.mask is None and f.truth is not None:
+                objects = truth_objects(res.instance, f.truth)
+                labels = res.instance if labels is None else labels
+            row = _frame_row(c, stamp, f, matched, res, objects)
             c.rows.append(row)
             if ci == 0:
                 if np.isfinite(row["si_rmse"]):
@@ -329,6 +376,11 @@ class _Evaluation:
                                         key=lambda x: -x[0])[:6]
                 if self.out is not None:
                     self.out.write(stamp, matched, res, f.rgb, c.params)
+        if f.truth is not None and f.sensor is not None:  # the plain alternative, scored the same way
+            if labels is None:
+                self.sensor_rows.append({"stamp": stamp, "skipped": "no object mask (rembg found none)"})
+            else:
+                self.sensor_rows.append(_sensor_row(stamp, f, labels > 0, truth_objects(labels, f.truth), labels))
         self.frames += 1
 
 
@@ -382,8 +434,12 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
                "corrupt_messages": read.corrupt_messages, "left_out_messages": left_out,
                "seconds": elapsed, "frames_per_second": ev.frames / elapsed if elapsed > 0 else 0.0, "error": error,
                "out_bag": ev.out.summary() if ev.out is not None else None,
-               "combos": [{"name": c.name, "params": c.params, **_means(c.rows)} for c in combos],
+               "combos": [{"name": c.name, "params": c.params, **summarize_rows(c.rows)} for c in combos],
                "per_frame": {c.name: c.rows for c in combos}}
+    if ev.sensor_rows:
+        summary["combos"].append({"name": SENSOR, "params": {"depth_topic": names["depth"]},
+                                  **summarize_rows(ev.sensor_rows)})
+        summary["per_frame"][SENSOR] = ev.sensor_rows
     write_bag_outputs(summary, out_dir, json_path, ev.worst)
     if error is not None:
         raise BagError(f"{bag}: reading stopped after {ev.frames} evaluated frame(s): {error}. "
@@ -394,16 +450,46 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
     return summary
 
 
-def _means(rows: list[dict]) -> dict:
+def _count(values, missing: int) -> dict:
+    finite = [v for v in values if np.isfinite(v)]
+    return {"finite": len(finite), "nonfinite": len(values) - len(finite), "missing": missing,
+            "of": len(values) + missing}
+
+
+def summarize_rows(rows: list[dict]) -> dict:
+    """A combination's summary: frames evaluated and skipped, the mean of each metric over its FINITE values, and
+    beside it ``counts[metric]`` = {finite, nonfinite, missing, of}. Frame metrics count frames (missing: a frame
+    the combination skipped, or a metric it does not compute); cloud metrics count objects (non-finite: an object
+    without points; missing: objects of skipped frames, or of relative depth)."""
     done = [r for r in rows if "skipped" not in r]
-    keys = ("si_rmse", "normal_cos", "abs_rel", "abs_rel_ss", "coverage", "ref_coverage", "metric_rmse_m",
-            "metric_absrel", *CLOUD_KEYS, "network_ms")
-    out = {"frames": len(done), "skipped": len(rows) - len(done)}
-    for k in keys:
-        vals = [r[k] for r in done if k in r and np.isfinite(r[k])]
-        if vals:
-            out[k] = float(np.mean(vals))
+    out: dict = {"frames": len(done), "skipped": len(rows) - len(done), "counts": {}}
+    for k in FRAME_KEYS:
+        values = [r[k] for r in done if k in r]
+        out["counts"][k] = _count(values, len(rows) - len(values))
+        if out["counts"][k]["finite"]:
+            out[k] = float(np.mean([v for v in values if np.isfinite(v)]))
+    times = [r["network_ms"] for r in done if "network_ms" in r]
+    if times:
+        out["network_ms"] = float(np.mean(times))
+    missing = sum(r.get("objects_missing", 0) for r in rows)
+    objects = [o for r in done for o in r.get("objects", [])]
+    for k in CLOUD_KEYS:
+        values = [o[k] for o in objects]
+        out["counts"][k] = _count(values, missing)
+        if out["counts"][k]["finite"]:
+            out[k] = float(np.mean([v for v in values if np.isfinite(v)]))
     return out
+
+
+def _cell(c: dict, k: str) -> str:
+    """A summary.md cell: the mean, with (finite/of) when some values are non-finite or missing."""
+    n = c.get("counts", {}).get(k)
+    if n is None:
+        return f"{c[k]:.4f}" if k in c else "-"
+    if n["of"] == 0 or n["missing"] == n["of"]:
+        return "-"
+    mean = f"{c[k]:.4f}" if k in c else "-"
+    return mean if n["finite"] == n["of"] else f"{mean} ({n['finite']}/{n['of']})"
 
 
 def _notes(summary: dict) -> list[str]:
@@ -432,19 +518,36 @@ def write_bag_outputs(summary: dict, out_dir: str | Path | None, json_path: str 
         return
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    keys = ["si_rmse", "normal_cos", "abs_rel", "abs_rel_ss", "coverage", "ref_coverage", "metric_rmse_m",
-            "metric_absrel", *CLOUD_KEYS]
+    keys = [*FRAME_KEYS, *CLOUD_KEYS]
     lines = ["| combination | frames | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for c in summary["combos"]:
-        lines.append(f"| {c['name']} | {c['frames']} | " + " | ".join(f"{c[k]:.4f}" if k in c else "-" for k in keys) + " |")
+        frames = f"{c['frames']}" + (f" (+{c['skipped']} skipped)" if c.get("skipped") else "")
+        lines.append(f"| {c['name']} | {frames} | " + " | ".join(_cell(c, k) for k in keys) + " |")
+    lines += ["", "Means over finite values; (n/N): n of N frames (objects, for the cloud columns: "
+              f"{', '.join(CLOUD_KEYS)}) had one, the others failed or are missing (table below). "
+              f"`{SENSOR}`: the bag's RGB-D depth itself, scored the same way against the ground truth."]
+    failures = [(c["name"], k, n) for c in summary["combos"] for k, n in c.get("counts", {}).items()
+                if n["nonfinite"] or 0 < n["missing"] < n["of"]]
+    if failures:
+        lines += ["", "| combination | metric | non-finite | missing | of |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {k} | {n['nonfinite']} | {n['missing']} | {n['of']} |" for name, k, n in failures]
     lines += _notes(summary)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["combination", "metric", "unit", "mean", "finite", "nonfinite", "missing", "of"])
+        for c in summary["combos"]:
+            for k, n in c.get("counts", {}).items():
+                w.writerow([c["name"], k, "objects" if k in CLOUD_KEYS else "frames", c.get(k, ""), n["finite"],
+                            n["nonfinite"], n["missing"], n["of"]])
     with open(out / "per_frame.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["combination", "stamp", *keys, "skipped"])
+        w.writerow(["combination", "stamp", *keys, "objects", "objects_nonfinite", "skipped"])
         for name, rows in summary["per_frame"].items():
             for r in rows:
-                w.writerow([name, r["stamp"], *[r.get(k, "") for k in keys], r.get("skipped", "")])
+                objs = r.get("objects", [])
+                w.writerow([name, r["stamp"], *[r.get(k, "") for k in keys], len(objs),
+                            sum(not np.isfinite(o["chamfer_mm"]) for o in objs), r.get("skipped", "")])
     import matplotlib
 
     matplotlib.use("Agg")

@@ -129,7 +129,14 @@ def _register_eval(bs) -> None:
                                   "--scale align-to-sensor the metric error in metres (fit on one half of the pixels, "
                                   "scored on the other) and, when the bag has ground truth (bag make writes "
                                   "/ground_truth/depth), each object's cloud in mm: Chamfer, accuracy and "
-                                  "completeness within 10 mm, centroid error. Writes summary.md, per_frame.csv/png, worst_frames.png.")
+                                  "completeness within 10 mm, centroid error. With ground truth, the sensor's own depth "
+                                  "gets a row too ('sensor (raw depth)'), scored the same way. Means are over finite "
+                                  "values, and each metric says how many frames (objects, for clouds) were "
+                                  "non-finite or missing: (n/N) in summary.md, counts in the JSON and summary.csv. "
+                                  "Colour may be sensor_msgs/CompressedImage (jpeg/png); mask and depth must be raw "
+                                  "Image (a topic of another type is refused before reading). A frame that cannot "
+                                  "be used (sizes differ from the image, undecodable) is skipped and counted by "
+                                  "reason. Writes summary.md, summary.csv, per_frame.csv/png, worst_frames.png.")
     p.add_argument("bag")
     p.add_argument("--params-file", help="the node's YAML (config/object_depth.yaml)")
     p.add_argument("--model", nargs="+")
@@ -148,9 +155,11 @@ def _register_eval(bs) -> None:
     p.add_argument("--slop", type=float, default=0.015, help="approximate sync: seconds, under half the frame period")
     p.add_argument("--cloud-mode", choices=["dense", "organized"], default="dense",
                    help="--out-bag clouds: dense object points (the node's default) or organized HxW")
-    p.add_argument("--out", help="directory for summary.md, per_frame.csv, per_frame.png, worst_frames.png")
+    p.add_argument("--out", help="directory for summary.md, summary.csv, per_frame.csv, per_frame.png, "
+                                 "worst_frames.png")
     p.add_argument("--json", help="summary JSON")
-    p.add_argument("--out-bag", help="write the node's outputs (object_depth, camera_info, object_points) here")
+    p.add_argument("--out-bag", help="write the node's outputs (object_depth, camera_info, object_points) here; "
+                                     "a full disk closes it with the frames before (exit 2 after the evaluation)")
     p.set_defaults(func=_eval)
 
 

@@ -385,3 +385,88 @@ def test_eval_out_bag_on_a_full_disk_is_closed_readable_and_the_evaluation_goes_
         assert 0 < kept < 12 and min(counts) == kept and max(counts) <= kept + 1, counts  # whole frames, then a part
         stamps = [t for t, _ in read_bag(tmp_path / "in")[TOPICS["image"]]]
         assert [t for t, _ in pred["/object_points"]] == stamps[:kept]  # the first frames, in order
+
+
+def test_summary_counts_what_failed_per_metric_beside_the_mean_of_the_rest():
+    from bgprompt_ros.bag import summarize_rows
+
+    inf, nan = float("inf"), float("nan")
+    obj = lambda c: {"id": 1, "chamfer_mm": c, "accuracy_10mm": 50.0, "completeness_10mm": 40.0,  # noqa: E731
+                     "centroid_mm": c}
+    rows = [{"stamp": 1, "si_rmse": 0.1, "coverage": 1.0, "objects": [obj(2.0), obj(inf)]},
+            {"stamp": 2, "si_rmse": nan, "coverage": 0.5, "objects": [obj(4.0)]},
+            {"stamp": 3, "si_rmse": 0.3, "coverage": 0.0, "objects": [obj(nan)]},
+            {"stamp": 4, "skipped": "empty mask", "objects_missing": 2}]
+    s = summarize_rows(rows)
+    assert s["frames"] == 3 and s["skipped"] == 1
+    assert s["si_rmse"] == pytest.approx(0.2) and s["counts"]["si_rmse"] == {"finite": 2, "nonfinite": 1,
+                                                                              "missing": 1, "of": 4}
+    assert s["coverage"] == pytest.approx(0.5) and s["counts"]["coverage"]["finite"] == 3
+    # cloud metrics are per object: 4 scored, 2 more in the skipped frame
+    assert s["chamfer_mm"] == pytest.approx(3.0) and s["counts"]["chamfer_mm"] == {"finite": 2, "nonfinite": 2,
+                                                                                   "missing": 2, "of": 6}
+    assert "normal_cos" not in s and s["counts"]["normal_cos"] == {"finite": 0, "nonfinite": 0, "missing": 4, "of": 4}
+
+
+def test_bag_eval_counts_what_failed_and_scores_the_raw_sensor_the_same_way(renders, tmp_path, tiny_model_dir):
+    """The sensor's own depth gets a row scored like ours (against the ground truth); a frame where the sensor sees
+    nothing on the object (glass) counts as a non-finite Chamfer, shown as (5/6) beside the mean of the other 5."""
+    import csv
+
+    from bgprompt_core import cloud_metrics as cm
+
+    make_bag(renders, tmp_path / "in", sensor="none")  # the sensor then reads the truth, in whole millimetres
+    with np.load(renders / "shard-00000.npz") as f:
+        masks = f["mask"]
+
+    def blind(topic, msgtype, i, msg):  # frame 2: no reading anywhere on the object
+        if topic == TOPICS["depth"] and i == 2:
+            d = arr(msg).copy()
+            d[masks[2]] = 0
+            return msgtype, type(msg)(**{**image_message(typestore(), d, "16UC1", 0).__dict__, "header": msg.header})
+        return None
+
+    _rewrite(tmp_path / "in", tmp_path / "glass", blind)
+    params = {"model": str(tiny_model_dir), "prompt": "none", "scale": "align-to-sensor"}
+    summary = eval_bag(tmp_path / "glass", [Combo("tiny", params)], out_dir=tmp_path / "out",
+                       json_path=tmp_path / "s.json", progress=False)
+    names = [c["name"] for c in summary["combos"]]
+    assert names == ["tiny", "sensor (raw depth)"]
+    sensor = summary["combos"][1]
+    inp = read_bag(tmp_path / "glass")
+    for i, row in enumerate(summary["per_frame"]["sensor (raw depth)"]):  # the sensor row, recomputed in numpy
+        d = arr(inp[TOPICS["depth"]][i][1]).astype(np.float64) / 1000
+        truth = arr(inp[TOPICS["truth"]][i][1]).astype(np.float64)
+        obj = masks[i]
+        assert row["coverage"] == pytest.approx(((d > 0) & obj).sum() / obj.sum())
+        ok = obj & (d > 0) & np.isfinite(truth)
+        if i == 2:
+            assert ok.sum() == 0 and row["objects"][0]["chamfer_mm"] == np.inf
+            continue
+        assert row["metric_rmse_m"] == pytest.approx(np.sqrt(np.mean((d[ok] - truth[ok]) ** 2)), rel=1e-4)
+        # its cloud: the sensor's depth back-projected here, brute-force nearest neighbours against the truth's
+        # surface samples (cloud_metrics' sampler, checked against closed forms in test_cloud_metrics)
+        K = np.asarray(inp[TOPICS["camera_info"]][i][1].k).reshape(3, 3)
+        v, u = np.nonzero(obj & (d > 0))
+        z = d[v, u]
+        pts = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], 1)
+        gt = cm.surface_samples(truth.astype(np.float32), obj & np.isfinite(truth), K)
+        dist = np.linalg.norm(pts[:, None] - gt[None], axis=2) * 1000
+        assert row["objects"][0]["chamfer_mm"] == pytest.approx(0.5 * (dist.min(1).mean() + dist.min(0).mean()),
+                                                                rel=1e-5)  # the product back-projects in float32
+    assert sensor["counts"]["chamfer_mm"] == {"finite": 5, "nonfinite": 1, "missing": 0, "of": 6}
+    assert sensor["chamfer_mm"] == pytest.approx(np.mean([r["objects"][0]["chamfer_mm"] for j, r in
+                                                          enumerate(summary["per_frame"]["sensor (raw depth)"])
+                                                          if j != 2]))
+    ours = summary["combos"][0]["counts"]["chamfer_mm"]
+    assert ours["of"] == 6 and ours["finite"] + ours["nonfinite"] + ours["missing"] == 6
+    # the same counts in summary.md, the JSON and summary.csv
+    text = (tmp_path / "out" / "summary.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("| sensor (raw depth) |"))
+    assert f"{sensor['chamfer_mm']:.4f} (5/6)" in line
+    assert json.loads((tmp_path / "s.json").read_text())["combos"][1]["counts"]["chamfer_mm"]["nonfinite"] == 1
+    with open(tmp_path / "out" / "summary.csv") as f:
+        table = {(r["combination"], r["metric"]): r for r in csv.DictReader(f)}
+    got = table["sensor (raw depth)", "chamfer_mm"]
+    assert (got["unit"], got["finite"], got["nonfinite"], got["missing"]) == ("objects", "5", "1", "0")
+    assert float(got["mean"]) == pytest.approx(sensor["chamfer_mm"])
