@@ -2,7 +2,16 @@
 synchronizer (bgprompt_core.sync) and topic defaults of common RGB-D drivers.
 
 `bag eval` (bgprompt_ros) and training from robot recordings (bgprompt_training) read bags through this one
-module, so a bag is cut into frames exactly as the live node would see them.
+module, so a bag is cut into frames exactly as the live node would see them:
+
+    with open_reader(bag) as reader:
+        names = resolve_topics(reader, {"image": None, "camera_info": None, "mask": None})
+        check_types(reader, names)                   # ConfigError before reading: a topic of the wrong type
+        for msgs in synced_sets(reader, names, list(names), stats=ReadStats(), msgtypes=MSGTYPES):
+            msgs["image"] = decompress_image(msgs["image"])   # CompressedImage colour -> Image-like
+            frame = ros_decode.decode_frame(msgs)             # ConversionError: skip this frame
+
+Colour may be sensor_msgs/CompressedImage (jpeg / png); masks and depth are raw Images (MSGTYPES).
 """
 from __future__ import annotations
 
