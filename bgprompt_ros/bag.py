@@ -361,7 +361,7 @@ class _Evaluation:
             objects = {} if f.truth is None or labels is None else truth_objects(labels, f.truth)
             try:
                 res = c.estimator.estimate(f.rgb, f.K, f.mask, f.sensor)
-            except InputError as exc:
+            except (InputError, ValueError) as exc:  # this combination refuses the frame (bad input)
                 c.rows.append({"stamp": stamp, "skipped": str(exc), "objects_missing": len(objects)})
                 continue
             if f.mask is None and f.truth is not None:
@@ -509,14 +509,37 @@ def _notes(summary: dict) -> list[str]:
     return lines
 
 
+def _strict_json(x):
+    """The summary as strict JSON: non-finite floats become null (their counts say how many failed)."""
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _strict_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict_json(v) for v in x]
+    return x
+
+
 def write_bag_outputs(summary: dict, out_dir: str | Path | None, json_path: str | Path | None,
                       worst: list[tuple] = ()) -> None:
-    if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(summary, indent=2))
-    if out_dir is None:
-        return
-    out = Path(out_dir)
+    """The summary JSON (strict: non-finite values are null), and in ``out_dir`` summary.md, summary.csv,
+    per_frame.csv, per_frame.png and worst_frames.png. A disk that refuses them is a BagError naming the place."""
+    for where, write in ((json_path, lambda: _write_json(summary, json_path)),
+                         (out_dir, lambda: _write_report(summary, Path(out_dir), worst))):
+        if where is None:
+            continue
+        try:
+            write()
+        except OSError as exc:  # a full disk, a quota, a read-only directory
+            raise BagError(f"the results could not all be written to {where}: {exc}") from None
+
+
+def _write_json(summary: dict, json_path: str | Path) -> None:
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps(_strict_json(summary), indent=2, allow_nan=False))
+
+
+def _write_report(summary: dict, out: Path, worst: list[tuple]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     keys = [*FRAME_KEYS, *CLOUD_KEYS]
     lines = ["| combination | frames | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
@@ -577,4 +600,5 @@ def write_bag_outputs(summary: dict, out_dir: str | Path | None, json_path: str 
             row = np.concatenate([cv2.resize(t, (160, 160 * t.shape[0] // t.shape[1])) for t in tiles], 1)
             cv2.putText(row, f"si-RMSE {si:.3f} @ {stamp}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
             rows.append(row)
-        cv2.imwrite(str(out / "worst_frames.png"), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+        if not cv2.imwrite(str(out / "worst_frames.png"), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR)):
+            raise OSError(f"OpenCV could not write {out / 'worst_frames.png'}")  # imwrite reports failure by value

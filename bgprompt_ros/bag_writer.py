@@ -50,6 +50,10 @@ class DiskFull(BgpromptError, RuntimeError):
         self.kept = kept
 
 
+class BagWriteError(BgpromptError, RuntimeError):
+    """A bag that cannot be created where it was asked for (permissions, a read-only file system)."""
+
+
 def free_bytes(path: str | os.PathLike) -> int:
     """Bytes an unprivileged writer may still use on the file system holding ``path``."""
     st = os.statvfs(path)
@@ -113,8 +117,8 @@ class BagWriter:
             finally:
                 os.close(fd)
         except OSError as exc:
-            if exc.errno not in _REFUSED:
-                raise
+            if exc.errno not in _REFUSED:  # a read-only or forbidden place: nothing was created
+                raise BagWriteError(f"{self.path}: a bag cannot be created there: {exc.strerror or exc}") from None
             with suppress(Exception):
                 self._writer.abort()
             import shutil

@@ -374,7 +374,7 @@ def test_eval_out_bag_on_a_full_disk_is_closed_readable_and_the_evaluation_goes_
         proc = subprocess.run([BGPROMPT, "bag", "eval", str(tmp_path / "in"), "--model", str(tiny_model_dir),
                                "--prompt", "none", "--no-baseline", "--cloud-mode", "organized", "--out-bag",
                                str(disk / "pred"), "--json", str(tmp_path / "s.json")], capture_output=True,
-                              text=True, timeout=600, preexec_fn=preexec)
+                              text=True, timeout=600, preexec_fn=preexec, env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert "--out-bag stopped" in proc.stderr and "is readable" in proc.stderr, proc.stderr
         summary = json.loads((tmp_path / "s.json").read_text())
@@ -464,9 +464,30 @@ def test_bag_eval_counts_what_failed_and_scores_the_raw_sensor_the_same_way(rend
     text = (tmp_path / "out" / "summary.md").read_text()
     line = next(ln for ln in text.splitlines() if ln.startswith("| sensor (raw depth) |"))
     assert f"{sensor['chamfer_mm']:.4f} (5/6)" in line
-    assert json.loads((tmp_path / "s.json").read_text())["combos"][1]["counts"]["chamfer_mm"]["nonfinite"] == 1
+    saved = json.loads((tmp_path / "s.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert saved["combos"][1]["counts"]["chamfer_mm"]["nonfinite"] == 1
+    assert saved["per_frame"]["sensor (raw depth)"][2]["objects"][0]["chamfer_mm"] is None  # strict JSON: null
     with open(tmp_path / "out" / "summary.csv") as f:
         table = {(r["combination"], r["metric"]): r for r in csv.DictReader(f)}
     got = table["sensor (raw depth)", "chamfer_mm"]
     assert (got["unit"], got["finite"], got["nonfinite"], got["missing"]) == ("objects", "5", "1", "0")
     assert float(got["mean"]) == pytest.approx(sensor["chamfer_mm"])
+
+
+def test_eval_results_that_do_not_fit_on_the_disk_are_an_error_line(renders, tmp_path, tiny_model_dir):
+    """summary.md, the CSVs and the figures on a disk that refuses them: an error line naming the directory."""
+    make_bag(renders, tmp_path / "in", sensor="none")
+    with full_disk("fsize", tmp_path, 24 << 10) as (disk, preexec):  # files over 24 kB are refused (the figures)
+        proc = subprocess.run([BGPROMPT, "bag", "eval", str(tmp_path / "in"), "--model", str(tiny_model_dir),
+                               "--prompt", "none", "--no-baseline", "--out", str(disk / "out")], capture_output=True,
+                              text=True, timeout=600, preexec_fn=preexec, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"the results could not all be written to {disk / 'out'}" in proc.stderr, proc.stderr
+    assert "File too large" in proc.stderr and (disk / "out" / "summary.md").is_file()
+
+
+def test_bag_make_where_no_bag_can_be_created_is_an_error_line(renders):
+    proc = subprocess.run([BGPROMPT, "bag", "make", "--data", str(renders), "--out", "/sys/bgprompt-bag"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "/sys/bgprompt-bag: a bag cannot be created there" in proc.stderr
