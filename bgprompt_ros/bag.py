@@ -173,8 +173,9 @@ def object_cloud_metrics(clouds: dict[int, np.ndarray], truth: np.ndarray, objec
         pts = np.asarray(clouds.get(oid, np.zeros((0, 3))), np.float64).reshape(-1, 3)
         grid = backproject_np(np.where(obj, truth, np.nan).astype(np.float32), K)[obj]
         e = cm.cloud_errors(pts, cm.surface_samples(truth, obj, K))
-        out.append({"id": oid, "points": e["points"], "chamfer_mm": e["chamfer_mm"], "accuracy_10mm": e["accuracy_10mm"],
-                    "completeness_10mm": e["completeness_10mm"], "centroid_mm": cm.centroid_error_mm(pts, grid)})
+        out.append({"id": oid, "points": e["points"], "chamfer_mm": e["chamfer_mm"],
+                    "accuracy_10mm": e["accuracy_10mm"], "completeness_10mm": e["completeness_10mm"],
+                    "centroid_mm": cm.centroid_error_mm(pts, grid)})
     return out
 
 

@@ -226,7 +226,8 @@ def test_play_skips_a_corrupt_message_says_so_and_publishes_the_rest(tmp_path):
 
     raws = [_string_cdr(f"m{i}") for i in range(5)]
     raws[2] = raws[2][:9]  # its length field says 3 bytes, 1 follows: the CDR cannot be deserialized
-    bag = _write_bag(tmp_path / "b", [("/h26_chatter", "std_msgs/msg/String", 10 + i, raw) for i, raw in enumerate(raws)])
+    bag = _write_bag(tmp_path / "b", [("/h26_chatter", "std_msgs/msg/String", 10 + i, raw)
+                                      for i, raw in enumerate(raws)])
     rclpy.init()
     node = rclpy.create_node("bgprompt_corrupt_probe")
     got = []

@@ -149,7 +149,8 @@ def test_bag_eval_reports_object_clouds_in_millimetres_against_the_ground_truth(
     assert checked >= 6
     fused = summary["combos"][0]
     finite = [o["chamfer_mm"] for r in rows for o in r["objects"] if np.isfinite(o["chamfer_mm"])]
-    assert fused["chamfer_mm"] == pytest.approx(np.mean(finite)) and fused["counts"]["chamfer_mm"]["finite"] == len(finite)
+    assert fused["chamfer_mm"] == pytest.approx(np.mean(finite))
+    assert fused["counts"]["chamfer_mm"]["finite"] == len(finite)
     sensor = summary["combos"][1]
     assert sensor["name"] == "sensor (raw depth)" and sensor["counts"]["chamfer_mm"]["of"] == \
         fused["counts"]["chamfer_mm"]["of"]
@@ -181,7 +182,8 @@ def test_truth_surface_samples_lie_on_a_sphere_and_cover_it_twice_as_finely_as_t
     z, d = cast(fine_u, fine_v)
     p = d * z[..., None]
     facing = ((p - c) / r * -p / np.linalg.norm(p, axis=-1, keepdims=True)).sum(-1) > np.cos(np.radians(20))
-    inner = facing & cv2_erode(mask, 2)[np.round(fine_v).astype(int).clip(0, 47), np.round(fine_u).astype(int).clip(0, 63)]
+    pixel_of = (np.round(fine_v).astype(int).clip(0, 47), np.round(fine_u).astype(int).clip(0, 63))
+    inner = facing & cv2_erode(mask, 2)[pixel_of]
     from scipy.spatial import cKDTree
 
     gap = cKDTree(uv).query(np.stack([fine_u[inner], fine_v[inner]], 1))[0]
