@@ -547,9 +547,11 @@ def _write_report(summary: dict, out: Path, worst: list[tuple]) -> None:
     for c in summary["combos"]:
         frames = f"{c['frames']}" + (f" (+{c['skipped']} skipped)" if c.get("skipped") else "")
         lines.append(f"| {c['name']} | {frames} | " + " | ".join(_cell(c, k) for k in keys) + " |")
+    sensor_note = (f"`{SENSOR}`: the bag's RGB-D depth itself, scored the same way against the ground truth."
+                   if SENSOR in summary["per_frame"] else
+                   "No ground truth in this bag: the sensor's depth is the reference, so it has no row of its own.")
     lines += ["", "Means over finite values; (n/N): n of N frames (objects, for the cloud columns: "
-              f"{', '.join(CLOUD_KEYS)}) had one, the others failed or are missing (table below). "
-              f"`{SENSOR}`: the bag's RGB-D depth itself, scored the same way against the ground truth."]
+              f"{', '.join(CLOUD_KEYS)}) had one, the others failed or are missing (table below). " + sensor_note]
     failures = [(c["name"], k, n) for c in summary["combos"] for k, n in c.get("counts", {}).items()
                 if n["nonfinite"] or 0 < n["missing"] < n["of"]]
     if failures:

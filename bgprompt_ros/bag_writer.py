@@ -132,7 +132,14 @@ class BagWriter:
 
     def add_connection(self, topic: str, msgtype: str, **kwargs):
         conn = self._writer.add_connection(topic, msgtype, **kwargs)
-        self._commit()  # sqlite3: the topic and its definition survive a rollback of later messages
+        try:
+            self._commit()  # sqlite3: the topic and its definition survive a rollback of later messages
+        except sqlite3.OperationalError as exc:
+            if not _refused(exc):
+                raise
+            self.full = f"the file system refused a write ({_describe(exc)})"
+            self._salvage()
+            raise DiskFull(self._stopped(), self.kept) from None
         return conn
 
     def write(self, connection, timestamp: int, data) -> None:
