@@ -86,8 +86,10 @@ def check_types(reader, names: dict[str, str], msgtypes: dict[str, tuple[str, ..
         wanted = msgtypes[key]
         if not any(c.msgtype in wanted for c in conns):
             has = sorted({c.msgtype for c in conns})
-            hint = (" (compressedDepth / compressed depth is not decoded: republish it raw, e.g. `ros2 run "
-                    "image_transport republish compressedDepth raw`, and record that)") if COMPRESSED in has else ""
+            hint = "" if COMPRESSED not in has else (
+                f" (a compressed {key} is not decoded: jpeg would corrupt labels and depth, and compressedDepth is "
+                f"not supported; republish it raw, e.g. `ros2 run image_transport republish compressed"
+                f"{'Depth' if key in ('depth', 'truth') else ''} raw`, and record that)")
             raise ConfigError(f"{key} topic {topic} carries {', '.join(has)}; {key} is read from "
                               f"{' or '.join(wanted)}{hint}")
         for c in conns:
