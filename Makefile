@@ -9,7 +9,7 @@ NETNS  := tools/loopback-run
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv test demo bench results prompts mini graphs grasp clean help
+.PHONY: venv wheelhouse test demo bench results prompts mini graphs grasp clean help
 
 help:
 	@echo "make demo   - run the main job on the embedded default, outputs in demo/"
@@ -29,7 +29,12 @@ $(STAMP): setup.py setup.cfg $(wildcard requirements/*.txt)
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# wheels for the install tests (fresh venvs without torch, an apt-like ROS prefix), downloaded once into
+# .cache/wheelhouse outside the tests' network namespace
+wheelhouse: $(STAMP)
+	$(PY) test/install_envs.py
+
+test: $(STAMP) wheelhouse
 	$(NETNS) $(PY) -m pytest -q
 
 demo: $(STAMP)
@@ -79,7 +84,7 @@ grasp: $(STAMP)
 	test -f $(DATA)/tabletop_test/manifest.json || $(VENV)/bin/bgprompt render tabletop --out $(DATA)/tabletop_test --count 150 --size 320 --seed 500 --families primitive superquadric lathe
 	$(VENV)/bin/bgprompt eval-grasp --data $(DATA)/tabletop_test --prompt none 1bg pnet tabletop --out docs/grasp --figures 3
 
-bench: $(STAMP)
+bench: $(STAMP) wheelhouse
 	$(NETNS) $(PY) test/bench/bench.py
 
 clean:

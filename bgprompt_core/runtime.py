@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -245,6 +246,7 @@ def build_runtime(cfg):
     """(backend, spec, model) for an EstimatorConfig; ``model`` (torch) is None when a graph backend runs an
     exported graph (given as ``onnx``, or shipped for the model and prompt): that route imports neither torch
     nor transformers."""
+    requested = cfg.backend
     if cfg.backend == "auto":
         cfg = dataclasses.replace(cfg, backend=resolve_backend("auto"))
         log.info("backend auto -> %s", cfg.backend)
@@ -255,14 +257,18 @@ def build_runtime(cfg):
         backend, spec = graph_runtime(cfg, graph)
         return backend, spec, None
     if not _installed("torch"):
+        if requested == "auto" and cfg.backend == "torch":  # onnxruntime is missing too
+            raise ModelLoadError(f"neither onnxruntime nor torch can be imported by {sys.executable}: install the "
+                                 f"robot extra (pip install '.[robot]'), or on apt ROS activate the venv that holds "
+                                 f"onnxruntime before ros2 run / launch (docs/DEPLOYMENT.md)")
         if cfg.backend == "torch":
             raise ModelLoadError("backend torch needs torch (pip install '.[core]'); without it, run an exported "
                                  "graph: install onnxruntime (pip install '.[robot]') and use backend auto")
+        shipped = sorted((m, p) for m, g in SHIPPED_GRAPHS.items() for p in g)
         raise ModelLoadError(f"no exported graph for model {cfg.model!r} with prompt {cfg.prompt!r} at {cfg.precision} "
-                             f"(graphs ship for {sorted((m, p) for m, g in SHIPPED_GRAPHS.items() for p in g)} at fp32), "
-                             f"and torch is not installed to load and export it: export it where torch runs (`bgprompt "
-                             f"export --model {cfg.model} --prompt {cfg.prompt} --precision {cfg.precision} --out "
-                             f"graph.onnx`) and set onnx to that file")
+                             f"(graphs ship for {shipped} at fp32), and torch is not installed to load and export "
+                             f"it: export it where torch runs (`bgprompt export --model {cfg.model} --prompt "
+                             f"{cfg.prompt} --precision {cfg.precision} --out graph.onnx`) and set onnx to that file")
     model = build_model(cfg)
     spec = model.net.spec
     size = spec.input_size[0]

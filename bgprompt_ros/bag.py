@@ -215,7 +215,7 @@ def _input_topics(reader, topics: dict | None, segment: bool) -> tuple[dict[str,
 class _OutBag:
     """The node's outputs for each frame of the first combination, written to an mcap bag."""
 
-    TOPICS = (("depth", "/object_depth", "sensor_msgs/msg/Image"),
+    TOPICS = (("depth", "/object_depth/image", "sensor_msgs/msg/Image"),
               ("info", "/object_depth/camera_info", "sensor_msgs/msg/CameraInfo"),
               ("cloud", "/object_points", "sensor_msgs/msg/PointCloud2"))
 

@@ -144,7 +144,8 @@ def _register_eval(bs) -> None:
                    help="--out-bag clouds: dense object points (the node's default) or organized HxW")
     p.add_argument("--out", help="directory for summary.md, per_frame.csv, per_frame.png, worst_frames.png")
     p.add_argument("--json", help="summary JSON")
-    p.add_argument("--out-bag", help="write the node's outputs (object_depth, camera_info, object_points) here")
+    p.add_argument("--out-bag", help="write the node's outputs (object_depth/image, object_depth/camera_info, "
+                                     "object_points) here")
     p.set_defaults(func=_eval)
 
 

@@ -164,3 +164,6 @@ def test_without_torch_a_model_with_no_graph_names_the_export_step(monkeypatch):
         build_runtime(EstimatorConfig(model="mini", prompt="pnet", backend="auto"))
     with pytest.raises(ModelLoadError, match=r"backend torch needs torch"):
         build_runtime(EstimatorConfig(model="mini", backend="torch"))
+    monkeypatch.setattr(runtime, "_installed", lambda pkg: False)  # e.g. apt's python3 without the venv
+    with pytest.raises(ModelLoadError, match=r"neither onnxruntime nor torch can be imported by .*activate the venv"):
+        build_runtime(EstimatorConfig(model="mini", backend="auto"))
