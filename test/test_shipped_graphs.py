@@ -167,3 +167,15 @@ def test_without_torch_a_model_with_no_graph_names_the_export_step(monkeypatch):
     monkeypatch.setattr(runtime, "_installed", lambda pkg: False)  # e.g. apt's python3 without the venv
     with pytest.raises(ModelLoadError, match=r"neither onnxruntime nor torch can be imported by .*activate the venv"):
         build_runtime(EstimatorConfig(model="mini", backend="auto"))
+
+
+def test_the_node_defaults_run_the_shipped_graph():
+    """The node's and `bag eval`'s parameters, untouched, give the torch-free route."""
+    from bgprompt_ros.params import PARAMETERS, estimator_config_from_params, read_params_file
+
+    cfg = estimator_config_from_params({})
+    assert PARAMETERS["backend"][0] == "auto" and runtime.shipped_graph(cfg) == SHIPPED_GRAPHS["mini"]["1bg"]
+    from_yaml = estimator_config_from_params(read_params_file(runtime.PACKAGE_ROOT.parent / "config" /
+                                                              "object_depth.yaml"))
+    backend, _, model = build_runtime(from_yaml)
+    assert isinstance(backend, OnnxRuntimeBackend) and backend.path == SHIPPED_GRAPHS["mini"]["1bg"] and model is None
