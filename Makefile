@@ -30,9 +30,10 @@ $(STAMP): setup.py setup.cfg $(wildcard requirements/*.txt)
 venv: $(STAMP)
 
 # wheels for the install tests (fresh venvs without torch, an apt-like ROS prefix), downloaded once into
-# .cache/wheelhouse outside the tests' network namespace
+# ~/.cache/bgprompt/wheelhouse outside the tests' network namespace (~3 min the first time on a machine, then a
+# no-op). Offline, the rest of the suite still runs; the install tests then fail naming this step.
 wheelhouse: $(STAMP)
-	$(PY) test/install_envs.py
+	-$(PY) test/install_envs.py
 
 test: $(STAMP) wheelhouse
 	$(NETNS) $(PY) -m pytest -q

@@ -52,17 +52,11 @@ class StaleGraphError(ModelLoadError):
     """A shipped graph that does not match the shipped weights (or is missing, truncated, an LFS pointer)."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_shipped_graph(graph: Path) -> None:
     """Raise StaleGraphError unless ``graph`` and every file its digest file names (the network's weights and
     config, the prompt) have the recorded SHA-256."""
+    from .tensorrt_backend import file_sha256  # stdlib + numpy: no tensorrt imported
+
     digests = graph.with_name(graph.name + ".sha256")
     if not digests.is_file():
         raise StaleGraphError(f"{digests} is missing: regenerate the shipped graphs with `make graphs`")
@@ -71,7 +65,7 @@ def check_shipped_graph(graph: Path) -> None:
             continue
         want, rel = line.split(maxsplit=1)
         path = PACKAGE_ROOT / rel.lstrip("*")
-        got = _sha256(path) if path.is_file() else "missing"
+        got = file_sha256(path) if path.is_file() else "missing"
         if got != want:
             raise StaleGraphError(f"the shipped graph {graph.name} is stale: {rel} is {got[:12]}, the graph was "
                                   f"exported from {want[:12]}; regenerate it with `make graphs` (needs torch), or "

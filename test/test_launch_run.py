@@ -3,7 +3,6 @@ with the launch arguments in force: namespace, output and input remaps, use_sim_
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,18 +14,11 @@ rclpy = pytest.importorskip("rclpy")
 from rcl_interfaces.srv import GetParameters  # noqa: E402
 
 from bgprompt_ros.readiness import NotReady, wait_for_nodes  # noqa: E402
-from test_package import PROFILE_VARS, _fake_package, _launch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from test_package import PROFILE_VARS, _launch, ament_prefix  # noqa: E402,F401 (a fixture)
 
 
-def test_the_launched_command_line_runs_the_node_as_the_arguments_say(tmp_path, monkeypatch):
-    prefix = tmp_path / "install"
-    _fake_package(prefix, "bgprompt_ros", {"object_depth_node": Path(sys.executable).parent / "object_depth_node"},
-                  {"launch": ROOT / "launch", "config": ROOT / "config"})
-    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
-    for var in PROFILE_VARS:
-        monkeypatch.delenv(var, raising=False)
+def test_the_launched_command_line_runs_the_node_as_the_arguments_say(ament_prefix, tmp_path):
+    prefix = ament_prefix
     (node,) = _launch(prefix, "object_depth.launch.py", namespace="robot1", use_sim_time="true",
                       image="/cam/color/image_raw", depth="/objects/depth/image",
                       depth_camera_info="/objects/depth/camera_info")

@@ -310,3 +310,12 @@ def test_the_stand_in_refuses_what_launch_ros_refuses(ament_prefix):
         from launch import LaunchContext
 
         _node(Node(package="nope", executable="x", name="n"), LaunchContext())
+    # launch_ros' parameter typing: plain lists stay arrays, substitutions become one YAML-read string
+    from launch.substitutions import LaunchConfiguration
+    from launch_standin.run import _param_value
+
+    context = LaunchContext()
+    context.launch_configurations.update(n="object_depth", t="true")
+    assert _param_value(["object_depth"], context) == ["object_depth"]
+    assert _param_value([LaunchConfiguration("n")], context) == "object_depth"
+    assert _param_value(LaunchConfiguration("t"), context) is True and _param_value(0.0, context) == 0.0

@@ -40,9 +40,21 @@ def _executable(package: str, executable: str) -> str:
     raise LookupError(f"package '{package}' not found")  # PackageNotFoundError
 
 
-def _node(node, context) -> NodeCommand:
+def _param_value(value, context):
+    """launch_ros' rule (normalize_parameters): a substitution, or a list holding substitutions (and text), is one
+    string read as YAML; a list of plain values stays a list (a string array for str items)."""
     import yaml
     from launch.substitutions import Substitution, perform
+
+    if isinstance(value, Substitution) or (isinstance(value, (list, tuple)) and any(
+            isinstance(v, Substitution) for v in value) and all(isinstance(v, (str, Substitution)) for v in value)):
+        return yaml.safe_load(perform(value, context))
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _node(node, context) -> NodeCommand:
+    import yaml
+    from launch.substitutions import perform
 
     cmd = [_executable(perform(node.package, context), perform(node.executable, context))]
     cmd += [perform(a, context) for a in node.arguments]
@@ -56,8 +68,7 @@ def _node(node, context) -> NodeCommand:
     cmd += ["-r", f"__node:={name}"] + (["-r", f"__ns:={ns}"] if ns else [])
     for params in node.parameters:
         if isinstance(params, dict):
-            values = {perform(k, context): yaml.safe_load(perform(v, context)) if isinstance(v, (Substitution, list))
-                      else v for k, v in params.items()}
+            values = {perform(k, context): _param_value(v, context) for k, v in params.items()}
             with tempfile.NamedTemporaryFile("w", prefix="launch_params_", suffix=".yaml", delete=False) as f:
                 yaml.dump({"/**": {"ros__parameters": values}}, f, default_flow_style=False)
             out.params.update(values)
