@@ -252,7 +252,7 @@ def bench_distributed(report: list[str], steps: int = 40) -> None:
 
 
 def bench_node(report: list[str], frames: int = 40) -> None:
-    """Node end-to-end (image published -> cloud received, 640x480, one object, `mini` on the torch backend) against
+    """Node end-to-end (image published -> cloud received, 640x480, one object, `mini`, default backend) against
     its floor measured in the same run: a bare rclpy relay with the same inputs and output sizes (bench_relay.py)
     plus the network's standalone forward time. Goal: node p50 <= 1.25 x (relay p50 + forward), both cloud modes."""
     if not _have_rclpy(report, "node latency"):
