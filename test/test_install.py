@@ -92,6 +92,7 @@ def one_frame_through(cmd: list[str], env: dict, log: Path, timeout: float = 180
         return {"stamp": stamp, "got": got, "published": graph}
     finally:
         node.destroy_node()
+        rclpy.try_shutdown()  # later tests init their own context
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=30)
