@@ -25,7 +25,8 @@ def test_the_launched_command_line_runs_the_node_as_the_arguments_say(ament_pref
     log = tmp_path / "node.log"
     proc = subprocess.Popen(node.cmd, env={**os.environ, **node.env, "ROS_LOG_DIR": str(tmp_path / "ros")},
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    rclpy.init()
+    if not rclpy.ok():
+        rclpy.init()
     client = rclpy.create_node("bgprompt_launch_client")
     try:
         try:
