@@ -240,7 +240,7 @@ class _OutBag:
     """The node's outputs for each frame of the first combination, written to an mcap bag. A full disk closes it
     (readable, with the frames before) and stops it; the evaluation goes on and ``stopped`` says why."""
 
-    TOPICS = (("depth", "/object_depth", "sensor_msgs/msg/Image"),
+    TOPICS = (("depth", "/object_depth/image", "sensor_msgs/msg/Image"),
               ("info", "/object_depth/camera_info", "sensor_msgs/msg/CameraInfo"),
               ("cloud", "/object_points", "sensor_msgs/msg/PointCloud2"))
 

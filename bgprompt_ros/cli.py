@@ -158,8 +158,9 @@ def _register_eval(bs) -> None:
     p.add_argument("--out", help="directory for summary.md, summary.csv, per_frame.csv, per_frame.png, "
                                  "worst_frames.png")
     p.add_argument("--json", help="summary JSON")
-    p.add_argument("--out-bag", help="write the node's outputs (object_depth, camera_info, object_points) here; "
-                                     "a full disk closes it with the frames before (exit 2 after the evaluation)")
+    p.add_argument("--out-bag", help="write the node's outputs (object_depth/image, object_depth/camera_info, "
+                                     "object_points) here; a full disk closes it with the frames before (exit 2 "
+                                     "after the evaluation)")
     p.set_defaults(func=_eval)
 
 

@@ -14,8 +14,9 @@ TYPES = {str: "PARAMETER_STRING", int: "PARAMETER_INTEGER", float: "PARAMETER_DO
 PARAMETERS: dict[str, tuple] = {
     "model": ("mini", "depth network: registry name, hub id or local directory", None, True),
     "prompt": ("1bg", PROMPT_HELP, None, True),
-    "backend": ("torch", "inference backend; auto: tensorrt with a GPU and tensorrt installed, else onnxruntime, "
-                         "else torch", ("auto", "torch", "onnxruntime", "tensorrt"), True),
+    "backend": ("auto", "inference backend; auto: tensorrt with a GPU, tensorrt and cuda-python, else onnxruntime "
+                        "(on the shipped or given graph: no torch), else torch",
+                ("auto", "torch", "onnxruntime", "tensorrt"), True),
     "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", None, True),
     "precision": ("fp32", "network precision", ("fp32", "fp16"), True),
     "engine_cache_dir": ("~/.cache/bgprompt", "where exported ONNX graphs and TensorRT engines are cached", None, True),

@@ -87,9 +87,9 @@ def test_bag_eval_metrics_match_an_independent_computation(renders, tmp_path, ti
                        out_bag=tmp_path / "pred", progress=False)
     assert summary["frames"] == 6 and summary["error"] is None
     inp, pred = read_bag(tmp_path / "in"), read_bag(tmp_path / "pred")
-    assert [t for t, _ in pred["/object_depth"]] == [t for t, _ in inp[TOPICS["image"]]]
+    assert [t for t, _ in pred["/object_depth/image"]] == [t for t, _ in inp[TOPICS["image"]]]
     for i, row in enumerate(summary["per_frame"]["tiny"]):
-        p = arr(pred["/object_depth"][i][1])
+        p = arr(pred["/object_depth/image"][i][1])
         ref = conversions.to_sensor_depth("32FC1", arr(inp[TOPICS["truth"]][i][1]))  # the reference is the ground truth
         obj = arr(inp[TOPICS["mask"]][i][1]) > 0
         ok = obj & np.isfinite(ref) & np.isfinite(p)

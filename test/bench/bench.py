@@ -3,7 +3,8 @@
 Timing goals live here, not in tests: render rates (GL >= 30 objects/s at 256 px, numpy >= 8/s at 128 px),
 estimator overhead beside the network (<= 10% of `mini`'s network time at 640x480), onnxruntime vs torch for
 `mini`, point-cloud building (<= 3x a memcpy of the same bytes; >= 10x a per-point construction), the node's
-start-up and memory on an exported graph vs torch (RSS <= 1/3), the node's end-to-end latency against its floor
+start-up and memory on an exported graph vs torch (RSS <= 1/3), the same for a fresh torch-free venv
+(`pip install ".[robot,ros]"`) on the shipped graph, the node's end-to-end latency against its floor
 (<= 1.25 x (a bare rclpy relay's p50 + the network's forward), both cloud modes) and a 2000-frame soak.
 """
 from __future__ import annotations
@@ -179,6 +180,36 @@ def bench_startup(report: list[str]) -> None:
                   f"(goal <= 0.33: {'met' if ratio <= 1 / 3 else 'NOT met'}); start-up {t['configured_s'] / o['configured_s']:.1f}x faster")
 
 
+def bench_robot_venv(report: list[str]) -> None:
+    """The torch-free robot install, built as users build it (test/install_envs.robot_venv: a fresh venv,
+    `pip install ".[robot,ros]"`, no torch / transformers / scipy), runs the node with default parameters (the
+    shipped graph on onnxruntime): start-up (process start -> configured + one 640x480 frame) and peak RSS,
+    against this venv's node on backend torch in the same run."""
+    if not _have_rclpy(report, "robot venv start-up"):
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from install_envs import clean_env, robot_venv
+
+    script = Path(__file__).with_name("bench_startup.py")
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        python = robot_venv(Path(tmp) / "venv")
+        for label, py, backend, env in (
+                ("robot", python, "auto", clean_env(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", HOME=tmp)),
+                ("torch", sys.executable, "torch", {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})):
+            out = subprocess.run([str(py), str(script), backend], env=env, capture_output=True, text=True, timeout=600)
+            if out.returncode != 0:
+                report.append(f"robot venv start-up ({label}): failed ({out.stderr.strip().splitlines()[-1:]})")
+                return
+            runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
+    r, t = runs["robot"], runs["torch"]
+    report.append(f"torch-free robot venv (pip install .[robot,ros], shipped mini-1bg graph): start-up to configured "
+                  f"+ one 640x480 frame {r['configured_s']:.1f} s, RSS peak {r['VmHWM']:.0f} MiB (torch imported: "
+                  f"{r['torch']}); the dev venv on torch {t['configured_s']:.1f} s, {t['VmHWM']:.0f} MiB: "
+                  f"{t['configured_s'] / r['configured_s']:.1f}x faster start, RSS {r['VmHWM'] / t['VmHWM']:.2f} of "
+                  f"torch's (goal <= 0.33: {'met' if r['VmHWM'] <= t['VmHWM'] / 3 else 'NOT met'})")
+
+
 def bench_distributed(report: list[str], steps: int = 40) -> None:
     """Prompt training step time: plain vs under torchrun at world size 1 (the wrapper's overhead, goal <= 5%)
     and on 2 processes (scaling on this 2-core machine). `mini` at 128 px, global batch 8, gloo on loopback."""
@@ -221,7 +252,7 @@ def bench_distributed(report: list[str], steps: int = 40) -> None:
 
 
 def bench_node(report: list[str], frames: int = 40) -> None:
-    """Node end-to-end (image published -> cloud received, 640x480, one object, `mini` on the torch backend) against
+    """Node end-to-end (image published -> cloud received, 640x480, one object, `mini`, default backend) against
     its floor measured in the same run: a bare rclpy relay with the same inputs and output sizes (bench_relay.py)
     plus the network's standalone forward time. Goal: node p50 <= 1.25 x (relay p50 + forward), both cloud modes."""
     if not _have_rclpy(report, "node latency"):
@@ -261,7 +292,8 @@ def bench_soak(report: list[str], frames: int = 2000) -> None:
 
 def main() -> int:
     report: list[str] = []
-    for fn in (bench_render, bench_estimator, bench_cloud, bench_startup, bench_distributed, bench_node, bench_soak):
+    for fn in (bench_render, bench_estimator, bench_cloud, bench_startup, bench_robot_venv, bench_distributed,
+               bench_node, bench_soak):
         fn(report)
         print(report[-1] if report else "", flush=True)
     print("\n== bench summary (one run, this machine) ==")
