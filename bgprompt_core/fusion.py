@@ -122,6 +122,27 @@ class FusionConfig:
 
 
 FUSION_FIELDS = tuple(f.name for f in fields(FusionConfig))
+FUSION_HELP = {  # one line per field, for the node's parameter descriptions
+    "ring": "px, width of the ring around each object where the support plane is sought",
+    "plane_tol": "m, RANSAC inlier distance to the support plane",
+    "plane_iterations": "RANSAC iterations of the support plane",
+    "min_plane_inliers": "fewer ring points on the plane: no support plane",
+    "see_through_tol": "m (+3 sensor sigmas): readings this close to the support plane or beyond were seen through",
+    "min_object_fraction": "share of an object's pixels with reliable readings below which the scale comes from "
+                           "its contact with the support plane",
+    "consistency": "m (+3 sensor sigmas): readings farther from the aligned prediction are disputed",
+    "contact_quantile": "quantile of the silhouette's plane/prediction ratios used as the support-contact scale",
+    "residual_sigma": "px, spread of the sensor-minus-prediction correction into filled pixels",
+    "noise_floor": "m, the sensor's RMS error at any depth (sigma = floor + linear z + quadratic z^2)",
+    "noise_linear": "the sensor's RMS error per metre of depth (time of flight: ~0.001)",
+    "noise_quadratic": "1/m, the sensor's stereo RMS error term subpixel / (focal_px * baseline) (D435: 0.0037)",
+    "edge_jump": "relative depth step that makes a sensor pixel a depth edge (flying pixels)",
+    "min_agreement": "share of an object's readings the aligned prediction must agree with, else sensor-only",
+    "max_residual": "m (+3 sensor sigmas): a larger robust residual spread around the prediction: sensor-only",
+    "hole_fill": "hybrid (small interior holes from the sensor's neighbourhood, the rest from the prediction) or "
+                 "prediction (every hole from the prediction)",
+    "max_interior_hole": "share of an object's pixels: the largest hole hybrid fill interpolates from the sensor",
+}
 
 
 @dataclass(frozen=True)
@@ -421,3 +442,18 @@ def fuse_frame(pred: np.ndarray, labels: np.ndarray, ids: list[int], sensor: np.
         depth[roi][ok] = d[ok]
         source[roi][ok] = src[ok]
     return depth, source, reports, warnings
+
+
+PARAM_PREFIX = "fusion_"
+
+
+def fusion_config_from_params(params: dict) -> FusionConfig:
+    """A FusionConfig from ROS-style parameters ``fusion_<field>`` (the node's, a params file's); fields not
+    given keep their defaults; other keys are ignored."""
+    kw = {name: params[PARAM_PREFIX + name] for name in FUSION_FIELDS if PARAM_PREFIX + name in params}
+    return FusionConfig(**kw)
+
+
+def fusion_params(cfg: FusionConfig) -> dict:
+    """The ROS-style parameters of a FusionConfig (inverse of ``fusion_config_from_params``)."""
+    return {PARAM_PREFIX + name: getattr(cfg, name) for name in FUSION_FIELDS}

@@ -150,7 +150,7 @@ PRESETS = {
                         "dark 40-90% lost)")),
     "tof-like": SensorPreset(
         "tof-like", kind="tof", subpixel=0.0, noise_floor=0.0015, noise_linear=0.001, systematic=0.003,
-        min_range=0.25, max_range=3.86, edge_band=1, flying=0.9, multipath=0.5, multipath_max=0.02,
+        min_range=0.25, max_range=3.86, edge_band=1, flying=0.9, multipath=2.0, multipath_max=0.02,
         specular_holes=0.6, specular_loss=(0.05, 0.2), reflections=(0.05, 0.12), reflection_depth=(0.01, 0.08),
         dark_loss=(0.2, 0.5), dark_ragged=0.8, dark_noise_gain=3.0, transparent_behind=0.6,
         transparent_surface=0.05, transparent_mixed=0.3,
@@ -265,13 +265,16 @@ def ragged_holes(obj: np.ndarray, fraction: float, p: SensorPreset, rng: np.rand
     return out
 
 
+MULTIPATH_SIGMA, MULTIPATH_RANGE = 8.0, 0.03  # px, m: the bilateral mean a pixel's concavity is taken against
+
+
 def multipath_bias(z: np.ndarray, p: SensorPreset) -> np.ndarray:
     """ToF multipath: concave regions read too far by ``multipath * (z - local mean)`` (edge-preserving mean:
     a bilateral filter, so occlusion edges are not concave), capped at ``multipath_max``."""
     if p.multipath <= 0:
         return np.zeros_like(z)
     zf = np.where(z > 0, z, 0).astype(np.float32)
-    mean = cv2.bilateralFilter(zf, 11, 0.05, 5.0)
+    mean = cv2.bilateralFilter(zf, -1, MULTIPATH_RANGE, MULTIPATH_SIGMA)
     return np.where(z > 0, np.clip(p.multipath * (zf - mean), 0, p.multipath_max), 0.0)
 
 
@@ -317,8 +320,9 @@ def simulate(depth: np.ndarray, K: np.ndarray, p: SensorPreset | None, rng: np.r
     if p.multipath > 0:
         seen = seen + multipath_bias(seen, p)
     out = seen.copy()
-    if p.kind == "active-stereo":
-        out[stereo_shadow(seen, K, p.baseline)] = 0.0
+    if p.kind == "active-stereo":  # glass occludes nothing: the second imager sees through it too
+        opaque = np.where(glass & (seen > 0), behind, seen) if glass.any() else seen
+        out[stereo_shadow(opaque, K, p.baseline)] = 0.0
     edge = depth_edges(seen, p.edge_jump)
     if p.edge_band > 1:
         edge = cv2.dilate(edge.view(np.uint8), np.ones((2 * p.edge_band - 1,) * 2, np.uint8)).astype(bool)
