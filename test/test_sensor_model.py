@@ -199,11 +199,11 @@ def test_tof_multipath_reads_concave_regions_too_far_and_flat_ones_right():
     p = dataclasses.replace(T_, systematic=0.0, quantum=1e-6, noise_floor=0.0, noise_linear=0.0, edge_jump=100.0)
     out = sm.simulate(bowl, K, p, np.random.default_rng(25)).astype(np.float64)
     bias = out - bowl
-    assert bias[(r2 < 0.2)].mean() > 0.002 and (bias >= -1e-9).all() and (bias <= p.multipath_max + 1e-9).all()
-    assert np.abs(bias[(r2 > 2)]).max() < 1e-6  # the flat surround reads right
+    assert bias[(r2 < 0.2)].mean() > 0.002 and (bias >= -1e-6).all() and (bias <= p.multipath_max + 1e-6).all()
+    assert np.abs(bias[(r2 > 2)]).max() < 2e-6  # the flat surround reads right
     mean = cv2.bilateralFilter(bowl.astype(np.float32), -1, sm.MULTIPATH_RANGE, sm.MULTIPATH_SIGMA)
     expected = np.clip(p.multipath * (bowl - mean), 0, p.multipath_max)
-    assert np.allclose(bias, expected, atol=1e-6)  # the closed form of the model
+    assert np.allclose(bias, expected, atol=2e-6)  # the closed form of the model
 
 
 def test_tof_flying_pixels_and_dark_surfaces():
