@@ -21,22 +21,25 @@ def _consensus(p: np.ndarray, s: np.ndarray, mode: str, tol: np.ndarray, rng: np
     agree with to within ``tol``; returns that inlier mask. A reflection or a blob of wrong readings, even a large
     minority, cannot pull a consensus the way it pulls a mean or a median ratio."""
     n = len(p)
-    best, best_count = np.ones(n, bool), -1
-    for _ in range(trials):
-        if mode == "scale":
-            i = rng.integers(n)
-            a, b = s[i] / p[i], 0.0
-        else:
-            i, j = rng.choice(n, 2, replace=False)
-            if abs(p[i] - p[j]) < 1e-9 * max(abs(p[i]), 1e-9):
-                continue
-            a = (s[i] - s[j]) / (p[i] - p[j])
-            b = s[i] - a * p[i]
-        inl = np.abs(s - (a * p + b)) <= tol
-        count = int(inl.sum())
-        if count > best_count:
-            best, best_count = inl, count
-    return best
+    if mode == "scale":
+        i = rng.integers(0, n, trials)
+        a, b = s[i] / p[i], np.zeros(trials)
+    else:
+        i, j = rng.integers(0, n, trials), rng.integers(0, n, trials)
+        dp = p[i] - p[j]
+        ok = np.abs(dp) > 1e-9 * np.maximum(np.abs(p[i]), 1e-9)
+        if not ok.any():
+            return np.ones(n, bool)
+        i, j, dp = i[ok], j[ok], dp[ok]
+        a = (s[i] - s[j]) / dp
+        b = s[i] - a * p[i]
+    t = np.broadcast_to(tol, p.shape)
+    counts = np.zeros(len(a), np.int64)
+    for start in range(0, n, 4096):  # (readings x hypotheses) in bounded blocks
+        sl = slice(start, start + 4096)
+        counts += (np.abs(s[sl, None] - (p[sl, None] * a + b)) <= t[sl, None]).sum(0)
+    k = int(np.argmax(counts))
+    return np.abs(s - (a[k] * p + b[k])) <= t
 
 
 def fit_to_sensor(pred: np.ndarray, sensor: np.ndarray, mask: np.ndarray, mode: str = "scale",

@@ -174,17 +174,20 @@ def fit_plane(points: np.ndarray, tol: float, iterations: int, rng: np.random.Ge
     pts = points[np.isfinite(points).all(1)]
     if len(pts) < max(min_inliers, 3):
         return None
+    # all hypotheses at once: normals of random triplets, inlier counts from one (points x hypotheses) product
+    tri = pts[rng.integers(0, len(pts), (iterations, 3))]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norm = np.linalg.norm(normals, axis=1)
+    good = norm > 1e-12
     best, best_count = None, 0
-    for _ in range(iterations):
-        a, b, c = pts[rng.choice(len(pts), 3, replace=False)]
-        n = np.cross(b - a, c - a)
-        norm = np.linalg.norm(n)
-        if norm < 1e-12:
-            continue
-        n /= norm
-        count = int((np.abs(pts @ n - n @ a) < tol).sum())
-        if count > best_count:
-            best, best_count = (n, -float(n @ a)), count
+    if good.any():
+        normals, tri = normals[good] / norm[good, None], tri[good]
+        offsets = -(normals * tri[:, 0]).sum(1)
+        counts = np.zeros(len(normals), np.int64)
+        for start in range(0, len(pts), 4096):  # bounded memory for large rings
+            counts += (np.abs(pts[start:start + 4096] @ normals.T + offsets) < tol).sum(0)
+        k = int(np.argmax(counts))
+        best, best_count = (normals[k], float(offsets[k])), int(counts[k])
     if best is None or best_count < min_inliers:
         return None
     n, d = best
@@ -377,6 +380,12 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     seeded[np.unique(patches[consistent])] = True
     seeded[0] = False
     keep = consistent | (trusted & seeded[patches]) | (reliable & ~ok_pred & ~edges)
+    # with a support-contact scale, readings at the plane that the prediction agrees with, when they are most of
+    # those readings, are the object's own (a flat object, a tray's floor); the table seen through glass lies behind
+    # the prediction except at the resting edge
+    at_plane = through & ok_pred & (np.abs(d) <= strict)
+    if scale_from == "support-contact" and at_plane.sum() >= 0.5 * (through & ok_pred).sum():
+        keep |= at_plane
     correction = _spread(sens - aligned, keep & ok_pred, cfg.residual_sigma)
     filled = np.where(np.isfinite(correction), aligned + correction, aligned)
     target = ok_pred & ~keep

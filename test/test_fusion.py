@@ -263,3 +263,14 @@ def test_shape_error_widens_the_band_in_front_only_never_for_readings_behind():
     depth, source, rep2 = run(pred, sensor, box, align="scale-shift")
     assert rep2.scale_from == "object" and rep2.residual_mm > 5, rep2
     assert (source[refl] != fu.SOURCE_SENSOR).mean() > 0.7  # 0.35 with the band widened behind too
+
+
+def test_a_flat_object_reading_at_the_plane_keeps_its_readings():
+    """A tray-like box 3 mm thin: its readings lie within the see-through tolerance of the table, so its scale comes
+    from the support contact; the readings the aligned prediction agrees with are still its own and stay."""
+    rng = np.random.default_rng(12)
+    gt, _, box = box_on_table(K, H, W, half=(0.06, 0.0015, 0.05))
+    sensor = sensor_of(gt, rng)
+    depth, source, rep = run(np.where(box, gt / 3.0, np.nan), sensor, box, align="scale-shift")
+    assert rep.scale_from == "support-contact" and rep.see_through > 0.5
+    assert (source[box & (sensor > 0)] == fu.SOURCE_SENSOR).mean() > 0.95
