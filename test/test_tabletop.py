@@ -117,7 +117,7 @@ def test_resimulating_a_stored_frame_reproduces_its_sensor(tabletop):
 
 @pytest.mark.slow
 def test_eval_grasp_scores_every_method_and_writes_its_report(tabletop, tmp_path):
-    """~1 min on 2 cores: the CLI on 6 tiny frames, two presets, --figures 0 (it crashed after the whole
+    """~1-3 min on 2 busy cores: the CLI on 6 tiny frames, two presets, --figures 0 (it crashed after the whole
     evaluation). Values are checked against independent computations."""
     import json
 
@@ -135,7 +135,7 @@ def test_eval_grasp_scores_every_method_and_writes_its_report(tabletop, tmp_path
     assert not list(out.glob("clouds_*.png")) and (out / "chamfer_by_method.png").stat().st_size > 0
     saved = json.loads((out / "results.json").read_text())
     rows = saved["rows"]
-    cfg = GraspEvalConfig.from_params_file(DEFAULT_PARAMS, prompts=("none", "1bg"))
+    cfg = GraspEvalConfig.from_params_file(DEFAULT_PARAMS, prompts=("none", "1bg", "tabletop"))
     assert saved["config"]["fusion"] == {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.fusion.__dict__.items()}
     methods = {r["method"] for r in rows}
     shipped = "tabletop 1-BG" if cfg.goal_prompt == "tabletop" else "1-BG"
