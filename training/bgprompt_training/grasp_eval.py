@@ -537,9 +537,17 @@ def write_report(result: dict, out: Path, cfg: GraspEvalConfig, params_file: str
         lines += [f"### {set_}, {sensor}", "", markdown(summary, set_, sensor), ""]
     lines += ["## Figures", "", *[f"![{f.name}]({f.name})" for f in figs], ""]
     (out / "summary.md").write_text("\n".join(lines))
-    slim = {k: v for k, v in result.items() if k != "clouds"}
-    (out / "results.json").write_text(json.dumps(_clean(slim), indent=1, default=_json_default) + "\n")
+    write_results_json({k: v for k, v in result.items() if k != "clouds"}, out / "results.json")
     return out / "summary.md"
+
+
+def write_results_json(result: dict, path: Path) -> None:
+    """results.json: values to 4 decimals, one row per line (tens of thousands of rows stay a few MB)."""
+    clean = _clean(result)
+    rows = clean.pop("rows", [])
+    head = json.dumps(clean, indent=1, default=_json_default)[:-2]  # without the closing brace
+    body = ",\n".join(json.dumps(r, default=_json_default) for r in rows)
+    path.write_text(f"{head},\n \"rows\": [\n{body}\n]\n}}\n")
 
 
 def _clean(v):
@@ -549,7 +557,7 @@ def _clean(v):
     if isinstance(v, (list, tuple)):
         return [_clean(x) for x in v]
     if isinstance(v, (float, np.floating)):
-        return float(v) if math.isfinite(float(v)) else None
+        return round(float(v), 4) if math.isfinite(float(v)) else None
     return v
 
 
