@@ -14,7 +14,8 @@ Where each part of the paper lives:
 - inference on frames (masks, letterbox or re-centring, objects in a batch): estimator.py, masks.py,
   geometry.py, recenter.py; backends: runtime.py, torch_backend.py, backends.py (onnxruntime),
   tensorrt_backend.py; the exported graph: export.py, onnx_graph.py
-- RGB-D (beyond the paper): sensor_model.py, alignment.py, fusion.py, cloud_metrics.py, object_summary.py
+- RGB-D (beyond the paper): depth_noise.py (noise model, depth edges), alignment.py, fusion.py, cloud_metrics.py,
+  object_summary.py; the simulated cameras for evaluation: sensor_model.py
 - files: checkpoint.py (safetensors + JSON), atomic.py; errors: errors.py; colour maps for figures: visual.py
 """
 __version__ = "0.1.0"

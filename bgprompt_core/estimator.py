@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from .config import ConfigError
-from .fusion import FUSIONS, FusionConfig, FusionReport, fuse_object, ring_mask
-from .geometry import Letterbox, backproject_np, camera_rays, check_intrinsics, resize_roi
+from .fusion import FUSIONS, FusionConfig, FusionReport, fuse_frame
+from .geometry import Letterbox, backproject_np, check_intrinsics, resize_roi
 from .masks import InputError, MaskObject, split_mask  # noqa: F401  (InputError: the estimator's error too)
 from .recenter import VirtualCamera, recenter_camera
 
@@ -44,9 +44,12 @@ class EstimatorConfig:
         precision (str, default "fp32"): "fp32" or "fp16" (network in fp16; phi and Eq. 2 stay fp32).
         scale (str, default "relative"): "relative" (depth up to scale, Eq. 2's range), "metric" (metric
             networks) or "align-to-sensor" (scale, or scale and shift, fitted to an RGB-D sensor's depth).
-        align (str, default "scale"): the align-to-sensor fit: "scale" or "scale-shift" (disparity networks).
+        align (str, default "scale-shift"): the align-to-sensor fit: "scale-shift" (disparity networks such as
+            mini; what docs/grasp measures) or "scale".
         fusion (str, default "none"): align-to-sensor only: "none" (the aligned prediction) or "fill" (keep the
             sensor's consistent readings, fill holes and see-through / outlying ones with the prediction).
+        fusion_config (FusionConfig): align-to-sensor: tolerances, the sensor's noise, plausibility and hole
+            filling (``bgprompt_core.fusion``; the node's ``fusion_*`` parameters).
         recenter (bool, default False): re-centre each object by a virtual camera before the network.
         recenter_fill (float, default 0.8): the share of the network input the re-centred object spans.
         mask_threshold (float, default 0.5): soft masks are objects where >= this value.
@@ -66,8 +69,9 @@ class EstimatorConfig:
     device: str = "auto"
     precision: str = "fp32"
     scale: str = "relative"
-    align: str = "scale"
+    align: str = "scale-shift"
     fusion: str = "none"
+    fusion_config: FusionConfig = field(default_factory=FusionConfig)
     recenter: bool = False
     recenter_fill: float = 0.8
     mask_threshold: float = 0.5
@@ -134,19 +138,13 @@ class ObjectDepthResult:
         return self._points
 
 
-def _grown(box: tuple[slice, slice], margin: int, h: int, w: int) -> tuple[slice, slice]:
-    rows, cols = box
-    return (slice(max(rows.start - margin, 0), min(rows.stop + margin, h)),
-            slice(max(cols.start - margin, 0), min(cols.stop + margin, w)))
-
-
 class ObjectDepthEstimator:
     """Build once (loads the model / engine), then call ``estimate`` per frame."""
 
     def __init__(self, cfg: EstimatorConfig, backend=None, spec=None, model=None,
                  fusion: FusionConfig | None = None):
         self.cfg = cfg
-        self.fusion_cfg = fusion or FusionConfig()
+        self.fusion_cfg = fusion or cfg.fusion_config
         if backend is None:
             from .runtime import build_runtime
 
@@ -207,35 +205,22 @@ class ObjectDepthEstimator:
         instance = np.zeros((h, w), np.int32)
         valid = np.zeros((h, w), bool)
         fusion: dict[int, FusionReport | None] = {}
-        fusing = self.cfg.scale == "align-to-sensor"
-        source = np.zeros((h, w), np.uint8) if fusing else None
-        if fusing:  # the support plane is sought around each object, away from every object
-            occupied = np.zeros((h, w), bool)
-            for obj in objects:
-                occupied[obj.box] |= obj.binary[obj.box]
-            rays = camera_rays(K, h, w)
+        source = None
         for k, obj in enumerate(objects):
-            roi = _grown(obj.box, self.fusion_cfg.ring, h, w) if fusing else obj.box
-            d, ok = self._back(depth_s[k], m[k, 0] >= self.cfg.mask_threshold, views[k], (h, w), roi)
-            ok &= obj.binary[roi] & (d > 0)  # NaN > 0 is False
-            if fusing:
-                d, src, report = fuse_object(
-                    np.where(ok, d, np.nan), sensor_depth[roi], obj.binary[roi], rays[roi],
-                    ring_mask(obj.binary[roi], self.fusion_cfg.ring, occupied[roi]), self.fusion_cfg,
-                    self.cfg.align, fill=self.cfg.fusion == "fill")
-                fusion[obj.id] = report
-                if report is None:
-                    warnings.append(f"object {obj.id}: too few reliable sensor pixels and no support plane to take "
-                                    f"a scale from; left out")
-                    continue
-                if report.see_through > 0.3:
-                    warnings.append(f"object {obj.id}: {100 * report.see_through:.0f}% of its pixels read depth at or "
-                                    f"behind the support plane (seen through it); scale from {report.scale_from}")
-                ok = d > 0
-                source[roi][ok] = src[ok]
-            depth[roi][ok] = d[ok]
-            instance[roi][ok] = obj.id
-            valid[roi] |= ok
+            d, ok = self._back(depth_s[k], m[k, 0] >= self.cfg.mask_threshold, views[k], (h, w), obj.box)
+            ok &= obj.binary[obj.box] & (d > 0)  # NaN > 0 is False
+            depth[obj.box][ok] = d[ok]
+            instance[obj.box][ok] = obj.id
+            valid[obj.box] |= ok
+        if self.cfg.scale == "align-to-sensor":  # the support plane is sought around each object, away from all
+            labels = np.zeros((h, w), np.int32)
+            for obj in objects:
+                labels[obj.box][obj.binary[obj.box]] = obj.id
+            depth, source, fusion, notes = fuse_frame(depth, labels, [o.id for o in objects], sensor_depth, K,
+                                                      self.fusion_cfg, self.cfg.align, fill=self.cfg.fusion == "fill")
+            warnings += notes
+            valid = np.isfinite(depth)
+            instance = np.where(valid, labels, 0)
         t3 = time.perf_counter()
         units = "metres" if self.cfg.scale in ("metric", "align-to-sensor") else "relative"
         timing = {"preprocess": 1e3 * (t1 - t0), "network": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2),

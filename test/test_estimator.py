@@ -96,7 +96,7 @@ def test_align_to_sensor_recovers_scale_despite_holes_and_outliers():
     sensor[holes] = 0  # RGB-D holes
     flying = mask & ~holes & (rng.random(mask.shape) < 0.05)
     sensor[flying] = 9.0  # flying pixels / reflections
-    res = _est(ObjectBackend(), scale="align-to-sensor").estimate(img, K, mask.astype(np.uint8), sensor)
+    res = _est(ObjectBackend(), scale="align-to-sensor", align="scale").estimate(img, K, mask.astype(np.uint8), sensor)
     fit = res.fusion[1]
     assert fit.scale == pytest.approx(2.5, rel=2e-3)
     assert fit.coverage == pytest.approx(1 - holes.sum() / mask.sum(), abs=0.02)
