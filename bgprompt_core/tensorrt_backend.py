@@ -116,7 +116,8 @@ def profile_shapes(size: tuple[int, int], max_batch: int, opt_batch: int | None 
 
 # --- CUDA through cuda-python -----------------------------------------------------------------------------
 def cudart():
-    """cuda-python's runtime module (``cuda.bindings.runtime`` from 12.6, ``cuda.cudart`` before)."""
+    """cuda-python's runtime module: ``cuda.bindings.runtime`` from 12.6.1, ``cuda.cudart`` before (JetPack 6.0's
+    12.2 has only that; see test/data/cuda_python_facts.json)."""
     try:
         from cuda.bindings import runtime
     except ImportError:
@@ -128,10 +129,13 @@ def cudart():
     return runtime
 
 
+INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver: what cuda-python's runtime returns without a driver (12.9)
+
+
 def cuda_error_name(rt, err) -> str:
     """``cudaErrorMemoryAllocation (2)``: the name as NVIDIA's samples print it (cudaGetErrorName)."""
     try:
-        status, name = rt.cudaGetErrorName(err)
+        _, name = rt.cudaGetErrorName(err)
         name = name.decode() if isinstance(name, bytes) else str(name)
     except Exception:  # noqa: BLE001 - a name is a courtesy; the number is the error
         name = "unknown CUDA error"
@@ -148,9 +152,6 @@ def cuda_call(result, what: str = "CUDA call", rt=None):
                 if code == INSUFFICIENT_DRIVER else "")
         raise TensorRTError(f"{what} failed: {name}{hint}")
     return values[0] if len(values) == 1 else (tuple(values) or None)
-
-
-INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver: cuda-python 12.8+ without a driver
 
 
 def cuda_run(rt, name: str, *args):

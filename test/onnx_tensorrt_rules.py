@@ -18,7 +18,8 @@ RULES = json.loads((Path(__file__).parent / "data" / "tensorrt_onnx_rules.json")
 PARSER_FOR = {"8.6": "8.6", "10": "10", "11": "10"}  # 10.1-GA's parser rules stand for 10.x and 11 (see the JSON)
 ONNXRUNTIME_CUDA = {  # microsoft/onnxruntime#16867: onnxruntime/core/providers/cuda/nn/batch_norm.h:43
     "source": "microsoft/onnxruntime onnxruntime/core/providers/cuda/nn/batch_norm.h:43 (issue #16867)",
-    "desc": "!(is_training_mode_ && opset >= 14) was false. Training mode does not support BN opset 14 (or higher) yet."}
+    "desc": "!(is_training_mode_ && opset >= 14) was false. Training mode does not support BN opset 14 (or higher) "
+            "yet."}
 
 
 @dataclass(frozen=True)

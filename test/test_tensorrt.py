@@ -108,7 +108,8 @@ def _close_to_torch(got, ref, mask, rel=1e-4):
     on = np.broadcast_to(mask[:, 0] > 0, ref.shape) & np.isfinite(ref)
     scale = float(ref[on].std())
     err = float(np.abs(got[on] - ref[on]).max())
-    assert scale > 1e-3 and err <= rel * scale, f"max |error| {err:.3g} vs tolerance {rel * scale:.3g} (depth std {scale:.3g})"
+    assert scale > 1e-3 and err <= rel * scale, (f"max |error| {err:.3g} vs tolerance {rel * scale:.3g} "
+                                                 f"(depth std {scale:.3g})")
     return err, scale
 
 
@@ -183,6 +184,58 @@ def test_shape_start_end_is_split_so_that_8_6_reads_it_right():
         got = ort.InferenceSession(trt_rules.as_imported(model, version).SerializeToString(),
                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
         assert got.shape == (2, 3, 16, 16) and np.array_equal(got, want)
+
+
+def _one_node_graph(op, inputs, attrs=None, n_out=1, opset=17, initializers=()):
+    h = onnx.helper
+    node = h.make_node(op, [i for i, _ in inputs], [f"y{k}" for k in range(n_out)], name="n", **(attrs or {}))
+    graph = h.make_graph([node], "g", [h.make_tensor_value_info(i, t, None) for i, t in inputs
+                                       if i not in {x.name for x in initializers}],
+                         [h.make_tensor_value_info(f"y{k}", onnx.TensorProto.FLOAT, None) for k in range(n_out)],
+                         list(initializers))
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+
+
+def test_the_rules_refuse_what_each_parser_refuses_and_cite_their_source():
+    """Hand-made graphs, one per rule: the checker finds each (so the static test above can fail), for the
+    versions the source says, and every rule names its repository, commit, file and lines."""
+    F, I64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    axes = onnx.numpy_helper.from_array(np.array([1], np.int64), "axes")
+    cases = [  # (graph, {parser: expected rule ids})
+        (_one_node_graph("DFT", [("x", F)]), {"8.6": ["fallback_plugin_not_found"], "10": ["fallback_plugin_not_found"]}),
+        (_one_node_graph("BatchNormalization", [("x", F), ("s", F), ("b", F), ("m", F), ("v", F)],
+                         {"training_mode": 1}, n_out=3),
+         {"8.6": ["batchnorm_training_mode", "more_outputs_than_importer"], "10": ["more_outputs_than_importer"]}),
+        (_one_node_graph("Squeeze", [("x", F), ("a", I64)]),
+         {"8.6": ["squeeze_axes_initializer", "restriction:input_is_weights:axes"],
+          "10": ["squeeze_axes_initializer", "restriction:input_is_weights:axes"]}),
+        (_one_node_graph("Squeeze", [("x", F), ("axes", I64)], initializers=[axes]), {"8.6": [], "10": []}),
+        (_one_node_graph("ReduceMin", [("x", F), ("axes", I64)], opset=18, initializers=[axes]),
+         {"8.6": ["reduce_axes_input_ignored"], "10": []}),
+        (_one_node_graph("ReduceMin", [("x", F), ("a", I64)], opset=18),
+         {"8.6": ["reduce_axes_input_ignored"], "10": ["reduce_axes_initializer", "restriction:input_is_weights:axes"]}),
+        (_one_node_graph("Shape", [("x", F)], {"start": 2}), {"8.6": ["shape_start_end_ignored"], "10": []}),
+        (_one_node_graph("Resize", [("x", F), ("", F), ("sc", F)], {"coordinate_transformation_mode":
+                                                                      "tf_crop_and_resize"}),
+         {"8.6": ["resize_coordinate_transformation", "restriction:resize_modes"], "10": ["restriction:resize_modes"]}),
+        (_one_node_graph("MaxPool", [("x", F)], {"kernel_shape": [3]}, n_out=2),
+         {"8.6": ["restriction:pool_2d_3d", "restriction:single_output"],
+          "10": ["restriction:pool_2d_3d", "restriction:single_output"]}),
+        (_one_node_graph("Slice", [("x", F), ("s", I64), ("e", I64), ("a", I64)]),
+         {"8.6": ["slice_axes_known", "restriction:input_is_weights:axes"],
+          "10": ["slice_axes_known", "restriction:input_is_weights:axes"]}),
+    ]
+    for model, expected in cases:
+        for version, rules in expected.items():
+            got = [f.rule for f in trt_rules.check(model, version)]
+            assert got == rules, (model.graph.node[0].op_type, version, got)
+    for key, parser in trt_rules.RULES["parsers"].items():
+        assert len(parser["commit"]) == 40 and parser["repository"] == "onnx/onnx-tensorrt"
+        for rule in parser["rules"]:
+            assert rule["source"]["file"] and len(rule["source"]["lines"]) == 2 and rule["source"]["quote"], rule
+        assert all("line" in row for row in parser["operators"].values())
+    for version, api in trt_rules.RULES["api"].items():
+        assert api["repository"] == "NVIDIA/TensorRT" and len(api["commit"]) == 40
 
 
 def test_bit_weight_standardization_folds_into_the_same_convolutions():
@@ -275,8 +328,8 @@ def unfolded_mini(tmp_path_factory, graphs):
 @pytest.mark.parametrize("version, text", [
     ("8.6.1", 'In node 150 (importBatchNormalization): UNSUPPORTED_NODE: Assertion failed: !isTraining && "This version'
               ' of TensorRT does not support training_mode == 1 in BatchNormalization."'),
-    ("10.3.0", "and operator: BatchNormalization (parseNode): INVALID_GRAPH: Assertion failed: (node.output().size() <= "
-               "static_cast<int32_t>(outputs.size())): Node has more output tensors than TRT expected, expected output "
+    ("10.3.0", "and operator: BatchNormalization (parseNode): INVALID_GRAPH: Assertion failed: "
+               "(node.output().size() <= static_cast<int32_t>(outputs.size())): Node has more output tensors than TRT expected, expected output "
                "size is 1, actual output size is 3."),
     ("11.0.0", "expected output size is 1, actual output size is 3.")])
 def test_the_unfolded_bit_graph_is_refused_as_the_real_parsers_refuse_it(unfolded_mini, tmp_path, monkeypatch,
