@@ -149,9 +149,14 @@ def onnx_for(model: PromptedDepth, cfg, size: int) -> Path:
     from .onnx_graph import DEFAULT_OPSET
 
     h = hashlib.sha256(json.dumps({"spec": model.net.spec.to_dict(), "prompt": cfg.prompt, "opset": DEFAULT_OPSET,
-                                   "size": size, "precision": cfg.precision}, sort_keys=True).encode())
-    for t in list(model.net.state_dict().values())[:4] + (list(model.prompt.state_dict().values()) if model.prompt else []):
-        h.update(t.detach().cpu().to(torch.float32).numpy().tobytes())
+                                   "size": size, "precision": cfg.precision, "max_batch": cfg.max_objects,
+                                   "composite": model.mode, "transform": model.transform.to_dict()},
+                                  sort_keys=True).encode())
+    states = [("net", model.net.state_dict())] + ([("prompt", model.prompt.state_dict())] if model.prompt else [])
+    for scope, state in states:  # every weight: a tensor changed anywhere in a model dir gives a new graph
+        for name, t in state.items():
+            h.update(f"{scope}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     path = Path(cfg.cache_dir).expanduser() / f"{model.net.spec.name}-{h.hexdigest()[:16]}.onnx"
     if not path.is_file():
         from .export import export_onnx
