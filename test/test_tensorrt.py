@@ -18,7 +18,7 @@ import onnx_tensorrt_rules as trt_rules
 from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
 from bgprompt_core.export import export_onnx
 from bgprompt_core.onnx_graph import DEFAULT_OPSET, METADATA_KEY, opset_of, read_onnx_metadata, split_shape_slices
-from bgprompt_core.runtime import ModelLoadError, build_model, build_runtime, check_tensorrt_available, engine_name
+from bgprompt_core.runtime import SHIPPED_GRAPHS, ModelLoadError, build_model, build_runtime, check_tensorrt_available, engine_name
 from bgprompt_core.tensorrt_backend import (TensorRTBackend, TensorRTError, build_engine, features, network_flags,
                                             pin_float32_layers, rebuild_reason)
 from tiny_models import FAMILIES
@@ -114,6 +114,17 @@ def _close_to_torch(got, ref, mask, rel=1e-4):
 
 
 # --- every exportable graph against the parsers' rules (static) ---------------------------------------------------
+@pytest.mark.parametrize("path", sorted({p for kinds in SHIPPED_GRAPHS.values() for p in kinds.values()}),
+                         ids=lambda p: p.name)
+def test_the_shipped_graph_files_pass_every_tensorrt_parsers_rules(path):
+    """What robots run: the graph FILES in the package (make graphs), not a fresh export, break no parser rule."""
+    proto = onnx.load(str(path))
+    for version in PARSERS:
+        assert not trt_rules.check(proto, version), (path.name, version)
+    assert not trt_rules.onnxruntime_cuda_refusals(proto)
+    assert not [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
+
+
 @pytest.mark.parametrize("name", ALL_GRAPHS)
 def test_every_exported_graph_passes_every_tensorrt_parsers_rules(graphs, name):
     """Each shipped prompt (fp32 and fp16), a tiny network of each registry family, and an Eq.-2-over-the-object
