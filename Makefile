@@ -9,7 +9,7 @@ NETNS  := tools/loopback-run
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv test demo bench results prompts mini grasp clean help
+.PHONY: venv test demo bench results prompts mini grasp resolution clean help
 
 help:
 	@echo "make demo   - run the main job on the embedded default, outputs in demo/"
@@ -18,6 +18,7 @@ help:
 	@echo "make results - regenerate docs/RESULTS.md from the shipped model and prompts"
 	@echo "make prompts - retrain the shipped prompts of mini (and the finetune baseline)"
 	@echo "make mini   - retrain the embedded depth network (under an hour on 2 cores)"
+	@echo "make resolution - object depth at full resolution, before / after (docs/RESOLUTION.md)"
 	@echo "make grasp  - object clouds in metres from a simulated RGB-D sensor, by material (docs/grasp/)"
 	@echo "make venv   - only build .venv"
 
@@ -61,6 +62,11 @@ prompts: $(STAMP)
 grasp: $(STAMP)
 	test -f $(DATA)/tabletop_test/manifest.json || $(VENV)/bin/bgprompt render tabletop --out $(DATA)/tabletop_test --count 150 --size 320 --seed 500 --families primitive superquadric lathe
 	$(VENV)/bin/bgprompt eval-grasp --data $(DATA)/tabletop_test --prompt none 1bg pnet tabletop --out docs/grasp --figures 3
+
+# Depth at full resolution (issue 29): joint bilateral vs bilinear upsampling on 480 px tabletop and 512 px
+# real-mesh renders (rendered into .cache/resolution on first use), docs/RESOLUTION.md + .png + .json
+resolution: $(STAMP)
+	$(VENV)/bin/bgprompt eval-resolution --out docs/RESOLUTION.md --cache .cache/resolution
 
 bench: $(STAMP)
 	$(NETNS) $(PY) test/bench/bench.py

@@ -58,7 +58,8 @@ class EstimatorConfig:
             guided by the colour image, from the object's own samples; every object pixel in view gets a depth) or
             "bilinear" (the upsampling before issue 29: no depth on the rim and on parts thinner than ~2 network
             pixels; for comparison).
-        upsample_sigma_color (float, default 25.0): the joint bilateral colour kernel's std (0-255 units).
+        upsample_sigma_color (float, default 50.0): the joint bilateral colour kernel's std, on the mean absolute RGB
+            difference (0-255); smaller follows colour edges harder (docs/RESOLUTION.md measures 25-100).
         min_object_pixels (int, default 16): smaller objects are left out.
         max_objects (int, default 16): the largest this many objects per frame are processed (one batch).
         max_depth (float, default inf): points farther than this (metres, or relative units) are dropped.
@@ -81,7 +82,7 @@ class EstimatorConfig:
     recenter_fill: float = 0.8
     mask_threshold: float = 0.5
     upsample: str = "joint-bilateral"
-    upsample_sigma_color: float = 25.0
+    upsample_sigma_color: float = 50.0
     min_object_pixels: int = 16
     max_objects: int = 16
     max_depth: float = math.inf
@@ -123,6 +124,7 @@ class ObjectDepthResult:
     # object id -> {reason: pixels} for object pixels left without depth: "off_view" (outside the network's view),
     # "unseen" (the object vanished at the network's resolution), "fusion" (no scale to the sensor)
     no_depth: dict[int, dict[str, int]] = field(default_factory=dict)
+    boxes: list[tuple[slice, slice]] = field(default_factory=list)  # where depth may be: the objects' boxes
     _points: np.ndarray | None = field(default=None, repr=False)
 
     def limit_depth(self, max_depth: float) -> "ObjectDepthResult":
@@ -146,7 +148,14 @@ class ObjectDepthResult:
         Computed on first use (a full-resolution pass): callers that only need depth do not pay for it.
         """
         if self._points is None:
-            self._points = backproject_np(self.depth, self.K)
+            if not self.boxes:
+                self._points = backproject_np(self.depth, self.K)
+            else:  # NaN everywhere, rays x depth on the objects' boxes only
+                h, w = self.depth.shape
+                rays = camera_rays(np.asarray(self.K, np.float64), h, w)
+                self._points = np.full((h, w, 3), np.nan, np.float32)
+                for box in self.boxes:
+                    np.multiply(rays[box], self.depth[box][..., None], out=self._points[box])
         return self._points
 
 
@@ -231,9 +240,12 @@ class ObjectDepthEstimator:
                 occupied[obj.box] |= obj.binary[obj.box]
             rays = camera_rays(K, h, w)
         no_depth: dict[int, dict[str, int]] = {}
+        guide = None  # the network input's colour (uint8 RGB): one for all objects of a letterbox
         for k, obj in enumerate(objects):
             roi = _grown(obj.box, self.fusion_cfg.ring, h, w) if fusing else obj.box
-            d, ok, missing = self._object_depth(depth_s[k], m[k, 0], x[k], views[k], image, obj, roi)
+            if guide is None or self.cfg.recenter:
+                guide = (x[k].transpose(1, 2, 0) * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+            d, ok, missing = self._object_depth(depth_s[k], m[k, 0], guide, views[k], image, obj, roi)
             if missing:
                 no_depth[obj.id] = missing
                 warnings.append(self._missing_warning(obj, missing))
@@ -262,8 +274,9 @@ class ObjectDepthEstimator:
         units = "metres" if self.cfg.scale in ("metric", "align-to-sensor") else "relative"
         timing = {"preprocess": 1e3 * (t1 - t0), "network": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2),
                   "total": 1e3 * (t3 - t0)}
+        boxes = [_grown(o.box, self.fusion_cfg.ring, h, w) if fusing else o.box for o in objects]
         result = ObjectDepthResult(depth, valid, instance, [o.id for o in objects], K, units, fusion, source, timing,
-                                   warnings, no_depth)
+                                   warnings, no_depth, boxes)
         return result.limit_depth(self.cfg.max_depth)
 
     def network_inputs(self, image: np.ndarray, K: np.ndarray, objects: list[MaskObject]
@@ -287,8 +300,7 @@ class ObjectDepthEstimator:
                 views.append(cam)
             else:
                 x[k] = lb_image.transpose(2, 0, 1)
-                small = self._letterbox(obj.soft, lb, 0, cv2.INTER_LINEAR)
-                m[k, 0] = small / np.float32(255) if small.dtype == np.uint8 else small
+                m[k, 0] = self._letterbox_mask(obj, lb)
                 views.append(lb)
         return x, m, views
 
@@ -329,7 +341,26 @@ class ObjectDepthEstimator:
         out[top:top + rh, left:left + rw] = cv2.resize(img, (rw, rh), interpolation=interp)
         return out
 
-    def _object_depth(self, depth_s: np.ndarray, mask_s: np.ndarray, image_s: np.ndarray, view, image: np.ndarray,
+    @staticmethod
+    def _letterbox_mask(obj: MaskObject, lb: Letterbox) -> np.ndarray:
+        """The object's letterboxed soft mask in [0, 1]: ``_letterbox(obj.soft, lb, 0, INTER_LINEAR)``, computed on
+        the object's box only for binary masks (zero beyond it; a soft mask may have a halo: whole frame)."""
+        if obj.soft.dtype != np.uint8:
+            return ObjectDepthEstimator._letterbox(obj.soft, lb, 0, cv2.INTER_LINEAR)
+        rh, rw = lb.resized
+        top, left = lb.offset
+        sy, sx = rh / lb.in_h, rw / lb.in_w
+        margin = int(math.ceil(max(sy, sx))) + 1  # INTER_LINEAR reads 2 taps around (i + 0.5) / s - 0.5
+        rows, cols = obj.box
+        out_roi = (slice(max(int(rows.start * sy) - margin, 0), min(int(math.ceil(rows.stop * sy)) + margin, rh)),
+                   slice(max(int(cols.start * sx) - margin, 0), min(int(math.ceil(cols.stop * sx)) + margin, rw)))
+        out = np.zeros((lb.out_h, lb.out_w), np.float32)
+        small = resize_roi(obj.soft, (rh, rw), out_roi)
+        out[top + out_roi[0].start:top + out_roi[0].stop, left + out_roi[1].start:left + out_roi[1].stop] = \
+            small * np.float32(1 / 255)
+        return out
+
+    def _object_depth(self, depth_s: np.ndarray, mask_s: np.ndarray, guide_s: np.ndarray, view, image: np.ndarray,
                       obj: MaskObject, roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """One object's depth on the frame box ``roi`` from its network output: (depth (R, C) float32, NaN where
         none; its pixels with a depth; {reason: pixels} for its pixels without one)."""
@@ -350,7 +381,7 @@ class ObjectDepthEstimator:
         bad = own & ~(np.isfinite(depth_s) & (depth_s > 0))  # NaN, inf or <= 0 from the network: NaN spreads to the pixels it reaches
         if bad.any():
             depth_s = np.where(bad, np.float32(np.nan), depth_s)
-        up = joint_bilateral_upsample(pack_samples(depth_s, own, image_s.transpose(1, 2, 0) * np.float32(255)),
+        up = joint_bilateral_upsample(pack_samples(depth_s, own, guide_s),
                                       image[box], obj.binary[box], ys, xs, self.cfg.upsample_sigma_color)
         d = up.depth if factor is None else up.depth * factor
         missing = {}

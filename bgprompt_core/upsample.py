@@ -8,8 +8,8 @@ the object's own samples: the depth at a frame pixel p of the object is
 
 over the 2 x 2 network samples q around p's position in the network input, with
 - t the bilinear (tent) weight of q at p's position (so a smooth depth is interpolated as ``cv2.resize`` would);
-- r = exp(-|I(p) - I_s(q)|^2 / (2 sigma^2)) + r_floor, the colour similarity of the frame pixel and the network
-  input's pixel (the guide), so depth does not blend across colour edges inside the object;
+- r = exp(-m^2 / (2 sigma^2)), m the mean absolute RGB difference of the frame pixel and the network input's pixel
+  (the guide, quantized to steps of 2), so depth does not blend across colour edges inside the object;
 - c the sample's confidence: 1 where the object's own mask covers the network pixel (soft mask >= threshold), 0
   elsewhere: depth of the background, the prompt or another instance never enters, D(p) is a convex combination of
   the object's own depth samples.
@@ -55,57 +55,77 @@ def letterbox_coords(lb, roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarr
     return ys[:, None], xs[None, :]
 
 
-def pack_samples(depth_s: np.ndarray, conf_s: np.ndarray, guide_s: np.ndarray) -> np.ndarray:
-    """(h, w, 5) float32 [c * D, c, R, G, B] (guide in [0, 255]): one gather fetches all a sample holds."""
-    h, w = depth_s.shape
-    packed = np.empty((h, w, 5), np.float32)
-    c = conf_s.astype(np.float32, copy=False)
-    np.multiply(np.where(c > 0, depth_s, 0), c, out=packed[..., 0])  # off the object nothing enters, not even NaN
-    packed[..., 1] = c
-    packed[..., 2:] = guide_s
-    return packed
+def pack_samples(depth_s: np.ndarray, own_s: np.ndarray, guide_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The network's samples as two images: depth (h, w) float32, 0 where not the object's own (nothing enters from
+    there, not even NaN), and the guide colour with ownership as a 4th channel, (h, w, 4) uint8 [R, G, B, 255 * own]."""
+    depth = np.where(own_s, depth_s, np.float32(0)).astype(np.float32, copy=False)
+    col = np.empty(depth_s.shape + (4,), np.uint8)
+    col[..., :3] = guide_s
+    col[..., 3] = own_s.view(np.uint8) * np.uint8(255) if own_s.dtype == bool else (own_s > 0) * np.uint8(255)
+    return depth, col
 
 
-def joint_bilateral_upsample(packed: np.ndarray, guide: np.ndarray, mask: np.ndarray, ys: np.ndarray,
-                             xs: np.ndarray, sigma_color: float = 25.0, color_floor: float = 1e-4,
+# colour + ownership -> one byte: round(sum |dRGB| / 6 + 1/4) (the mean absolute channel difference / 2; the 1/4
+# keeps sums off rounding ties), +255 (saturating) when the sample is not the object's: the colour weight is a table
+# of that byte whose last entry is exactly 0
+_MIX = np.array([[1 / 6, 1 / 6, 1 / 6, 1.0, 0.25]], np.float32)
+_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
+_LUTS: dict[float, np.ndarray] = {}
+
+
+def colour_weights(sigma_color: float) -> np.ndarray:
+    """(1, 256) float32: the weight of a sample whose mean absolute colour difference to the pixel is about 2 i
+    (i < 255): exp(-(2 i)^2 / (2 sigma^2)), floored at 1e-30 so it never underflows; 0 for i = 255 (not own)."""
+    if sigma_color not in _LUTS:
+        m = 2.0 * np.arange(256)
+        lut = np.maximum(np.exp(-m ** 2 / (2 * sigma_color ** 2)), 1e-30).astype(np.float32)
+        lut[255] = 0.0
+        _LUTS[sigma_color] = lut.reshape(1, 256)
+    return _LUTS[sigma_color]
+
+
+def joint_bilateral_upsample(packed: tuple[np.ndarray, np.ndarray], guide: np.ndarray, mask: np.ndarray,
+                             ys: np.ndarray, xs: np.ndarray, sigma_color: float = 50.0,
                              fill: bool = True) -> Upsampled:
     """Depth of the object pixels ``mask`` (R, C) of a frame box from the network's samples (see the module doc).
 
     Args:
-        packed: ``pack_samples`` of the network's depth, the object's sample confidence and the network input's
-            colour (h, w, 5).
+        packed: ``pack_samples`` of the network's depth, the object's own samples and the network input's colour.
         guide: the frame's colour on the box, (R, C, 3) uint8 (same channel order as the network input).
         mask: the object's pixels on the box.
         ys, xs: network-input coordinates of each box pixel: (R, 1) and (1, C) (a letterbox) or (R, C) each
             (a virtual camera); NaN where a pixel has none.
-        sigma_color: the colour kernel's standard deviation, in 0-255 units.
-        color_floor: added to the colour weight, so a pixel unlike all four samples still takes their tent mean.
+        sigma_color: the colour kernel's standard deviation, on the mean absolute channel difference (0-255).
         fill: give object pixels without an own sample the depth of the nearest pixel with one.
+
+    Implementation: OpenCV calls on uint8 and float32 planes (remap with integer maps gathers the four samples,
+    exactly; absdiff + transform + LUT make the colour weight, accumulateProduct the sums): numpy's element-wise
+    passes, small-axis reductions and ``exp`` cost 3-15x more on these machines.
     """
-    h, w = packed.shape[:2]
+    depth_s, col = packed
+    h, w = depth_s.shape
     R, C = mask.shape
-    in_view = (ys >= -0.5) & (ys <= h - 0.5) & (xs >= -0.5) & (xs <= w - 0.5)  # NaN compares False
-    y = np.where(in_view, ys, 0).astype(np.float32) if not in_view.all() else ys
-    x = np.where(in_view, xs, 0).astype(np.float32) if not in_view.all() else xs
-    y0, x0 = np.floor(y), np.floor(x)
-    fy, fx = y - y0, x - x0
-    i0, j0 = y0.astype(np.intp), x0.astype(np.intp)
-    rows = np.clip(np.stack([i0, i0 + 1]), 0, h - 1)  # (2, ...) as cv2.resize: edge samples replicated
-    cols = np.clip(np.stack([j0, j0 + 1]), 0, w - 1)
-    ty = np.stack([1 - fy, fy])
-    tx = np.stack([1 - fx, fx])
-    g = packed[rows[:, None], cols[None, :]]  # (2, 2, R, C, 5): the four samples of every pixel, one gather
-    t = ty[:, None] * tx[None, :]  # (2, 2, R, C) tent weights
-    diff = g[..., 2:] - guide.astype(np.float32)
-    d2 = np.einsum("abrck,abrck->abrc", diff, diff)
-    r = np.exp(d2 * np.float32(-0.5 / sigma_color ** 2))
-    r += np.float32(color_floor)
-    wgt = (t * r).reshape(4, R, C)
-    g = g.reshape(4, R, C, 5)
-    num = np.einsum("nrc,nrc->rc", wgt, g[..., 0])
-    den = np.einsum("nrc,nrc->rc", wgt, g[..., 1])
-    obj = mask & np.broadcast_to(in_view, mask.shape)
-    reached = obj & (den > 1e-12)  # NaN samples (a failing network) make NaN depth here, and in what they fill
+    in_view = ((ys >= -0.5) & (ys <= h - 0.5)) & ((xs >= -0.5) & (xs <= w - 0.5))  # NaN compares False
+    if not in_view.all():
+        ys, xs = np.where(in_view, ys, 0), np.where(in_view, xs, 0)
+    fy, fx = (ys - np.floor(ys)).astype(np.float32), (xs - np.floor(xs)).astype(np.float32)
+    y0 = np.broadcast_to((ys - fy).astype(np.float32), (R, C))
+    x0 = np.broadcast_to((xs - fx).astype(np.float32), (R, C))
+    gy, gx = np.float32(1) - fy, np.float32(1) - fx
+    tents = (gy * gx, gy * fx, fy * gx, fy * fx)  # (R, C) each: the bilinear weights of the four samples
+    guide4 = cv2.cvtColor(np.ascontiguousarray(guide), cv2.COLOR_RGB2RGBA)  # alpha 255: "own" matches, else +255
+    lut = colour_weights(sigma_color)
+    num = np.zeros((R, C), np.float32)
+    den = np.zeros((R, C), np.float32)
+    for (a, b), tent in zip(_OFFSETS, tents):  # integer-valued maps: nearest = the exact sample, clamped at edges
+        maps = cv2.convertMaps(x0 + np.float32(b), y0 + np.float32(a), cv2.CV_16SC2, nninterpolation=True)[0]
+        g = cv2.remap(col, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        wgt = cv2.multiply(cv2.LUT(cv2.transform(cv2.absdiff(g, guide4), _MIX), lut), tent)
+        d = cv2.remap(depth_s, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        cv2.accumulateProduct(wgt, d, num)
+        cv2.accumulate(wgt, den)
+    obj = mask & in_view
+    reached = obj & (den > 0)  # NaN samples (a failing network) make NaN depth here, and in what they fill
     depth = np.full((R, C), np.nan, np.float32)
     np.divide(num, den, out=depth, where=reached)
     need = obj & ~reached

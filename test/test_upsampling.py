@@ -11,7 +11,7 @@ import torch
 from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
 from bgprompt_core.geometry import Letterbox
 from bgprompt_core.recenter import recenter_camera
-from bgprompt_core.upsample import joint_bilateral_upsample, letterbox_coords, pack_samples
+from bgprompt_core.upsample import colour_weights, joint_bilateral_upsample, letterbox_coords, pack_samples
 
 K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
 S = 64
@@ -122,26 +122,41 @@ def test_two_touching_instances_never_take_each_others_or_the_background_depth()
 
 def test_a_step_in_the_guide_keeps_the_depth_step_inside_the_object():
     """Closed form: the object's colour steps at frame column 160 (network column 32, a pixel boundary) and the
-    network's depth steps with it (2 | 4). Joint bilateral: the far side's samples weigh exp(-200^2 / (2 * 25^2))
-    + 1e-4 against the near side's 1 + 1e-4, so the depth stays within 1e-2 of 2 left and 4 right. Bilinear
-    blends a 5 px wide ramp of values in between."""
+    network's depth steps with it (2 | 4). A pixel's four samples are then its own side's colour (weight 1) or the
+    far side's (mean channel difference 200: weight w = colour_weights[100], 3.4e-4 at sigma 50), so left of the
+    edge D = (2 t_near + 4 w t_far) / (t_near + w t_far) with t the bilinear weights. Bilinear blends 2 into 4 over
+    a network pixel."""
     mask = np.zeros((240, 320), np.uint8)
     mask[40:200, 60:260] = 1
     img = np.full(mask.shape + (3,), 255, np.uint8)
     img[:, :160] = (20, 20, 20)
     img[:, 160:] = (220, 220, 220)
     img[mask == 0] = (128, 128, 128)
-    expected = np.where(np.arange(320) < 160, 2.0, 4.0)[None, :].repeat(240, 0)
     res = _est(ColourBackend()).estimate(img, K, mask)
     assert np.array_equal(res.valid, mask > 0)
-    assert np.abs(res.depth - expected)[mask > 0].max() < 1e-2
+    u = np.arange(320)
+    xs = 0.2 * (u + 0.5) - 0.5  # network column of each frame column
+    t_right = xs - np.floor(xs)  # bilinear weight of the sample right of a pixel
+    right_side = np.floor(xs) + 1 >= 32  # that sample lies right of the edge
+    w = colour_weights(50.0)[0, 100]
+    near_is_left = u < 160
+    t_far = np.where(near_is_left, np.where(right_side, t_right, 0), np.where(np.floor(xs) < 32, 1 - t_right, 0))
+    t_near = 1 - t_far
+    d_near, d_far = np.where(near_is_left, 2.0, 4.0), np.where(near_is_left, 4.0, 2.0)
+    expected = (d_near * t_near + d_far * w * t_far) / (t_near + w * t_far)
+    v, uu = np.nonzero(mask)
+    assert np.abs(res.depth[v, uu] - expected[uu]).max() < 1e-5
+    assert np.abs(res.depth[v, uu] - np.where(uu < 160, 2.0, 4.0)).max() < 3e-3  # the step survives
     old = _est(ColourBackend(), upsample="bilinear").estimate(img, K, mask)
-    assert np.nanmax(np.abs(old.depth - expected)[mask > 0]) > 0.5
+    assert np.nanmax(np.abs(old.depth - np.where(u < 160, 2.0, 4.0)[None])[mask > 0]) > 0.5
 
 
-def _naive(packed, guide, mask, ys, xs, sigma, floor):
-    """The formula of bgprompt_core.upsample, pixel by pixel (no fill)."""
-    h, w = packed.shape[:2]
+def _naive(packed, guide, mask, ys, xs, sigma):
+    """The formula of bgprompt_core.upsample, pixel by pixel (no fill); the colour weight of the byte
+    round(sum |dRGB| / 6 + 1/4) comes from ``colour_weights`` (checked against its closed form on its own)."""
+    depth_s, col = packed
+    lut = colour_weights(sigma)[0]
+    h, w = depth_s.shape
     out = np.full(mask.shape, np.nan)
     for r in range(mask.shape[0]):
         for c in range(mask.shape[1]):
@@ -152,30 +167,40 @@ def _naive(packed, guide, mask, ys, xs, sigma, floor):
             for i in (int(np.floor(y)), int(np.floor(y)) + 1):
                 for j in (int(np.floor(x)), int(np.floor(x)) + 1):
                     t = (1 - abs(y - i)) * (1 - abs(x - j))
-                    q = packed[min(max(i, 0), h - 1), min(max(j, 0), w - 1)]
-                    rng = np.exp(-np.sum((q[2:] - guide[r, c].astype(float)) ** 2) / (2 * sigma ** 2)) + floor
-                    num += t * rng * q[0]
-                    den += t * rng * q[1]
-            if den > 1e-12:
+                    ii, jj = min(max(i, 0), h - 1), min(max(j, 0), w - 1)
+                    if col[ii, jj, 3] == 0:
+                        continue  # not the object's own sample
+                    byte = int(np.floor(np.abs(col[ii, jj, :3].astype(float) - guide[r, c]).sum() / 6 + 0.75))
+                    num += t * lut[byte] * depth_s[ii, jj]
+                    den += t * lut[byte]
+            if den > 0:
                 out[r, c] = num / den
     return out
+
+
+def test_colour_weights_are_the_gaussian_of_the_mean_channel_difference_and_zero_for_other_samples():
+    lut = colour_weights(25.0)[0]
+    m = 2.0 * np.arange(255)
+    assert np.allclose(lut[:255], np.maximum(np.exp(-m ** 2 / (2 * 25.0 ** 2)), 1e-30), rtol=1e-6)
+    assert lut[255] == 0 and lut[:255].min() > 0  # never underflows for an own sample, exactly 0 for another's
 
 
 def test_joint_bilateral_upsample_matches_its_formula_pixel_by_pixel():
     rng = np.random.default_rng(4)
     depth_s = rng.uniform(1, 5, (S, S)).astype(np.float32)
-    conf_s = (rng.random((S, S)) < 0.6).astype(np.float32)
-    guide_s = rng.uniform(0, 255, (S, S, 3)).astype(np.float32)
+    own = rng.random((S, S)) < 0.6
+    guide_s = rng.integers(0, 256, (S, S, 3), dtype=np.uint8)
     lb = Letterbox(240, 320, S, S)
     roi = (slice(37, 61), slice(101, 131))
-    guide = rng.integers(0, 255, (24, 30, 3), dtype=np.uint8)
+    guide = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    guide[::3, ::3] = guide_s[20, 35]  # some exact colour matches
     mask = rng.random((24, 30)) < 0.8
     ys, xs = letterbox_coords(lb, roi)
-    packed = pack_samples(depth_s, conf_s, guide_s)
+    packed = pack_samples(depth_s, own, guide_s)
     up = joint_bilateral_upsample(packed, guide, mask, ys, xs, 30.0, fill=False)
-    ref = _naive(packed, guide, mask, ys, xs, 30.0, 1e-4)
+    ref = _naive(packed, guide, mask, ys, xs, 30.0)
     assert np.array_equal(up.ok, np.isfinite(ref)) and up.ok.sum() > 0.5 * mask.sum()
-    assert np.allclose(up.depth[up.ok], ref[up.ok], rtol=1e-5, atol=1e-5)
+    assert np.allclose(up.depth[up.ok], ref[up.ok], rtol=1e-5, atol=1e-5)  # float32 against float64
     # with the fill every object pixel gets the depth of the nearest pixel that has an own sample
     filled = joint_bilateral_upsample(packed, guide, mask, ys, xs, 30.0)
     assert np.array_equal(filled.ok, mask) and filled.filled == int((mask & ~up.ok).sum()) > 0
@@ -277,3 +302,20 @@ def test_torch_and_onnxruntime_give_the_same_full_resolution_depth(method, tiny_
         assert np.array_equal(a.valid, mask > 0)
     assert np.allclose(a.depth[a.valid], b.depth[b.valid], rtol=1e-4, atol=1e-5)
     assert a.depth[a.valid].std() > 0.05  # a non-trivial depth map was compared
+
+
+@pytest.mark.parametrize("hw", [(240, 320), (480, 640), (300, 457), (50, 60)])
+def test_the_box_only_letterboxed_mask_equals_the_whole_frame_resize(hw):
+    from bgprompt_core.masks import split_mask
+
+    h, w = hw
+    rng = np.random.default_rng(h)
+    labels = np.zeros(hw, np.uint16)
+    for i in range(1, 6):
+        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        labels[y:y + rng.integers(2, h // 3), x:x + rng.integers(1, w // 3)] = i
+    labels[:, :3] = 6  # one on the frame's edge
+    lb = Letterbox(h, w, S, S)
+    for obj in split_mask(labels, 0.5, 1):
+        full = ObjectDepthEstimator._letterbox(obj.soft, lb, 0, cv2.INTER_LINEAR).astype(np.float32) / 255
+        assert np.abs(ObjectDepthEstimator._letterbox_mask(obj, lb) - full).max() < 1e-6
