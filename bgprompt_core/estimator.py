@@ -244,7 +244,8 @@ class ObjectDepthEstimator:
         for k, obj in enumerate(objects):
             roi = _grown(obj.box, self.fusion_cfg.ring, h, w) if fusing else obj.box
             if guide is None or self.cfg.recenter:
-                guide = (x[k].transpose(1, 2, 0) * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+                guide = cv2.cvtColor((x[k].transpose(1, 2, 0) * np.float32(255) + np.float32(0.5)).astype(np.uint8),
+                                     cv2.COLOR_RGB2RGBA)
             d, ok, missing = self._object_depth(depth_s[k], m[k, 0], guide, views[k], image, obj, roi)
             if missing:
                 no_depth[obj.id] = missing

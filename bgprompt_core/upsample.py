@@ -57,11 +57,12 @@ def letterbox_coords(lb, roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarr
 
 def pack_samples(depth_s: np.ndarray, own_s: np.ndarray, guide_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The network's samples as two images: depth (h, w) float32, 0 where not the object's own (nothing enters from
-    there, not even NaN), and the guide colour with ownership as a 4th channel, (h, w, 4) uint8 [R, G, B, 255 * own]."""
+    there, not even NaN), and the guide colour with ownership as a 4th channel, (h, w, 4) uint8 [R, G, B, 255 * own].
+    ``guide_s``: the network input's colour, (h, w, 3) uint8 RGB or (h, w, 4) RGBA (one conversion per frame)."""
     depth = np.where(own_s, depth_s, np.float32(0)).astype(np.float32, copy=False)
-    col = np.empty(depth_s.shape + (4,), np.uint8)
-    col[..., :3] = guide_s
-    col[..., 3] = own_s.view(np.uint8) * np.uint8(255) if own_s.dtype == bool else (own_s > 0) * np.uint8(255)
+    col = cv2.cvtColor(guide_s, cv2.COLOR_RGB2RGBA) if guide_s.shape[2] == 3 else guide_s.copy()
+    own = own_s if own_s.dtype == bool else own_s > 0
+    cv2.insertChannel(own.view(np.uint8) * np.uint8(255), col, 3)
     return depth, col
 
 
@@ -69,7 +70,6 @@ def pack_samples(depth_s: np.ndarray, own_s: np.ndarray, guide_s: np.ndarray) ->
 # keeps sums off rounding ties), +255 (saturating) when the sample is not the object's: the colour weight is a table
 # of that byte whose last entry is exactly 0
 _MIX = np.array([[1 / 6, 1 / 6, 1 / 6, 1.0, 0.25]], np.float32)
-_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
 _LUTS: dict[float, np.ndarray] = {}
 
 
@@ -98,8 +98,8 @@ def joint_bilateral_upsample(packed: tuple[np.ndarray, np.ndarray], guide: np.nd
         sigma_color: the colour kernel's standard deviation, on the mean absolute channel difference (0-255).
         fill: give object pixels without an own sample the depth of the nearest pixel with one.
 
-    Implementation: OpenCV calls on uint8 and float32 planes (remap with integer maps gathers the four samples,
-    exactly; absdiff + transform + LUT make the colour weight, accumulateProduct the sums): numpy's element-wise
+    Implementation: OpenCV calls on uint8 and float32 images holding all four samples of every pixel (remap with
+    integer maps gathers them, exactly; absdiff + transform + LUT make the colour weight): numpy's element-wise
     passes, small-axis reductions and ``exp`` cost 3-15x more on these machines.
     """
     depth_s, col = packed
@@ -112,18 +112,20 @@ def joint_bilateral_upsample(packed: tuple[np.ndarray, np.ndarray], guide: np.nd
     y0 = np.broadcast_to((ys - fy).astype(np.float32), (R, C))
     x0 = np.broadcast_to((xs - fx).astype(np.float32), (R, C))
     gy, gx = np.float32(1) - fy, np.float32(1) - fx
-    tents = (gy * gx, gy * fx, fy * gx, fy * fx)  # (R, C) each: the bilinear weights of the four samples
+    # the four samples of every pixel as one (4R, C) image: one call per step instead of four
+    tents = np.concatenate([np.broadcast_to(t, (R, C)) for t in (gy * gx, gy * fx, fy * gx, fy * fx)])
+    mx = np.concatenate([x0, x0 + np.float32(1), x0, x0 + np.float32(1)])
+    my = np.concatenate([y0, y0, y0 + np.float32(1), y0 + np.float32(1)])
+    maps = cv2.convertMaps(mx, my, cv2.CV_16SC2, nninterpolation=True)[0]  # integer-valued: nearest is exact
     guide4 = cv2.cvtColor(np.ascontiguousarray(guide), cv2.COLOR_RGB2RGBA)  # alpha 255: "own" matches, else +255
-    lut = colour_weights(sigma_color)
-    num = np.zeros((R, C), np.float32)
-    den = np.zeros((R, C), np.float32)
-    for (a, b), tent in zip(_OFFSETS, tents):  # integer-valued maps: nearest = the exact sample, clamped at edges
-        maps = cv2.convertMaps(x0 + np.float32(b), y0 + np.float32(a), cv2.CV_16SC2, nninterpolation=True)[0]
-        g = cv2.remap(col, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        wgt = cv2.multiply(cv2.LUT(cv2.transform(cv2.absdiff(g, guide4), _MIX), lut), tent)
-        d = cv2.remap(depth_s, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        cv2.accumulateProduct(wgt, d, num)
-        cv2.accumulate(wgt, den)
+    g = cv2.remap(col, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)  # clamped at the edges
+    diff = cv2.absdiff(g, np.concatenate([guide4] * 4))
+    wgt = cv2.multiply(cv2.LUT(cv2.transform(diff, _MIX), colour_weights(sigma_color)), tents)
+    d = cv2.remap(depth_s, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+    wd = cv2.multiply(wgt, d).reshape(4, R, C)
+    wgt = wgt.reshape(4, R, C)
+    num = (wd[0] + wd[1]) + (wd[2] + wd[3])
+    den = (wgt[0] + wgt[1]) + (wgt[2] + wgt[3])
     obj = mask & in_view
     reached = obj & (den > 0)  # NaN samples (a failing network) make NaN depth here, and in what they fill
     depth = np.full((R, C), np.nan, np.float32)
