@@ -58,7 +58,7 @@ class EstimatorConfig:
             guided by the colour image, from the object's own samples; every object pixel in view gets a depth) or
             "bilinear" (the upsampling before issue 29: no depth on the rim and on parts thinner than ~2 network
             pixels; for comparison).
-        upsample_sigma_color (float, default 50.0): the joint bilateral colour kernel's std, on the mean absolute RGB
+        upsample_sigma_color (float, default 100.0): the joint bilateral colour kernel's std, on the mean absolute RGB
             difference (0-255); smaller follows colour edges harder (docs/RESOLUTION.md measures 25-100).
         min_object_pixels (int, default 16): smaller objects are left out.
         max_objects (int, default 16): the largest this many objects per frame are processed (one batch).
@@ -82,7 +82,7 @@ class EstimatorConfig:
     recenter_fill: float = 0.8
     mask_threshold: float = 0.5
     upsample: str = "joint-bilateral"
-    upsample_sigma_color: float = 50.0
+    upsample_sigma_color: float = 100.0
     min_object_pixels: int = 16
     max_objects: int = 16
     max_depth: float = math.inf

@@ -85,7 +85,7 @@ def colour_weights(sigma_color: float) -> np.ndarray:
 
 
 def joint_bilateral_upsample(packed: tuple[np.ndarray, np.ndarray], guide: np.ndarray, mask: np.ndarray,
-                             ys: np.ndarray, xs: np.ndarray, sigma_color: float = 50.0,
+                             ys: np.ndarray, xs: np.ndarray, sigma_color: float = 100.0,
                              fill: bool = True) -> Upsampled:
     """Depth of the object pixels ``mask`` (R, C) of a frame box from the network's samples (see the module doc).
 

@@ -120,35 +120,42 @@ def test_two_touching_instances_never_take_each_others_or_the_background_depth()
     assert np.array_equal(res.instance, labels.astype(np.int32))
 
 
-def test_a_step_in_the_guide_keeps_the_depth_step_inside_the_object():
+@pytest.mark.parametrize("sigma", [25.0, 100.0])
+def test_a_step_in_the_guide_keeps_the_depth_step_inside_the_object(sigma):
     """Closed form: the object's colour steps at frame column 160 (network column 32, a pixel boundary) and the
     network's depth steps with it (2 | 4). A pixel's four samples are then its own side's colour (weight 1) or the
-    far side's (mean channel difference 200: weight w = colour_weights[100], 3.4e-4 at sigma 50), so left of the
-    edge D = (2 t_near + 4 w t_far) / (t_near + w t_far) with t the bilinear weights. Bilinear blends 2 into 4 over
-    a network pixel."""
+    far side's (mean channel difference 200: weight w = colour_weights(sigma)[100]: 1e-14 at sigma 25, 0.135 at the
+    default 100), so left of the edge D = (2 t_near + 4 w t_far) / (t_near + w t_far), t the bilinear weights.
+    Bilinear (w = 1) blends 2 into 4 over a network pixel."""
     mask = np.zeros((240, 320), np.uint8)
     mask[40:200, 60:260] = 1
     img = np.full(mask.shape + (3,), 255, np.uint8)
     img[:, :160] = (20, 20, 20)
     img[:, 160:] = (220, 220, 220)
     img[mask == 0] = (128, 128, 128)
-    res = _est(ColourBackend()).estimate(img, K, mask)
+    res = _est(ColourBackend(), upsample_sigma_color=sigma).estimate(img, K, mask)
     assert np.array_equal(res.valid, mask > 0)
     u = np.arange(320)
     xs = 0.2 * (u + 0.5) - 0.5  # network column of each frame column
     t_right = xs - np.floor(xs)  # bilinear weight of the sample right of a pixel
-    right_side = np.floor(xs) + 1 >= 32  # that sample lies right of the edge
-    w = colour_weights(50.0)[0, 100]
     near_is_left = u < 160
-    t_far = np.where(near_is_left, np.where(right_side, t_right, 0), np.where(np.floor(xs) < 32, 1 - t_right, 0))
+    t_far = np.where(near_is_left, np.where(np.floor(xs) + 1 >= 32, t_right, 0),
+                     np.where(np.floor(xs) < 32, 1 - t_right, 0))
     t_near = 1 - t_far
     d_near, d_far = np.where(near_is_left, 2.0, 4.0), np.where(near_is_left, 4.0, 2.0)
-    expected = (d_near * t_near + d_far * w * t_far) / (t_near + w * t_far)
+
+    def closed_form(w):
+        return (d_near * t_near + d_far * w * t_far) / (t_near + w * t_far)
+
     v, uu = np.nonzero(mask)
-    assert np.abs(res.depth[v, uu] - expected[uu]).max() < 1e-5
-    assert np.abs(res.depth[v, uu] - np.where(uu < 160, 2.0, 4.0)).max() < 3e-3  # the step survives
+    assert np.abs(res.depth[v, uu] - closed_form(colour_weights(sigma)[0, 100])[uu]).max() < 1e-5
+    step = np.where(uu < 160, 2.0, 4.0)
+    err, bilinear_err = np.abs(res.depth[v, uu] - step), np.abs(closed_form(1.0)[uu] - step)
+    assert err.max() < (3e-3 if sigma == 25.0 else 1.5)  # a sharp colour kernel keeps the step exactly
+    assert err.sum() < 0.8 * bilinear_err.sum()  # the default one still halves the blend across it
     old = _est(ColourBackend(), upsample="bilinear").estimate(img, K, mask)
-    assert np.nanmax(np.abs(old.depth - np.where(u < 160, 2.0, 4.0)[None])[mask > 0]) > 0.5
+    kept = old.valid[v, uu]  # (it leaves the rim out)
+    assert kept.mean() > 0.8 and np.allclose(old.depth[v, uu][kept], closed_form(1.0)[uu][kept], atol=1e-5)
 
 
 def _naive(packed, guide, mask, ys, xs, sigma):

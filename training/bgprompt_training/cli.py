@@ -509,7 +509,7 @@ def register_eval_resolution(sub) -> None:
     p.add_argument("--model", default="mini", help="depth network")
     p.add_argument("--prompt", default="1bg", help="its prompt")
     p.add_argument("--count", type=int, default=24, help="frames per data set")
-    p.add_argument("--sigma-color", type=float, default=50.0, help="joint bilateral colour std (0-255 units)")
+    p.add_argument("--sigma-color", type=float, default=100.0, help="joint bilateral colour std (0-255 units)")
     p.add_argument("--wheel", help="a local pybullet wheel for the real meshes (default: pip downloads it)")
     p.set_defaults(func=_cmd_eval_resolution)
 
