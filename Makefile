@@ -9,7 +9,7 @@ NETNS  := tools/loopback-run
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv wheelhouse test demo bench results prompts mini graphs grasp clean help
+.PHONY: venv wheelhouse test demo bench results prompts mini graphs grasp resolution clean help
 
 help:
 	@echo "make demo   - run the main job on the embedded default, outputs in demo/"
@@ -19,6 +19,7 @@ help:
 	@echo "make prompts - retrain the shipped prompts of mini (and the finetune baseline)"
 	@echo "make mini   - retrain the embedded depth network (under an hour on 2 cores)"
 	@echo "make graphs - re-export the shipped ONNX graphs (mini + 1-BG / tabletop 1-BG) the torch-free node runs"
+	@echo "make resolution - object depth at full resolution, before / after (docs/RESOLUTION.md)"
 	@echo "make grasp  - object clouds in metres from a simulated RGB-D sensor, by material (docs/grasp/)"
 	@echo "make venv   - only build .venv"
 
@@ -91,6 +92,11 @@ grasp: $(STAMP)
 	test -f $(DATA)/grasp_procedural/manifest.json || $(VENV)/bin/bgprompt render tabletop --out $(DATA)/grasp_procedural --count $(GRASP_FRAMES) --size 320 --seed 500 --families primitive superquadric lathe
 	test -f $(DATA)/grasp_meshes/manifest.json || $(VENV)/bin/bgprompt render tabletop --out $(DATA)/grasp_meshes --count $(GRASP_FRAMES) --size 320 --seed 800 --meshes $(HOUSEHOLD) --mesh-up z
 	$(VENV)/bin/bgprompt eval-grasp --data $(DATA)/grasp_procedural $(DATA)/grasp_meshes --params config/object_depth_rgbd.yaml --prompt none 1bg pnet tabletop --out docs/grasp --figures 2
+
+# Depth at full resolution (issue 29): joint bilateral vs bilinear upsampling on 480 px tabletop and 512 px
+# real-mesh renders (rendered into .cache/resolution on first use), docs/RESOLUTION.md + .png + .json
+resolution: $(STAMP)
+	$(VENV)/bin/bgprompt eval-resolution --out docs/RESOLUTION.md --cache .cache/resolution
 
 bench: $(STAMP) wheelhouse
 	$(NETNS) $(PY) test/bench/bench.py
