@@ -15,6 +15,7 @@ from bgprompt_ros.bag import TOPICS, BagError, Combo, eval_bag, image_message, m
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset
 from full_disk import KINDS, full_disk
+from proc_lines import wait_for_line
 
 BGPROMPT = str(Path(sys.executable).parent / "bgprompt")
 
@@ -169,7 +170,7 @@ def test_live_replay_and_node_output_equal_bag_eval(renders, tmp_path, tiny_mode
                             "--topics", "/object_points:sensor_msgs/msg/PointCloud2"], env=env, stdout=subprocess.PIPE,
                            text=True)
     try:
-        assert rec.stdout.readline().strip() == "bag record: ready"  # blocks until the recorder says so (or exits)
+        wait_for_line(rec.stdout, "bag record: ready")  # blocks until the recorder says so (or exits)
         # the node is active and matched on its inputs: nothing is published before it listens
         play = subprocess.run([BGPROMPT, "bag", "play", str(tmp_path / "in"), "--rate", "0.25",
                                "--wait-node", "object_depth", "--wait-timeout", "120",
@@ -410,7 +411,7 @@ def test_eval_out_bag_on_a_full_disk_is_closed_readable_and_the_evaluation_goes_
         assert summary["frames"] == 12 and summary["error"] is None  # every frame was evaluated all the same
         kept = summary["out_bag"]["frames"]
         pred = read_bag(disk / "pred")
-        counts = [len(pred.get(t, [])) for t in ("/object_depth", "/object_depth/camera_info", "/object_points")]
+        counts = [len(pred.get(t, [])) for t in ("/object_depth/image", "/object_depth/camera_info", "/object_points")]
         assert 0 < kept < 12 and min(counts) == kept and max(counts) <= kept + 1, counts  # whole frames, then a part
         stamps = [t for t, _ in read_bag(tmp_path / "in")[TOPICS["image"]]]
         assert [t for t, _ in pred["/object_points"]] == stamps[:kept]  # the first frames, in order

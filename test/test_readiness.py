@@ -17,6 +17,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from bgprompt_ros.readiness import NotReady, node_not_ready, wait_for_nodes  # noqa: E402
 from full_disk import KINDS, full_disk  # noqa: E402
+from proc_lines import wait_for_line  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REL = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -170,7 +171,7 @@ def test_record_on_a_full_disk_stops_clearly_and_keeps_a_closed_readable_bag(tmp
         rclpy.init()
         node = rclpy.create_node("bgprompt_full_disk_probe")
         try:
-            assert rec.stdout.readline().strip() == "bag record: ready"
+            wait_for_line(rec.stdout, "bag record: ready")
             pub = node.create_publisher(Image, "/h26_full", REL)
             deadline = time.monotonic() + 120
             while pub.get_subscription_count() < 1 and time.monotonic() < deadline:

@@ -3,6 +3,7 @@ shipped weights, equal to what the current code computes from them, and picked b
 
 Regenerate them with `make graphs` (`bgprompt export`); these tests say when that is due.
 """
+import json
 import logging
 import shutil
 
@@ -179,3 +180,19 @@ def test_the_node_defaults_run_the_shipped_graph():
                                                               "object_depth.yaml"))
     backend, _, model = build_runtime(from_yaml)
     assert isinstance(backend, OnnxRuntimeBackend) and backend.path == SHIPPED_GRAPHS["mini"]["1bg"] and model is None
+
+
+def test_shipped_files_name_the_model_by_package_not_by_the_builders_path():
+    """CI checks out elsewhere than the machine that built the files: a recorded absolute path made a graph
+    exported there differ from the shipped one, and named a directory no robot has."""
+    from safetensors import safe_open
+
+    from bgprompt_core.net_spec import PACKAGE_MODELS, REGISTRY, DepthNetSpec
+
+    records = [read_onnx_metadata(graph)["network"] for graph in SHIPPED_GRAPHS["mini"].values()]
+    for prompt in SHIPPED_PROMPTS["mini"].values():
+        with safe_open(str(prompt), framework="np") as f:
+            records.append(json.loads(f.metadata()["bgprompt"])["network"])
+    assert {r["source"] for r in records} == {"package:models/mini"}
+    assert DepthNetSpec.from_dict(records[0]) == REGISTRY["mini"]
+    assert DepthNetSpec.from_dict(records[0]).source == str(PACKAGE_MODELS / "mini")

@@ -165,8 +165,10 @@ def test_eval_grasp_scores_every_method_and_writes_its_report(tabletop, tmp_path
         sel = [r for r in rows if (r["set"], r["sensor"], r["material"], r["method"]) ==
                (e["set"], e["sensor"], e["material"], e["method"])]
         vals = [r["chamfer_mm"] if r["chamfer_mm"] is not None else np.inf for r in sel]
-        assert e["objects"] == len(sel) and (e["chamfer_mm"] is None or e["chamfer_mm"] == pytest.approx(np.median(vals)))
-        assert e["no_cloud"] == pytest.approx(np.mean([r["points"] < 3 for r in sel]))
+        # results.json stores measured values to 4 decimals: the median of stored rows is within 1e-4 of it
+        assert e["objects"] == len(sel) and (e["chamfer_mm"] is None or
+                                             e["chamfer_mm"] == pytest.approx(np.median(vals), abs=1e-4))
+        assert e["no_cloud"] == pytest.approx(np.mean([r["points"] < 3 for r in sel]), abs=1e-4)
     empty = [g for g in saved["goals"] if g["goal"].startswith("objects with sensor readings and no fused cloud")]
     assert len(empty) == 2 and all(g["value"] == 0 and g["met"] for g in empty)
     assert shipped  # the goals are judged on the params file's prompt (see its rows in the summary)

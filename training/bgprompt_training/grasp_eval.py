@@ -542,22 +542,25 @@ def write_report(result: dict, out: Path, cfg: GraspEvalConfig, params_file: str
 
 
 def write_results_json(result: dict, path: Path) -> None:
-    """results.json: values to 4 decimals, one row per line (tens of thousands of rows stay a few MB)."""
-    clean = _clean(result)
+    """results.json: measured values to 4 decimals, one row per line (tens of thousands of rows stay a few MB);
+    the config exactly as run (a rounded noise term would not reproduce the figures)."""
+    clean = {k: _clean(v, None if k == "config" else 4) for k, v in result.items()}
     rows = clean.pop("rows", [])
     head = json.dumps(clean, indent=1, default=_json_default)[:-2]  # without the closing brace
     body = ",\n".join(json.dumps(r, default=_json_default) for r in rows)
     path.write_text(f"{head},\n \"rows\": [\n{body}\n]\n}}\n")
 
 
-def _clean(v):
-    """JSON without NaN / Infinity (not JSON): None; numpy scalars as Python ones."""
+def _clean(v, digits: int | None = 4):
+    """JSON without NaN / Infinity (not JSON): None; numpy scalars as Python ones, rounded to ``digits``."""
     if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
+        return {str(k): _clean(x, digits) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
+        return [_clean(x, digits) for x in v]
     if isinstance(v, (float, np.floating)):
-        return round(float(v), 4) if math.isfinite(float(v)) else None
+        if not math.isfinite(float(v)):
+            return None
+        return float(v) if digits is None else round(float(v), digits)
     return v
 
 
