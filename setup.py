@@ -1,7 +1,8 @@
 """bgprompt_ros: background prompting for object depth (ament_python package, also pip-installable).
 
 Dependencies are declared once, in requirements/*.txt, and read here as extras. On a ROS 2 robot the
-system packages named in package.xml (rosdep) provide rclpy and the messages instead of the `ros` extra.
+system packages named in package.xml (rosdep) provide rclpy, the messages, numpy and OpenCV instead of the
+`ros` and `robot` extras; pip adds only what has no apt package (docs/DEPLOYMENT.md).
 """
 from pathlib import Path
 
@@ -16,7 +17,12 @@ def _requirements(name: str) -> list[str]:
     return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
 
 
-extras = {name: _requirements(name) for name in ("core", "train", "runtime", "ros", "test")}
+# robot: the torch-free runtime (numpy, OpenCV, onnxruntime) that runs the shipped / exported graph. core and
+# runtime build on it (torch, transformers, scipy; ONNX export, rembg); ros adds rclpy and the messages as wheels
+# where no apt ROS is installed: `pip install ".[robot,ros]"` is a torch-free robot node.
+robot = _requirements("robot")
+extras = {"robot": robot, **{name: robot * (name in ("core", "runtime")) + _requirements(name)
+                             for name in ("core", "train", "runtime", "ros", "test")}}
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 
 setup(
@@ -28,7 +34,7 @@ setup(
     packages=find_packages(include=["bgprompt_core", "bgprompt_core.*", "bgprompt_ros", "bgprompt_ros.*"])
     + find_packages(where="training", include=["bgprompt_training", "bgprompt_training.*"]),
     package_dir={"bgprompt_training": "training/bgprompt_training"},
-    package_data={"bgprompt_core": ["models/**/*", "prompts/*"], "bgprompt_training": ["configs/*.json"]},
+    package_data={"bgprompt_core": ["models/**/*", "prompts/*", "graphs/*"], "bgprompt_training": ["configs/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

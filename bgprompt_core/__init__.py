@@ -12,9 +12,11 @@ Where each part of the paper lives:
 - Eq. 2, disparity to depth: depth_transform.py; Eq. 1 + D + Eq. 2 as one module: model.py
 - Eqs. 3-4, the losses; the evaluation protocol: metrics.py, evaluation.py (one per-sample function)
 - inference on frames (masks, letterbox or re-centring, objects in a batch): estimator.py, masks.py,
-  geometry.py, recenter.py; backends: runtime.py, torch_backend.py, backends.py (onnxruntime),
+  geometry.py, recenter.py; depth back at the frame's resolution (joint bilateral, every object pixel):
+  upsample.py; backends: runtime.py, torch_backend.py, backends.py (onnxruntime),
   tensorrt_backend.py; the exported graph: export.py, onnx_graph.py
-- RGB-D (beyond the paper): sensor_model.py, alignment.py, fusion.py, cloud_metrics.py, object_summary.py
+- RGB-D (beyond the paper): depth_noise.py (noise model, depth edges), alignment.py, fusion.py, cloud_metrics.py,
+  object_summary.py; the simulated cameras for evaluation: sensor_model.py
 - files: checkpoint.py (safetensors + JSON), atomic.py; errors: errors.py; colour maps for figures: visual.py
 """
 __version__ = "0.1.0"

@@ -15,13 +15,43 @@ class Alignment:
     used: int  # pixels used in the final fit
 
 
+def _consensus(p: np.ndarray, s: np.ndarray, mode: str, tol: np.ndarray, rng: np.random.Generator,
+               trials: int) -> np.ndarray:
+    """RANSAC start: the (scale[, shift]) from 1 (scale) or 2 (scale-shift) random readings that the most readings
+    agree with to within ``tol``; returns that inlier mask. A reflection or a blob of wrong readings, even a large
+    minority, cannot pull a consensus the way it pulls a mean or a median ratio."""
+    n = len(p)
+    if mode == "scale":
+        i = rng.integers(0, n, trials)
+        a, b = s[i] / p[i], np.zeros(trials)
+    else:
+        i, j = rng.integers(0, n, trials), rng.integers(0, n, trials)
+        dp = p[i] - p[j]
+        ok = np.abs(dp) > 1e-9 * np.maximum(np.abs(p[i]), 1e-9)
+        if not ok.any():
+            return np.ones(n, bool)
+        i, j, dp = i[ok], j[ok], dp[ok]
+        a = (s[i] - s[j]) / dp
+        b = s[i] - a * p[i]
+    t = np.broadcast_to(tol, p.shape)
+    counts = np.zeros(len(a), np.int64)
+    for start in range(0, n, 4096):  # (readings x hypotheses) in bounded blocks
+        sl = slice(start, start + 4096)
+        counts += (np.abs(s[sl, None] - (p[sl, None] * a + b)) <= t[sl, None]).sum(0)
+    k = int(np.argmax(counts))
+    return np.abs(s - (a[k] * p + b[k])) <= t
+
+
 def fit_to_sensor(pred: np.ndarray, sensor: np.ndarray, mask: np.ndarray, mode: str = "scale",
-                  min_pixels: int = 20, iterations: int = 3, k: float = 3.0) -> Alignment | None:
+                  min_pixels: int = 20, iterations: int = 3, k: float = 3.0, tol: np.ndarray | float | None = None,
+                  trials: int = 200, rng: np.random.Generator | None = None) -> Alignment | None:
     """``sensor ~= scale * pred (+ shift)`` on object pixels where both are valid; None if too few.
 
-    Starts from the median ratio (scale) or least squares (scale-shift), then refits on inliers whose
-    residual is within ``k`` robust standard deviations (1.4826 * MAD) of the current fit, so holes,
-    flying pixels and reflections in the sensor depth do not pull the fit.
+    Starts from the median ratio, or with ``tol`` (m, scalar or per pixel) from the consensus of ``trials``
+    minimal samples (RANSAC), then refits by least squares on the readings whose residual is within ``k``
+    robust standard deviations (1.4826 * MAD) of the current fit, ``iterations`` times, so holes, flying pixels
+    and reflections in the sensor depth do not pull the fit. The scale may come out negative (a prediction
+    anti-correlated with the readings): callers check it.
     """
     if mode not in ("scale", "scale-shift"):
         raise ValueError(f"alignment mode must be 'scale' or 'scale-shift', got {mode!r}")
@@ -40,11 +70,18 @@ def fit_to_sensor(pred: np.ndarray, sensor: np.ndarray, mask: np.ndarray, mode: 
         return float(a), float(b)
 
     keep = np.ones(len(p), bool)
-    scale, shift = float(np.median(s / p)), 0.0  # robust start: the median ratio
+    if tol is None:
+        scale, shift = float(np.median(s / p)), 0.0  # robust start: the median ratio
+    else:
+        t = np.broadcast_to(np.asarray(tol, np.float64), sensor.shape)[ok] if np.ndim(tol) else float(tol)
+        start = _consensus(p, s, mode, t, np.random.default_rng(0) if rng is None else rng, trials)
+        if start.sum() >= max(min_pixels, 2):
+            keep = start
+        scale, shift = fit(keep)
     for _ in range(iterations):
         r = s - (scale * p + shift)
-        centre = np.median(r)
-        mad = 1.4826 * np.median(np.abs(r - centre)) + 1e-9
+        centre = np.median(r[keep]) if tol is not None else np.median(r)
+        mad = 1.4826 * np.median(np.abs(r[keep] - centre) if tol is not None else np.abs(r - centre)) + 1e-9
         new_keep = np.abs(r - centre) <= k * mad
         if new_keep.sum() < max(min_pixels, 2):
             break

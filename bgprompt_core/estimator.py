@@ -3,8 +3,9 @@
 Per frame: validate inputs -> one mask per object (binary, soft or instance labels; rembg when none)
 -> for each object an aspect-preserving letterbox of the frame (or a re-centring virtual camera) to
 the network's input, K tracked exactly -> all objects batched through the backend (Eq. 1 + frozen
-network + Eq. 2) -> each depth warped back to the input resolution -> fused by instance id, NaN
-elsewhere -> optional robust scale (or scale+shift) to an RGB-D sensor -> organized points.
+network + Eq. 2) -> each depth upsampled to the input resolution, edge-aware and from the object's own samples only
+(``upsample.joint_bilateral_upsample``), so every object pixel in the network's view gets a depth -> fused by
+instance id, NaN elsewhere -> optional robust scale (or scale+shift) to an RGB-D sensor -> organized points.
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import cv2
 import numpy as np
 
 from .config import ConfigError
-from .fusion import FUSIONS, FusionConfig, FusionReport, fuse_object, ring_mask
+from .fusion import FUSIONS, FusionConfig, FusionReport, fuse_frame
 from .geometry import Letterbox, backproject_np, camera_rays, check_intrinsics, resize_roi
 from .masks import InputError, MaskObject, split_mask  # noqa: F401  (InputError: the estimator's error too)
 from .recenter import VirtualCamera, recenter_camera
+from .upsample import METHODS as UPSAMPLE_METHODS
+from .upsample import joint_bilateral_upsample, letterbox_coords, pack_samples
 
 log = logging.getLogger("bgprompt.estimator")
 SCALES = ("relative", "metric", "align-to-sensor")
@@ -44,12 +47,22 @@ class EstimatorConfig:
         precision (str, default "fp32"): "fp32" or "fp16" (network in fp16; phi and Eq. 2 stay fp32).
         scale (str, default "relative"): "relative" (depth up to scale, Eq. 2's range), "metric" (metric
             networks) or "align-to-sensor" (scale, or scale and shift, fitted to an RGB-D sensor's depth).
-        align (str, default "scale"): the align-to-sensor fit: "scale" or "scale-shift" (disparity networks).
+        align (str, default "scale-shift"): the align-to-sensor fit: "scale-shift" (disparity networks such as
+            mini; what docs/grasp measures) or "scale".
         fusion (str, default "none"): align-to-sensor only: "none" (the aligned prediction) or "fill" (keep the
             sensor's consistent readings, fill holes and see-through / outlying ones with the prediction).
+        fusion_config (FusionConfig): align-to-sensor: tolerances, the sensor's noise, plausibility and hole
+            filling (``bgprompt_core.fusion``; the node's ``fusion_*`` parameters).
         recenter (bool, default False): re-centre each object by a virtual camera before the network.
         recenter_fill (float, default 0.8): the share of the network input the re-centred object spans.
-        mask_threshold (float, default 0.5): soft masks are objects where >= this value.
+        mask_threshold (float, default 0.5): soft masks are objects where >= this value; a network pixel is the
+            object's own depth sample where its (downsampled) mask is >= this value.
+        upsample (str, default "joint-bilateral"): network depth -> frame pixels: "joint-bilateral" (edge-aware,
+            guided by the colour image, from the object's own samples; every object pixel in view gets a depth) or
+            "bilinear" (the upsampling before issue 29: no depth on the rim and on parts thinner than ~2 network
+            pixels; for comparison).
+        upsample_sigma_color (float, default 100.0): the joint bilateral colour kernel's std, on the mean absolute RGB
+            difference (0-255); smaller follows colour edges harder (docs/RESOLUTION.md measures 25-100).
         min_object_pixels (int, default 16): smaller objects are left out.
         max_objects (int, default 16): the largest this many objects per frame are processed (one batch).
         max_depth (float, default inf): points farther than this (metres, or relative units) are dropped.
@@ -66,11 +79,14 @@ class EstimatorConfig:
     device: str = "auto"
     precision: str = "fp32"
     scale: str = "relative"
-    align: str = "scale"
+    align: str = "scale-shift"
     fusion: str = "none"
+    fusion_config: FusionConfig = field(default_factory=FusionConfig)
     recenter: bool = False
     recenter_fill: float = 0.8
     mask_threshold: float = 0.5
+    upsample: str = "joint-bilateral"
+    upsample_sigma_color: float = 100.0
     min_object_pixels: int = 16
     max_objects: int = 16
     max_depth: float = math.inf
@@ -81,7 +97,7 @@ class EstimatorConfig:
     def __post_init__(self) -> None:
         checks = [("backend", BACKENDS), ("scale", SCALES),
                   ("align", ("scale", "scale-shift")), ("precision", ("fp32", "fp16")),
-                  ("segmentation", ("none", "rembg")), ("fusion", FUSIONS)]
+                  ("segmentation", ("none", "rembg")), ("fusion", FUSIONS), ("upsample", UPSAMPLE_METHODS)]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -89,6 +105,8 @@ class EstimatorConfig:
             raise ConfigError(f"mask_threshold must lie in (0, 1), got {self.mask_threshold}")
         if self.min_object_pixels < 1 or self.max_objects < 1:
             raise ConfigError("min_object_pixels and max_objects must be >= 1")
+        if not (math.isfinite(self.upsample_sigma_color) and self.upsample_sigma_color > 0):
+            raise ConfigError(f"upsample_sigma_color must be a positive number, got {self.upsample_sigma_color}")
         if not self.max_depth > 0:
             raise ConfigError(f"max_depth must be positive, got {self.max_depth}")
         if self.fusion != "none" and self.scale != "align-to-sensor":
@@ -107,6 +125,10 @@ class ObjectDepthResult:
     source: np.ndarray | None = None  # align-to-sensor: (H, W) uint8 SOURCE_SENSOR / SOURCE_PREDICTED / 0
     timing_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # object id -> {reason: pixels} for object pixels left without depth: "off_view" (outside the network's view),
+    # "unseen" (the object vanished at the network's resolution), "fusion" (no scale to the sensor)
+    no_depth: dict[int, dict[str, int]] = field(default_factory=dict)
+    boxes: list[tuple[slice, slice]] = field(default_factory=list)  # where depth may be: the objects' boxes
     _points: np.ndarray | None = field(default=None, repr=False)
 
     def limit_depth(self, max_depth: float) -> "ObjectDepthResult":
@@ -130,7 +152,14 @@ class ObjectDepthResult:
         Computed on first use (a full-resolution pass): callers that only need depth do not pay for it.
         """
         if self._points is None:
-            self._points = backproject_np(self.depth, self.K)
+            if not self.boxes:
+                self._points = backproject_np(self.depth, self.K)
+            else:  # NaN everywhere, rays x depth on the objects' boxes only
+                h, w = self.depth.shape
+                rays = camera_rays(np.asarray(self.K, np.float64), h, w)
+                self._points = np.full((h, w, 3), np.nan, np.float32)
+                for box in self.boxes:
+                    np.multiply(rays[box], self.depth[box][..., None], out=self._points[box])
         return self._points
 
 
@@ -146,7 +175,7 @@ class ObjectDepthEstimator:
     def __init__(self, cfg: EstimatorConfig, backend=None, spec=None, model=None,
                  fusion: FusionConfig | None = None):
         self.cfg = cfg
-        self.fusion_cfg = fusion or FusionConfig()
+        self.fusion_cfg = fusion or cfg.fusion_config
         if backend is None:
             from .runtime import build_runtime
 
@@ -208,41 +237,42 @@ class ObjectDepthEstimator:
         instance = np.zeros((h, w), np.int32)
         valid = np.zeros((h, w), bool)
         fusion: dict[int, FusionReport | None] = {}
-        fusing = self.cfg.scale == "align-to-sensor"
-        source = np.zeros((h, w), np.uint8) if fusing else None
-        if fusing:  # the support plane is sought around each object, away from every object
-            occupied = np.zeros((h, w), bool)
-            for obj in objects:
-                occupied[obj.box] |= obj.binary[obj.box]
-            rays = camera_rays(K, h, w)
+        source = None
+        no_depth: dict[int, dict[str, int]] = {}
+        guide = None  # the network input's colour (uint8 RGB): one for all objects of a letterbox
         for k, obj in enumerate(objects):
-            roi = _grown(obj.box, self.fusion_cfg.ring, h, w) if fusing else obj.box
-            d, ok = self._back(depth_s[k], m[k, 0] >= self.cfg.mask_threshold, views[k], (h, w), roi)
-            ok &= obj.binary[roi] & (d > 0)  # NaN > 0 is False
-            if fusing:
-                d, src, report = fuse_object(
-                    np.where(ok, d, np.nan), sensor_depth[roi], obj.binary[roi], rays[roi],
-                    ring_mask(obj.binary[roi], self.fusion_cfg.ring, occupied[roi]), self.fusion_cfg,
-                    self.cfg.align, fill=self.cfg.fusion == "fill")
-                fusion[obj.id] = report
-                if report is None:
-                    warnings.append(f"object {obj.id}: too few reliable sensor pixels and no support plane to take "
-                                    f"a scale from; left out")
-                    continue
-                if report.see_through > 0.3:
-                    warnings.append(f"object {obj.id}: {100 * report.see_through:.0f}% of its pixels read depth at or "
-                                    f"behind the support plane (seen through it); scale from {report.scale_from}")
-                ok = d > 0
-                source[roi][ok] = src[ok]
-            depth[roi][ok] = d[ok]
-            instance[roi][ok] = obj.id
-            valid[roi] |= ok
+            if guide is None or self.cfg.recenter:
+                guide = cv2.cvtColor((x[k].transpose(1, 2, 0) * np.float32(255) + np.float32(0.5)).astype(np.uint8),
+                                     cv2.COLOR_RGB2RGBA)
+            d, ok, missing = self._object_depth(depth_s[k], m[k, 0], guide, views[k], image, obj, obj.box)
+            if missing:
+                no_depth[obj.id] = missing
+                warnings.append(self._missing_warning(obj, missing))
+            depth[obj.box][ok] = d[ok]
+            instance[obj.box][ok] = obj.id
+            valid[obj.box] |= ok
+        if self.cfg.scale == "align-to-sensor":  # the support plane is sought around each object, away from all
+            labels = np.zeros((h, w), np.int32)
+            for obj in objects:
+                labels[obj.box][obj.binary[obj.box]] = obj.id
+            predicted = valid
+            depth, source, fusion, notes = fuse_frame(depth, labels, [o.id for o in objects], sensor_depth, K,
+                                                      self.fusion_cfg, self.cfg.align, fill=self.cfg.fusion == "fill")
+            warnings += notes
+            valid = np.isfinite(depth)
+            instance = np.where(valid, labels, 0)
+            for obj in objects:  # a prediction that fusion could not place (no readings, no support plane)
+                lost = int(np.count_nonzero(predicted[obj.box] & (labels[obj.box] == obj.id) & ~valid[obj.box]))
+                if lost and not valid[obj.box][labels[obj.box] == obj.id].any():
+                    no_depth.setdefault(obj.id, {})["fusion"] = lost
         t3 = time.perf_counter()
         units = "metres" if self.cfg.scale in ("metric", "align-to-sensor") else "relative"
         timing = {"preprocess": 1e3 * (t1 - t0), "network": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2),
                   "total": 1e3 * (t3 - t0)}
+        fusing = self.cfg.scale == "align-to-sensor"  # fused depth may fill the object's box grown by the ring
+        boxes = [_grown(o.box, self.fusion_cfg.ring, h, w) if fusing else o.box for o in objects]
         result = ObjectDepthResult(depth, valid, instance, [o.id for o in objects], K, units, fusion, source, timing,
-                                   warnings)
+                                   warnings, no_depth, boxes)
         return result.limit_depth(self.cfg.max_depth)
 
     def network_inputs(self, image: np.ndarray, K: np.ndarray, objects: list[MaskObject]
@@ -266,8 +296,7 @@ class ObjectDepthEstimator:
                 views.append(cam)
             else:
                 x[k] = lb_image.transpose(2, 0, 1)
-                small = self._letterbox(obj.soft, lb, 0, cv2.INTER_LINEAR)
-                m[k, 0] = small / np.float32(255) if small.dtype == np.uint8 else small
+                m[k, 0] = self._letterbox_mask(obj, lb)
                 views.append(lb)
         return x, m, views
 
@@ -325,6 +354,74 @@ class ObjectDepthEstimator:
         out = np.full(shape, fill, img.dtype if img.dtype == np.uint8 else np.float32)
         out[top:top + rh, left:left + rw] = cv2.resize(img, (rw, rh), interpolation=interp)
         return out
+
+    @staticmethod
+    def _letterbox_mask(obj: MaskObject, lb: Letterbox) -> np.ndarray:
+        """The object's letterboxed soft mask in [0, 1]: ``_letterbox(obj.soft, lb, 0, INTER_LINEAR)``, computed on
+        the object's box only for binary masks (zero beyond it; a soft mask may have a halo: whole frame)."""
+        if obj.soft.dtype != np.uint8:
+            return ObjectDepthEstimator._letterbox(obj.soft, lb, 0, cv2.INTER_LINEAR)
+        rh, rw = lb.resized
+        top, left = lb.offset
+        sy, sx = rh / lb.in_h, rw / lb.in_w
+        margin = int(math.ceil(max(sy, sx))) + 1  # INTER_LINEAR reads 2 taps around (i + 0.5) / s - 0.5
+        rows, cols = obj.box
+        out_roi = (slice(max(int(rows.start * sy) - margin, 0), min(int(math.ceil(rows.stop * sy)) + margin, rh)),
+                   slice(max(int(cols.start * sx) - margin, 0), min(int(math.ceil(cols.stop * sx)) + margin, rw)))
+        out = np.zeros((lb.out_h, lb.out_w), np.float32)
+        small = resize_roi(obj.soft, (rh, rw), out_roi)
+        out[top + out_roi[0].start:top + out_roi[0].stop, left + out_roi[1].start:left + out_roi[1].stop] = \
+            small * np.float32(1 / 255)
+        return out
+
+    def _object_depth(self, depth_s: np.ndarray, mask_s: np.ndarray, guide_s: np.ndarray, view, image: np.ndarray,
+                      obj: MaskObject, roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """One object's depth on the frame box ``roi`` from its network output: (depth (R, C) float32, NaN where
+        none; its pixels with a depth; {reason: pixels} for its pixels without one)."""
+        own = mask_s >= self.cfg.mask_threshold  # the network pixels that are this object's own depth samples
+        binary = obj.binary[roi]
+        if self.cfg.upsample == "bilinear":
+            d, ok = self._back(depth_s, own, view, image.shape[:2], roi)
+            ok &= binary & (d > 0)  # NaN > 0 is False
+            return d, ok, {}
+        if not own.any():  # thinner than a network pixel everywhere: no sample of its own to take depth from
+            return np.full(binary.shape, np.nan, np.float32), np.zeros_like(binary), {"unseen": obj.pixels}
+        box = obj.box  # the upsampling runs on the object's box; a grown roi (fusion's ring) is NaN around it
+        if isinstance(view, VirtualCamera):
+            ys, xs, factor = view.view_coords(box)
+        else:
+            ys, xs = letterbox_coords(view, box)
+            factor = None
+        bad = own & ~(np.isfinite(depth_s) & (depth_s > 0))  # NaN, inf or <= 0 from the network: NaN spreads to the pixels it reaches
+        if bad.any():
+            depth_s = np.where(bad, np.float32(np.nan), depth_s)
+        up = joint_bilateral_upsample(pack_samples(depth_s, own, guide_s),
+                                      image[box], obj.binary[box], ys, xs, self.cfg.upsample_sigma_color)
+        d = up.depth if factor is None else up.depth * factor
+        missing = {}
+        if up.off_view:
+            missing["off_view"] = up.off_view
+        lost = int(np.count_nonzero(obj.binary[box])) - up.off_view - int(np.count_nonzero(up.ok))
+        if lost:
+            missing["invalid" if bad.any() else "unseen"] = lost
+        if roi == box:
+            return d, up.ok, missing
+        r0, c0 = box[0].start - roi[0].start, box[1].start - roi[1].start
+        inner = (slice(r0, r0 + d.shape[0]), slice(c0, c0 + d.shape[1]))
+        full = np.full(binary.shape, np.nan, np.float32)
+        full[inner] = d
+        ok = np.zeros_like(binary)
+        ok[inner] = up.ok
+        return full, ok, missing
+
+    @staticmethod
+    def _missing_warning(obj: MaskObject, missing: dict[str, int]) -> str:
+        why = {"off_view": "outside the network's view (recenter_fill above 1 zooms past the object)",
+               "unseen": "not seen by the network: no network pixel is this object's (thinner than the network's "
+                         "resolution; recenter zooms onto the object)",
+               "invalid": "without a valid network depth (NaN, inf or <= 0 from the network)"}
+        parts = [f"{n} ({100 * n / max(obj.pixels, 1):.0f}%) {why[reason]}" for reason, n in missing.items()]
+        return f"object {obj.id}: no depth for " + "; ".join(parts)
 
     @staticmethod
     def _back(depth_s: np.ndarray, valid_s: np.ndarray, view, size: tuple[int, int],

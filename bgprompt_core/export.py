@@ -19,8 +19,10 @@ from .atomic import atomic_write
 from .composite import composite
 from .depth_transform import output_to_depth
 from .model import PromptedDepth
-from .onnx_graph import DEFAULT_OPSET, INPUTS, METADATA_KEY, OUTPUT, GraphError, opset_of
+from .onnx_graph import (DEFAULT_OPSET, INPUTS, METADATA_KEY, OUTPUT, GraphError, opset_of, split_shape_slices,
+                         tensorrt_blockers)
 from .prompts import PromptNet, StaticPrompt
+from .weight_folding import fold_weight_standardization
 
 log = logging.getLogger("bgprompt.export")
 
@@ -29,6 +31,7 @@ class DeployGraph(nn.Module):
     def __init__(self, model: PromptedDepth, size: int, half: bool = False):
         super().__init__()
         self.net = copy.deepcopy(model.net)
+        self.folded = fold_weight_standardization(self.net)  # frozen: BiT's standardized weights are constants
         self.mode, self.transform, self.kind = model.mode, model.transform, model.net.spec.output_kind
         self.phi = model.net.normalization
         self.half = half
@@ -79,9 +82,13 @@ def export_onnx(model: PromptedDepth, path: str | Path, size: int, max_batch: in
                 opset: int = DEFAULT_OPSET, extra_meta: dict | None = None) -> Path:
     """Export with a dynamic batch dimension (1..max_batch) and bgprompt metadata, at exactly ``opset``.
 
-    The dynamo exporter writes opset 18 and down-converts; where that conversion fails (e.g. DPT-hybrid's Pad
-    has no 18 -> 17 adapter) it keeps 18, which TensorRT 8.6 would read wrongly, so the TorchScript exporter
-    (which writes opset 17 natively) is used instead. A graph at any other opset than asked raises GraphError.
+    The dynamo exporter writes opset 18 and down-converts; where that conversion fails it keeps 18, which
+    TensorRT 8.6 would read wrongly, so the TorchScript exporter (which writes opset 17 natively) is used
+    instead. BiT networks (DPT-hybrid, ``mini``) always fail that way (their Pad has no 18 -> 17 adapter) and go
+    to TorchScript directly. A graph at any other opset than asked raises GraphError. The frozen network's
+    BiT weight standardization is folded (weight_folding.py) and Shape(start, end) split into Shape + Slice
+    (onnx_graph.split_shape_slices), so TensorRT 8.6 and 10.x import the graph; anything else they would refuse
+    of that kind raises GraphError.
     The file appears atomically: a killed export never leaves a truncated graph that a later start would reuse.
     """
     import onnx
@@ -91,18 +98,30 @@ def export_onnx(model: PromptedDepth, path: str | Path, size: int, max_batch: in
     meta = graph_metadata(model, size, {"max_batch": max_batch, "precision": "fp16" if half else "fp32",
                                         "opset": opset, **(extra_meta or {})})
 
+    def torchscript(tmp: str) -> None:
+        torch.onnx.export(graph, example, tmp, dynamo=False, opset_version=opset, input_names=list(INPUTS),
+                          output_names=[OUTPUT], dynamic_axes={n: {0: "batch"} for n in (*INPUTS, OUTPUT)})
+
     def write(tmp: str) -> None:
-        _dynamo_export(graph, example, tmp, opset, max_batch)
-        if opset_of(onnx.load(tmp, load_external_data=False)) != opset:
-            log.warning("the dynamo exporter could not convert the graph to opset %d; using the TorchScript "
-                        "exporter", opset)
-            torch.onnx.export(graph, example, tmp, dynamo=False, opset_version=opset, input_names=list(INPUTS),
-                              output_names=[OUTPUT], dynamic_axes={n: {0: "batch"} for n in (*INPUTS, OUTPUT)})
+        if graph.folded:  # BiT: dynamo's opset-18 Pad has no 17 adapter, so go straight to TorchScript (opset 17)
+            torchscript(tmp)
+        else:
+            _dynamo_export(graph, example, tmp, opset, max_batch)
+            if opset_of(onnx.load(tmp, load_external_data=False)) != opset:
+                log.warning("the dynamo exporter could not convert the graph to opset %d; using the TorchScript "
+                            "exporter", opset)
+                torchscript(tmp)
         proto = onnx.load(tmp)
         got = opset_of(proto)
         if got != opset:
             raise GraphError(f"the exporter could not write opset {opset} (it wrote {got}); TensorRT 8.6 needs "
                              f"<= 17, 10.x reads up to 20: pass a supported --opset")
+        split = split_shape_slices(proto)
+        blockers = tensorrt_blockers(proto)
+        if blockers:
+            raise GraphError(f"the exported graph has nodes TensorRT cannot import: {'; '.join(blockers[:3])}"
+                             f"{' ...' if len(blockers) > 3 else ''} (a network op bgprompt does not fold yet)")
+        log.info("export: %d weight-standardized convs folded, %d Shape(start, end) split", graph.folded, split)
         del proto.metadata_props[:]
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=True)

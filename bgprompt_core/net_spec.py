@@ -78,7 +78,11 @@ class DepthNetSpec:
             raise ValueError(f"{self.name} needs input sides that are multiples of {self.size_multiple}, got {h}x{w}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as recorded in checkpoints and graphs: a model shipped inside this package is recorded as
+        ``package:models/<name>`` so that a file built on one machine reads the same everywhere."""
+        d = asdict(self)
+        d["source"] = portable_source(self.source)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DepthNetSpec":
@@ -90,11 +94,33 @@ class DepthNetSpec:
             if not isinstance(d.get(key), (list, tuple)):
                 raise ValueError(f"network {key} must be a list, got {d.get(key)!r}")
             d[key] = tuple(d[key])
+        d["source"] = local_source(str(d.get("source", "")))
         return cls(**d)
 
 
 def _positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+PACKAGE_PREFIX = "package:models/"
+
+
+def portable_source(source: str) -> str:
+    """``source`` with a directory inside this package's ``models/`` written relative to it (else unchanged)."""
+    if not source or source.startswith(PACKAGE_PREFIX):
+        return source
+    try:
+        inside = Path(source).resolve().relative_to(PACKAGE_MODELS)
+    except (ValueError, OSError):
+        return source
+    return PACKAGE_PREFIX + inside.as_posix()
+
+
+def local_source(source: str) -> str:
+    """The inverse of ``portable_source`` on this install: ``package:models/x`` -> this package's models/x."""
+    if source.startswith(PACKAGE_PREFIX):
+        return str(PACKAGE_MODELS / source[len(PACKAGE_PREFIX):])
+    return source
 
 
 _DA_SIZES = {"small": "Small", "base": "Base", "large": "Large"}

@@ -94,3 +94,65 @@ def graph_opset(path: str | Path) -> int:
     import onnx
 
     return opset_of(onnx.load(str(path), load_external_data=False))
+
+
+def _subgraphs(graph):
+    """``graph`` and every graph nested in its nodes' attributes (If / Loop / Scan bodies)."""
+    import onnx
+
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _subgraphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _subgraphs(g)
+
+
+def split_shape_slices(proto) -> int:
+    """Rewrite each ``Shape(start, end)`` as ``Shape`` + ``Slice`` with constant starts/ends/axes; returns how many.
+
+    Opset 15 gave Shape ``start``/``end``; TensorRT 8.6's importer ignores them (onnx-tensorrt release/8.6-GA
+    builtin_op_importers.cpp:4434-4440) and returns the whole shape, so ``Resize`` sizes and ``Expand`` shapes get
+    the wrong rank. Slice clamps and wraps negative indices exactly as Shape does, so the graph computes the same.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    count = 0
+    for graph in _subgraphs(proto.graph):
+        nodes, used = [], {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.initializer}
+        for node in graph.node:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type != "Shape" or node.domain not in ("", "ai.onnx") or not ({"start", "end"} & attrs.keys()):
+                nodes.append(node)
+                continue
+            count += 1
+            base = f"{node.name or node.output[0]}_bgprompt_slice"
+            names = [f"{base}_{k}" for k in ("full", "starts", "ends", "axes")]
+            assert not set(names) & used, names
+            bounds = (attrs.get("start", 0), attrs.get("end", np.iinfo(np.int64).max))
+            for name, value in zip(names[1:], (*bounds, 0)):
+                graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))
+            nodes.append(helper.make_node("Shape", [node.input[0]], [names[0]], name=f"{base}_shape"))
+            nodes.append(helper.make_node("Slice", [names[0], *names[1:]], list(node.output), name=base))
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
+
+
+def tensorrt_blockers(proto) -> list[str]:
+    """What the TensorRT parsers refuse or misread in an exported graph (see split_shape_slices and
+    weight_folding): training-mode or multi-output BatchNormalization, Shape with start/end."""
+    from onnx import helper
+
+    out = []
+    for graph in _subgraphs(proto.graph):
+        for node in graph.node:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "BatchNormalization" and (attrs.get("training_mode", 0) == 1 or len(node.output) > 1):
+                out.append(f"{node.name}: training-mode BatchNormalization (TensorRT 8.6 and 10.x refuse it)")
+            if node.op_type == "Shape" and {"start", "end"} & attrs.keys():
+                out.append(f"{node.name}: Shape with start/end (TensorRT 8.6 ignores them)")
+    return out

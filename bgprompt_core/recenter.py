@@ -54,6 +54,20 @@ class VirtualCamera:
         r = self._pixels(self.old_size) @ np.linalg.inv(self.K_old).T
         return 1.0 / (r @ self.R.T)[..., 2]
 
+    def view_coords(self, roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the old pixels of ``roi``: their (rows, cols) in the new view, (R, C) float32 each, NaN where a
+        pixel lies behind the virtual camera, and z_old / z_new there (``depth_factor_old`` on the box only)."""
+        rows, cols = roi
+        v, u = np.mgrid[rows, cols].astype(np.float64)
+        p = np.stack([u, v, np.ones_like(u)], -1)
+        q = p @ self.H.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            front = q[..., 2] > 1e-12
+            xs = np.where(front, q[..., 0] / q[..., 2], np.nan).astype(np.float32)
+            ys = np.where(front, q[..., 1] / q[..., 2], np.nan).astype(np.float32)
+            factor = (1.0 / (p @ np.linalg.inv(self.K_old).T @ self.R.T)[..., 2]).astype(np.float32)
+        return ys, xs, factor
+
     def warp_image(self, img: np.ndarray, interp: int = cv2.INTER_LINEAR, border=0) -> np.ndarray:
         h, w = self.new_size
         return cv2.warpPerspective(img, self.H, (w, h), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=border)

@@ -1,10 +1,12 @@
 """Build the inference runtime an EstimatorConfig describes: network, prompt and backend.
 
 Two routes:
-- backend ``torch``, or no exported graph given: the network and prompt are loaded with torch (and, for
-  onnxruntime / tensorrt, exported once into the cache);
-- backend ``onnxruntime`` or ``tensorrt`` with ``onnx`` set to an exported graph: the graph carries the prompt,
-  phi and Eq. 2, its metadata the network spec, so neither torch nor transformers is imported (a robot's node).
+- backend ``onnxruntime`` or ``tensorrt`` (``auto`` picks one when installed) on an exported graph: ``onnx`` if
+  set, else the graph shipped in the package for (model, prompt) (``SHIPPED_GRAPHS``: mini with its 1-BG and
+  tabletop 1-BG prompts). The graph carries the prompt, phi and Eq. 2, its metadata the network spec, so neither
+  torch nor transformers is imported: the robot default;
+- otherwise the network and prompt are loaded with torch (and, for onnxruntime / tensorrt, exported once into
+  the cache): backend ``torch``, or a model / prompt with no graph given or shipped (a dev machine's step).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +37,50 @@ PROMPT_HELP = ("prompt checkpoint path, or a prompt shipped with the model: '1bg
                "(its PNet), 'tabletop' (its 1-BG learned on tabletop views, for recenter: true); 'none' is the "
                "white-background baseline")
 SHIPPED_NAMES = ("default", "1bg", "pnet", "tabletop")
+PACKAGE_ROOT = Path(__file__).resolve().parent
+PACKAGE_GRAPHS = PACKAGE_ROOT / "graphs"
+# Exported graphs shipped with a model's prompts (fp32, opset 17, batch 1..16), run without torch. PNet is not
+# shipped: its graph is 17 MB (the U-Net), three times these; export it where torch runs. Each graph has a
+# digest file beside it (``<graph>.sha256``, sha256sum's format, paths relative to bgprompt_core/) naming the
+# graph and the weights it was exported from, so a retrained prompt or network never runs through a stale
+# graph. Regenerate both with `make graphs` (`bgprompt export`, needs torch).
+SHIPPED_GRAPHS = {"mini": {"1bg": PACKAGE_GRAPHS / "mini-1bg.onnx",
+                           "tabletop": PACKAGE_GRAPHS / "mini-tabletop.onnx"}}
+
+
+class StaleGraphError(ModelLoadError):
+    """A shipped graph that does not match the shipped weights (or is missing, truncated, an LFS pointer)."""
+
+
+def check_shipped_graph(graph: Path) -> None:
+    """Raise StaleGraphError unless ``graph`` and every file its digest file names (the network's weights and
+    config, the prompt) have the recorded SHA-256."""
+    from .tensorrt_backend import file_sha256  # stdlib + numpy: no tensorrt imported
+
+    digests = graph.with_name(graph.name + ".sha256")
+    if not digests.is_file():
+        raise StaleGraphError(f"{digests} is missing: regenerate the shipped graphs with `make graphs`")
+    for line in digests.read_text().splitlines():
+        if not line.strip():
+            continue
+        want, rel = line.split(maxsplit=1)
+        path = PACKAGE_ROOT / rel.lstrip("*")
+        got = file_sha256(path) if path.is_file() else "missing"
+        if got != want:
+            raise StaleGraphError(f"the shipped graph {graph.name} is stale: {rel} is {got[:12]}, the graph was "
+                                  f"exported from {want[:12]}; regenerate it with `make graphs` (needs torch), or "
+                                  f"use backend torch")
+
+
+def shipped_graph(cfg) -> Path | None:
+    """The graph shipped for ``cfg``'s registry model and shipped prompt name at fp32, else None. A stale one
+    raises StaleGraphError (build_runtime then exports from the weights where torch is installed)."""
+    kind = "1bg" if cfg.prompt == "default" else cfg.prompt
+    path = SHIPPED_GRAPHS.get(cfg.model, {}).get(kind)
+    if path is None or cfg.precision != "fp32":
+        return None
+    check_shipped_graph(path)
+    return path
 
 
 def resolve_prompt_path(prompt: str, spec: DepthNetSpec) -> Path | None:
@@ -102,9 +149,14 @@ def onnx_for(model: PromptedDepth, cfg, size: int) -> Path:
     from .onnx_graph import DEFAULT_OPSET
 
     h = hashlib.sha256(json.dumps({"spec": model.net.spec.to_dict(), "prompt": cfg.prompt, "opset": DEFAULT_OPSET,
-                                   "size": size, "precision": cfg.precision}, sort_keys=True).encode())
-    for t in list(model.net.state_dict().values())[:4] + (list(model.prompt.state_dict().values()) if model.prompt else []):
-        h.update(t.detach().cpu().to(torch.float32).numpy().tobytes())
+                                   "size": size, "precision": cfg.precision, "max_batch": cfg.max_objects,
+                                   "composite": model.mode, "transform": model.transform.to_dict()},
+                                  sort_keys=True).encode())
+    states = [("net", model.net.state_dict())] + ([("prompt", model.prompt.state_dict())] if model.prompt else [])
+    for scope, state in states:  # every weight: a tensor changed anywhere in a model dir gives a new graph
+        for name, t in state.items():
+            h.update(f"{scope}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     path = Path(cfg.cache_dir).expanduser() / f"{model.net.spec.name}-{h.hexdigest()[:16]}.onnx"
     if not path.is_file():
         from .export import export_onnx
@@ -175,22 +227,51 @@ def graph_runtime(cfg, onnx_path: Path, spec: DepthNetSpec | None = None):
     return backend, graph_spec
 
 
-def build_runtime(cfg):
-    """(backend, spec, model) for an EstimatorConfig; ``model`` (torch) is None when an exported graph is given
-    with backend onnxruntime / tensorrt: that route imports neither torch nor transformers."""
-    if cfg.backend == "auto":
-        cfg = dataclasses.replace(cfg, backend=resolve_backend("auto"))
-        log.info("backend auto -> %s", cfg.backend)
-    if cfg.backend == "tensorrt":
-        check_tensorrt_available()
-    if cfg.backend != "torch" and cfg.onnx:
+def _graph_for(cfg) -> Path | None:
+    """The exported graph a graph backend runs: ``cfg.onnx``, else the shipped one (None: export with torch)."""
+    if cfg.onnx:
         path = Path(cfg.onnx).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"ONNX model not found: {path} (create it with `bgprompt export`)")
         if cfg.prompt not in ("default", "1bg"):
             log.warning("prompt %r is ignored: the exported graph %s carries its own prompt", cfg.prompt, path)
-        backend, spec = graph_runtime(cfg, path)
+        return path
+    try:
+        return shipped_graph(cfg)
+    except StaleGraphError as exc:
+        if not _installed("torch"):
+            raise
+        log.error("%s; exporting from the shipped weights instead", exc)
+        return None
+
+
+def build_runtime(cfg):
+    """(backend, spec, model) for an EstimatorConfig; ``model`` (torch) is None when a graph backend runs an
+    exported graph (given as ``onnx``, or shipped for the model and prompt): that route imports neither torch
+    nor transformers."""
+    requested = cfg.backend
+    if cfg.backend == "auto":
+        cfg = dataclasses.replace(cfg, backend=resolve_backend("auto"))
+        log.info("backend auto -> %s", cfg.backend)
+    if cfg.backend == "tensorrt":
+        check_tensorrt_available()
+    graph = _graph_for(cfg) if cfg.backend != "torch" else None
+    if graph is not None:
+        backend, spec = graph_runtime(cfg, graph)
         return backend, spec, None
+    if not _installed("torch"):
+        if requested == "auto" and cfg.backend == "torch":  # onnxruntime is missing too
+            raise ModelLoadError(f"neither onnxruntime nor torch can be imported by {sys.executable}: install the "
+                                 f"robot extra (pip install '.[robot]'), or on apt ROS activate the venv that holds "
+                                 f"onnxruntime before ros2 run / launch (docs/DEPLOYMENT.md)")
+        if cfg.backend == "torch":
+            raise ModelLoadError("backend torch needs torch (pip install '.[core]'); without it, run an exported "
+                                 "graph: install onnxruntime (pip install '.[robot]') and use backend auto")
+        shipped = sorted((m, p) for m, g in SHIPPED_GRAPHS.items() for p in g)
+        raise ModelLoadError(f"no exported graph for model {cfg.model!r} with prompt {cfg.prompt!r} at {cfg.precision} "
+                             f"(graphs ship for {shipped} at fp32), and torch is not installed to load and export "
+                             f"it: export it where torch runs (`bgprompt export --model {cfg.model} --prompt "
+                             f"{cfg.prompt} --precision {cfg.precision} --out graph.onnx`) and set onnx to that file")
     model = build_model(cfg)
     spec = model.net.spec
     size = spec.input_size[0]

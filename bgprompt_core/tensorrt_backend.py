@@ -1,20 +1,27 @@
 """Native TensorRT engines for TensorRT 8.6 (JetPack 6.0), 10.x and 11, built from the exported graph and cached.
 
-What differs between versions (``TensorRTFeatures``), from NVIDIA's API docs and onnx-tensorrt:
+What differs between versions (``TensorRTFeatures``), from NVIDIA's sources (NVIDIA/TensorRT python/src and
+include/NvInfer.h per release branch; test/data/tensorrt_onnx_rules.json records where):
 - 8.x: the ONNX parser needs an explicit-batch network (``NetworkDefinitionCreationFlag.EXPLICIT_BATCH``);
-  from 10.0 every network is explicit-batch and the flag is deprecated (gone in 11).
-- ONNX opset: 8.6 imports up to 17, 10.x up to 20 (the export writes 17, see onnx_graph.DEFAULT_OPSET).
+  from 10.0 every network is explicit-batch and the flag is deprecated; 11 has no such flag.
+- ONNX opset: 8.6 reads up to 17, 10.x up to 20 (the export writes 17, see onnx_graph.DEFAULT_OPSET). The real
+  parsers do not refuse a newer opset: they read it with their own semantics, so we refuse it here.
 - fp16: an fp16 engine is built from a graph exported with ``--precision fp16`` (network in fp16, phi and
-  Eq. 2 in fp32). From 10.12 (and in 11, where ``BuilderFlag.FP16`` is removed) the network is STRONGLY_TYPED,
-  so TensorRT keeps the graph's types. Before 10.12 the network is weakly typed: ``BuilderFlag.FP16`` plus
-  ``OBEY_PRECISION_CONSTRAINTS`` with every layer the graph types as float32 pinned to float32, so Eq. 2 and
-  its epsilon never run in half precision.
+  Eq. 2 in fp32). 10.12+ deprecates BuilderFlag.FP16 and the per-layer precision API (``layer.precision`` and
+  ``set_output_type`` warn there) in favour of strong typing, so from 10.12 the network is created
+  STRONGLY_TYPED and keeps the graph's types. 11 is always strongly typed: its STRONGLY_TYPED flag is deprecated
+  and ignored, BuilderFlag.FP16 / INT8 / OBEY_PRECISION_CONSTRAINTS and the layer precision API are gone, so
+  no flag is set. Before 10.12 the network is weakly typed: ``BuilderFlag.FP16`` plus
+  ``OBEY_PRECISION_CONSTRAINTS`` with every layer the graph types as float32 pinned to float32, so Eq. 2 and its
+  epsilon never run in half precision.
 
 The engine is cached as ``<name>.engine`` with a JSON key beside it (graph hash, profile shapes, precision,
 TensorRT version, GPU name / compute capability / memory / SM count and the Jetson board model); a changed key
-rebuilds it in place and logs which field changed. Device buffers and the stream come from cuda-python (what
-NVIDIA's samples use), so the node needs neither torch nor pycuda. Tensor names, modes and dtypes are read
-from the engine.
+rebuilds it in place and logs which field changed. A timing cache per TensorRT version and GPU speeds rebuilds;
+one TensorRT refuses (corrupt, another device) is dropped with a warning, never fatal. Device buffers and the
+stream come from cuda-python (what NVIDIA's samples use), so the node needs neither torch nor pycuda; CUDA errors
+are reported by name (``cudaGetErrorName``), a missing driver as such. Tensor names, modes, dtypes and the
+output's shape are read from the engine.
 """
 from __future__ import annotations
 
@@ -47,6 +54,7 @@ class TensorRTFeatures:
     explicit_batch_flag: bool  # 8.x: create_network needs EXPLICIT_BATCH (implicit batch is refused by the parser)
     strongly_typed: bool  # fp16 through the graph's own types (10.12+, 11) instead of BuilderFlag.FP16
     max_opset: int
+    strongly_typed_flag: bool = False  # 10.12..10.x: ask for it; 11: always strongly typed, the flag is ignored
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -60,33 +68,36 @@ def features(trt) -> TensorRTFeatures:
     version = parse_version(trt.__version__)
     if version < MIN_VERSION:
         raise TensorRTError(f"TensorRT {trt.__version__} is older than 8.6 (JetPack 6.0), the oldest supported")
-    has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
-    strongly = version >= (10, 12) or not has_fp16_flag
-    if strongly and not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+    weak_fp16 = all(hasattr(trt.BuilderFlag, f) for f in ("FP16", "OBEY_PRECISION_CONSTRAINTS"))
+    always = version[0] >= 11 or not weak_fp16  # 11: NvInfer.h "Strongly typed mode is always enabled"
+    strongly = always or version >= (10, 12)
+    flag = strongly and not always
+    if flag and not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         raise TensorRTError(f"TensorRT {trt.__version__} has neither BuilderFlag.FP16 nor STRONGLY_TYPED networks")
-    return TensorRTFeatures(version, version[0] < 10, strongly, 17 if version[0] < 10 else 20)
+    return TensorRTFeatures(version, version[0] < 10, strongly, 17 if version[0] < 10 else 20, flag)
 
 
 def network_flags(trt, feat: TensorRTFeatures) -> int:
-    """``create_network`` flags: explicit batch on 8.x, strongly typed from 10.12."""
+    """``create_network`` flags: explicit batch on 8.x, strongly typed on 10.12+ (11: none, always strongly typed)."""
     flags = 0
     if feat.explicit_batch_flag:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    if feat.strongly_typed:
+    if feat.strongly_typed_flag:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     return flags
 
 
 def pin_float32_layers(trt, network) -> int:
-    """Weakly typed fp16: keep every layer whose outputs the graph types as float32 (phi, Eq. 2) in float32.
-
-    Returns how many layers were pinned. Effective with ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS``.
-    """
+    """Weakly typed fp16 (8.6 .. 10.11): keep every layer whose outputs the graph types as float32 (phi, Eq. 2) in
+    float32. Returns how many layers were pinned. Effective with ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS``."""
     pinned = 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
         if outputs and all(o.dtype == trt.float32 for o in outputs):
+            if not hasattr(layer, "set_output_type"):
+                raise TensorRTError(f"TensorRT {trt.__version__} has no per-layer precision: fp16 must come from a "
+                                    f"strongly typed network")
             layer.precision = trt.float32
             for j in range(layer.num_outputs):
                 layer.set_output_type(j, trt.float32)
@@ -105,7 +116,8 @@ def profile_shapes(size: tuple[int, int], max_batch: int, opt_batch: int | None 
 
 # --- CUDA through cuda-python -----------------------------------------------------------------------------
 def cudart():
-    """cuda-python's runtime module (``cuda.bindings.runtime`` from 12.6, ``cuda.cudart`` before)."""
+    """cuda-python's runtime module: ``cuda.bindings.runtime`` from 12.6.1, ``cuda.cudart`` before (JetPack 6.0's
+    12.2 has only that; see test/data/cuda_python_facts.json)."""
     try:
         from cuda.bindings import runtime
     except ImportError:
@@ -117,24 +129,51 @@ def cudart():
     return runtime
 
 
-def cuda_call(result):
-    """Unwrap cuda-python's ``(error, value...)`` tuples, raising on any error."""
+INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver: what cuda-python's runtime returns without a driver (12.9)
+
+
+def cuda_error_name(rt, err) -> str:
+    """``cudaErrorMemoryAllocation (2)``: the name as NVIDIA's samples print it (cudaGetErrorName)."""
+    try:
+        _, name = rt.cudaGetErrorName(err)
+        name = name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001 - a name is a courtesy; the number is the error
+        name = "unknown CUDA error"
+    return f"{name} ({int(getattr(err, 'value', err))})"
+
+
+def cuda_call(result, what: str = "CUDA call", rt=None):
+    """Unwrap cuda-python's ``(error, value...)`` tuples, raising TensorRTError with the error's name."""
     err, *values = result if isinstance(result, tuple) else (result,)
-    if int(getattr(err, "value", err)) != 0:
-        raise TensorRTError(f"CUDA call failed: {err}")
+    code = int(getattr(err, "value", err))
+    if code != 0:
+        name = cuda_error_name(rt or cudart(), err)
+        hint = (" (no usable NVIDIA driver: install it / JetPack, or use backend onnxruntime)"
+                if code == INSUFFICIENT_DRIVER else "")
+        raise TensorRTError(f"{what} failed: {name}{hint}")
     return values[0] if len(values) == 1 else (tuple(values) or None)
 
 
+def cuda_run(rt, name: str, *args):
+    """Call ``rt.<name>(*args)``; a missing driver (cuda-python 12.2-12.6 raise RuntimeError) is a TensorRTError."""
+    try:
+        result = getattr(rt, name)(*args)
+    except RuntimeError as exc:
+        raise TensorRTError(f"{name} failed: {exc} (no usable NVIDIA driver: install it / JetPack, or use backend "
+                            f"onnxruntime)") from exc
+    return cuda_call(result, name, rt)
+
+
 def cuda_device_count() -> int:
-    return int(cuda_call(cudart().cudaGetDeviceCount()))
+    return int(cuda_run(cudart(), "cudaGetDeviceCount"))
 
 
 def gpu_identity() -> dict:
     """What an engine is specific to. Orin AGX / NX / Nano share a name and compute capability (8.7); their
     memory, SM count and board model (``/proc/device-tree/model``) tell them apart."""
     rt = cudart()
-    device = cuda_call(rt.cudaGetDevice())
-    props = cuda_call(rt.cudaGetDeviceProperties(device))
+    device = cuda_run(rt, "cudaGetDevice")
+    props = cuda_run(rt, "cudaGetDeviceProperties", device)
     name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
     board = Path("/proc/device-tree/model")
     return {"gpu": name, "compute_capability": f"{props.major}.{props.minor}",
@@ -207,6 +246,7 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str, s
         return engine_path, None
     log.warning("building TensorRT engine %s (%s); this can take minutes on a Jetson", engine_path.name, reason)
     logger = trt.Logger(trt.Logger.WARNING)
+    init_plugins(trt, logger)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt, feat))
     parser = trt.OnnxParser(network, logger)
@@ -227,16 +267,50 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str, s
         profile.set_shape(tensor, lo, opt, hi)
     config.add_optimization_profile(profile)
     timing_path = cache_dir / f"timing-trt{trt.__version__}-{_slug(gpu['gpu'])}-{_slug(gpu['board'])}.cache"
-    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-    config.set_timing_cache(timing, False)  # ignore_mismatch=False: a cache from another device is not used
+    attach_timing_cache(config, timing_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TensorRTError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
     atomic_write(engine_path, lambda tmp: Path(tmp).write_bytes(bytes(serialized)))
     atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(
         {"key": key, "graph": meta, "onnx": str(onnx_path)}, indent=2, sort_keys=True)))
-    atomic_write(timing_path, lambda tmp: Path(tmp).write_bytes(bytes(config.get_timing_cache().serialize())))
+    save_timing_cache(config, timing_path)
     return engine_path, reason
+
+
+def init_plugins(trt, logger) -> None:
+    """Register TensorRT's standard plugins (as NVIDIA's samples do) so graphs and engines that use them load."""
+    init = getattr(trt, "init_libnvinfer_plugins", None)
+    if init is not None and not init(logger, ""):
+        log.warning("TensorRT's standard plugins could not be registered (init_libnvinfer_plugins returned False)")
+
+
+def attach_timing_cache(config, path: Path) -> bool:
+    """Give the build the timing cache at ``path`` (or a fresh one). A cache TensorRT refuses (corrupt, from
+    another device or version) is dropped with a warning, and the build goes on with a fresh cache."""
+    blob = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(blob) if blob else None
+    if blob and cache is None:
+        log.warning("timing cache %s is not readable by this TensorRT; starting a fresh one", path)
+    if cache is not None and not config.set_timing_cache(cache, False):  # ignore_mismatch=False: same device only
+        log.warning("TensorRT refused timing cache %s (another GPU or TensorRT?); starting a fresh one", path)
+        cache = None
+    if cache is None:
+        fresh = config.create_timing_cache(b"")
+        if fresh is None or not config.set_timing_cache(fresh, False):
+            log.warning("TensorRT gave no timing cache; building without one")
+            return False
+    return True
+
+
+def save_timing_cache(config, path: Path) -> None:
+    """Keep the build's timing cache for the next build; nothing is written when the build had none."""
+    cache = config.get_timing_cache()
+    if cache is None:
+        log.warning("no timing cache to save after the build (none was attached)")
+        return
+    data = bytes(cache.serialize())
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 # --- running ----------------------------------------------------------------------------------------------
@@ -251,6 +325,7 @@ class TensorRTBackend:
 
         self.trt, self.rt = trt, cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
+        init_plugins(trt, self.logger)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
@@ -266,18 +341,27 @@ class TensorRTBackend:
                                 f"has inputs {list(INPUTS)} and output {OUTPUT!r}")
         self.profile = {t: [tuple(s) for s in self.engine.get_tensor_profile_shape(t, 0)] for t in self.inputs}
         self.max_batch = min(p[2][0] for p in self.profile.values())
-        h, w = self.profile[INPUTS[0]][2][2:]
         self.context = self.engine.create_execution_context()
-        self.stream = cuda_call(self.rt.cudaStreamCreate())
-        sizes = {INPUTS[0]: (self.max_batch, 3, h, w), INPUTS[1]: (self.max_batch, 1, h, w),
-                 OUTPUT: (self.max_batch, h, w)}
-        self.device = {t: cuda_call(self.rt.cudaMalloc(int(np.prod(s)) * self.dtypes[t].itemsize))
-                       for t, s in sizes.items()}
-        for t, ptr in self.device.items():
-            self.context.set_tensor_address(t, int(ptr))
+        self.stream = cuda_run(self.rt, "cudaStreamCreate")
+        sizes = {t: self.profile[t][2] for t in self.inputs}
+        for t, shape in sizes.items():  # the largest input shapes give the largest output: size its buffer by them
+            if not self.context.set_input_shape(t, shape):
+                raise TensorRTError(f"{engine_path}: the engine refuses its own profile's max shape {shape} for {t!r}")
+        sizes[OUTPUT] = tuple(int(d) for d in self.context.get_tensor_shape(OUTPUT))
+        if len(sizes[OUTPUT]) != 3 or min(sizes[OUTPUT]) < 1 or sizes[OUTPUT][0] != self.max_batch:
+            raise TensorRTError(f"{engine_path}: output {OUTPUT!r} has shape {sizes[OUTPUT]} for inputs "
+                                f"{sizes[INPUTS[0]]}; a bgprompt engine gives (N, H, W) depth")
+        self.output_size = sizes[OUTPUT][1:]
+        self.nbytes = {t: int(np.prod(shape)) * self.dtypes[t].itemsize for t, shape in sizes.items()}
+        self.device = {}
+        for t in sizes:
+            self.device[t] = cuda_run(self.rt, "cudaMalloc", self.nbytes[t])
+            if not self.context.set_tensor_address(t, int(self.device[t])):
+                raise TensorRTError(f"TensorRT refused the device buffer of {t!r} (set_tensor_address returned "
+                                    f"False; see its log)")
 
     def _copy(self, dst: int, src: int, nbytes: int, kind) -> None:
-        cuda_call(self.rt.cudaMemcpyAsync(dst, src, nbytes, kind, self.stream))
+        cuda_run(self.rt, "cudaMemcpyAsync", dst, src, nbytes, kind, self.stream)
 
     def run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         n = image.shape[0]
@@ -294,17 +378,19 @@ class TensorRTBackend:
             self._copy(int(self.device[tensor]), host[tensor].ctypes.data, host[tensor].nbytes,
                        kinds.cudaMemcpyHostToDevice)
         out = np.empty(tuple(self.context.get_tensor_shape(OUTPUT)), self.dtypes[OUTPUT])
+        if out.nbytes > self.nbytes[OUTPUT]:  # never copy past the buffer the engine's max shape sized
+            raise TensorRTError(f"engine output {out.shape} is larger than its buffer for {self.max_batch} objects")
         if not self.context.execute_async_v3(self.stream):
             raise TensorRTError("TensorRT execution failed (see its log)")
         self._copy(out.ctypes.data, int(self.device[OUTPUT]), out.nbytes, kinds.cudaMemcpyDeviceToHost)
-        cuda_call(self.rt.cudaStreamSynchronize(self.stream))  # host buffers stay referenced until here
+        cuda_run(self.rt, "cudaStreamSynchronize", self.stream)  # host buffers stay referenced until here
         return out.astype(np.float32, copy=False)
 
     def close(self) -> None:
         for ptr in self.device.values():
-            cuda_call(self.rt.cudaFree(ptr))
+            cuda_run(self.rt, "cudaFree", ptr)
         self.device = {}
-        cuda_call(self.rt.cudaStreamDestroy(self.stream))
+        cuda_run(self.rt, "cudaStreamDestroy", self.stream)
 
     def __del__(self):  # buffers are process-lifetime; free them when the backend goes
         try:

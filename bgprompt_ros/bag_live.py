@@ -13,10 +13,12 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from bgprompt_core.config import ConfigError
+from bgprompt_core.errors import BgpromptError
 
 log = logging.getLogger("bgprompt.bag")
 
@@ -70,16 +72,49 @@ def schedule(stamps_ns: list[int], rate: float, max_gap: float | None) -> list[f
     return out
 
 
+class PlayError(BgpromptError, RuntimeError):
+    """A bag that cannot be played (to the end): the message says what and how far it got."""
+
+
+@dataclass
+class Playback:
+    """What `play` did: messages published, and corrupt ones skipped per topic."""
+
+    published: int
+    skipped: dict[str, int]
+
+    def skipped_note(self) -> str:
+        return ", ".join(f"{t} x{n}" for t, n in sorted(self.skipped.items()))
+
+
+def one_type_per_topic(conns) -> None:
+    """A ROS topic carries one type, so a bag whose topic has two (two publishers, a merged bag) cannot be played
+    as it is: ConfigError naming each such topic and its types, before anything is published."""
+    by_topic: dict[str, dict[str, int]] = {}
+    for c in conns:
+        types = by_topic.setdefault(c.topic, {})
+        types[c.msgtype] = types.get(c.msgtype, 0) + c.msgcount
+    mixed = {t: types for t, types in by_topic.items() if len(types) > 1}
+    if mixed:
+        what = "; ".join(f"topic {t} carries {len(types)} types in this bag ("
+                         + ", ".join(f"{m} x{n}" for m, n in sorted(types.items())) + ")" for t, types in mixed.items())
+        others = sorted(set(by_topic) - set(mixed))
+        raise ConfigError(f"{what}: a ROS topic has one type, so nothing was played. Play the other topics with "
+                          f"--topics {' '.join(others) if others else '...'}, or split the bag by type")
+
+
 def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscribers: int = 0,
          wait_timeout: float = 30.0, topics: list[str] | None = None, ack_timeout: float = 10.0,
-         wait_nodes: list[str] | None = None, max_gap: float | None = 1.0) -> int:
-    """Publish the bag's messages in order with their relative timing; returns the number published.
+         wait_nodes: list[str] | None = None, max_gap: float | None = 1.0) -> Playback:
+    """Publish the bag's messages in order with their relative timing.
 
-    Before the first message: waits until every node in ``wait_nodes`` is ready (active if it is a lifecycle
-    node, and matched on the topics it subscribes to; see readiness.py), and until each topic has
-    ``wait_subscribers`` subscribers of any kind; both within ``wait_timeout`` s, else NotReady.
-    Gaps between consecutive messages are capped at ``max_gap`` s of wall time (None: never).
-    Before returning, waits up to ``ack_timeout`` s for the subscribers to acknowledge every message.
+    Before the first message: refuses a topic with two types (one_type_per_topic); waits until every node in
+    ``wait_nodes`` is ready (active if it is a lifecycle node, and matched on the topics it subscribes to; see
+    readiness.py), and until each topic has ``wait_subscribers`` subscribers of any kind; both within
+    ``wait_timeout`` s, else NotReady. Gaps between consecutive messages are capped at ``max_gap`` s of wall time
+    (None: never). A message that does not deserialize (corrupt CDR) is skipped and counted, the rest is played;
+    a bag that cannot be opened or read on is a PlayError. Before returning, waits up to ``ack_timeout`` s for
+    the subscribers to acknowledge every message.
     """
     import rclpy
     from rclpy.duration import Duration
@@ -93,18 +128,26 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
     if rate <= 0:
         raise ConfigError(f"rate must be positive, got {rate}")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if not Path(bag).exists():
+        raise FileNotFoundError(f"{bag}: no such bag")
     rclpy.init()
     node = rclpy.create_node("bgprompt_bag_play")
-    published = 0
+    published, skipped = 0, {}
     try:
-        with AnyReader([Path(bag)], default_typestore=typestore()) as reader:
+        try:
+            reader = AnyReader([Path(bag)], default_typestore=typestore())
+            reader.open()
+        except Exception as exc:  # no metadata.yaml, a cut file: rosbags says which
+            raise PlayError(f"{bag} cannot be opened as a bag: {type(exc).__name__}: {exc}") from None
+        with closing(reader):
             conns = [c for c in reader.connections if topics is None or c.topic in topics]
-            qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-            pubs = {c.topic: (node.create_publisher(message_class(c.msgtype), c.topic, qos), message_class(c.msgtype))
-                    for c in conns}
-            if not pubs:
+            if not conns:
                 raise ConfigError(f"none of the topics {topics} is in {bag}: it holds "
-                                 f"{sorted(c.topic for c in reader.connections)}")
+                                  f"{sorted(c.topic for c in reader.connections)}")
+            one_type_per_topic(conns)
+            qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+            classes = {c.topic: message_class(c.msgtype) for c in conns}
+            pubs = {t: (node.create_publisher(cls, t, qos), cls) for t, cls in classes.items()}
             if wait_nodes:
                 wait_for_nodes(node, wait_nodes, wait_timeout, publishers={t: p for t, (p, _) in pubs.items()})
             deadline = time.monotonic() + wait_timeout
@@ -116,7 +159,15 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
                 rclpy.spin_once(node, timeout_sec=0.05)
             while True:
                 start_wall, last_stamp, offset = None, None, 0.0
-                for conn, t, raw in reader.messages(connections=conns):
+                messages = reader.messages(connections=conns)
+                while True:
+                    try:
+                        conn, t, raw = next(messages)
+                    except StopIteration:
+                        break
+                    except Exception as exc:  # a cut or corrupt chunk: what was published stays published
+                        raise PlayError(f"{bag}: reading stopped after {published} published message(s): "
+                                        f"{type(exc).__name__}: {exc}") from None
                     if start_wall is None:
                         start_wall = time.perf_counter()
                     else:
@@ -126,7 +177,14 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
                     if delay > 0:  # pacing the stream to the bag's timing (not waiting for a process)
                         time.sleep(delay)
                     pub, cls = pubs[conn.topic]
-                    pub.publish(deserialize_message(bytes(raw), cls))
+                    try:
+                        msg = deserialize_message(bytes(raw), cls)
+                    except Exception as exc:  # one corrupt message (rclpy raises RMWError): skipped, counted
+                        if conn.topic not in skipped:
+                            log.warning("bag play: corrupt %s message at %d skipped: %s", conn.topic, t, exc)
+                        skipped[conn.topic] = skipped.get(conn.topic, 0) + 1
+                        continue
+                    pub.publish(msg)
                     published += 1
                     rclpy.spin_once(node, timeout_sec=0)
                 if not loop:
@@ -140,7 +198,7 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return published
+    return Playback(published, skipped)
 
 
 @dataclass
@@ -150,6 +208,7 @@ class Recording:
     per_topic: dict[str, int]
     complete: bool
     reason: str
+    disk_full: bool = False  # stopped by a full disk (or a refused write); the bag was closed with what it kept
 
     @property
     def total(self) -> int:
@@ -174,9 +233,8 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from rosbags.rosbag2 import Writer
-
-    from bgprompt_core.bag_frames import storage_plugin, typestore
+    from bgprompt_core.bag_frames import typestore
+    from .bag_writer import BagWriter, DiskFull
     from .readiness import wait_for_nodes
 
     out = Path(out)
@@ -203,9 +261,9 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
         return goal and (count is None or sum(per_topic.values()) >= count) and \
             all(per_topic[t] >= n for t, n in expect.items())
 
-    reason = "interrupted"
+    reason, disk_full = "interrupted", False
     try:
-        with Writer(out, version=9, storage_plugin=storage_plugin(storage)) as writer:
+        with BagWriter(out, storage) as writer:
             conns = {t: writer.add_connection(t, m, typestore=ts) for t, m in topics.items()}
             if wait_nodes:
                 wait_for_nodes(node, wait_nodes, wait_timeout, subscriptions=subs)
@@ -230,12 +288,27 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
                     break
     except (KeyboardInterrupt, ExternalShutdownException):  # SIGINT: rclpy's handler shuts the context down
         pass
+    except DiskFull as exc:  # the writer closed the bag with what reached the disk
+        reason, disk_full = str(exc), True
+        per_topic = _kept_per_topic(out, topics)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    complete = reached() or not goal
-    if not complete:
+    complete = not disk_full and (reached() or not goal)
+    if not complete and not disk_full:
         wanted = ([f"{count} messages in all"] if count is not None else []) + \
             [f"{n} on {t}" for t, n in sorted(expect.items())]
         reason = f"incomplete: asked for {', '.join(wanted)}; stopped because {reason}"
-    return Recording(per_topic, complete, reason)
+    return Recording(per_topic, complete, reason, disk_full)
+
+
+def _kept_per_topic(bag: Path, topics: dict[str, str]) -> dict[str, int]:
+    """Messages per topic of a closed bag, from its metadata.yaml (what a full disk let the writer keep); zeros
+    when no bag could be started."""
+    from rosbags.rosbag2 import Reader
+
+    kept = dict.fromkeys(topics, 0)
+    if (bag / "metadata.yaml").is_file():
+        with Reader(bag) as reader:
+            kept.update({c.topic: c.msgcount for c in reader.connections})
+    return kept

@@ -58,12 +58,15 @@ def _play(args: argparse.Namespace) -> int:
     from .readiness import NotReady
 
     try:
-        n = play(args.bag, args.rate, args.loop, args.wait_subscribers, args.wait_timeout, topics=args.topics,
-                 wait_nodes=args.wait_node, max_gap=None if args.max_gap <= 0 else args.max_gap)
+        done = play(args.bag, args.rate, args.loop, args.wait_subscribers, args.wait_timeout, topics=args.topics,
+                    wait_nodes=args.wait_node, max_gap=None if args.max_gap <= 0 else args.max_gap)
     except NotReady as exc:
         print(f"bag play: nothing published: {exc}", file=sys.stderr)
         return 2
-    print(f"published {n} messages from {args.bag}")
+    print(f"published {done.published} messages from {args.bag}")
+    if done.skipped:
+        print(f"bag play: skipped {sum(done.skipped.values())} corrupt message(s): {done.skipped_note()}",
+              file=sys.stderr)
     return 0
 
 
@@ -88,6 +91,9 @@ def _record(args: argparse.Namespace) -> int:
         print(f"bag record: {exc}", file=sys.stderr)
         return 2
     print(f"recorded {rec.total} messages -> {args.out}: {rec.summary()}", flush=True)
+    if rec.disk_full:
+        print(f"bag record: stopped: {rec.reason}", file=sys.stderr)
+        return 3
     if not rec.complete:
         print(f"bag record: {rec.reason}", file=sys.stderr)
         return 1
@@ -123,7 +129,14 @@ def _register_eval(bs) -> None:
                                   "--scale align-to-sensor the metric error in metres (fit on one half of the pixels, "
                                   "scored on the other) and, when the bag has ground truth (bag make writes "
                                   "/ground_truth/depth), each object's cloud in mm: Chamfer, accuracy and "
-                                  "completeness within 10 mm, centroid error. Writes summary.md, per_frame.csv/png, worst_frames.png.")
+                                  "completeness within 10 mm, centroid error. With ground truth, the sensor's own depth "
+                                  "gets a row too ('sensor (raw depth)'), scored the same way. Means are over finite "
+                                  "values, and each metric says how many frames (objects, for clouds) were "
+                                  "non-finite or missing: (n/N) in summary.md, counts in the JSON and summary.csv. "
+                                  "Colour may be sensor_msgs/CompressedImage (jpeg/png); mask and depth must be raw "
+                                  "Image (a topic of another type is refused before reading). A frame that cannot "
+                                  "be used (sizes differ from the image, undecodable) is skipped and counted by "
+                                  "reason. Writes summary.md, summary.csv, per_frame.csv/png, worst_frames.png.")
     p.add_argument("bag")
     p.add_argument("--params-file", help="the node's YAML (config/object_depth.yaml)")
     p.add_argument("--model", nargs="+")
@@ -142,16 +155,22 @@ def _register_eval(bs) -> None:
     p.add_argument("--slop", type=float, default=0.015, help="approximate sync: seconds, under half the frame period")
     p.add_argument("--cloud-mode", choices=["dense", "organized"], default="dense",
                    help="--out-bag clouds: dense object points (the node's default) or organized HxW")
-    p.add_argument("--out", help="directory for summary.md, per_frame.csv, per_frame.png, worst_frames.png")
+    p.add_argument("--out", help="directory for summary.md, summary.csv, per_frame.csv, per_frame.png, "
+                                 "worst_frames.png")
     p.add_argument("--json", help="summary JSON")
-    p.add_argument("--out-bag", help="write the node's outputs (object_depth, camera_info, object_points) here")
+    p.add_argument("--out-bag", help="write the node's outputs (object_depth/image, object_depth/camera_info, "
+                                     "object_points) here; a full disk closes it with the frames before (exit 2 "
+                                     "after the evaluation)")
     p.set_defaults(func=_eval)
 
 
 def _register_play(bs) -> None:
     p = bs.add_parser("play", help="publish a bag with its original relative timing",
                       description="Publish every message of a bag in order with its original relative timing "
-                                  "(scaled by --rate), optionally looping and waiting for subscribers.")
+                                  "(scaled by --rate), optionally looping and waiting for subscribers. A message "
+                                  "that does not deserialize is skipped and counted (reported at the end); a topic "
+                                  "with two types in the bag is refused before anything is published (leave it out "
+                                  "with --topics).")
     p.add_argument("bag")
     p.add_argument("--rate", type=float, default=1.0)
     p.add_argument("--loop", action="store_true")
@@ -175,9 +194,12 @@ def _register_record(bs) -> None:
                       description="Subscribe to TOPIC:TYPE pairs (e.g. /object_points:sensor_msgs/msg/PointCloud2) "
                                   "and write the received messages into a new bag. Prints 'bag record: ready' once "
                                   "subscribed (and --wait-node nodes matched). Stops at the goal (--count, --expect), "
-                                  "--duration, --idle-timeout or SIGINT, then prints what it recorded per topic. Exit "
-                                  "0 when the goal was reached (or none was given), 1 with the shortfall otherwise, 2 "
-                                  "when a --wait-node did not come up.")
+                                  "--duration, --idle-timeout or SIGINT, then prints what it recorded per topic. A full "
+                                  "disk stops it too: the bag is closed with what reached the disk (readable, "
+                                  "metadata.yaml written; up to the last ~1 MiB chunk, mcap, or 4 MiB, sqlite3, can be "
+                                  "lost when the file system refuses a write unannounced). Exit 0 when the goal was "
+                                  "reached (or none was given), 1 with the shortfall otherwise, 2 when a --wait-node "
+                                  "did not come up, 3 when the disk filled up.")
     p.add_argument("--topics", nargs="+", required=True, metavar="TOPIC:TYPE")
     p.add_argument("--out", required=True)
     p.add_argument("--count", type=int, help="goal: this many messages in all")

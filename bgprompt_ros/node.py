@@ -116,7 +116,11 @@ class ObjectDepthNode(LifecycleNode):
             return self._configure_failed(str(exc))
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p("pub_depth"), reliability=ReliabilityPolicy.RELIABLE)
         self.pubs = {
-            "depth": self.create_lifecycle_publisher(Image, "object_depth", qos),
+            # object_depth/image + object_depth/camera_info: image_transport's sibling rule, so depth_image_proc and
+            # RViz's DepthCloud find the info without remaps. DEPRECATED, removed after 0.2: the old depth topic
+            # `object_depth`, published only while something subscribes to it (remap consumers to object_depth/image)
+            "depth": self.create_lifecycle_publisher(Image, "object_depth/image", qos),
+            "depth_legacy": self.create_lifecycle_publisher(Image, "object_depth", qos),
             "info": self.create_lifecycle_publisher(CameraInfo, "object_depth/camera_info", qos),
             "cloud": self.create_lifecycle_publisher(PointCloud2, "object_points", qos),
             "composite": self.create_lifecycle_publisher(Image, "composite", qos),
@@ -280,8 +284,15 @@ class ObjectDepthNode(LifecycleNode):
             self._log_throttled("warning", w, period=5.0)
         header = img_msg.header
         # messages are built only for topics someone listens to; buffers go into them without a copy
-        if self.pubs["depth"].get_subscription_count() > 0:
-            self.pubs["depth"].publish(conversions.depth_image_message(Image, header, res.depth))
+        depth_pubs = [self.pubs[k] for k in ("depth", "depth_legacy") if self.pubs[k].get_subscription_count() > 0]
+        if depth_pubs:
+            depth_msg = conversions.depth_image_message(Image, header, res.depth)
+            for pub in depth_pubs:
+                pub.publish(depth_msg)
+            if self.pubs["depth_legacy"] in depth_pubs:
+                self._log_throttled("warning", f"{self.pubs['depth_legacy'].topic_name} is deprecated and goes after "
+                                    f"0.2: subscribe to {self.pubs['depth'].topic_name} (with its camera_info beside "
+                                    f"it)", period=math.inf)
         info_out = CameraInfo(header=header, height=info.height or rgb.shape[0], width=info.width or rgb.shape[1],
                               distortion_model=info.distortion_model, d=info.d, k=info.k, r=info.r, p=info.p,
                               binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bgprompt_core.config import ConfigError
 from bgprompt_core.estimator import EstimatorConfig
+from bgprompt_core.fusion import FUSION_FIELDS, FUSION_HELP, HOLE_FILLS, FusionConfig, fusion_config_from_params
 from bgprompt_core.runtime import PROMPT_HELP
 
 TYPES = {str: "PARAMETER_STRING", int: "PARAMETER_INTEGER", float: "PARAMETER_DOUBLE", bool: "PARAMETER_BOOL"}
@@ -14,8 +15,9 @@ TYPES = {str: "PARAMETER_STRING", int: "PARAMETER_INTEGER", float: "PARAMETER_DO
 PARAMETERS: dict[str, tuple] = {
     "model": ("mini", "depth network: registry name, hub id or local directory", None, True),
     "prompt": ("1bg", PROMPT_HELP, None, True),
-    "backend": ("torch", "inference backend; auto: tensorrt with a GPU and tensorrt installed, else onnxruntime, "
-                         "else torch", ("auto", "torch", "onnxruntime", "tensorrt"), True),
+    "backend": ("auto", "inference backend; auto: tensorrt with a GPU, tensorrt and cuda-python, else onnxruntime "
+                        "(on the shipped or given graph: no torch), else torch",
+                ("auto", "torch", "onnxruntime", "tensorrt"), True),
     "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", None, True),
     "precision": ("fp32", "network precision", ("fp32", "fp16"), True),
     "engine_cache_dir": ("~/.cache/bgprompt", "where exported ONNX graphs and TensorRT engines are cached", None, True),
@@ -32,8 +34,8 @@ PARAMETERS: dict[str, tuple] = {
     "queue_size": (10, "per-topic synchronizer queue and subscription depth", None, True),
     "scale": ("relative", "relative (up to scale), metric (metric networks) or align-to-sensor (RGB-D)",
               ("relative", "metric", "align-to-sensor"), True),
-    "align": ("scale", "align-to-sensor fit (scale-shift for disparity networks such as mini)", ("scale", "scale-shift"),
-              True),
+    "align": ("scale-shift", "align-to-sensor fit (scale-shift for disparity networks such as mini)",
+              ("scale", "scale-shift"), True),
     "fusion": ("none", "align-to-sensor: none (the aligned prediction only) or fill (keep consistent sensor depth, "
                        "fill holes and see-through or outlying readings with the aligned prediction)",
                ("none", "fill"), True),
@@ -45,8 +47,8 @@ PARAMETERS: dict[str, tuple] = {
     "cloud_mode": ("dense", "dense object points only (1 x N, grasp planners), or organized HxW with NaN "
                    "(depth_image_proc's layout)", ("organized", "dense"), False),
     "cloud_rgb": (True, "add an rgb field packed as in depth_image_proc", None, False),
-    "cloud_labels": (True, "add label (uint32 object id) and source (uint8: 1 sensor, 2 predicted) fields", None,
-                     False),
+    "cloud_labels": (True, "add label (uint32 object id) and source (uint8: 1 sensor, 2 predicted, 3 interpolated "
+                           "from the sensor) fields", None, False),
     "publish_composite": (True, "publish the composite debug image when someone subscribes", None, False),
     "sub_reliability": ("best_effort", "subscription reliability (sensor data QoS by default)",
                         ("best_effort", "reliable"), True),
@@ -54,8 +56,24 @@ PARAMETERS: dict[str, tuple] = {
     "diagnostics_period": (1.0, "seconds between /diagnostics messages", None, True),
     "autostart": (True, "configure and activate at start (plain, unmanaged use)", None, False),
 }
+# RGB-D fusion (scale align-to-sensor): bgprompt_core.fusion.FusionConfig field by field as fusion_<field>, the sensor
+# noise included; defaults are what docs/grasp measures (config/object_depth_rgbd.yaml). Each value is checked by
+# FusionConfig's own validation.
+_FUSION = FusionConfig()
+PARAMETERS.update({f"fusion_{n}": (getattr(_FUSION, n), FUSION_HELP[n], HOLE_FILLS if n == "hole_fill" else None, True)
+                   for n in FUSION_FIELDS})
 
 
+def _fusion_value_ok(field: str, value) -> bool:
+    try:
+        FusionConfig(**{field: value})
+        return True
+    except (TypeError, ValueError):  # ConfigError is a ValueError
+        return False
+
+
+FUSION_RULES = {f"fusion_{n}": (lambda v, n=n: _fusion_value_ok(n, v), "a valid FusionConfig value (see its "
+                                                                      "description)") for n in FUSION_FIELDS}
 
 
 # value rules beyond the allowed sets: name -> (check, what it must be)
@@ -66,6 +84,7 @@ RULES: dict[str, tuple] = {
     "diagnostics_period": (lambda v: math.isfinite(v) and v > 0, "a finite number of seconds > 0"),
     "queue_size": (lambda v: v >= 1, "an integer >= 1"),
     "pub_depth": (lambda v: v >= 1, "an integer >= 1"),
+    **FUSION_RULES,
 }
 
 
@@ -88,7 +107,8 @@ def estimator_config_from_params(params: dict) -> EstimatorConfig:
         model=p["model"], prompt=p["prompt"], backend=p["backend"], onnx=p["onnx"] or None,
         cache_dir=p["engine_cache_dir"], device=p["device"], precision=p["precision"], scale=p["scale"],
         align=p["align"], fusion=p["fusion"], recenter=p["recenter"], segmentation="rembg" if p["segmentation"] == "rembg" else "none",
-        rembg_model=p["rembg_model"], max_depth=p["max_depth"] or math.inf)
+        rembg_model=p["rembg_model"], max_depth=p["max_depth"] or math.inf,
+        fusion_config=fusion_config_from_params(p))
 
 
 def read_params_file(path: str | Path, node_name: str = "object_depth") -> dict:

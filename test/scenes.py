@@ -1,4 +1,5 @@
-"""Analytic test scenes with exact depth (ray casting, no renderer): a shaded sphere, a box standing on a table."""
+"""Analytic test scenes with exact depth (ray casting, no renderer): a shaded sphere, a box standing on a table,
+a bowl on a table."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,6 +25,34 @@ def box_on_table(K: np.ndarray, h: int, w: int, half=(0.05, 0.06, 0.04), height:
     far = np.nanmin(np.maximum(t0, t1), -1)
     hit = (near <= far) & (near > 0)
     return np.minimum(np.where(hit, near, np.inf), t_table), t_table, hit
+
+
+def bowl_on_table(K: np.ndarray, h: int, w: int, radius: float = 0.08, rim: float = 0.05, height: float = 0.45,
+                  back: float = 0.35):
+    """A bowl (a thin spherical shell of ``radius`` resting on the table at the origin, cut open at height ``rim``)
+    seen from (0, height, back): z-depth of the scene, of the table alone, and the bowl's mask. Rays through the
+    opening see its concave inside (the sphere's far intersection), the others its convex outside."""
+    eye = np.array([0.0, height, back])
+    fwd = -eye / np.linalg.norm(eye)
+    right = np.cross(fwd, [0, 1, 0])
+    right /= np.linalg.norm(right)
+    R = np.stack([right, np.cross(fwd, right), fwd])
+    d = camera_rays(K, h, w).astype(np.float64) @ R  # world direction per unit camera z
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_table = np.where(d[..., 1] < 0, -eye[1] / d[..., 1], np.inf)
+    c = np.array([0.0, radius, 0.0])
+    oc = eye - c
+    a = (d * d).sum(-1)
+    b = (d @ oc)
+    disc = b * b - a * (oc @ oc - radius**2)
+    root = np.sqrt(np.clip(disc, 0, None))
+    t1, t2 = (-b - root) / a, (-b + root) / a
+    y1, y2 = eye[1] + t1 * d[..., 1], eye[1] + t2 * d[..., 1]
+    outer = (disc > 0) & (y1 <= rim)
+    inner = (disc > 0) & ~outer & (y2 <= rim)
+    t = np.where(outer, t1, np.where(inner, t2, np.inf))
+    hit = outer | inner
+    return np.minimum(t, t_table), t_table, hit
 
 
 def table_image(K: np.ndarray, h: int, w: int, table: np.ndarray, box: np.ndarray, glass: bool) -> np.ndarray:

@@ -61,9 +61,14 @@ def test_letterbox_inverse_maps_pixels_exactly():
     res = _est(ColumnBackend()).estimate(img, K, (labels > 0).astype(np.uint8))
     lb = Letterbox(240, 320, S, S)
     top, left = lb.offset
+    assert np.array_equal(res.valid, labels > 0)  # every object pixel has a depth (issue 29)
     v, u = np.nonzero(res.valid)
     expected = lb.scale * (u + 0.5) - 0.5 + left + 1  # the network column each input pixel maps to, + 1
-    assert np.abs(res.depth[v, u] - expected).max() < 1e-3
+    err = np.abs(res.depth[v, u] - expected)
+    # exact where the four network samples around a pixel are the object's (a uniform colour: the joint bilateral
+    # weights are the bilinear ones); on the rim the nearest own sample's value, less than a network pixel away
+    inner = cv2.erode((labels > 0).astype(np.uint8), np.ones((11, 11), np.uint8))[v, u] > 0
+    assert err[inner].max() < 1e-3 and err.max() < 1.0
     assert np.isnan(res.depth[labels == 0]).all() and res.units == "relative"
 
 
@@ -96,7 +101,7 @@ def test_align_to_sensor_recovers_scale_despite_holes_and_outliers():
     sensor[holes] = 0  # RGB-D holes
     flying = mask & ~holes & (rng.random(mask.shape) < 0.05)
     sensor[flying] = 9.0  # flying pixels / reflections
-    res = _est(ObjectBackend(), scale="align-to-sensor").estimate(img, K, mask.astype(np.uint8), sensor)
+    res = _est(ObjectBackend(), scale="align-to-sensor", align="scale").estimate(img, K, mask.astype(np.uint8), sensor)
     fit = res.fusion[1]
     assert fit.scale == pytest.approx(2.5, rel=2e-3)
     assert fit.coverage == pytest.approx(1 - holes.sum() / mask.sum(), abs=0.02)

@@ -1,10 +1,11 @@
-"""Sensor fusion (bgprompt_core.fusion) on an analytic tabletop: a box standing on a table, seen from above."""
+"""Sensor fusion (bgprompt_core.fusion) on analytic tabletops: a box standing or lying on a table, a bowl."""
+import cv2
 import numpy as np
 import pytest
 
 from bgprompt_core import fusion as fu
 from bgprompt_core.geometry import camera_rays
-from scenes import box_on_table
+from scenes import bowl_on_table, box_on_table
 
 H, W, F = 120, 160, 150.0
 K = np.array([[F, 0, (W - 1) / 2], [0, F, (H - 1) / 2], [0, 0, 1]])
@@ -18,9 +19,14 @@ def sensor_of(z, rng, sigma=0.001):
     return np.round((z + rng.normal(0, sigma, z.shape)) * 1000).astype(np.float32) / 1000
 
 
-def run(pred, sensor, box, fill=True, align="scale"):
+def run(pred, sensor, box, fill=True, align="scale", cfg=fu.FusionConfig()):
     rays = camera_rays(K, H, W).astype(np.float64)
-    return fu.fuse_object(pred, sensor, box, rays, fu.ring_mask(box, 15), fu.FusionConfig(), align, fill)
+    return fu.fuse_object(pred, sensor, box, rays, fu.ring_mask(box, 15), cfg, align, fill)
+
+
+def smooth_field(rng, sigma=6.0):
+    f = cv2.GaussianBlur(rng.standard_normal((H, W)).astype(np.float32), (0, 0), sigma)
+    return (f - f.min()) / (f.max() - f.min())  # in [0, 1]
 
 
 def test_support_plane_is_recovered_despite_outliers():
@@ -35,24 +41,47 @@ def test_support_plane_is_recovered_despite_outliers():
     assert fu.fit_plane(pts[:10], 0.003, 50, rng, 50) is None  # too few points
 
 
-def test_fill_keeps_every_consistent_sensor_pixel_bit_exact_and_fills_holes():
+@pytest.mark.parametrize("hole_fill", ["hybrid", "prediction"])
+def test_fill_keeps_every_consistent_sensor_pixel_bit_exact_and_fills_holes(hole_fill):
     rng = np.random.default_rng(1)
     gt, _, box = scene()
     sensor = sensor_of(gt, rng)
     holes = box & (rng.random(box.shape) < 0.4)  # specular / dark holes
     sensor[holes] = 0
     pred = np.where(box, gt / 3.0, np.nan)  # the network's shape, up to scale
-    depth, source, rep = run(pred, sensor, box)
-    assert rep.scale_from == "object" and rep.scale == pytest.approx(3.0, rel=2e-3)
-    assert rep.see_through < 0.02 and rep.plane_inliers > 100
+    depth, source, rep = run(pred, sensor, box, cfg=fu.FusionConfig(hole_fill=hole_fill))
+    assert rep.scale_from == "object" and rep.scale == pytest.approx(3.0, rel=2e-3) and rep.reason == ""
+    assert rep.see_through < 0.02 and rep.plane_inliers > 100 and rep.agreement > 0.99
     kept = source == fu.SOURCE_SENSOR
     assert np.array_equal(depth[kept], sensor[kept])  # bit-exact
     consistent = box & (sensor > 0) & (np.abs(sensor - gt) < 0.004)
     assert kept[consistent].all()  # every consistent reading was kept
-    filled = source == fu.SOURCE_PREDICTED
-    assert filled[holes].all() and np.abs(depth[filled] - gt[filled]).max() < 0.004
+    predicted, interp = source == fu.SOURCE_PREDICTED, source == fu.SOURCE_INTERPOLATED
+    assert (predicted | interp)[holes].all() and np.abs(depth[predicted] - gt[predicted]).max() < 0.004
+    assert not interp.any() or np.abs(depth[interp] - gt[interp]).max() < 0.006  # across the box's creases
+    # hybrid: the small interior holes come from the sensor's neighbourhood, the ones at the silhouette from the
+    # prediction; "prediction" fills all from the prediction
+    assert interp.any() == (hole_fill == "hybrid") and (source == fu.SOURCE_PREDICTED).any()
+    assert rep.interpolated == pytest.approx(interp.sum() / box.sum())
     assert np.isnan(depth[~box]).all() and (source[~box] == fu.SOURCE_NONE).all()
     assert rep.kept == pytest.approx(kept.sum() / box.sum())
+
+
+def test_hybrid_interpolates_small_interior_holes_and_predicts_silhouette_ones():
+    rng = np.random.default_rng(11)
+    gt, _, box = scene()
+    sensor = sensor_of(gt, rng)
+    inner = cv2.erode(box.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    ys, xs = np.nonzero(inner)
+    small = np.zeros_like(box)
+    small[ys[len(ys) // 2] - 1:ys[len(ys) // 2] + 2, xs[len(xs) // 2] - 1:xs[len(xs) // 2] + 2] = True  # 3x3
+    edge = box & ~cv2.erode(box.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    edge &= np.arange(W)[None, :] < np.median(xs)  # the left part of the silhouette band
+    sensor[small | edge] = 0
+    pred = np.where(box, gt / 3.0 + 0.004 * smooth_field(rng), np.nan)  # a slightly wrong shape
+    depth, source, rep = run(pred, sensor, box, align="scale-shift")
+    assert (source[small] == fu.SOURCE_INTERPOLATED).all() and (source[edge] == fu.SOURCE_PREDICTED).all()
+    assert np.abs(depth[small] - gt[small]).max() < 0.003
 
 
 def test_see_through_readings_are_rejected_and_scale_comes_from_the_support_contact():
@@ -88,3 +117,160 @@ def test_no_readings_and_no_plane_gives_no_scale():
     gt, _, box = scene()
     depth, source, rep = run(np.where(box, gt, np.nan), np.zeros_like(gt, np.float32), box)
     assert rep is None and np.isnan(depth).all() and not source.any()
+
+
+SCENES = {
+    "standing box": lambda: box_on_table(K, H, W),
+    "lying box": lambda: box_on_table(K, H, W, half=(0.09, 0.02, 0.05)),
+    "bowl": lambda: bowl_on_table(K, H, W),
+}
+
+
+@pytest.mark.parametrize("name", list(SCENES))
+@pytest.mark.parametrize("align", ["scale-shift", "scale"])
+@pytest.mark.parametrize("fill", [True, False])
+def test_an_inverted_prediction_falls_back_to_the_sensor_and_never_empties_the_object(name, align, fill):
+    """Issue 24: on concave or ambiguous shapes mini's depth was anti-correlated with the truth, the fit's scale
+    came out negative and the object got NO cloud while the sensor saw 84-94% of it."""
+    rng = np.random.default_rng(4)
+    gt, _, obj = SCENES[name]()
+    sensor = sensor_of(gt, rng)
+    holes = obj & (rng.random(obj.shape) < 0.1)
+    sensor[holes] = 0
+    inverted = np.where(obj, gt[obj].max() + gt[obj].min() - gt, np.nan)  # correlation -1 with the truth
+    assert np.corrcoef(inverted[obj], gt[obj])[0, 1] < -0.99
+    depth, source, rep = run(inverted, sensor, obj, fill=fill, align=align)
+    assert rep is not None and rep.scale_from == "sensor-only" and rep.reason, rep
+    reading = obj & (sensor > 0)
+    assert (source[reading] == fu.SOURCE_SENSOR).mean() > 0.95  # the readings (flying pixels at edges aside)
+    assert np.array_equal(depth[source == fu.SOURCE_SENSOR], sensor[source == fu.SOURCE_SENSOR])
+    assert not (source == fu.SOURCE_PREDICTED).any()  # nothing of the implausible prediction
+    interp = source == fu.SOURCE_INTERPOLATED  # small interior holes from their neighbours, within a few mm
+    assert interp.sum() > 0.5 * holes.sum() and np.abs(depth[interp] - gt[interp]).max() < 0.01
+    assert rep.coverage == pytest.approx(reading.sum() / obj.sum())
+
+
+@pytest.mark.parametrize("name", list(SCENES))
+def test_a_right_prediction_on_the_same_shapes_is_used(name):
+    rng = np.random.default_rng(5)
+    gt, _, obj = SCENES[name]()
+    sensor = sensor_of(gt, rng)
+    sensor[obj & (smooth_field(rng) < 0.35)] = 0  # correlated holes, some touching the silhouette
+    depth, source, rep = run(np.where(obj, 0.4 * gt + 0.1, np.nan), sensor, obj, align="scale-shift")
+    assert rep.scale_from == "object" and rep.reason == "" and rep.agreement > 0.95
+    assert np.isfinite(depth[obj]).all() and np.abs(depth[obj] - gt[obj]).max() < 0.006
+
+
+def test_concave_prediction_with_a_wrong_depth_range_is_rejected_by_its_residual():
+    """A bowl predicted flat (the network flattened its inside): scale positive, yet no consistent surface."""
+    rng = np.random.default_rng(6)
+    gt, _, obj = bowl_on_table(K, H, W)
+    sensor = sensor_of(gt, rng)
+    flat = np.where(obj, 1.0 + 0.05 * rng.standard_normal(obj.shape), np.nan)
+    depth, source, rep = run(flat, sensor, obj, align="scale-shift")
+    assert rep.scale_from == "sensor-only" and ("agree" in rep.reason or "residual" in rep.reason)
+    assert (source[obj & (sensor > 0)] == fu.SOURCE_SENSOR).mean() > 0.95
+
+
+def test_band_widens_in_front_where_the_network_shape_is_off():
+    """Shape error everywhere (a bumpy 0-40 mm error): readings up to 3 robust sigmas IN FRONT of the aligned
+    prediction are kept although isolated (sparse readings: no smooth patch rescues most of them). Without the
+    widening (front band = strict band) these readings are lost."""
+    rng = np.random.default_rng(7)
+    gt, _, box = scene()
+    sensor = sensor_of(gt, rng, sigma=0.0005)
+    sensor[box & (rng.random(box.shape) > 0.3)] = 0
+    f = cv2.GaussianBlur(rng.standard_normal((H, W)).astype(np.float32), (0, 0), 3.0)
+    f = (f - f[box].min()) / (f[box].max() - f[box].min())
+    pred = np.where(box, (gt + 0.04 * f) / 3.0, np.nan)  # farther than the truth by 0-40 mm
+    depth, source, rep = run(pred, sensor, box, align="scale-shift")
+    assert rep.scale_from == "object" and rep.residual_mm > 4, rep
+    d = sensor - (rep.scale * pred + rep.shift)
+    front = box & (sensor > 0) & (d < -0.012) & (d > -0.017)  # beyond the strict band, within the widened one
+    assert front.sum() > 10
+    assert (source[front] == fu.SOURCE_SENSOR).all()
+
+
+def test_disputed_readings_continuing_a_smooth_patch_are_kept():
+    """The network is wrong in one region (a 3 cm dent over 15% of the box): the dense readings there are far from
+    the aligned prediction, the robust band stays narrow, yet they continue the true surface around them."""
+    rng = np.random.default_rng(8)
+    gt, _, box = scene()
+    sensor = sensor_of(gt, rng, sigma=0.0005)
+    ys, xs = np.nonzero(box)
+    dent = box & ((np.arange(H)[:, None] - ys.mean()) ** 2 + (np.arange(W)[None, :] - xs.mean()) ** 2 < 60)
+    assert 0.08 < dent.sum() / box.sum() < 0.2
+    pred = np.where(box, (gt + 0.03 * dent) / 3.0, np.nan)
+    depth, source, rep = run(pred, sensor, box, align="scale-shift")
+    assert rep.scale_from == "object" and rep.kept > 0.97
+    assert (source[dent] == fu.SOURCE_SENSOR).mean() > 0.97
+
+
+def test_reflections_behind_the_predicted_surface_are_rejected():
+    """Metal reads reflections 3-20 cm behind its surface in smooth blobs: continuous among themselves, a step away
+    from the true surface. They are rejected (and counted) like see-through readings for glass; the true
+    readings stay."""
+    rng = np.random.default_rng(9)
+    gt, _, box = scene()
+    sensor = sensor_of(gt, rng)
+    field = smooth_field(rng, 8.0)
+    blob = box & (field > np.quantile(field[box], 0.75))  # a quarter of the object
+    sensor[blob] = (gt + 0.06)[blob]  # read 6 cm behind
+    depth, source, rep = run(np.where(box, gt / 3.0, np.nan), sensor, box, align="scale-shift")
+    assert rep.scale_from == "object" and rep.scale == pytest.approx(3.0, rel=1e-2)
+    assert not (source[blob] == fu.SOURCE_SENSOR).any()
+    assert np.abs(depth[blob] - gt[blob]).max() < 0.006
+    assert rep.behind == pytest.approx(blob.sum() / box.sum(), abs=0.02)
+    assert (source[box & ~blob & (sensor > 0)] == fu.SOURCE_SENSOR).mean() > 0.97
+
+
+def test_inpaint_in_millimetres_is_exact_on_a_constant_depth():
+    """opencv/opencv#25404: Telea on float metres filled a 3x3 hole of a constant 0.85 m image with -0.45..2.25 m."""
+    z = np.full((20, 20), 0.85, np.float32)
+    holes = np.zeros((20, 20), bool)
+    holes[8:11, 8:11] = True
+    for method in ("telea", "ns"):
+        out = fu.inpaint_mm(np.where(holes, 0, z), holes, 5, method)
+        assert np.abs(out[holes] - 0.85).max() < 1e-6, method
+
+
+def test_fusion_imports_no_simulator():
+    """Issue 30: the fusion a robot runs must not pull in the sensor simulator."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(fu))
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names} | \
+        {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any("sensor_model" in x for x in names)
+
+
+def test_shape_error_widens_the_band_in_front_only_never_for_readings_behind():
+    """With a bumpy prediction (band widened to ~2.5 cm in front), a reflection 2 cm behind the surface is still
+    rejected: behind the predicted surface only the strict band holds."""
+    rng = np.random.default_rng(10)
+    gt, _, box = scene()
+    sensor = sensor_of(gt, rng, sigma=0.0005)
+    f = cv2.GaussianBlur(rng.standard_normal((H, W)).astype(np.float32), (0, 0), 3.0)
+    f = (f - f[box].min()) / (f[box].max() - f[box].min())
+    pred = np.where(box, (gt + 0.05 * f) / 3.0, np.nan)
+    sparse = box & (rng.random(box.shape) < 0.3)
+    sensor[box & ~sparse] = 0
+    refl = sparse & (rng.random(box.shape) < 0.15)
+    depth, source, rep = run(pred, sensor, box, align="scale-shift")
+    aligned = rep.scale * pred + rep.shift
+    sensor[refl] = np.round((aligned + 0.02)[refl] * 1000) / 1000  # 2 cm behind the prediction
+    depth, source, rep2 = run(pred, sensor, box, align="scale-shift")
+    assert rep2.scale_from == "object" and rep2.residual_mm > 5, rep2
+    assert (source[refl] != fu.SOURCE_SENSOR).mean() > 0.7  # 0.35 with the band widened behind too
+
+
+def test_a_flat_object_reading_at_the_plane_keeps_its_readings():
+    """A tray-like box 3 mm thin: its readings lie within the see-through tolerance of the table, so its scale comes
+    from the support contact; the readings the aligned prediction agrees with are still its own and stay."""
+    rng = np.random.default_rng(12)
+    gt, _, box = box_on_table(K, H, W, half=(0.06, 0.0015, 0.05))
+    sensor = sensor_of(gt, rng)
+    depth, source, rep = run(np.where(box, gt / 3.0, np.nan), sensor, box, align="scale-shift")
+    assert rep.scale_from == "support-contact" and rep.see_through > 0.5
+    assert (source[box & (sensor > 0)] == fu.SOURCE_SENSOR).mean() > 0.95

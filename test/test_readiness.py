@@ -16,6 +16,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from bgprompt_ros.readiness import NotReady, node_not_ready, wait_for_nodes  # noqa: E402
+from full_disk import KINDS, full_disk  # noqa: E402
+from proc_lines import wait_for_line  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REL = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -151,3 +153,127 @@ def test_play_caps_long_gaps_between_messages(tmp_path):
     # an hour-long gap in the stamps is played as max_gap seconds, the rest keeps its timing (at rate 2)
     assert schedule([0, 10**9, 3600 * 10**9 + 10**9], rate=2.0, max_gap=1.0) == pytest.approx([0.0, 0.5, 1.5])
     assert schedule([5, 5 + 2 * 10**9], rate=1.0, max_gap=None) == pytest.approx([0.0, 2.0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_record_on_a_full_disk_stops_clearly_and_keeps_a_closed_readable_bag(tmp_path, kind):
+    """A full disk (a small tmpfs) or a refused write (a file size limit) stops `bag record` with exit 3 and the
+    reason; the bag holds the messages it reports, closed (metadata.yaml) and readable, in order."""
+    import numpy as np
+    from rosbags.highlevel import AnyReader
+
+    from bgprompt_ros.bag import typestore
+
+    with full_disk(kind, tmp_path, 7 << 20 if kind == "tmpfs" else 5 << 20) as (disk, preexec):
+        rec = subprocess.Popen([str(BIN / "bgprompt"), "bag", "record", "--out", str(disk / "r"), "--duration", "120",
+                                "--topics", "/h26_full:sensor_msgs/msg/Image"], env=_env(tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+        rclpy.init()
+        node = rclpy.create_node("bgprompt_full_disk_probe")
+        try:
+            wait_for_line(rec.stdout, "bag record: ready")
+            pub = node.create_publisher(Image, "/h26_full", REL)
+            deadline = time.monotonic() + 120
+            while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
+                rclpy.spin_once(node, timeout_sec=0.05)  # the recorder's subscription matched ours: a signal
+            img = Image(height=128, width=128, encoding="rgb8", step=384)
+            img.data = np.random.default_rng(0).integers(0, 255, 128 * 128 * 3, dtype=np.uint8).tobytes()
+            sent = 0
+            while rec.poll() is None and time.monotonic() < deadline:  # ~50 kB each until the disk is full
+                img.header.stamp.sec, img.header.stamp.nanosec = 1000 + sent, 0
+                pub.publish(img)
+                sent += 1
+                rclpy.spin_once(node, timeout_sec=0.01)
+            out, err = rec.communicate(timeout=60)
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+            if rec.poll() is None:
+                rec.kill()
+        assert rec.returncode == 3 and "Traceback" not in err, err[-3000:]
+        assert "bag record: stopped: " in err and "is readable" in err, err
+        n = int(out.split("recorded ")[1].split()[0])
+        assert (disk / "r" / "metadata.yaml").is_file() and 0 < n < sent
+        with AnyReader([disk / "r"], default_typestore=typestore()) as reader:
+            stamps = [reader.deserialize(raw, c.msgtype).header.stamp.sec for c, _, raw in reader.messages()]
+        assert len(stamps) == n and stamps == sorted(stamps)
+
+
+def _write_bag(path, messages):
+    """A bag of [(topic, msgtype, stamp, cdr bytes)]; connections in order of first use."""
+    from rosbags.rosbag2 import Writer
+
+    from bgprompt_ros.bag import typestore
+
+    ts = typestore()
+    with Writer(path, version=9) as w:
+        conns = {}
+        for topic, msgtype, t, raw in messages:
+            if (topic, msgtype) not in conns:
+                conns[topic, msgtype] = w.add_connection(topic, msgtype, typestore=ts)
+            w.write(conns[topic, msgtype], t, raw)
+    return path
+
+
+def _string_cdr(text):
+    from bgprompt_ros.bag import typestore
+
+    ts = typestore()
+    return ts.serialize_cdr(ts.types["std_msgs/msg/String"](data=text), "std_msgs/msg/String")
+
+
+def test_play_skips_a_corrupt_message_says_so_and_publishes_the_rest(tmp_path):
+    from std_msgs.msg import String
+
+    raws = [_string_cdr(f"m{i}") for i in range(5)]
+    raws[2] = raws[2][:9]  # its length field says 3 bytes, 1 follows: the CDR cannot be deserialized
+    bag = _write_bag(tmp_path / "b", [("/h26_chatter", "std_msgs/msg/String", 10 + i, raw)
+                                      for i, raw in enumerate(raws)])
+    rclpy.init()
+    node = rclpy.create_node("bgprompt_corrupt_probe")
+    got = []
+    node.create_subscription(String, "/h26_chatter", lambda m: got.append(m.data), REL)
+    try:
+        play = subprocess.Popen([str(BIN / "bgprompt"), "bag", "play", str(bag), "--wait-subscribers", "1",
+                                 "--wait-timeout", "120"], env=_env(tmp_path), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (play.poll() is None or len(got) < 4):
+            rclpy.spin_once(node, timeout_sec=0.05)
+        out, err = play.communicate(timeout=60)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert play.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert "published 4 messages" in out and "skipped 1 corrupt message(s): /h26_chatter x1" in err, (out, err)
+    assert got == ["m0", "m1", "m3", "m4"]
+
+
+def test_play_refuses_a_topic_with_two_types_before_publishing_anything(tmp_path):
+    from bgprompt_ros.bag import typestore
+
+    ts = typestore()
+    number = ts.serialize_cdr(ts.types["std_msgs/msg/Int32"](data=7), "std_msgs/msg/Int32")
+    bag = _write_bag(tmp_path / "b", [("/h26_two", "std_msgs/msg/String", 1, _string_cdr("a")),
+                                      ("/h26_two", "std_msgs/msg/Int32", 2, number),
+                                      ("/h26_two", "std_msgs/msg/String", 3, _string_cdr("b")),
+                                      ("/h26_fine", "std_msgs/msg/String", 4, _string_cdr("c"))])
+    out = subprocess.run([str(BIN / "bgprompt"), "bag", "play", str(bag)], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert ("topic /h26_two carries 2 types in this bag (std_msgs/msg/Int32 x1, std_msgs/msg/String x2)"
+            in out.stderr), out.stderr
+    assert "--topics" in out.stderr and "published" not in out.stdout
+    # leaving it out plays the rest
+    ok = subprocess.run([str(BIN / "bgprompt"), "bag", "play", str(bag), "--topics", "/h26_fine"], env=_env(tmp_path),
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "published 1 messages" in ok.stdout, ok.stderr
+
+
+def test_play_of_a_bag_that_cannot_be_opened_is_an_error_line(tmp_path):
+    bag = _write_bag(tmp_path / "b", [("/h26_x", "std_msgs/msg/String", 1, _string_cdr("a"))])
+    (bag / "metadata.yaml").unlink()  # what a recorder killed by a full disk used to leave
+    out = subprocess.run([str(BIN / "bgprompt"), "bag", "play", str(bag)], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "cannot be opened as a bag" in out.stderr and "metadata" in out.stderr, out.stderr

@@ -1,7 +1,5 @@
-"""bgprompt_ros without processes: conversions (byte-compatible with cv_bridge / sensor_msgs_py), sync, launch/config."""
+"""bgprompt_ros without processes: conversions (byte-compatible with cv_bridge / sensor_msgs_py), sync, config."""
 import array
-import ast
-import re
 import struct
 from pathlib import Path
 
@@ -211,20 +209,6 @@ def test_sync_invariants_hold_for_any_interleaving():
                     last[x] = m[x][1]
 
     check()
-
-
-def test_launch_file_is_standard_and_names_what_exists():
-    src = (ROOT / "launch" / "object_depth.launch.py").read_text()
-    tree = ast.parse(src)
-    compile(tree, "object_depth.launch.py", "exec")
-    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
-    setup = (ROOT / "setup.py").read_text()
-    exe = re.search(r'executable="([^"]+)"', src).group(1)
-    assert f'"{exe} = ' in setup
-    assert 'package="bgprompt_ros"' in src and '"config", "object_depth.yaml"' in src
-    assert (ROOT / "config" / "object_depth.yaml").is_file() and (ROOT / "config" / "object_depth.rviz").is_file()
-    for topic in ("image", "camera_info", "mask", "sensor_depth"):
-        assert f'("{topic}", LaunchConfiguration("{topic}"))' in src
 
 
 def test_config_yaml_documents_exactly_the_declared_parameters():

@@ -73,6 +73,7 @@ def node_proc(tiny_model_dir, tmp_path_factory):
   ros__parameters:
     model: {tiny_model_dir}
     prompt: none
+    backend: torch
     sub_reliability: reliable
     queue_size: 10
     diagnostics_period: 0.2

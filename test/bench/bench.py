@@ -3,8 +3,12 @@
 Timing goals live here, not in tests: render rates (GL >= 30 objects/s at 256 px, numpy >= 8/s at 128 px),
 estimator overhead beside the network (<= 10% of `mini`'s network time at 640x480), onnxruntime vs torch for
 `mini`, point-cloud building (<= 3x a memcpy of the same bytes; >= 10x a per-point construction), the node's
-start-up and memory on an exported graph vs torch (RSS <= 1/3), the node's end-to-end latency against its floor
+start-up and memory on an exported graph vs torch (RSS <= 1/3), the same for a fresh torch-free venv
+(`pip install ".[robot,ros]"`) on the shipped graph, the node's end-to-end latency against its floor
 (<= 1.25 x (a bare rclpy relay's p50 + the network's forward), both cloud modes) and a 2000-frame soak.
+The estimator and distributed-training overheads are medians with their interquartile range over interleaved
+repeats (BENCH_REPEATS, default 5; BENCH_DIST_REPEATS, default 3), judged on the median, and say when the IQR
+straddles the goal.
 """
 from __future__ import annotations
 
@@ -30,6 +34,24 @@ def _timeit(fn, repeat: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))  # interleaved rounds behind each figure with a spread
+DIST_REPEATS = int(os.environ.get("BENCH_DIST_REPEATS", "3"))  # training runs are ~1 min each: fewer pairs
+
+
+def _spread(values) -> str:
+    """Median and interquartile range of ratios, as percentages: "8.1% (IQR 7.6-8.9%, n=30)"."""
+    q1, med, q3 = np.percentile(np.asarray(values, float) * 100, [25, 50, 75])
+    return f"{med:.1f}% (IQR {q1:.1f}-{q3:.1f}%, n={len(values)})"
+
+
+def _verdict(values, goal: float) -> str:
+    """Judged on the median; says so when the interquartile range straddles the goal (then one run may say
+    either)."""
+    q1, med, q3 = np.percentile(np.asarray(values, float), [25, 50, 75])
+    verdict = "met" if med <= goal else "NOT met"
+    return verdict + (" at the median; the IQR straddles the goal" if q1 <= goal < q3 else "")
 
 
 def _have_rclpy(report: list[str], what: str) -> bool:
@@ -71,44 +93,65 @@ def _frame(n_objects: int, h: int = 480, w: int = 640):
     return img, labels, K
 
 
-def bench_estimator(report: list[str]) -> None:
+def bench_estimator(report: list[str], rounds: int = REPEATS, calls: int = 6) -> None:
+    """Estimator overhead beside the network (goal <= 10% for 1 and 5 objects, the chosen upsampling included),
+    on the torch and the onnxruntime backend, with and without the organized points, and the cost of the joint
+    bilateral upsampling over the bilinear one it replaced (issue 29). Every configuration runs ``calls`` times in
+    each of ``rounds`` interleaved rounds; figures are the median and IQR over all calls."""
+    from bgprompt_core.backends import OnnxRuntimeBackend
     from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
+    from bgprompt_core.runtime import onnx_for
 
     est = ObjectDepthEstimator(EstimatorConfig(model="mini"))
     S = est.size
-    for n in (1, 5):
-        img, labels, K = _frame(n)
-        # overhead per call = wall time - the network time the estimator measured inside that same call,
-        # so that the network's own run-to-run noise (a few ms here) does not land in the overhead
-        stats = {False: [], True: []}
-        for with_points in (False, True):
-            for i in range(12):
-                t0 = time.perf_counter()
-                res = est.estimate(img, K, labels)
-                if with_points:
-                    res.points
-                if i >= 2:
-                    stats[with_points].append((time.perf_counter() - t0, res.timing_ms["network"] / 1e3))
-        total = statistics.median(wall for wall, _ in stats[False])
-        net = statistics.median(network for _, network in stats[False])
-        over = statistics.median(wall - network for wall, network in stats[False])
-        over_pts = statistics.median(wall - network for wall, network in stats[True])
-        report.append(f"estimator 640x480, {n} object(s): total {1e3 * total:.1f} ms, network {1e3 * net:.1f} ms, "
-                      f"pipeline overhead {1e3 * over:.1f} ms = {100 * over / net:.0f}% of the network (goal <= 10%); "
-                      f"with the organized points {1e3 * over_pts:.1f} ms = {100 * over_pts / net:.0f}%")
-    from bgprompt_core.backends import OnnxRuntimeBackend
-    from bgprompt_core.runtime import onnx_for
-
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = EstimatorConfig(model="mini", backend="onnxruntime", cache_dir=tmp)
-        ort = OnnxRuntimeBackend(onnx_for(est.model, cfg, S[0]))
-        for n in (1, 5):
-            x = np.random.rand(n, 3, *S).astype(np.float32)
-            m = np.ones((n, 1, *S), np.float32)
-            t_torch = _timeit(lambda: est.backend.run(x, m), 5)
-            t_ort = _timeit(lambda: ort.run(x, m), 5)
-            report.append(f"mini batch {n}: torch {1e3 * t_torch:.1f} ms, onnxruntime {1e3 * t_ort:.1f} ms "
-                          f"(onnxruntime {t_torch / t_ort:.2f}x torch's speed)")
+        ort = OnnxRuntimeBackend(onnx_for(est.model, EstimatorConfig(model="mini", backend="onnxruntime",
+                                                                     cache_dir=tmp), S[0]))
+    backends = {"torch": (est.backend, est.model), "onnxruntime": (ort, None)}
+    estimators = {(b, up): ObjectDepthEstimator(EstimatorConfig(model="mini", upsample=up), backend=backend,
+                                                spec=est.spec, model=model)
+                  for b, (backend, model) in backends.items() for up in ("joint-bilateral", "bilinear")}
+    frames = {n: _frame(n) for n in (1, 5)}
+    configs = [(b, n, up, pts) for b in backends for n in frames for up in ("joint-bilateral", "bilinear")
+               for pts in (False, True)]
+    # per call: overhead = wall time - the network time the estimator measured inside that same call, so that the
+    # network's own run-to-run noise does not land in the overhead; ratios to that call's network time
+    samples: dict[tuple, list[tuple[float, float]]] = {c: [] for c in configs}
+    for b, n, up, _ in configs:  # warm-up
+        img, labels, K = frames[n]
+        estimators[b, up].estimate(img, K, labels)
+    for _ in range(rounds):
+        for c in configs:
+            b, n, up, pts = c
+            img, labels, K = frames[n]
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                res = estimators[b, up].estimate(img, K, labels)
+                if pts:
+                    res.points
+                wall = time.perf_counter() - t0
+                samples[c].append((wall - res.timing_ms["network"] / 1e3, res.timing_ms["network"] / 1e3))
+    ratios = {c: [o / net for o, net in samples[c]] for c in configs}
+    for b in backends:
+        for n in frames:
+            base = samples[(b, n, "joint-bilateral", False)]
+            net = statistics.median(x for _, x in base)
+            over = statistics.median(o for o, _ in base)
+            extra = [a[0] - c[0] for a, c in zip(base, samples[(b, n, "bilinear", False)])]  # paired in time
+            chosen = ratios[(b, n, "joint-bilateral", False)]
+            report.append(
+                f"estimator 640x480, {n} object(s), {b}: network {1e3 * net:.1f} ms, pipeline overhead "
+                f"{1e3 * over:.2f} ms = {_spread(chosen)} of the network (goal <= 10%: {_verdict(chosen, 0.10)}); "
+                f"with the organized points {_spread(ratios[(b, n, 'joint-bilateral', True)])}; the joint bilateral "
+                f"upsampling costs {1e3 * statistics.median(extra):+.2f} ms over bilinear ({rounds} interleaved "
+                f"rounds x {calls} calls)")
+    for n in (1, 5):
+        x = np.random.rand(n, 3, *S).astype(np.float32)
+        m = np.ones((n, 1, *S), np.float32)
+        t_torch = _timeit(lambda: est.backend.run(x, m), 5)
+        t_ort = _timeit(lambda: ort.run(x, m), 5)
+        report.append(f"mini batch {n}: torch {1e3 * t_torch:.1f} ms, onnxruntime {1e3 * t_ort:.1f} ms "
+                      f"(onnxruntime {t_torch / t_ort:.2f}x torch's speed)")
 
 
 def bench_cloud(report: list[str]) -> None:
@@ -179,9 +222,41 @@ def bench_startup(report: list[str]) -> None:
                   f"(goal <= 0.33: {'met' if ratio <= 1 / 3 else 'NOT met'}); start-up {t['configured_s'] / o['configured_s']:.1f}x faster")
 
 
-def bench_distributed(report: list[str], steps: int = 40) -> None:
+def bench_robot_venv(report: list[str]) -> None:
+    """The torch-free robot install, built as users build it (test/install_envs.robot_venv: a fresh venv,
+    `pip install ".[robot,ros]"`, no torch / transformers / scipy), runs the node with default parameters (the
+    shipped graph on onnxruntime): start-up (process start -> configured + one 640x480 frame) and peak RSS,
+    against this venv's node on backend torch in the same run."""
+    if not _have_rclpy(report, "robot venv start-up"):
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from install_envs import clean_env, robot_venv
+
+    script = Path(__file__).with_name("bench_startup.py")
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        python = robot_venv(Path(tmp) / "venv")
+        for label, py, backend, env in (
+                ("robot", python, "auto", clean_env(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", HOME=tmp)),
+                ("torch", sys.executable, "torch", {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})):
+            out = subprocess.run([str(py), str(script), backend], env=env, capture_output=True, text=True, timeout=600)
+            if out.returncode != 0:
+                report.append(f"robot venv start-up ({label}): failed ({out.stderr.strip().splitlines()[-1:]})")
+                return
+            runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
+    r, t = runs["robot"], runs["torch"]
+    report.append(f"torch-free robot venv (pip install .[robot,ros], shipped mini-1bg graph): start-up to configured "
+                  f"+ one 640x480 frame {r['configured_s']:.1f} s, RSS peak {r['VmHWM']:.0f} MiB (torch imported: "
+                  f"{r['torch']}); the dev venv on torch {t['configured_s']:.1f} s, {t['VmHWM']:.0f} MiB: "
+                  f"{t['configured_s'] / r['configured_s']:.1f}x faster start, RSS {r['VmHWM'] / t['VmHWM']:.2f} of "
+                  f"torch's (goal <= 0.33: {'met' if r['VmHWM'] <= t['VmHWM'] / 3 else 'NOT met'})")
+
+
+def bench_distributed(report: list[str], steps: int = 40, rounds: int = DIST_REPEATS) -> None:
     """Prompt training step time: plain vs under torchrun at world size 1 (the wrapper's overhead, goal <= 5%)
-    and on 2 processes (scaling on this 2-core machine). `mini` at 128 px, global batch 8, gloo on loopback."""
+    and on 2 processes (scaling on this 2-core machine). `mini` at 128 px, global batch 8, gloo on loopback.
+    The overhead is a paired ratio (world size 1 over the plain run just before it), ``rounds`` times
+    interleaved: median and IQR, so that one noisy run does not make the figure."""
     import socket
 
     bindir = Path(sys.executable).parent
@@ -189,39 +264,47 @@ def bench_distributed(report: list[str], steps: int = 40) -> None:
         data = Path(tmp) / "objs"
         subprocess.run([str(bindir / "bgprompt"), "render", "objects", "--out", str(data), "--count", "32", "--size",
                         "128", "--seed", "5"], check=True, capture_output=True)
-        seconds = {}
+        runs = 0
+
+        def step_seconds(kind_args: list[str], launcher: int | None) -> float:
+            nonlocal runs
+            runs += 1
+            out = Path(tmp) / f"run{runs}"
+            args = ["train", "--model", "mini", "--data", str(data), "--out", str(out), "--steps", str(steps),
+                    "--batch", "8", "--val-every", str(10 * steps), "--local-only", *kind_args]
+            if launcher:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                cmd = [str(bindir / "torchrun"), "--nnodes", "1", "--nproc_per_node", str(launcher),
+                       "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "bgprompt_training", *args]
+            else:
+                cmd = [str(bindir / "bgprompt"), *args]
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+            if run.returncode != 0:
+                raise RuntimeError(run.stderr.strip()[-300:])
+            timing = json.loads((Path(str(out) + ".state") / "timing.json").read_text())
+            return timing["seconds"] / timing["steps"]
+
         for kind, extra in (("1bg", []), ("pnet", ["--prompt", "pnet"])):
-            # plain runs first and again last (the faster of the two counts): warm caches for every launcher
-            for label, launcher in (("plain", []), ("world 1", 1), ("world 2", 2), ("plain again", [])):
-                out = Path(tmp) / f"{kind}-{label.replace(' ', '')}"
-                args = ["train", "--model", "mini", "--data", str(data), "--out", str(out), "--steps", str(steps),
-                        "--batch", "8", "--val-every", str(10 * steps), "--local-only", *extra]
-                if launcher:
-                    with socket.socket() as s:
-                        s.bind(("127.0.0.1", 0))
-                        port = s.getsockname()[1]
-                    cmd = [str(bindir / "torchrun"), "--nnodes", "1", "--nproc_per_node", str(launcher),
-                           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "bgprompt_training", *args]
-                else:
-                    cmd = [str(bindir / "bgprompt"), *args]
-                run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-                if run.returncode != 0:
-                    report.append(f"distributed training ({kind}, {label}): failed ({run.stderr.strip()[-300:]})")
-                    return
-                timing = json.loads((Path(str(out) + ".state") / "timing.json").read_text())
-                seconds[(kind, label)] = timing["seconds"] / timing["steps"]
-            seconds[(kind, "plain")] = min(seconds[(kind, "plain")], seconds.pop((kind, "plain again")))
-        for kind in ("1bg", "pnet"):
-            plain, one, two = (seconds[(kind, k)] for k in ("plain", "world 1", "world 2"))
-            over = one / plain - 1
+            try:
+                step_seconds(extra, None)  # warm caches for every launcher
+                pairs = [(step_seconds(extra, None), step_seconds(extra, 1)) for _ in range(rounds)]
+                two = step_seconds(extra, 2)
+            except RuntimeError as exc:
+                report.append(f"distributed training ({kind}): failed ({exc})")
+                return
+            plain = statistics.median(p for p, _ in pairs)
+            one = statistics.median(o for _, o in pairs)
+            over = [o / p - 1 for p, o in pairs]
             report.append(f"training {kind} (mini, global batch 8): step {1e3 * plain:.0f} ms plain, "
-                          f"{1e3 * one:.0f} ms under torchrun at world size 1 = {100 * over:+.1f}% overhead (goal "
-                          f"<= 5%: {'met' if over <= 0.05 else 'NOT met'}); 2 processes {1e3 * two:.0f} ms = "
-                          f"{plain / two:.2f}x the plain speed on this 2-core machine")
+                          f"{1e3 * one:.0f} ms under torchrun at world size 1: overhead {_spread(over)} over "
+                          f"{rounds} interleaved pairs (goal <= 5%: {_verdict(over, 0.05)}); 2 processes "
+                          f"{1e3 * two:.0f} ms = {plain / two:.2f}x the plain speed on this 2-core machine")
 
 
 def bench_node(report: list[str], frames: int = 40) -> None:
-    """Node end-to-end (image published -> cloud received, 640x480, one object, `mini` on the torch backend) against
+    """Node end-to-end (image published -> cloud received, 640x480, one object, `mini`, default backend) against
     its floor measured in the same run: a bare rclpy relay with the same inputs and output sizes (bench_relay.py)
     plus the network's standalone forward time. Goal: node p50 <= 1.25 x (relay p50 + forward), both cloud modes."""
     if not _have_rclpy(report, "node latency"):
@@ -261,7 +344,8 @@ def bench_soak(report: list[str], frames: int = 2000) -> None:
 
 def main() -> int:
     report: list[str] = []
-    for fn in (bench_render, bench_estimator, bench_cloud, bench_startup, bench_distributed, bench_node, bench_soak):
+    for fn in (bench_render, bench_estimator, bench_cloud, bench_startup, bench_robot_venv, bench_distributed,
+               bench_node, bench_soak):
         fn(report)
         print(report[-1] if report else "", flush=True)
     print("\n== bench summary (one run, this machine) ==")

@@ -18,10 +18,11 @@ import numpy as np
 
 
 def standalone_forward(runs: int = 30) -> float:
-    """Median seconds of `mini`'s forward (batch 1, torch) in this process, after a warm-up."""
+    """Median seconds of `mini`'s forward (batch 1) in this process, after a warm-up, on the node's default backend
+    (auto: onnxruntime on the shipped graph here)."""
     from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
 
-    est = ObjectDepthEstimator(EstimatorConfig(model="mini"))
+    est = ObjectDepthEstimator(EstimatorConfig(model="mini", backend="auto"))
     x = np.random.rand(1, 3, *est.size).astype(np.float32)
     m = np.ones((1, 1, *est.size), np.float32)
     for _ in range(3):

@@ -1,7 +1,7 @@
 """Run by bench.py in a fresh process: configure object_depth_node with one backend, run one frame, report
 start-up time (process start -> configured) and resident memory (VmRSS / VmHWM) as one JSON line.
 
-argv: backend (torch | onnxruntime) [exported graph for onnxruntime].
+argv: backend (torch | onnxruntime | auto: the shipped graph where it applies) [exported graph for onnxruntime].
 """
 from __future__ import annotations
 

@@ -475,9 +475,16 @@ def register_export(sub) -> None:
 
 
 def _cmd_assets(args: argparse.Namespace) -> int:
-    from .assets import OBJECTS, real_meshes
+    from .assets import HOUSEHOLD, OBJECTS, household_meshes, real_meshes
 
-    out = real_meshes(args.out, args.wheel)
+    if args.kind == "household":
+        wheels = dict(w.split("=", 1) for w in args.wheel or [])
+        out = household_meshes(args.out, wheels)
+        print(f"extracted {len(HOUSEHOLD)} household meshes (z-up) -> {out}")
+        return 0
+    if args.wheel and len(args.wheel) > 1:
+        raise ConfigError("real-meshes takes one --wheel (pybullet's)")
+    out = real_meshes(args.out, args.wheel[0] if args.wheel else None)
     print(f"extracted {len(OBJECTS)} real meshes (z-up) -> {out}")
     return 0
 
@@ -488,9 +495,13 @@ def register_assets(sub) -> None:
                                    "list of object meshes (duck, bunny, teddy, mug, domino, jenga, lego, tray, torus, "
                                    "soccer ball and 30 random shapes) with their materials. Render them with "
                                    "`bgprompt render objects --meshes DIR --mesh-up z`.")
-    p.add_argument("kind", choices=["real-meshes"])
+    p.add_argument("kind", choices=["real-meshes", "household"],
+                   help="real-meshes: pybullet's objects (docs/RESULTS.md's out-of-distribution set); household: "
+                        "robosuite's groceries and pybullet's kitchen objects for `render tabletop --meshes DIR "
+                        "--mesh-up z` (docs/grasp)")
     p.add_argument("--out", required=True)
-    p.add_argument("--wheel", help="use this pybullet wheel instead of downloading it")
+    p.add_argument("--wheel", nargs="+", help="use these wheels instead of downloading them (real-meshes: a path; "
+                                              "household: pybullet=PATH robosuite=PATH)")
     p.set_defaults(func=_cmd_assets)
 
 
@@ -516,36 +527,75 @@ def register_results(sub) -> None:
 
 
 def _cmd_eval_grasp(args: argparse.Namespace) -> int:
-    from .grasp_eval import GraspEvalConfig, evaluate_grasp, write_report
+    from .grasp_eval import (DEFAULT_PARAMS, GraspEvalConfig, _Methods, evaluate_grasp, merge_results,
+                             read_node_params, write_report)
 
-    cfg = GraspEvalConfig(model=args.model, prompts=tuple(args.prompt), oracle_prompt=args.oracle_prompt,
-                          count=args.count, min_pixels=args.min_pixels, align=args.align,
-                          recenter=not args.no_recenter, local_only=args.local_only)
-    result = evaluate_grasp(args.data, cfg, keep_clouds=args.figures)
-    path = write_report(result, Path(args.out), cfg.prompts)
+    params = args.params or str(DEFAULT_PARAMS)
+    shipped = read_node_params(params).get("prompt", "1bg")
+    prompts = tuple(args.prompt) + (() if shipped in args.prompt else (shipped,))  # the goals' prompt always runs
+    cfg = GraspEvalConfig.from_params_file(
+        params, model=args.model, prompts=prompts, oracle_prompt=args.oracle_prompt,
+        sensors=tuple(args.sensor), count=args.count, min_pixels=args.min_pixels, local_only=args.local_only,
+        bootstrap=args.bootstrap)
+    methods = _Methods(cfg)
+    results = [evaluate_grasp(d, cfg, keep_clouds=args.figures, methods=methods) for d in args.data]
+    path = write_report(merge_results(results, cfg), Path(args.out), cfg, params)
     print(path.read_text())
     print(f"report: {path}")
     return 0
 
 
+def _cmd_eval_resolution(args: argparse.Namespace) -> int:
+    from .resolution import run_cli
+
+    return run_cli(args)
+
+
+def register_eval_resolution(sub) -> None:
+    p = sub.add_parser("eval-resolution", help="object depth at full resolution: coverage, thin parts, Chamfer",
+                       description="Depth for every mask pixel at the frame's resolution (issue 29): the estimator's "
+                                   "joint bilateral upsampling against the bilinear one it replaced, on tabletop "
+                                   "renders and real-mesh renders, with `mini` and with an oracle network (the "
+                                   "ground truth on the network's grid). Renders its frames into --cache when "
+                                   "absent; writes a markdown table, a JSON summary and a before / after PNG.")
+    p.add_argument("--out", default="docs/RESOLUTION.md", help="markdown report (a .json and .png beside it)")
+    p.add_argument("--cache", default=".cache/resolution", help="rendered frames (reused when present)")
+    p.add_argument("--model", default="mini", help="depth network")
+    p.add_argument("--prompt", default="1bg", help="its prompt")
+    p.add_argument("--count", type=int, default=24, help="frames per data set")
+    p.add_argument("--sigma-color", type=float, default=100.0, help="joint bilateral colour std (0-255 units)")
+    p.add_argument("--wheel", help="a local pybullet wheel for the real meshes (default: pip downloads it)")
+    p.set_defaults(func=_cmd_eval_resolution)
+
+
 def register_eval_grasp(sub) -> None:
-    p = sub.add_parser("eval-grasp", help="object clouds in metres from a simulated RGB-D sensor, by material",
-                       description="On `bgprompt render tabletop` frames, score each object's cloud against the "
-                                   "ground-truth surface in mm (Chamfer, accuracy and completeness within 5/10 mm, "
-                                   "centroid, oriented-box extents, parallel-jaw grasp width and centre) for: the raw "
-                                   "sensor, cv2.inpaint (Telea, NS), each prompt + fusion (align-to-sensor, fill), and "
-                                   "an oracle aligned to the ground truth. Writes summary.md (with the goals' "
-                                   "verdicts), results.json and side-view figures per material.")
-    p.add_argument("--data", required=True, help="a `bgprompt render tabletop` directory")
+    from bgprompt_core.sensor_model import PRESETS
+
+    p = sub.add_parser("eval-grasp", help="object clouds in metres from simulated RGB-D sensors, by material",
+                       description="On `bgprompt render tabletop` frames (procedural shapes, or real meshes with "
+                                   "`render tabletop --meshes`), score each object's cloud against the ground-truth "
+                                   "surface in mm (Chamfer, accuracy and completeness within 5/10 mm, centroid, "
+                                   "oriented-box extents, parallel-jaw grasp width and centre) for: the raw sensor, "
+                                   "cv2.inpaint in mm (Telea, NS), each prompt + fusion with the settings of the "
+                                   "params file, the fill before issue 24 (prediction only), and an oracle aligned "
+                                   "to the ground truth; for every sensor preset (each frame re-simulated). Writes "
+                                   "summary.md (median and mean, no-cloud shares, the goals with bootstrap "
+                                   "intervals), results.json and figures.")
+    p.add_argument("--data", nargs="+", required=True, help="`bgprompt render tabletop` directories (one set each)")
     p.add_argument("--model", default="mini")
-    p.add_argument("--prompt", nargs="+", default=["none", "1bg", "pnet"],
-                   help="prompts fused with the sensor: none (white background), 1bg, pnet, tabletop, or paths")
-    p.add_argument("--oracle-prompt", help="prompt of the oracle row (default: the last --prompt)")
-    p.add_argument("--count", type=int, help="at most this many frames")
+    p.add_argument("--prompt", nargs="+", default=["none", "1bg", "pnet", "tabletop"],
+                   help="prompts fused with the sensor: none (white background), 1bg, pnet, tabletop, or paths; the "
+                        "params file's prompt (the goals are judged on it) is added when missing")
+    p.add_argument("--params", help="the node's params file whose settings are measured (default: the shipped "
+                                    "config/object_depth_rgbd.yaml): prompt, align, recenter, fusion_*")
+    p.add_argument("--sensor", nargs="+", default=list(PRESETS), choices=["stored", *PRESETS],
+                   help=f"sensor presets to evaluate (default: all: {', '.join(PRESETS)}); stored: the render's own")
+    p.add_argument("--oracle-prompt", help="prompt of the oracle and fill-comparison rows (default: the shipped one)")
+    p.add_argument("--count", type=int, help="at most this many frames per data set")
     p.add_argument("--min-pixels", type=int, default=150, help="objects with fewer mask pixels are left out")
-    p.add_argument("--align", choices=["scale", "scale-shift"], default="scale-shift")
-    p.add_argument("--no-recenter", action="store_true", help="letterbox the whole frame instead of re-centring")
-    p.add_argument("--figures", type=int, default=3, help="objects per material in the cloud figures")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples of the ratios' 95%% intervals")
+    p.add_argument("--figures", type=int, default=3, help="objects per (set, sensor, material) in the cloud figures "
+                                                       "(0: none)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--local-only", action="store_true", default=True, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_eval_grasp)
@@ -604,6 +654,7 @@ VERBS = (
     register_assets,
     register_results,
     register_eval_grasp,
+    register_eval_resolution,
     register_demo,
 )
 

@@ -75,7 +75,7 @@ def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float =
     params = out / "node_params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    sub_reliability: reliable\n    queue_size: 30\n")
     remap = sum((["-r", f"{k}:={TOPICS[k]}"] for k in ("image", "camera_info", "mask")), [])
-    outputs = {"/object_points": "PointCloud2", "/object_depth": "Image"}
+    outputs = {"/object_points": "PointCloud2", "/object_depth/image": "Image"}
     topics = [f"{TOPICS[k]}:sensor_msgs/msg/{'CameraInfo' if k == 'camera_info' else 'Image'}" for k in TOPICS]
     topics += [f"{t}:sensor_msgs/msg/{m}" for t, m in outputs.items()]
     expect = [f"{TOPICS[k]}={frames}" for k in TOPICS] + [f"{t}={frames}" for t in outputs]

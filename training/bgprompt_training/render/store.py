@@ -22,7 +22,7 @@ from .generate import Generator, RenderConfig
 FORMAT = "bgprompt-render"
 FORMAT_VERSION = 1
 ARRAYS = ("rgb", "alpha", "depth", "mask", "normals", "instance", "K", "cam_from_world")
-OPTIONAL_ARRAYS = ("material", "sensor_depth", "behind")  # tabletop scenes
+OPTIONAL_ARRAYS = ("material", "sensor_depth", "behind", "highlight", "objects")  # tabletop scenes
 CONVENTIONS = {
     "depth": "z-depth along the optical axis, float32, metres; 0 = no surface",
     "normals": "unit normals in the camera optical frame (x right, y down, z forward), facing the camera; 0 = none",
@@ -33,6 +33,8 @@ CONVENTIONS = {
     "material": "tabletop: per pixel, index into (diffuse, specular, transparent, dark); 0 off the objects",
     "sensor_depth": "tabletop: the simulated RGB-D sensor's z-depth, float32 metres, 0 = no reading",
     "behind": "tabletop: z-depth of the scene without its transparent objects (what the sensor sees through them)",
+    "highlight": "tabletop: specular highlight intensity in [0, 1], float16 (re-simulating another sensor needs it)",
+    "objects": "tabletop: the frame's objects as 'id:name;...' (mesh file stem, or the procedural shape family)",
     "rgb": "uint8 sRGB-like, Lambert + ambient shading; alpha: 255 on the foreground mask (tabletop: on every object)",
 }
 
@@ -93,6 +95,10 @@ def render_dataset(cfg: RenderConfig, out: str | Path, count: int, backend: str 
         "units": "metres", "conventions": CONVENTIONS, "generator": cfg.to_dict(),
         "backend": sorted(backends), "skipped_meshes": sorted(skipped),
     }
+    if cfg.meshes:  # the meshes the objects were drawn from (their names also label each tabletop object)
+        from .meshes import load_mesh_folder
+
+        manifest["mesh_files"] = [str(p.relative_to(cfg.meshes)) for p in load_mesh_folder(cfg.meshes)]
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 

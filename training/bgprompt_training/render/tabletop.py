@@ -1,7 +1,9 @@
 """Tabletop scenes as a robot sees them: objects of four materials on a table, an RGB-D sensor's depth.
 
 A pure function of (seed, index) like every sample. Geometry: a textured table top (y = 0) in a room
-(floor, back and side walls), 2-5 graspable objects (3-12 cm bounding radius) standing on it. Camera:
+(floor, back and side walls), 2-5 graspable objects (3-12 cm bounding radius) standing on it: procedural
+shapes, or with ``meshes`` (``render tabletop --meshes DIR``, e.g. ``bgprompt assets household``) real object
+meshes from DIR; each frame names its objects (``objects``: "id:name;..."). Camera:
 0.4-1.2 m from a target object, looking down 30-70 degrees, a D435-like colour field of view (69 deg).
 
 Materials (bgprompt_core.sensor_model.MATERIALS) change the colour image as well as the sensor:
@@ -26,7 +28,7 @@ COLOR_HFOV_DEG = 69.0  # D435 colour imager, horizontal field of view
 
 
 def build_tabletop(rng: np.random.Generator, gen, material_weights: tuple[float, ...]):
-    """Instances, the placed objects' ids with their materials, and (position, radius) of each object."""
+    """Instances, the placed objects' (id, material, name), and (position, radius) of each object."""
     from .generate import _pose, _surface, plane_grid, random_rotation
     from .textures import procedural_texture
 
@@ -47,7 +49,7 @@ def build_tabletop(rng: np.random.Generator, gen, material_weights: tuple[float,
     next_id = 5
     weights = np.asarray(material_weights, float) / np.sum(material_weights)
     for _ in range(int(rng.integers(2, 6))):
-        mesh = random_shape(rng, tuple(gen.cfg.families))
+        mesh = gen._object_mesh(rng) if gen.mesh_files else random_shape(rng, tuple(gen.cfg.families))
         radius = rng.uniform(0.03, 0.12)
         R = random_rotation(rng, upright=rng.random() < 0.8)
         low = (mesh.vertices @ R.T).min(0)[1] * radius
@@ -60,7 +62,7 @@ def build_tabletop(rng: np.random.Generator, gen, material_weights: tuple[float,
         placed.append((p, radius))
         material = int(rng.choice(len(sm.MATERIALS), p=weights))
         instances.append(Instance(mesh, _pose(R, radius, p), gen._texture(rng, mesh), next_id))
-        objects.append((next_id, material))
+        objects.append((next_id, material, mesh.name if gen.mesh_files else mesh.meta.get("family", "shape")))
         next_id += 1
     return instances, objects, placed
 
@@ -118,22 +120,46 @@ def tabletop_sample(gen, index: int) -> dict:
     for _ in range(10):  # a view from behind a wall sees no object: look again (the first try draws as before)
         view = robot_view(rng, placed[target][0], cfg.size)
         frame = gen.render(instances, view)
-        if max(int((frame.instance == oid).sum()) for oid, _ in objects) >= 50:
+        if max(int((frame.instance == oid).sum()) for oid, *_ in objects) >= 50:
             break
-    glass_ids = [oid for oid, m in objects if m == sm.TRANSPARENT]
+    glass_ids = [oid for oid, m, _ in objects if m == sm.TRANSPARENT]
     material = np.zeros(frame.depth.shape, np.uint8)
-    for oid, m in objects:
+    for oid, m, _ in objects:
         material[frame.instance == oid] = m
     behind_frame = gen.render([i for i in instances if i.instance_id not in glass_ids], view) if glass_ids else frame
     rgb, highlight = shade_materials(frame.rgb, behind_frame.rgb, frame.depth, frame.normals, material, view, rng)
     frame.rgb = rgb
-    sensor = sm.simulate(frame.depth, view.K, sm.preset(cfg.sensor), np.random.default_rng([cfg.seed, index, 1]),
-                         material, behind_frame.depth, highlight)
-    counts = [int((frame.instance == oid).sum()) for oid, _ in objects]
+    sensor = sm.simulate(frame.depth, view.K, sm.preset(cfg.sensor), sensor_rng(cfg.seed, index, cfg.sensor),
+                         material, behind_frame.depth, highlight, frame.instance)
+    counts = [int((frame.instance == oid).sum()) for oid, *_ in objects]
     if counts[target] < 50:  # hidden behind another object: the most visible one is the target
         target = int(np.argmax(counts))
     mask = frame.instance == objects[target][0]
     out = _pack(frame, mask, view, f"tabletop-{index}", sm.MATERIALS[objects[target][1]])
-    out["alpha"] = (np.isin(frame.instance, [oid for oid, _ in objects]) * 255).astype(np.uint8)  # every object
-    out.update(material=material, sensor_depth=sensor, behind=behind_frame.depth.astype(np.float32))
+    out["alpha"] = (np.isin(frame.instance, [oid for oid, *_ in objects]) * 255).astype(np.uint8)  # every object
+    out.update(material=material, sensor_depth=sensor, behind=behind_frame.depth.astype(np.float32),
+               highlight=highlight.astype(np.float16), objects=";".join(f"{oid}:{name}" for oid, _, name in objects))
     return out
+
+
+def sensor_rng(seed: int, index: int, sensor: str) -> np.random.Generator:
+    """The sensor simulation's randomness for frame ``index``: d435-like keeps the stream it always had; other
+    presets get their own (so ``eval-grasp --sensor`` re-simulates any preset from the stored scene)."""
+    return np.random.default_rng([seed, index, 1] if sensor == "d435-like" else
+                                 [seed, index, 1, sum(ord(c) for c in sensor)])
+
+
+def resimulate(sample: dict, sensor: str, seed: int, index: int) -> np.ndarray:
+    """A stored tabletop frame's depth as preset ``sensor`` would read it (needs ``highlight``, rendered since
+    issue 24; the d435-like stream of older renders is only reproduced when their sensor was d435-like)."""
+    if "highlight" not in sample:
+        raise KeyError("this tabletop render has no highlight map (re-render it) to simulate another sensor")
+    return sm.simulate(sample["depth"], sample["K"], sm.preset(sensor), sensor_rng(seed, index, sensor),
+                       sample["material"], sample["behind"], sample["highlight"].astype(np.float64),
+                       sample["instance"])
+
+
+def object_names(sample: dict) -> dict[int, str]:
+    """Instance id -> object name (mesh file stem or shape family) of a tabletop frame."""
+    text = str(sample.get("objects", ""))
+    return {int(k): v for k, v in (item.split(":", 1) for item in text.split(";") if item)}
