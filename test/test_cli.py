@@ -305,7 +305,9 @@ def test_verbs_run_from_an_installed_layout(installed, tmp_path):
         ["predict", str(tmp_path / "f.png"), "--mask", str(tmp_path / "m.png"), "--intrinsics", "100", "100", "63.5",
          "47.5", "--out", str(tmp_path / "out")],
         *[[verb, "--help"] for verb in _verbs()])
-    assert models[0] == 0 and str(installed) in models[1], models  # the installed package, not the source tree
+    # sources are recorded in main's portable form; the model itself is package data of the install
+    assert models[0] == 0 and json.loads(models[1])[0]["source"] == "package:models/mini", models
+    assert (installed / "bgprompt_core" / "models" / "mini" / "config.json").is_file()
     assert [rc for rc, _, _ in helps] == [0] * len(_verbs()) and all("usage: bgprompt" in o for _, o, _ in helps)
     # a real run of the lookup: the default config is read and its network built; then the missing data is named
     assert pretrain[0] == 2 and "no-scenes" in pretrain[2] and "mini.json" not in pretrain[2], pretrain
