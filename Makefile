@@ -9,7 +9,7 @@ NETNS  := tools/loopback-run
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv wheelhouse test demo bench results prompts mini graphs grasp resolution clean help
+.PHONY: venv lock wheelhouse test demo bench results prompts mini graphs grasp resolution clean help
 
 help:
 	@echo "make demo   - run the main job on the embedded default, outputs in demo/"
@@ -21,14 +21,33 @@ help:
 	@echo "make graphs - re-export the shipped ONNX graphs (mini + 1-BG / tabletop 1-BG) the torch-free node runs"
 	@echo "make resolution - object depth at full resolution, before / after (docs/RESOLUTION.md)"
 	@echo "make grasp  - object clouds in metres from a simulated RGB-D sensor, by material (docs/grasp/)"
-	@echo "make venv   - only build .venv"
+	@echo "make venv   - only build .venv (from the hashed lock requirements/lock.txt)"
+	@echo "make lock   - regenerate requirements/lock.txt from requirements/*.txt (pip-compile, hashes)"
+
+# The venv is built from requirements/lock.txt: every package at one version, with its hashes (pip refuses any
+# other file), then the project itself without dependencies. requirements/*.txt stay the declared source (setup.py
+# reads them as extras); `make lock` regenerates the lock from them. torch resolves to the 2.13.0 CPU build: on
+# these machines pip finds it on local disk (pip.conf's find-links), and the lock's hash admits that file only.
+LOCK       := requirements/lock.txt
+DECLARED   := $(filter-out $(LOCK),$(wildcard requirements/*.txt))
+LOCK_TOOLS := .cache/lock-tools
+PIP_TOOLS  := pip-tools==7.6.2
 
 $(STAMP): setup.py setup.cfg $(wildcard requirements/*.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Regenerate the lock from requirements/*.txt (keeps the pins that still fit; minutes: it resolves ~200 packages).
+# pip-compile runs in its own venv, so the project's venv holds only what the lock names.
+lock:
+	test -x $(LOCK_TOOLS)/bin/pip-compile || ($(PYTHON) -m venv $(LOCK_TOOLS) && \
+		$(LOCK_TOOLS)/bin/pip install --quiet --disable-pip-version-check $(PIP_TOOLS))
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+		--strip-extras --no-emit-index-url --no-emit-find-links --output-file $(LOCK) $(DECLARED)
 
 # wheels for the install tests (fresh venvs without torch, an apt-like ROS prefix), downloaded once into
 # ~/.cache/bgprompt/wheelhouse outside the tests' network namespace (~3 min the first time on a machine, then a

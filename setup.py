@@ -34,7 +34,7 @@ setup(
     packages=find_packages(include=["bgprompt_core", "bgprompt_core.*", "bgprompt_ros", "bgprompt_ros.*"])
     + find_packages(where="training", include=["bgprompt_training", "bgprompt_training.*"]),
     package_dir={"bgprompt_training": "training/bgprompt_training"},
-    package_data={"bgprompt_core": ["models/**/*", "prompts/*", "graphs/*"]},
+    package_data={"bgprompt_core": ["models/**/*", "prompts/*", "graphs/*"], "bgprompt_training": ["configs/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

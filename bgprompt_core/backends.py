@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_graph import INPUTS, METADATA_KEY, OUTPUT, GraphError, parse_metadata
+from .onnx_graph import INPUTS, METADATA_KEY, OUTPUT, GraphError, check_graph_inputs, parse_metadata
 
 log = logging.getLogger("bgprompt.backend")
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -29,7 +29,11 @@ class OnnxRuntimeBackend:
             raise FileNotFoundError(f"ONNX model not found: {path} (create it with `bgprompt export`)")
         available = ort.get_available_providers()
         chosen = [p for p in (providers or PROVIDER_ORDER) if p in available] or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), providers=chosen)
+        try:
+            self.session = ort.InferenceSession(str(path), providers=chosen)
+        except Exception as exc:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph: a truncated or foreign file
+            raise GraphError(f"{path}: onnxruntime cannot load this graph ({type(exc).__name__}: "
+                             f"{str(exc).strip()[:300]}); re-export it with `bgprompt export`") from exc
         self.providers = self.session.get_providers()
         log.info("onnxruntime providers: %s", self.providers)
         names = {i.name for i in self.session.get_inputs()}, {o.name for o in self.session.get_outputs()}
@@ -41,8 +45,11 @@ class OnnxRuntimeBackend:
 
     @property
     def metadata(self) -> dict:
-        """The graph's bgprompt metadata (network spec, prompt, precision...), read by onnxruntime itself."""
-        return parse_metadata(self._metadata, self.path)
+        """The graph's bgprompt metadata (network spec, prompt, precision...), read by onnxruntime itself and
+        checked against the graph's input shapes."""
+        meta = parse_metadata(self._metadata, self.path)
+        check_graph_inputs(meta, {i.name: list(i.shape) for i in self.session.get_inputs()}, self.path)
+        return meta
 
     def run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT], {INPUTS[0]: np.ascontiguousarray(image, np.float32),

@@ -23,7 +23,7 @@ from .atomic import atomic_write
 from .config import ConfigError, DepthTransformConfig, FourierPromptConfig, PromptConfig, prompt_config_from_dict
 from .depth_networks import DepthNetSpec
 from .errors import BgpromptError
-from .prompts import Prompt, build_prompt, fourier_scale
+from .prompts import Prompt, StaticPrompt, build_prompt, fourier_scale
 
 FORMAT = "bgprompt-prompt"
 FORMAT_VERSION = 1
@@ -64,6 +64,8 @@ class PromptMeta:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{origin}: metadata is not valid JSON ({exc})") from exc
+        except RecursionError as exc:  # e.g. 100000 nested lists: valid JSON, but no metadata of ours
+            raise CheckpointError(f"{origin}: metadata nests too deeply to be a prompt checkpoint") from exc
         if not isinstance(d, dict):
             raise CheckpointError(f"{origin}: metadata must be a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT:
@@ -147,7 +149,29 @@ def load_prompt(path: str | os.PathLike, network: DepthNetSpec | None = None,
         raise CheckpointError(f"{path}: tensors contain NaN or inf: {bad}")
     prompt = build_prompt(meta.prompt)
     prompt.load_state_dict(tensors)
+    check_background(prompt, str(path))
     return prompt, meta
+
+
+def check_background(prompt: Prompt, origin: str = "prompt") -> None:
+    """Refuse a prompt whose background (Eq. 1's B) is not finite although its tensors are.
+
+    Finite tensors can still overflow: a 1-BG spectrum of 3e38 gives ``scale * spectrum = inf`` and an all-NaN
+    background; a PNet's U-Net can overflow the same way. The 1-BG background is computed once; PNet is probed
+    with a centred box mask (and a grey image for ``input='image'``) at its own resolution.
+    """
+    h, w = prompt.resolution
+    with torch.no_grad():
+        if isinstance(prompt, StaticPrompt):
+            bg, probe = prompt.image(), "its background"
+        else:
+            mask = torch.zeros(1, 1, h, w)
+            mask[..., h // 4: h - h // 4, w // 4: w - w // 4] = 1
+            bg, probe = prompt(mask, torch.full((1, 3, h, w), 0.5)), "its background for a centred box mask"
+    bad = int((~torch.isfinite(bg)).sum())
+    if bad:
+        raise CheckpointError(f"{origin}: the prompt's tensors are finite but {probe} is not: {bad} of {bg.numel()} "
+                              f"values are NaN or inf (overflowing parameters); retrain or re-export the prompt")
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -206,7 +230,10 @@ def import_authors_prompt(path: str | os.PathLike, network: DepthNetSpec,
             raise CheckpointError(f"{path}: the stored scale is not a 1/f^decay spectrum scale; cannot import")
     cfg = FourierPromptConfig(height=h, width=w, decay=round(decay, 6), divisor=divisor)
     prompt = build_prompt(cfg)
+    if not torch.isfinite(spectrum).all():
+        raise CheckpointError(f"{path}: the spectrum contains NaN or inf")
     prompt.load_state_dict({"spectrum": spectrum})
+    check_background(prompt, str(path))
     meta = PromptMeta(prompt=cfg, network=network,
                       training={"imported_from": path.name, "origin": "Baradad et al. released prompt"})
     return prompt, meta

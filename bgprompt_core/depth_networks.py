@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 
 from .net_spec import HALF, IMAGENET_MEAN, IMAGENET_STD, REGISTRY, DepthNetSpec, ModelLoadError  # noqa: F401
@@ -68,10 +69,20 @@ class DepthNet(nn.Module):
         return out
 
 
+def _parse_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelLoadError(f"{path} is not a readable JSON file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def _read_json(source: str, filename: str, local_only: bool) -> dict[str, Any] | None:
     path = Path(source) / filename
     if path.is_file():
-        return json.loads(path.read_text())
+        return _parse_json(path)
     if Path(source).is_dir():
         return None
     from transformers.utils import cached_file  # lazy: never touch the hub at import time
@@ -81,7 +92,7 @@ def _read_json(source: str, filename: str, local_only: bool) -> dict[str, Any] |
                             _raise_exceptions_for_missing_entries=False)
     except OSError as exc:  # network down, unknown repo...
         raise ModelLoadError(f"cannot fetch {filename} of {source!r}: {exc}") from exc
-    return json.loads(Path(found).read_text()) if found else None
+    return _parse_json(Path(found)) if found else None
 
 
 def spec_from_configs(name: str, source: str, config: dict[str, Any], preproc: dict[str, Any] | None) -> DepthNetSpec:
@@ -130,8 +141,12 @@ def resolve_spec(name_or_path: str, local_only: bool = False) -> DepthNetSpec:
             f"{source!r} asks to run its own remote code (auto_map: {sorted(config['auto_map'])}); bgprompt never "
             f"runs code that comes with a model. Use a model whose architecture transformers ships, or remove "
             f"auto_map after reviewing the code yourself.")
-    return spec_from_configs(Path(source).name if Path(source).is_dir() else source, source, config,
-                             _read_json(source, "preprocessor_config.json", local_only))
+    try:
+        return spec_from_configs(Path(source).name if Path(source).is_dir() else source, source, config,
+                                 _read_json(source, "preprocessor_config.json", local_only))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # e.g. image_mean: 0.5, size: "big"
+        raise ModelLoadError(f"{source!r}: config.json / preprocessor_config.json do not describe a usable depth "
+                             f"network ({type(exc).__name__}: {exc})") from exc
 
 
 def load_depth_net(name_or_path: str, device: str | torch.device = "cpu", local_only: bool = False) -> DepthNet:
@@ -150,8 +165,9 @@ def load_depth_net(name_or_path: str, device: str | torch.device = "cpu", local_
     try:
         model = AutoModelForDepthEstimation.from_pretrained(spec.source, local_files_only=local_only,
                                                             trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load depth network {spec.name!r} from {spec.source!r}: {exc}") from exc
+    except (OSError, ValueError, SafetensorError, RuntimeError) as exc:  # truncated or foreign weights too
+        raise ModelLoadError(f"cannot load depth network {spec.name!r} from {spec.source!r}: "
+                             f"{type(exc).__name__}: {exc}") from exc
     return DepthNet(model.to(device), spec)
 
 

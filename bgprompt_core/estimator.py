@@ -228,6 +228,7 @@ class ObjectDepthEstimator:
                             f"{dropped[:10]}{' ...' if len(dropped) > 10 else ''}")
         h, w = image.shape[:2]
         x, m, views = self.network_inputs(image, K, objects)
+        objects, x, m, views = self._drop_vanished(objects, x, m, views, warnings)
         t1 = time.perf_counter()
         depth_s = self.backend.run(x, m)
         t2 = time.perf_counter()
@@ -298,6 +299,24 @@ class ObjectDepthEstimator:
                 m[k, 0] = self._letterbox_mask(obj, lb)
                 views.append(lb)
         return x, m, views
+
+    def _drop_vanished(self, objects: list[MaskObject], x: np.ndarray, m: np.ndarray, views: list,
+                       warnings: list[str]) -> tuple[list[MaskObject], np.ndarray, np.ndarray, list]:
+        """Leave out, with a warning, objects whose mask vanishes at network resolution (a 1x16 px object in a
+        letterbox): Eq. 2 over the object has no pixels to take its range from (torch raised, an exported graph
+        gave NaN), and no pixel of theirs would map back. Every backend gets the same batch."""
+        keep = [k for k in range(len(objects))
+                if (m[k, 0] > 0.5).any() and (m[k, 0] >= self.cfg.mask_threshold).any()]
+        if len(keep) == len(objects):
+            return objects, x, m, views
+        gone = [objects[k].id for k in range(len(objects)) if k not in keep]
+        hint = "" if self.cfg.recenter else "; recenter: true enlarges each object to the network input"
+        if not keep:
+            raise InputError(f"every object vanishes at the network's {self.size[0]}x{self.size[1]} input (ids "
+                             f"{gone}): no mask pixel is left{hint}")
+        warnings.append(f"object(s) {gone} left out: their masks vanish at the network's {self.size[0]}x"
+                        f"{self.size[1]} input{hint}")
+        return [objects[k] for k in keep], x[keep], m[keep], [views[k] for k in keep]
 
     def composite_preview(self, image: np.ndarray, mask: np.ndarray, K: np.ndarray | None = None) -> np.ndarray:
         """What the network sees (Eq. 1 composites at the network input), one tile per object side by side.

@@ -6,6 +6,7 @@ resize by factor s maps u -> s * (u + 0.5) - 0.5. Camera optical frame: x right,
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,18 +101,26 @@ class Letterbox:
         return shift_intrinsics(scale_intrinsics(K, rw / self.in_w, rh / self.in_h), left, top)
 
 
-_RAYS: dict = {}
+_RAYS: OrderedDict = OrderedDict()  # least recently used first
+RAYS_CACHE_BYTES = 128 * 2**20  # about one 4096x3200 frame's rays; a 1920x1080 camera takes 24 MiB
+
+
+def rays_cache_bytes() -> int:
+    """Bytes the camera_rays cache holds now."""
+    return sum(r.nbytes for r in _RAYS.values())
 
 
 def camera_rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
     """(H, W, 3) float32 rays with z = 1 for K (x = (u - cx - skew * y) / fx, y = (v - cy) / fy).
 
-    Cached (read-only): cameras rarely change between frames.
+    Cached (read-only): cameras rarely change between frames. The cache is capped by bytes
+    (``RAYS_CACHE_BYTES``, least recently used out first), not by entries: a K that drifts every frame at 4096x4096
+    would otherwise keep 200 MiB per entry. The latest rays stay cached even when they alone exceed the cap.
     """
     key = (K.tobytes(), h, w)
-    if key not in _RAYS:
-        if len(_RAYS) > 8:
-            _RAYS.clear()
+    if key in _RAYS:
+        _RAYS.move_to_end(key)
+    else:
         u = (np.arange(w, dtype=np.float64) - K[0, 2]) / K[0, 0]
         v = (np.arange(h, dtype=np.float64) - K[1, 2]) / K[1, 1]
         rays = np.empty((h, w, 3), np.float32)
@@ -120,6 +129,8 @@ def camera_rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
         rays[..., 2] = 1.0
         rays.flags.writeable = False
         _RAYS[key] = rays
+        while len(_RAYS) > 1 and rays_cache_bytes() > RAYS_CACHE_BYTES:
+            _RAYS.popitem(last=False)
     return _RAYS[key]
 
 

@@ -41,5 +41,7 @@ class PromptedDepth(nn.Module):
         bg = self.background(image, mask) if background is None else background
         c = composite(image, mask, bg, self.net.normalization, self.mode)
         raw = self.net(c)
-        depth = output_to_depth(raw, self.net.spec.output_kind, mask[:, 0], self.transform)
+        # Eq. 2 in fp32 even when the network ran in fp16 (autocast): as in the exported fp16 graph, where an fp16
+        # min/max normalisation would lose 3 digits and its eps underflow
+        depth = output_to_depth(raw.float(), self.net.spec.output_kind, mask[:, 0], self.transform)
         return {"depth": depth, "raw": raw, "composite": c}

@@ -5,6 +5,7 @@ never imports torch or transformers (see runtime.build_runtime).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,23 @@ class DepthNetSpec:
     output_kind: str = "relative_disparity"
 
     def __post_init__(self) -> None:
+        # specs also come from files (checkpoint and graph metadata): every field is checked for its type
+        for key in ("name", "source", "family"):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(f"network {key} must be a string, got {getattr(self, key)!r}")
+        if not (len(self.input_size) == 2 and all(_positive_int(v) for v in self.input_size)) \
+                or not _positive_int(self.size_multiple):
+            raise ValueError(f"input_size must be two positive integers and size_multiple one, got "
+                             f"{self.input_size!r} / {self.size_multiple!r}")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           and math.isfinite(v) for v in values):
+                raise ValueError(f"network {key} must be 3 finite numbers, got {values!r}")
+        if not all(v > 0 for v in self.std):
+            raise ValueError(f"network std must be positive, got {self.std!r}")
+        if not isinstance(self.fixed_size, bool) or not isinstance(self.square, bool):
+            raise ValueError(f"fixed_size and square must be true or false, got {self.fixed_size!r} / {self.square!r}")
         if self.output_kind not in OUTPUT_KINDS:
             raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
         self.check_input_size(*self.input_size)
@@ -68,11 +86,20 @@ class DepthNetSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DepthNetSpec":
+        """From ``to_dict``'s output (JSON); ValueError / TypeError / KeyError name what is wrong."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a network spec must be a JSON object, got {type(d).__name__}")
         d = dict(d)
         for key in ("input_size", "mean", "std"):
+            if not isinstance(d.get(key), (list, tuple)):
+                raise ValueError(f"network {key} must be a list, got {d.get(key)!r}")
             d[key] = tuple(d[key])
         d["source"] = local_source(str(d.get("source", "")))
         return cls(**d)
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 PACKAGE_PREFIX = "package:models/"

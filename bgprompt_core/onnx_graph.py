@@ -29,9 +29,10 @@ def parse_metadata(value: str | None, path: str | Path) -> dict:
         raise GraphError(f"{path}: ONNX model without bgprompt metadata (export it with `bgprompt export`)")
     try:
         meta = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise GraphError(f"{path}: corrupt bgprompt metadata ({exc}); re-export with `bgprompt export`") from exc
-    if "network" not in meta or "input_size" not in meta:
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise GraphError(f"{path}: corrupt bgprompt metadata ({type(exc).__name__}); re-export with "
+                         f"`bgprompt export`") from exc
+    if not isinstance(meta, dict) or "network" not in meta or "input_size" not in meta:
         raise GraphError(f"{path}: bgprompt metadata lacks the network spec (exported by an old version?); "
                          f"re-export with `bgprompt export`")
     return meta
@@ -49,7 +50,38 @@ def read_onnx_metadata(path: str | Path) -> dict:
     except Exception as exc:  # protobuf DecodeError and friends: a truncated or foreign file
         raise GraphError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
     value = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
-    return parse_metadata(value, path)
+    meta = parse_metadata(value, path)
+    check_graph_inputs(meta, {i.name: [d.dim_value if d.HasField("dim_value") else d.dim_param
+                                       for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}, path)
+    return meta
+
+
+def check_graph_inputs(meta: dict, shapes: dict[str, list], path: str | Path) -> None:
+    """Refuse metadata that disagrees with the graph's own inputs (``shapes``: name -> dims, a dim an int or a
+    symbol): runtimes size every frame's buffers from the metadata, so 8192x8192 metadata on a 128x128 graph
+    would allocate gigabytes per frame before the graph refuses them."""
+    size, net = meta.get("input_size"), meta.get("network")
+    net_size = net.get("input_size") if isinstance(net, dict) else None
+    ok = lambda s: isinstance(s, (list, tuple)) and len(s) == 2 and all(  # noqa: E731
+        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 16384 for v in s)
+    if not ok(size) or not ok(net_size):
+        raise GraphError(f"{path}: metadata input sizes {size!r} / network {net_size!r} are not two positive "
+                         f"integers; re-export with `bgprompt export`")
+    problems = []
+    for name, channels in zip(INPUTS, (3, 1)):
+        dims = shapes.get(name)
+        if dims is None or len(dims) != 4:
+            problems.append(f"input {name!r} has shape {dims}, expected (N, {channels}, H, W)")
+            continue
+        fixed = [(i, d) for i, d in enumerate(dims[1:], 1) if isinstance(d, int) and d > 0]
+        want = (channels, *size)
+        problems += [f"input {name!r} has {'CHW'[i - 1]} = {d}, the metadata says {want[i - 1]}"
+                     for i, d in fixed if d != want[i - 1]]
+    if tuple(net_size) != tuple(size):
+        problems.append(f"the network spec's input size {net_size} differs from the graph's {size}")
+    if problems:
+        raise GraphError(f"{path}: the graph's metadata does not match the graph ({'; '.join(problems)}); it was "
+                         f"edited or corrupted: re-export with `bgprompt export`")
 
 
 def opset_of(proto) -> int:

@@ -198,7 +198,7 @@ def engine_name(cfg, spec: DepthNetSpec) -> str:
 
 def graph_runtime(cfg, onnx_path: Path, spec: DepthNetSpec | None = None):
     """(backend, spec) for an exported graph, with neither torch nor transformers imported."""
-    from .onnx_graph import read_onnx_metadata
+    from .onnx_graph import GraphError, read_onnx_metadata
 
     if cfg.backend == "onnxruntime":
         from .backends import OnnxRuntimeBackend
@@ -207,7 +207,11 @@ def graph_runtime(cfg, onnx_path: Path, spec: DepthNetSpec | None = None):
         meta = backend.metadata
     else:
         meta = read_onnx_metadata(onnx_path)
-    graph_spec = DepthNetSpec.from_dict(meta["network"])
+    try:
+        graph_spec = DepthNetSpec.from_dict(meta["network"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GraphError(f"{onnx_path}: invalid network spec in the graph's metadata ({type(exc).__name__}: {exc}); "
+                         f"re-export with `bgprompt export`") from exc
     if meta.get("precision", "fp32") != cfg.precision:
         raise ModelLoadError(f"{onnx_path} was exported in {meta.get('precision')}, the config asks for "
                              f"{cfg.precision}: re-export with `bgprompt export --precision {cfg.precision}`")

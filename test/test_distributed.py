@@ -110,7 +110,9 @@ def test_pretrain_on_two_ranks_takes_the_one_process_steps(tmp_path):
     """The scene pretraining loss normalises by pixel counts: summed over ranks, the averaged gradient is the
     global batch's. Adam's first step is a sign step, so float noise in near-zero gradients makes runs drift
     later; the first two steps' losses and the first validation must agree."""
-    config = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "mini.json").read_text())
+    from bgprompt_training.cli import PACKAGE_CONFIGS
+
+    config = json.loads((PACKAGE_CONFIGS / "mini.json").read_text())
     config["training"].update(steps=2, batch=4, val_every=1, warmup=2)
     (tmp_path / "tiny.json").write_text(json.dumps(config))
     scenes = tmp_path / "scenes"

@@ -396,7 +396,8 @@ def test_composite_preview_shows_what_the_network_saw_when_re_centred(tiny_model
         est.composite_preview(img, labels)
 
 
-def test_backend_auto_picks_tensorrt_with_a_gpu_else_onnxruntime_else_torch(tiny_model_dir, tmp_path):
+def test_backend_auto_picks_tensorrt_with_a_gpu_else_onnxruntime_else_torch(tiny_model_dir, tmp_path, monkeypatch):
+    from bgprompt_core import runtime
     from bgprompt_core.runtime import resolve_backend
 
     everything = lambda pkg: True  # noqa: E731
@@ -405,13 +406,25 @@ def test_backend_auto_picks_tensorrt_with_a_gpu_else_onnxruntime_else_torch(tiny
     assert resolve_backend("auto", cuda=True, installed=lambda pkg: pkg == "onnxruntime") == "onnxruntime"
     assert resolve_backend("auto", cuda=False, installed=lambda pkg: False) == "torch"
     assert resolve_backend("torch", cuda=True, installed=everything) == "torch"
-    # here (no GPU, onnxruntime installed): auto runs onnxruntime (its parity with torch: the test above)
+    # the estimator asks the machine through the same functions; faked here, so that the test means the same on a
+    # GPU robot: no GPU -> onnxruntime (its parity with torch: the test above) ...
+    monkeypatch.setattr(runtime, "gpu_present", lambda: False)
     img, labels = _frame()
-    auto = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none", backend="auto",
-                                                cache_dir=str(tmp_path)))
+    cfg = EstimatorConfig(model=str(tiny_model_dir), prompt="none", backend="auto", cache_dir=str(tmp_path))
+    auto = ObjectDepthEstimator(cfg)
     assert type(auto.backend).__name__ == "OnnxRuntimeBackend" and list(tmp_path.glob("*.onnx"))
     res = auto.estimate(img, K, labels)
     assert res.valid[labels > 0].mean() > 0.8 and np.isfinite(res.depth[res.valid]).all()  # rims: letterbox blur
+
+    # ... a GPU with tensorrt and cuda-python -> the TensorRT route (stopped where it would check the packages)
+    class TensorRTRoute(Exception):
+        pass
+
+    monkeypatch.setattr(runtime, "gpu_present", lambda: True)
+    monkeypatch.setattr(runtime, "_installed", lambda pkg: True)
+    monkeypatch.setattr(runtime, "check_tensorrt_available", lambda *a: (_ for _ in ()).throw(TensorRTRoute()))
+    with pytest.raises(TensorRTRoute):
+        ObjectDepthEstimator(cfg)
 
 
 def test_max_depth_drops_far_points_from_depth_instance_and_points():
@@ -423,3 +436,36 @@ def test_max_depth_drops_far_points_from_depth_instance_and_points():
     assert far.any() and np.isnan(res.depth[far]).all() and (res.instance[far] == 0).all() and not res.valid[far].any()
     keep = full.valid & ~far
     assert np.array_equal(res.depth[keep], full.depth[keep]) and np.isnan(res.points[far]).all()
+
+
+def test_an_object_that_vanishes_at_network_resolution_is_dropped_with_a_warning_on_every_backend(tiny_model_dir,
+                                                                                                 tmp_path):
+    """Eq. 2 over the object: a 1x16 px object vanishes in the 56x56 letterbox of a 240x320 frame. The torch backend
+    raised a ValueError for the whole frame while the exported graph gave that object NaN; now both leave it out
+    with the same warning and serve the other object."""
+    from bgprompt_core.backends import OnnxRuntimeBackend
+    from bgprompt_core.config import DepthTransformConfig
+    from bgprompt_core.export import export_onnx
+    from bgprompt_core.model import PromptedDepth
+    from bgprompt_core.torch_backend import TorchBackend
+
+    net = load_depth_net(str(tiny_model_dir), local_only=True)
+    model = PromptedDepth(net, None, transform=DepthTransformConfig(range="object")).eval()
+    img, labels = _frame()
+    labels[22, 200:216] = 9  # 1x16 px: 16 pixels, min_object_pixels passes it; no letterbox sample hits row 22
+    cfg = EstimatorConfig(prompt="none")
+    backends = {"torch": TorchBackend(model, "cpu"),
+                "onnxruntime": OnnxRuntimeBackend(export_onnx(model, tmp_path / "object.onnx", 56, max_batch=4))}
+    results = {}
+    for name, backend in backends.items():
+        est = ObjectDepthEstimator(cfg, backend=backend, spec=net.spec, model=model)
+        res = est.estimate(img, K, labels)
+        assert res.object_ids == [7, 3], name
+        assert [w for w in res.warnings if "[9] left out" in w and "vanish at the network's 56x56" in w], res.warnings
+        assert not res.valid[labels == 9].any() and res.valid[labels == 7].mean() > 0.8
+        results[name] = res
+    assert np.array_equal(results["torch"].valid, results["onnxruntime"].valid)
+    only = np.zeros_like(labels)
+    only[22, 200:216] = 9
+    with pytest.raises(InputError, match=r"every object vanishes .*ids \[9\]"):
+        ObjectDepthEstimator(cfg, backend=backends["torch"], spec=net.spec, model=model).estimate(img, K, only)

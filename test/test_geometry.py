@@ -62,3 +62,29 @@ def test_normals_undefined_next_to_invalid_pixels():
 def test_bad_intrinsics_rejected(bad):
     with pytest.raises(ValueError):
         geometry.check_intrinsics(bad)
+
+
+def test_the_camera_rays_cache_is_capped_by_bytes_not_entries():
+    """Nine 2048x1536 frames with a K that drifts every frame kept 9 x 36 MiB (and nine 4096x4096 ones 1.7 GiB): the
+    cache now holds at most 128 MiB (RAYS_CACHE_BYTES; the latest rays always), least recently used out first."""
+    from bgprompt_core import geometry
+
+    def cached() -> int:  # what the cache keeps alive, read off the cache itself
+        return sum(r.nbytes for r in geometry._RAYS.values())
+
+    geometry._RAYS.clear()
+    h, w = 1536, 2048
+    first = np.array([[1000.0, 0, 1023.5], [0, 1000.0, 767.5], [0, 0, 1]])
+    rays = geometry.camera_rays(first, h, w)
+    assert geometry.camera_rays(first.copy(), h, w) is rays  # the same camera: served from the cache
+    for i in range(1, 9):
+        K = first.copy()
+        K[0, 0] += 0.01 * i  # auto-calibration drift
+        geometry.camera_rays(K, h, w)
+        assert cached() <= 128 * 2**20, f"{cached() / 2**20:.0f} MiB kept after {i + 1} frames"
+    assert geometry.camera_rays(first, h, w) is not rays  # evicted, recomputed equal
+    assert np.array_equal(geometry.camera_rays(first, h, w), rays)
+    big = np.array([[3000.0, 0, 2047.5], [0, 3000.0, 2047.5], [0, 0, 1]])
+    huge = geometry.camera_rays(big, 4096, 4096)  # alone over the cap: still cached, everything else out
+    assert geometry.camera_rays(big, 4096, 4096) is huge and cached() == geometry.rays_cache_bytes() == huge.nbytes
+    geometry._RAYS.clear()

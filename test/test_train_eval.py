@@ -243,3 +243,55 @@ def test_an_interrupted_save_at_the_same_step_keeps_the_last_state_and_saves_are
     monkeypatch.undo()
     assert (state / (state / "LATEST").read_text().strip()) == named and (named / "state.json").is_file()
     Trainer(cfg).load_state()
+
+
+def test_oracle_shift_is_the_least_squares_affine_fit_of_disparity_with_the_floor():
+    """Closed forms: an affine image of the GT disparity is undone exactly; otherwise the fit is numpy's lstsq of
+    [raw, 1] onto 1 / gt on the mask, and fitted disparities below floor * max GT disparity are floored."""
+    from bgprompt_core.evaluation import oracle_shift
+
+    torch.manual_seed(0)
+    gt = 1.0 + 4.0 * torch.rand(2, 16, 16)
+    mask = torch.zeros(2, 16, 16)
+    mask[:, 3:13, 2:14] = 1
+    raw = 3.0 / gt - 0.7 + torch.where(mask > 0, 0.0, 50.0)  # affine in disparity on the mask; junk off it
+    assert torch.allclose(oracle_shift(raw, gt, mask, floor=0.01)[mask > 0], gt[mask > 0], rtol=1e-4)
+    raw = 1.0 / gt + 0.3 * torch.rand(2, 16, 16)  # GT disparity plus noise: the least-squares fit, then the floor
+    out = oracle_shift(raw, gt, mask, floor=0.4)
+    for i in range(2):
+        m = (mask[i] > 0).numpy()
+        a = np.stack([raw[i].numpy()[m], np.ones(m.sum())], 1).astype(np.float64)
+        (s, t), *_ = np.linalg.lstsq(a, 1.0 / gt[i].numpy()[m].astype(np.float64), rcond=None)
+        lo = 0.4 * (1.0 / gt[i].numpy()[m]).max()
+        expect = 1.0 / np.maximum(s * raw[i].numpy() + t, lo)
+        assert np.allclose(out[i].numpy()[m], expect[m], rtol=1e-4)
+        assert np.isclose(out[i].numpy()[m].max(), 1.0 / lo, rtol=1e-5)  # some pixels sit on the floor
+
+
+def test_the_learning_rate_drops_tenfold_at_its_fraction_of_the_steps(world, tmp_path):
+    """The reference schedule: lr for the first 80% of the steps, lr / 10 after; read off the optimizer each step."""
+    cfg = _cfg(world, out=str(tmp_path / "p.safetensors"), steps=10, batch=2, val=[], val_every=10, lr=0.05,
+               lr_drop_at=0.8)
+    trainer = Trainer(cfg)
+    seen = []
+    step = trainer.opt.step
+    trainer.opt.step = lambda *a, **k: (seen.append(trainer.opt.param_groups[0]["lr"]), step(*a, **k))[1]
+    trainer.run()
+    assert seen == pytest.approx([0.05] * 8 + [0.005] * 2)
+
+
+def test_the_best_checkpoint_by_a_higher_is_better_metric_is_its_maximum(world, tmp_path, monkeypatch):
+    """--select-by normal_cos keeps the validation with the HIGHEST cosine (si_rmse / shape_err: the lowest), and
+    the file written is that one's. Validations are scripted so the maximum is neither the first nor the last."""
+    from bgprompt_core.checkpoint import read_meta
+
+    cfg = _cfg(world, out=str(tmp_path / "p.safetensors"), steps=6, batch=2, val_every=2, val_samples=2,
+               select_by="normal_cos")
+    trainer = Trainer(cfg)
+    scripted = iter([{"si_rmse": 0.2, "normal_cos": 0.5, "shape_err": 0.1, "loss": 0.3},
+                     {"si_rmse": 0.4, "normal_cos": 0.9, "shape_err": 0.3, "loss": 0.5},
+                     {"si_rmse": 0.1, "normal_cos": 0.7, "shape_err": 0.05, "loss": 0.2}])
+    monkeypatch.setattr(trainer, "validate", lambda: dict(next(scripted)))
+    result = trainer.run()
+    assert result["best"]["step"] == 4 and result["best"]["normal_cos"] == 0.9
+    assert read_meta(cfg.out).metrics["normal_cos"] == 0.9  # the saved prompt is the selected one, re-read

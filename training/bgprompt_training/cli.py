@@ -14,6 +14,8 @@ from pathlib import Path
 from bgprompt_core.onnx_graph import DEFAULT_OPSET
 from bgprompt_core.config import ConfigError
 
+# configs shipped as package data (setup.py): found in a source checkout, a wheel and a colcon install alike
+PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
 DESCRIPTION = """\
 Object depth from one image with a learned background prompt and a frozen depth network
 (Baradad et al., "Background Prompting for Improved Object Depth").
@@ -179,8 +181,9 @@ def register_pretrain(sub) -> None:
                                    "DPT-hybrid) on `bgprompt render scenes` output ONLY, with MiDaS's scale-and-shift-"
                                    "invariant loss, and save it in Hugging Face layout. Reports AbsRel and delta<1.25 "
                                    "after scale-shift alignment on held-out scenes.")
-    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "mini.json"),
-                   help="architecture + training config (default: training/configs/mini.json)")
+    p.add_argument("--config", default=str(PACKAGE_CONFIGS / "mini.json"),
+                   help="architecture + training config (default: mini.json, installed with bgprompt_training in "
+                        f"{PACKAGE_CONFIGS})")
     p.add_argument("--data", required=True, help="rendered scenes for training")
     p.add_argument("--val", required=True, help="held-out rendered scenes")
     p.add_argument("--out", required=True, help="output model directory")
@@ -317,50 +320,81 @@ def _estimator_config(args: argparse.Namespace):
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import cv2
     import numpy as np
 
     from bgprompt_core.estimator import ObjectDepthEstimator
 
-    from .figures import side_view, write_png
-    from .ply import write_ply
-    from bgprompt_core.visual import depth_to_color
-
     if args.mask and len(args.mask) != len(args.images):
         raise ConfigError(f"{len(args.images)} images but {len(args.mask)} masks: give one mask per image")
+    if not args.mask and not args.rembg:
+        raise ConfigError("no masks: give --mask FILE for each image, or --rembg MODEL to segment them (e.g. "
+                          "--rembg u2net with the model file installed for rembg)")
+    missing = [p for p in [*args.images, *(args.mask or [])] if not Path(p).is_file()]
+    if missing:  # before any model loads or any output is written
+        raise FileNotFoundError(f"not found: {', '.join(missing)}")
     fx, fy, cx, cy = args.intrinsics
     K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
     est = ObjectDepthEstimator(_estimator_config(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for i, path in enumerate(args.images):
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"cannot read image {path}")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        mask = None
-        if args.mask:
-            mask = cv2.imread(args.mask[i], cv2.IMREAD_UNCHANGED)
-            if mask is None:
-                raise FileNotFoundError(f"cannot read mask {args.mask[i]}")
-            mask = mask[..., 0] if mask.ndim == 3 else mask
-        res = est.estimate(rgb, K, mask)
-        stem = Path(path).stem
-        np.save(out / f"{stem}_depth.npy", res.depth)
-        write_png(out / f"{stem}_depth.png", depth_to_color(np.nan_to_num(res.depth), res.valid))
-        write_ply(out / f"{stem}.ply", res.points[res.valid], rgb[res.valid])
-        if mask is not None:
-            write_png(out / f"{stem}_composite.png", est.composite_preview(rgb, mask, K))
-        import torch
-
-        write_png(out / f"{stem}_side.png", side_view(torch.from_numpy(np.nan_to_num(res.depth)), torch.from_numpy(K),
-                                                      torch.from_numpy(res.valid.astype(np.float32)),
-                                                      torch.from_numpy(rgb).permute(2, 0, 1).float() / 255, 256))
-        print(f"{path}: {len(res.object_ids)} object(s), {int(res.valid.sum())} points ({res.units}), "
-              f"network {res.timing_ms['network']:.0f} ms, total {res.timing_ms['total']:.0f} ms -> {out}/{stem}_*")
-        for w in res.warnings:
-            print(f"  warning: {w}")
+    if args.mask and est.model is None:
+        print(f"note: no {{stem}}_composite.png previews: the exported graph ({args.onnx}) carries the prompt inside "
+              f"it and runs without the torch model; `--backend torch` shows what the network sees")
+    written: list[str] = []
+    try:
+        for i, path in enumerate(args.images):
+            _predict_one(est, path, args.mask[i] if args.mask else None, K, out)
+            written.append(Path(path).stem)
+    except BaseException:
+        if written:  # never leave partial outputs unannounced
+            print(f"bgprompt predict: outputs of {len(written)} of {len(args.images)} images were written to "
+                  f"{out}/ before the error ({', '.join(written)}); the others were not", file=sys.stderr)
+        raise
     return 0
+
+
+def _predict_one(est, path: str, mask_path: str | None, K, out: Path) -> None:
+    """One image of `bgprompt predict`: read image and mask the same way up, estimate, write the outputs."""
+    import numpy as np
+
+    from bgprompt_core.visual import depth_to_color
+
+    from .figures import side_view, write_png
+    from .image_files import ROTATION_WORDS, read_image, read_mask
+    from .ply import write_ply
+
+    rgb, orientation = read_image(path)
+    notes = [f"{path}: EXIF orientation {orientation}: read as displayed ({ROTATION_WORDS[orientation]}); --intrinsics "
+             f"must describe the displayed image"] if orientation != 1 else []
+    mask = None
+    if mask_path is not None:
+        mask, how, mask_orientation = read_mask(mask_path)
+        notes.append(f"mask {mask_path}: {how}")
+        if mask_orientation != orientation:
+            notes.append(f"{mask_path} has EXIF orientation {mask_orientation}, {path} {orientation}: each is read as "
+                         f"displayed; if the mask was drawn on the image's stored pixels they do not line up")
+        if mask.shape[:2] != rgb.shape[:2] and mask.shape[:2] == rgb.shape[1::-1]:
+            raise ConfigError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}, image {path} "
+                              f"{rgb.shape[1]}x{rgb.shape[0]} as displayed: one of them is rotated (EXIF orientation "
+                              f"{mask_orientation} vs {orientation}); save both the same way up")
+    res = est.estimate(rgb, K, mask)
+    stem = Path(path).stem
+    np.save(out / f"{stem}_depth.npy", res.depth)
+    write_png(out / f"{stem}_depth.png", depth_to_color(np.nan_to_num(res.depth), res.valid))
+    write_ply(out / f"{stem}.ply", res.points[res.valid], rgb[res.valid])
+    if mask is not None and est.model is not None:
+        write_png(out / f"{stem}_composite.png", est.composite_preview(rgb, mask, K))
+    import torch
+
+    write_png(out / f"{stem}_side.png", side_view(torch.from_numpy(np.nan_to_num(res.depth)), torch.from_numpy(K),
+                                                  torch.from_numpy(res.valid.astype(np.float32)),
+                                                  torch.from_numpy(rgb).permute(2, 0, 1).float() / 255, 256))
+    print(f"{path}: {len(res.object_ids)} object(s), {int(res.valid.sum())} points ({res.units}), "
+          f"network {res.timing_ms['network']:.0f} ms, total {res.timing_ms['total']:.0f} ms -> {out}/{stem}_*")
+    for line in notes:
+        print(f"  note: {line}")
+    for w in res.warnings:
+        print(f"  warning: {w}")
 
 
 def runtime_args(p: argparse.ArgumentParser) -> None:
@@ -380,7 +414,10 @@ def register_predict(sub) -> None:
                                    "depth (.npy float32, NaN outside objects, and a colour PNG), the object point "
                                    "cloud (.ply with colour), the composite the network saw and a side view.")
     p.add_argument("images", nargs="+", help="RGB images")
-    p.add_argument("--mask", nargs="+", help="one mask per image (binary, soft or instance labels)")
+    p.add_argument("--mask", nargs="+",
+                   help="one mask per image: binary, soft (8-bit with anti-aliased edges, or an RGBA cut-out's "
+                        "alpha), instance labels (8/16-bit values 1, 2, ..., palette PNG indices as in VOC/DAVIS, "
+                        "or distinct colours), or .npy; read with its EXIF orientation, like the image")
     p.add_argument("--rembg", metavar="MODEL", help="segment with this rembg model when no mask is given")
     p.add_argument("--intrinsics", nargs=4, type=float, required=True, metavar=("FX", "FY", "CX", "CY"))
     runtime_args(p)

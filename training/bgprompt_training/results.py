@@ -45,7 +45,7 @@ def prepare(cache: Path, count: int) -> dict[str, Path]:
         "OOD: held-out shape families": _render(cache, "ood_families", count, seed=400, families=HELD_OUT_FAMILIES),
         "OOD: real meshes (pybullet)": _render(cache, "ood_meshes", count, seed=500, meshes=str(meshes), mesh_up="z"),
     }
-    # the held-out scenes of mini's own pretraining (training/configs/mini.json: half of the views close-ups)
+    # the held-out scenes of mini's own pretraining (bgprompt_training/configs/mini.json: half of the views close-ups)
     scenes = _render(cache, "scenes_val_closeup", 300, kind="scenes", seed=2000, closeup=0.5)
     bg = cache / "scene_backgrounds"
     if not bg.is_dir():  # the "original background" condition: objects pasted onto rendered scenes

@@ -402,23 +402,25 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.prompt}", unit="step",
                    disable=not self.dist.main)
         t0, start = time.perf_counter(), self.step
-        if self.step == 0 and cfg.init_bias and self.val_data:
-            self._validate_and_select(writer)  # the warm start (the 1-BG prompt) is the bar to beat
-        while self.step < cfg.steps:
-            loss = self.train_step()
-            self.step += 1
-            self.history.append({"step": self.step, "loss": loss})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if writer:
-                writer.add_scalar("train/loss", loss, self.step)
-                writer.add_scalar("train/lr", learning_rate(cfg, self.step - 1), self.step)
-            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
-                self._validate_and_select(writer)
-            if kill_at is not None and self.step == kill_at and self.dist.rank == self.dist.world - 1:
-                # for tests: the last rank dies like a killed process (the only one without torchrun)
-                os.kill(os.getpid(), signal.SIGKILL)
-        bar.close()
+        try:  # closed on an error too, so `bgprompt train: error:` starts its own line
+            if self.step == 0 and cfg.init_bias and self.val_data:
+                self._validate_and_select(writer)  # the warm start (the 1-BG prompt) is the bar to beat
+            while self.step < cfg.steps:
+                loss = self.train_step()
+                self.step += 1
+                self.history.append({"step": self.step, "loss": loss})
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if writer:
+                    writer.add_scalar("train/loss", loss, self.step)
+                    writer.add_scalar("train/lr", learning_rate(cfg, self.step - 1), self.step)
+                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                    self._validate_and_select(writer)
+                if kill_at is not None and self.step == kill_at and self.dist.rank == self.dist.world - 1:
+                    # for tests: the last rank dies like a killed process (the only one without torchrun)
+                    os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            bar.close()
         if writer:
             writer.close()
         seconds = time.perf_counter() - t0

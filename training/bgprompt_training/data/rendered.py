@@ -1,11 +1,14 @@
 """Loader of `bgprompt render` output (npz shards + manifest.json)."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from torch.utils.data import Dataset
+
+from bgprompt_core.config import ConfigError
 
 from ..render.store import read_manifest
 from .schema import to_torch, validate
@@ -34,8 +37,11 @@ class RenderedDataset(Dataset):
             path = self.root / self.manifest["shards"][k]["file"]
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: shard listed in the manifest is missing")
-            with np.load(path) as f:
-                self._cached = (k, {key: f[key] for key in f.files})
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    self._cached = (k, {key: f[key] for key in f.files})
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated or foreign shard
+                raise ConfigError(f"{path}: unreadable shard ({type(exc).__name__}: {exc}); re-render it") from exc
         return self._cached[1]
 
     def shard_range(self, i: int) -> range:

@@ -107,7 +107,12 @@ def read_manifest(root: str | Path) -> dict:
     path = Path(root) / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"{root}: no manifest.json (not a `bgprompt render` output directory)")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not a readable manifest ({type(exc).__name__}); re-render the data set") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise ConfigError(f"{path}: not a `bgprompt render` manifest (no list of shards)")
     if manifest.get("format") != FORMAT:
         raise ConfigError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
