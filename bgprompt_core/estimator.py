@@ -228,6 +228,7 @@ class ObjectDepthEstimator:
                             f"{dropped[:10]}{' ...' if len(dropped) > 10 else ''}")
         h, w = image.shape[:2]
         x, m, views = self.network_inputs(image, K, objects)
+        seen = objects
         objects, x, m, views = self._drop_vanished(objects, x, m, views, warnings)
         t1 = time.perf_counter()
         depth_s = self.backend.run(x, m)
@@ -238,7 +239,9 @@ class ObjectDepthEstimator:
         valid = np.zeros((h, w), bool)
         fusion: dict[int, FusionReport | None] = {}
         source = None
-        no_depth: dict[int, dict[str, int]] = {}
+        # an object left out before the network (its mask vanished there) is named like one the network missed
+        kept = {o.id for o in objects}
+        no_depth: dict[int, dict[str, int]] = {o.id: {"unseen": o.pixels} for o in seen if o.id not in kept}
         guide = None  # the network input's colour (uint8 RGB): one for all objects of a letterbox
         for k, obj in enumerate(objects):
             if guide is None or self.cfg.recenter:
@@ -316,6 +319,8 @@ class ObjectDepthEstimator:
                              f"{gone}): no mask pixel is left{hint}")
         warnings.append(f"object(s) {gone} left out: their masks vanish at the network's {self.size[0]}x"
                         f"{self.size[1]} input{hint}")
+        warnings += [self._missing_warning(objects[k], {"unseen": objects[k].pixels})
+                     for k in range(len(objects)) if k not in keep]
         return [objects[k] for k in keep], x[keep], m[keep], [views[k] for k in keep]
 
     def composite_preview(self, image: np.ndarray, mask: np.ndarray, K: np.ndarray | None = None) -> np.ndarray:
