@@ -145,7 +145,8 @@ def grasp_step(out: Path, frames: int = 8) -> list[str]:
     """Object clouds in metres from a simulated RGB-D sensor on a few held-out tabletop frames (eval-grasp)."""
     from bgprompt_core.runtime import SHIPPED_PROMPTS
 
-    from .grasp_eval import GraspEvalConfig, evaluate_grasp, goal_lines, markdown, write_report
+    from .grasp_eval import (DEFAULT_PARAMS, GraspEvalConfig, evaluate_grasp, goal_lines, markdown, merge_results,
+                             write_report)
     from .render.generate import RenderConfig
     from .render.store import render_dataset
 
@@ -154,12 +155,16 @@ def grasp_step(out: Path, frames: int = 8) -> list[str]:
         render_dataset(RenderConfig(kind="tabletop", size=256, seed=901, families=("primitive", "superquadric", "lathe")),
                        data, frames, progress=False)
     prompts = ("none", "1bg") + (("tabletop",) if SHIPPED_PROMPTS["mini"]["tabletop"].is_file() else ())
-    result = evaluate_grasp(data, GraspEvalConfig(prompts=prompts, min_pixels=100), progress=False, keep_clouds=1)
-    write_report(result, out / "grasp", prompts)
-    return [f"{result['frames']} held-out tabletop frames (seed 901), a d435-like simulated sensor; per material, "
+    cfg = GraspEvalConfig.from_params_file(DEFAULT_PARAMS, prompts=prompts, min_pixels=100, sensors=("d435-like",),
+                                           bootstrap=200)
+    result = merge_results([evaluate_grasp(data, cfg, progress=False, keep_clouds=1)], cfg)
+    write_report(result, out / "grasp", cfg, str(DEFAULT_PARAMS))
+    set_, sensor = result["sets"][0], result["rows"][0]["sensor"] if result["rows"] else "d435-like"
+    frames = sum(result["frames"].values())
+    return [f"{frames} held-out tabletop frames (seed 901), a d435-like simulated sensor; per material, "
             f"medians over whole objects (full report with figures: grasp/summary.md; `make grasp` for the "
-            f"150-frame evaluation in docs/grasp/).", "", markdown(result["summary"]), "",
-            *goal_lines(result["summary"], prompts)]
+            f"150-frame evaluation in docs/grasp/).", "", markdown(result["summary"], set_, sensor), "",
+            *goal_lines(result["goals"], set_, sensor)]
 
 
 def run_demo(out: Path, count: int = 48) -> int:
