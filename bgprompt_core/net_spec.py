@@ -107,7 +107,7 @@ PACKAGE_PREFIX = "package:models/"
 
 def portable_source(source: str) -> str:
     """``source`` with a directory inside this package's ``models/`` written relative to it (else unchanged)."""
-    if not source or source.startswith(PACKAGE_PREFIX):
+    if not source or source.startswith(PACKAGE_PREFIX) or not Path(source).is_dir():  # hub ids stay as they are
         return source
     try:
         inside = Path(source).resolve().relative_to(PACKAGE_MODELS)
