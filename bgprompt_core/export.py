@@ -8,6 +8,7 @@ while normalization and Eq. 2 stay in fp32 (a strongly typed graph for TensorRT 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -57,8 +58,11 @@ class DeployGraph(nn.Module):
 
 
 def graph_metadata(model: PromptedDepth, size: int, extra: dict | None = None) -> dict:
+    """The graph's metadata. The network is recorded at the graph's own (square) input: a network whose default
+    input is not square (GLPN 480x640) runs at ``size`` x ``size`` in this graph, and a loader checks the two agree."""
     prompt = model.prompt
-    return {"bgprompt_format": 1, "network": model.net.spec.to_dict(), "input_size": [size, size],
+    spec = dataclasses.replace(model.net.spec, input_size=(size, size))  # validates size for this network
+    return {"bgprompt_format": 1, "network": spec.to_dict(), "input_size": [size, size],
             "composite": model.mode, "depth_transform": model.transform.to_dict(),
             "prompt": prompt.cfg.to_dict() if prompt is not None else None, **(extra or {})}
 
