@@ -101,6 +101,8 @@ def check_types(reader, names: dict[str, str], msgtypes: dict[str, tuple[str, ..
 @dataclass
 class ReadStats:
     corrupt_messages: int = 0
+    stamp_jumps: int = 0  # times the stamps went back (a looped or concatenated recording): the sync started over
+    last_jump: tuple[int, int] | None = None  # (newest stamp before, first after), ns
 
 
 def synced_sets(reader, names: dict[str, str], keys: list[str], sync: str = "exact", slop: float = 0.015,
@@ -126,7 +128,12 @@ def synced_sets(reader, names: dict[str, str], keys: list[str], sync: str = "exa
             log.warning("corrupt %s message skipped: %s", conn.topic, exc)
             continue
         stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        yield from syncer.add(by_topic[conn.topic], stamp, msg)
+        sets = syncer.add(by_topic[conn.topic], stamp, msg)
+        if stats is not None and syncer.stats.jumps != stats.stamp_jumps:
+            stats.stamp_jumps, stats.last_jump = syncer.stats.jumps, syncer.stats.last_jump
+            log.warning("stamps went back %.3f s on %s (a looped or restarted recording): synchronization started "
+                        "over", (syncer.stats.last_jump[0] - syncer.stats.last_jump[1]) / 1e9, conn.topic)
+        yield from sets
 
 
 def image_count(reader, names: dict[str, str]) -> int:

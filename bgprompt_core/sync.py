@@ -18,6 +18,12 @@ message_filters is not installable here, so its two policies are ported (ROS-fre
 
 Messages of one topic that arrive out of order are put back in stamp order when they can still be used,
 and dropped (counted) when a later message of that topic is already in a candidate or was output.
+
+Stamps that go back in time (``ros2 bag play --loop``, a camera clock restart, one frame stamped in the
+future) would make both policies drop every later message for good. So messages stamped at or before their
+topic's last output go to a second, fresh policy instead; the first complete set it forms proves that the
+stamps jumped back (stray late messages never pair up across every topic): it becomes the policy, the set is
+output, and the jump is counted in ``SyncStats`` (``jumps``, ``last_jump``) for the caller to report.
 """
 from __future__ import annotations
 
@@ -32,6 +38,9 @@ NO_PIVOT = -1
 class SyncStats:
     matched: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # per topic: overflowed, superseded or too late
+    received: dict[str, int] = field(default_factory=dict)  # per topic: every message given to ``add``
+    jumps: int = 0  # times the stamps went back in time and the synchronizer started over
+    last_jump: tuple[int, int] | None = None  # (newest stamp output before it, the first set's stamp after), ns
 
 
 class Synchronizer:
@@ -46,17 +55,48 @@ class Synchronizer:
             raise ValueError("need distinct topics, queue_size >= 1, and slop, age_penalty, min_period >= 0")
         self.topics, self.mode = list(topics), mode
         self.slop_ns = int(round(slop * 1e9))
-        self.stats = SyncStats(dropped={t: 0 for t in topics})
-        self._policy = ExactTime(len(topics), queue_size) if mode == "exact" else \
-            ApproximateTime(len(topics), queue_size, self.slop_ns, age_penalty, int(round(min_period * 1e9)))
+        self.stats = SyncStats(dropped={t: 0 for t in topics}, received={t: 0 for t in topics})
+        lower_bound = int(round(min_period * 1e9))
+        self._new_policy = (lambda: ExactTime(len(topics), queue_size)) if mode == "exact" else \
+            (lambda: ApproximateTime(len(topics), queue_size, self.slop_ns, age_penalty, lower_bound))
+        self._policy = self._new_policy()
+        self._after_jump = None  # the fresh policy that late messages go to (see the module docstring)
+        self._late = [0] * len(topics)  # per topic: messages given to it since the last regular output
+        self._floor: list[int | None] = [None] * len(topics)  # per topic: its stamp in the newest output set
 
     def add(self, topic: str, stamp_ns: int, msg: Any) -> list[dict[str, Any]]:
-        i = self.topics.index(topic)
-        sets = self._policy.add(i, int(stamp_ns), msg)
-        for j, n in enumerate(self._policy.take_dropped()):
-            self.stats.dropped[self.topics[j]] += n
+        i, stamp = self.topics.index(topic), int(stamp_ns)
+        self.stats.received[topic] += 1
+        if self._floor[i] is not None and stamp <= self._floor[i]:
+            sets = self._add_late(i, stamp, msg)
+        else:
+            sets = self._policy.add(i, stamp, (stamp, msg))
+            if sets:  # regular output: late messages held so far were strays, not a jump
+                self._count_dropped(self._late)
+                self._after_jump, self._late = None, [0] * len(self.topics)
+        self._count_dropped(self._policy.take_dropped())
+        for s in sets:
+            self._floor = [st for st, _ in s]
         self.stats.matched += len(sets)
-        return [dict(zip(self.topics, s)) for s in sets]
+        return [dict(zip(self.topics, (m for _, m in s))) for s in sets]
+
+    def _add_late(self, i: int, stamp: int, msg: Any) -> list[list]:
+        if self._after_jump is None:
+            self._after_jump = self._new_policy()
+        self._late[i] += 1
+        sets = self._after_jump.add(i, stamp, (stamp, msg))
+        if not sets:
+            return []
+        self.stats.jumps += 1
+        self.stats.last_jump = (max(f for f in self._floor if f is not None), max(st for st, _ in sets[0]))
+        self._count_dropped(self._policy.take_dropped())
+        self._count_dropped(self._policy.held())  # messages before the jump that never completed a set
+        self._policy, self._after_jump, self._late = self._after_jump, None, [0] * len(self.topics)
+        return sets
+
+    def _count_dropped(self, counts: list[int]) -> None:
+        for j, n in enumerate(counts):
+            self.stats.dropped[self.topics[j]] += n
 
 
 class ExactTime:
@@ -97,6 +137,10 @@ class ExactTime:
         for j, x in enumerate(row):
             self._dropped[j] += x is not None
 
+    def held(self) -> list[int]:
+        """Per topic: messages queued, waiting for their set."""
+        return [sum(row[j] is not None for row in self.tuples.values()) for j in range(self.n)]
+
 
 class ApproximateTime:
     """The ApproximateTime policy of message_filters (C++); ``lower_bound_ns`` is its inter-message lower bound
@@ -122,6 +166,10 @@ class ApproximateTime:
         out, self._dropped = self._dropped, [0] * self.n
         return out
 
+    def held(self) -> list[int]:
+        """Per topic: messages queued, waiting for their set."""
+        return [len(q) + len(p) for q, p in zip(self.deques, self.past)]
+
     # --- input ----------------------------------------------------------------------------------
     def add(self, i: int, stamp: int, msg: Any) -> list[list]:
         self._out = []
@@ -131,12 +179,15 @@ class ApproximateTime:
         if newest_held is not None and stamp <= newest_held:
             self._dropped[i] += 1  # too late: a later message of this topic is already in a set
             return []
-        k = len(q)
-        while k > 0 and q[k - 1][0] > stamp:  # out of order: back into stamp order
-            k -= 1
-        if k < len(q) and self.pivot != NO_PIVOT:
+        k = self._slot(q, stamp)
+        if (k < len(q) or (k and q[k - 1][0] == stamp)) and self.pivot != NO_PIVOT:
             self._abandon_candidate()  # the heads changed under the candidate: search again
-        q.insert(k, (stamp, msg))
+            k = self._slot(q, stamp)
+        if k and q[k - 1][0] == stamp:  # one message per topic and stamp, the newest (as ExactTime keeps it)
+            q[k - 1] = (stamp, msg)
+            self._dropped[i] += 1
+        else:
+            q.insert(k, (stamp, msg))
         if self._non_empty() == self.n:
             self._process()
         if len(q) + len(self.past[i]) > self.queue_size:
@@ -148,6 +199,14 @@ class ApproximateTime:
                 self.candidate, self.pivot = None, NO_PIVOT
                 self._process()  # there may still be enough messages for a new candidate
         return self._out
+
+    @staticmethod
+    def _slot(q: deque, stamp: int) -> int:
+        """Where ``stamp`` goes in the stamp-ordered queue ``q``: after every message not later than it."""
+        k = len(q)
+        while k > 0 and q[k - 1][0] > stamp:  # out of order: back into stamp order
+            k -= 1
+        return k
 
     # --- the algorithm (message_filters/approximate_time.h) --------------------------------------
     def _non_empty(self) -> int:

@@ -433,6 +433,8 @@ def eval_bag(bag: str | Path, combos: list[Combo], topics: dict[str, str | None]
     elapsed = time.perf_counter() - t0
     summary = {"bag": str(bag), "frames": ev.frames, "skipped_frames": ev.skipped, "skip_reasons": ev.reasons,
                "corrupt_messages": read.corrupt_messages, "left_out_messages": left_out,
+               "stamp_jumps": read.stamp_jumps,
+               "last_stamp_jump_s": None if read.last_jump is None else (read.last_jump[1] - read.last_jump[0]) / 1e9,
                "seconds": elapsed, "frames_per_second": ev.frames / elapsed if elapsed > 0 else 0.0, "error": error,
                "out_bag": ev.out.summary() if ev.out is not None else None,
                "combos": [{"name": c.name, "params": c.params, **summarize_rows(c.rows)} for c in combos],
@@ -503,6 +505,10 @@ def _notes(summary: dict) -> list[str]:
         lines += [f"- {n} x {reason}" for reason, n in sorted(summary["skip_reasons"].items(), key=lambda x: -x[1])]
     if summary.get("corrupt_messages"):
         lines += ["", f"{summary['corrupt_messages']} corrupt message(s) skipped."]
+    if summary.get("stamp_jumps"):
+        lines += ["", f"The stamps went back in time {summary['stamp_jumps']} time(s) (last: "
+                      f"{summary['last_stamp_jump_s']:+.3f} s; a looped or restarted recording): synchronization "
+                      f"started over and the frames after each jump are evaluated."]
     for what, n in sorted((summary.get("left_out_messages") or {}).items()):
         lines += ["", f"{n} message(s) on {what} left out: not a type bag eval reads."]
     if (summary.get("out_bag") or {}).get("error"):

@@ -247,6 +247,29 @@ def test_a_corrupt_message_is_counted_and_skipped_and_the_rest_of_the_bag_is_eva
     assert summary["frames"] == 5  # every other frame was evaluated
 
 
+def test_a_looped_recording_is_evaluated_whole_and_its_stamp_jump_reported(renders, tmp_path, tiny_model_dir):
+    """The reported defect: a bag whose stamps jump back (a recording of `bag play --loop`) reported half its
+    frames, 0 skipped and no error. Every frame is evaluated, and the jump is counted and named."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import Writer
+
+    make_bag(renders, tmp_path / "in", sensor="none")
+    with AnyReader([tmp_path / "in"], default_typestore=typestore()) as reader, \
+            Writer(tmp_path / "looped", version=9) as writer:
+        conns = {c.topic: writer.add_connection(c.topic, c.msgtype, typestore=typestore()) for c in reader.connections}
+        messages = list(reader.messages())
+        end = max(t for _, t, _ in messages)
+        for loop in range(2):  # the same messages again, header stamps unchanged, recorded after the first pass
+            for conn, t, raw in messages:
+                writer.write(conns[conn.topic], t + loop * (end + 1), bytes(raw))
+    out = tmp_path / "eval"
+    summary = eval_bag(tmp_path / "looped", [Combo("tiny", {"model": str(tiny_model_dir), "prompt": "none"})],
+                       out_dir=out, progress=False)
+    assert summary["error"] is None and summary["frames"] == 12 and summary["skipped_frames"] == 0
+    assert summary["stamp_jumps"] == 1 and summary["last_stamp_jump_s"] < 0
+    assert "went back in time 1 time(s)" in (out / "summary.md").read_text()
+
+
 def _repeated(renders, root: Path, times: int) -> Path:
     """The renders' shard listed ``times`` times: a longer recording of the same frames, nothing re-rendered."""
     manifest = json.loads((renders / "manifest.json").read_text())
