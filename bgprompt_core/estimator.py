@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .config import ConfigError
-from .fusion import FUSIONS, FusionConfig, FusionReport, fuse_frame
+from .fusion import FUSIONS, SOURCE_NONE, SOURCE_PREDICTED, FusionConfig, FusionReport, fuse_frame
 from .geometry import Letterbox, backproject_np, camera_rays, check_intrinsics, resize_roi
 from .masks import InputError, MaskObject, split_mask  # noqa: F401  (InputError: the estimator's error too)
 from .recenter import VirtualCamera, recenter_camera
@@ -122,7 +122,7 @@ class ObjectDepthResult:
     K: np.ndarray  # intrinsics of depth / points (the input's)
     units: str  # "relative" (up to scale) or "metres"
     fusion: dict[int, FusionReport | None] = field(default_factory=dict)  # align-to-sensor: per object
-    source: np.ndarray | None = None  # align-to-sensor: (H, W) uint8 SOURCE_SENSOR / SOURCE_PREDICTED / 0
+    source: np.ndarray | None = None  # (H, W) uint8: SOURCE_SENSOR / _PREDICTED / _INTERPOLATED, 0 = none
     timing_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     # object id -> {reason: pixels} for object pixels left without depth: "off_view" (outside the network's view),
@@ -268,6 +268,8 @@ class ObjectDepthEstimator:
                 lost = int(np.count_nonzero(predicted[obj.box] & (labels[obj.box] == obj.id) & ~valid[obj.box]))
                 if lost and not valid[obj.box][labels[obj.box] == obj.id].any():
                     no_depth.setdefault(obj.id, {})["fusion"] = lost
+        if source is None:  # every depth is the network's: 2 (predicted), as the cloud's source field documents
+            source = np.where(valid, SOURCE_PREDICTED, SOURCE_NONE).astype(np.uint8)
         t3 = time.perf_counter()
         units = "metres" if self.cfg.scale in ("metric", "align-to-sensor") else "relative"
         timing = {"preprocess": 1e3 * (t1 - t0), "network": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2),

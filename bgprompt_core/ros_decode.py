@@ -65,10 +65,11 @@ def to_rgb(encoding: str, arr: np.ndarray) -> np.ndarray:
     raise ConversionError(f"{encoding!r} is not a colour encoding; expected one of {COLOR_ENCODINGS}")
 
 
-def to_mask(encoding: str, arr: np.ndarray) -> np.ndarray:
-    """mono8 0/255 or 0/1 -> bool; 16UC1 / 32SC1 -> instance labels (uint16 / int32)."""
+def to_mask(encoding: str, arr: np.ndarray, labels: bool = False) -> np.ndarray:
+    """mono8 0/255 or 0/1 -> bool (``labels``: its values are object ids, as semantic segmenters publish them,
+    -> uint16 labels); 16UC1 / 32SC1 -> instance labels (uint16 / int32)."""
     if encoding in ("mono8", "8UC1"):
-        return arr > 0
+        return arr.astype(np.uint16) if labels else arr > 0
     if encoding in ("16UC1", "mono16", "32SC1"):
         return np.ascontiguousarray(arr)
     raise ConversionError(f"mask encoding {encoding!r} not supported: use mono8 (binary) or 16UC1/32SC1 (labels)")
@@ -102,6 +103,15 @@ def camera_matrix(k: list | np.ndarray, width: int, height: int, image_shape: tu
         raise ConversionError(f"camera_info K has non-positive focal lengths (fx={K[0, 0]}, fy={K[1, 1]}); "
                               "is the camera calibrated?")
     h, w = image_shape
+    # a field of view between 0.1 and 179 degrees: fx = w / (2 tan(fov / 2)); outside it the back-projection
+    # overflows (fx = 1e-300 gave clouds of inf) or the camera_info is for another unit or image
+    for f, side, axis in ((K[0, 0], w, "fx"), (K[1, 1], h, "fy")):
+        if not side / (2 * np.tan(np.radians(89.5))) <= f <= side / (2 * np.tan(np.radians(0.05))):
+            raise ConversionError(f"camera_info {axis}={f:g} px is implausible for a {w}x{h} image (a field of view "
+                                  f"outside 0.1-179 degrees); is the camera calibrated, for this resolution?")
+    if not (abs(K[0, 1]) <= K[0, 0] and K[2, 2] == 1 and K[2, 0] == 0 and K[2, 1] == 0):
+        raise ConversionError(f"camera_info K {K.round(3).tolist()} is not a pinhole camera matrix (a skew beyond "
+                              f"fx, or a last row other than [0, 0, 1])")
     if (width, height) != (0, 0) and (width, height) != (w, h):
         raise ConversionError(f"camera_info is for {width}x{height}, the image is {w}x{h}")
     return K
@@ -120,13 +130,14 @@ class Frame:
     sensor: np.ndarray | None  # float32 metres, NaN = no reading
     truth: np.ndarray | None  # float32 metres (bags with ground truth)
     distortion: str | None  # a warning when camera_info has distortion
+    mask_note: str | None = None  # a warning when a mono8 mask's values look like object ids (mask_values_note)
 
 
 def _decode_image(msg) -> np.ndarray:
     return image_to_array(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
 
 
-def decode_frame(msgs: dict, sensor_key: str = "sensor_depth") -> Frame:
+def decode_frame(msgs: dict, sensor_key: str = "sensor_depth", mask_labels: bool = False) -> Frame:
     """Decode rclpy or rosbags messages {image, camera_info[, mask][, sensor_key][, truth]} with the node's checks:
     a colour encoding, at most 4096x4096 pixels (checked before anything is decoded), camera_info that fits the
     image. Raises ConversionError with the reason."""
@@ -138,11 +149,27 @@ def decode_frame(msgs: dict, sensor_key: str = "sensor_depth") -> Frame:
     rgb = to_rgb(img.encoding, _decode_image(img))
     info = msgs["camera_info"]
     K = camera_matrix(info.k, info.width, info.height, rgb.shape[:2], info.p)
-    mask = to_mask(msgs["mask"].encoding, _decode_image(msgs["mask"])) if "mask" in msgs else None
+    mask, mask_note = None, None
+    if "mask" in msgs:
+        raw = _decode_image(msgs["mask"])
+        mask = to_mask(msgs["mask"].encoding, raw, mask_labels)
+        if msgs["mask"].encoding in ("mono8", "8UC1") and not mask_labels:
+            mask_note = mask_values_note(raw)
     depth = {key: to_sensor_depth(msgs[key].encoding, _decode_image(msgs[key]))
              for key in (sensor_key, "truth") if key in msgs}
     return Frame(rgb, K, mask, depth.get(sensor_key), depth.get("truth"),
-                 distortion_note(info.distortion_model, info.d))
+                 distortion_note(info.distortion_model, info.d), mask_note)
+
+
+def mask_values_note(arr: np.ndarray) -> str | None:
+    """A warning for a binary-read mono8 mask whose non-zero values look like object ids (2 to 32 distinct values,
+    none 255): they are merged into one object unless the mask is read as labels."""
+    counts = np.bincount(arr.reshape(-1), minlength=256)
+    values = np.flatnonzero(counts[1:]) + 1
+    if not 2 <= values.size <= 32 or counts[255]:
+        return None
+    return (f"the mono8 mask holds the values {values.tolist()}: read as one object (any non-zero value); if they "
+            f"are object ids, set mask_labels: true (or publish 16UC1 instance labels)")
 
 
 def distortion_note(distortion_model: str, d) -> str | None:

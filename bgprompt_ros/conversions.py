@@ -61,6 +61,8 @@ def depth_image_data(depth: np.ndarray) -> tuple[str, int, array.array]:
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """uint8 (..., 3) -> float32 whose bits are 0x00RRGGBB, as PCL / depth_image_proc pack them."""
+    if rgb.size == 0:  # a frame with no valid point: an empty cloud (cvtColor refuses empty images)
+        return np.zeros(rgb.shape[:-1], np.float32)
     if rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8:  # one OpenCV pass: bytes B G R 0
         bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
         bgra[..., 3] = 0
@@ -114,6 +116,9 @@ def cloud_data(depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, 
         x = ((u - K[0, 2]) / K[0, 0]).astype(np.float32) - np.float32(K[0, 1] / K[0, 0]) * yr
         x *= z
         y = yr * z
+        finite = np.isfinite(x) & np.isfinite(y)
+        if not finite.all():  # is_dense promises finite points only (an overflowing back-projection)
+            sel, x, y, z = sel[finite], x[finite], y[finite], z[finite]
         shape = (1, z.size)
     n = shape[0] * shape[1]
     zeros = np.zeros(shape, np.float32)

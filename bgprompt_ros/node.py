@@ -7,6 +7,11 @@ deactivate / cleanup: unsubscribe / release. ``autostart`` runs configure + acti
 Subscription callbacks only decode stamps and feed the synchronizer; matched frames go into a
 latest-only slot that a worker thread drains, so inference never backs up DDS; frames superseded
 before processing are counted as drops. Every output carries the input image's header.
+
+Never silently dead: a frame that fails is logged, counted, named on /diagnostics and skipped; should the worker
+itself ever die, /diagnostics says ERROR and the process exits 1 (so that a launch file's ``respawn`` restarts
+it). Parameters are read as configured: a change that needs cleanup + configure is reported as pending and
+applies only then; /diagnostics shows what runs.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import math  # noqa: E402
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 import time
@@ -25,7 +31,7 @@ from collections import deque
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
@@ -36,16 +42,18 @@ from bgprompt_core.object_summary import summarize_objects
 
 from . import conversions
 from .markers import object_markers
-from .params import PARAMETERS, TYPES, estimator_config_from_params, invalid
+from .params import PARAMETERS, TYPE_WORDS, coerce, estimator_config_from_params, invalid
 from bgprompt_core.sync import Synchronizer
 
 class ObjectDepthNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("object_depth", **kwargs)
         for name, (default, desc, allowed, reload) in PARAMETERS.items():
-            text = desc + (f"; one of {list(allowed)}" if allowed else "") + ("; needs cleanup+configure" if reload else "")
-            ptype = getattr(ParameterType, TYPES[type(default)])
-            self.declare_parameter(name, default, ParameterDescriptor(name=name, type=ptype, description=text))
+            text = (f"{desc} ({TYPE_WORDS[type(default)]})" + (f"; one of {list(allowed)}" if allowed else "")
+                    + ("; needs cleanup+configure" if reload else ""))
+            # dynamically typed: `max_depth: 2` is 2.0, and a wrong type (`device: 0`) fails configure with the
+            # reason (params.invalid) instead of raising InvalidParameterTypeException here
+            self.declare_parameter(name, default, ParameterDescriptor(name=name, dynamic_typing=True, description=text))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # /diagnostics lives as long as the node: a failed configure is reported there too
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -62,7 +70,7 @@ class ObjectDepthNode(LifecycleNode):
         # thread that first used it, and a model loaded on one thread but run on another ran 2x slower here
         # (mini: 12 -> 27 ms per forward on 2 cores; make bench)
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="object_depth_model")
-        self.counters = {"processed": 0, "dropped_overload": 0, "skipped_bad_input": 0, "errors": 0}
+        self.counters = {"processed": 0, "dropped_overload": 0, "skipped_bad_input": 0, "errors": 0, "log_failures": 0}
         self.latencies: deque = deque(maxlen=200)
         self.done_times: deque = deque(maxlen=200)
         self.network_ms: deque = deque(maxlen=200)
@@ -75,10 +83,25 @@ class ObjectDepthNode(LifecycleNode):
         self.sensor_coverage: float | None = None
         self._logged: dict[str, float] = {}
         self._diag_timer = None
+        self.configured: dict = {}  # the values configure applied; run-time changes of reload parameters wait
+        self.fatal = ""  # why the worker died; the process then exits 1
+        self.fatal_event = threading.Event()
+        self.activated_at: float | None = None  # time.monotonic() of the last activation
+        self.faults: dict[str, tuple[float, str]] = {}  # kind -> (time.monotonic(), text) of recent frame problems
+        self._input_window: dict[str, int] = {}  # per topic: messages received since the last diagnostics
 
     # --- parameters ---------------------------------------------------------------------------
     def p(self, name: str):
-        return self.get_parameter(name).value
+        """The parameter's current value (a whole number for a decimal parameter as a float)."""
+        return coerce(name, self.get_parameter(name).value)
+
+    def c(self, name: str):
+        """The value configure applied (the current one before the first configure): what runs."""
+        return self.configured[name] if name in self.configured else self.p(name)
+
+    def pending(self) -> dict:
+        """Parameters changed since configure that apply only after cleanup + configure."""
+        return {n: self.p(n) for n, v in self.configured.items() if PARAMETERS[n][3] and self.p(n) != v}
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for prm in params:
@@ -86,7 +109,8 @@ class ObjectDepthNode(LifecycleNode):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             if prm.name in PARAMETERS and PARAMETERS[prm.name][3] and self.estimator is not None:
-                self.get_logger().warning(f"parameter {prm.name} changed: takes effect after cleanup + configure")
+                self._log_throttled("warning", f"parameter {prm.name} changed to {prm.value!r}: pending, it applies "
+                                    f"after cleanup + configure (running: {self.c(prm.name)!r})", period=0.0)
         return SetParametersResult(successful=True)
 
     def estimator_config(self) -> EstimatorConfig:
@@ -102,6 +126,7 @@ class ObjectDepthNode(LifecycleNode):
         try:
             t0 = time.perf_counter()
             self.estimator = self._model_thread.submit(ObjectDepthEstimator, self.estimator_config()).result()
+            self.configured = {name: self.p(name) for name in PARAMETERS}
             self.configure_problem = ""
             spec = self.estimator.spec
             self.get_logger().info(f"loaded {spec.name} ({spec.output_kind}, {spec.input_size[0]}x{spec.input_size[1]}) "
@@ -127,6 +152,9 @@ class ObjectDepthNode(LifecycleNode):
             "markers": self.create_lifecycle_publisher(MarkerArray, "object_markers", qos),
             "diag": self._diag_pub,
         }
+        if self.c("scale") == "relative":
+            self.get_logger().info("scale relative: object_depth and object_points are in relative units (up to "
+                                   "scale, each object on its own), not metres; object_markers are not published")
         self._diag_timer = self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics)
         return TransitionCallbackReturn.SUCCESS
 
@@ -152,20 +180,24 @@ class ObjectDepthNode(LifecycleNode):
         if self._worker is not None and self._worker.is_alive():  # never two workers publishing at once
             self.get_logger().error("activate refused: the previous worker is still finishing a frame")
             return TransitionCallbackReturn.FAILURE
+        # what configure applied, never a value changed since (that one is pending until cleanup + configure)
         topics = ["image", "camera_info"]
-        if self.p("segmentation") == "mask_topic":
+        if self.c("segmentation") == "mask_topic":
             topics.append("mask")
-        if self.p("scale") == "align-to-sensor":
+        if self.c("scale") == "align-to-sensor":
             topics.append("sensor_depth")
-        self.sync = Synchronizer(topics, self.p("sync_mode"), self.p("sync_slop"), self.p("queue_size"),
-                                 min_period=self.p("sync_min_period"))
-        reliability = ReliabilityPolicy.BEST_EFFORT if self.p("sub_reliability") == "best_effort" else ReliabilityPolicy.RELIABLE
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p("queue_size"), reliability=reliability,
+        self.sync = Synchronizer(topics, self.c("sync_mode"), self.c("sync_slop"), self.c("queue_size"),
+                                 min_period=self.c("sync_min_period"))
+        reliability = ReliabilityPolicy.BEST_EFFORT if self.c("sub_reliability") == "best_effort" else ReliabilityPolicy.RELIABLE
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.c("queue_size"), reliability=reliability,
                          durability=qos_profile_sensor_data.durability)
         types = {"image": Image, "camera_info": CameraInfo, "mask": Image, "sensor_depth": Image}
         self.subs = [self.create_subscription(types[t], t, lambda msg, t=t: self._on_message(t, msg), qos)
                      for t in topics]
         self._stop.clear()
+        self.last_input = self.last_match = None
+        self.activated_at = time.monotonic()
+        self._input_window = {t: 0 for t in topics}
         self._worker = threading.Thread(target=self._work, name="object_depth_worker", daemon=True)
         self._worker.start()
         super().on_activate(state)  # enables the lifecycle publishers
@@ -180,6 +212,7 @@ class ObjectDepthNode(LifecycleNode):
         for s in self.subs:
             self.destroy_subscription(s)
         self.subs = []
+        self.activated_at = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -191,6 +224,7 @@ class ObjectDepthNode(LifecycleNode):
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
         self.estimator = None
+        self.configured = {}
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -223,7 +257,14 @@ class ObjectDepthNode(LifecycleNode):
     def _on_message(self, topic: str, msg) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         self.last_input = time.monotonic()
+        self._input_window[topic] = self._input_window.get(topic, 0) + 1
+        jumps = self.sync.stats.jumps
         sets = self.sync.add(topic, stamp, msg)
+        if self.sync.stats.jumps != jumps:
+            before, after = self.sync.stats.last_jump
+            self._fault("stamp_jump", f"input stamps went back {(before - after) / 1e9:.3f} s (a looped bag, a "
+                                      f"camera clock restart or a frame stamped in the future): synchronization "
+                                      f"started over")
         if not sets:
             return
         self.last_match = self.last_input
@@ -237,43 +278,86 @@ class ObjectDepthNode(LifecycleNode):
             self._cond.notify()
 
     def _work(self) -> None:
-        while not self._stop.is_set():
-            with self._cond:
-                while self._slot is None and not self._stop.is_set():
-                    self._cond.wait(timeout=0.2)
-                if self._stop.is_set():
-                    return
-                frame, received = self._slot
-                self._slot = None
-            try:
-                self._process(frame, received)
-            except (InputError, conversions.ConversionError, ValueError) as exc:
-                self.counters["skipped_bad_input"] += 1
-                self.last_problem = str(exc)
-                self._log_throttled("warning", f"skipped frame: {exc}")
-            except Exception as exc:  # never let the worker die: log, count, keep serving
-                self.counters["errors"] += 1
-                self.last_problem = f"{type(exc).__name__}: {exc}"
-                self._log_throttled("error", f"frame failed: {exc}", traceback.format_exc())
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    while self._slot is None and not self._stop.is_set():
+                        self._cond.wait(timeout=0.2)
+                    if self._stop.is_set():
+                        return
+                    frame, received = self._slot
+                    self._slot = None
+                self._serve(frame, received)
+        except BaseException as exc:  # noqa: B036 - nothing may end the worker unseen
+            self._worker_died(exc)
 
-    def _log_throttled(self, level: str, text: str, detail: str = "", period: float = 1.0) -> None:
-        """Log each distinct problem at once; repeats of the same text at most once per ``period`` s.
+    def _serve(self, frame: dict, received: float) -> None:
+        """One frame: published, or counted, logged and named on /diagnostics as skipped (bad input) or failed."""
+        try:
+            self._process(frame, received)
+        except (InputError, conversions.ConversionError, ValueError) as exc:
+            self.counters["skipped_bad_input"] += 1
+            self._fault("bad_input", f"skipped frame: {exc}")
+        except Exception as exc:  # never let the worker die: log, count, keep serving
+            self.counters["errors"] += 1
+            self._fault("error", f"frame failed: {type(exc).__name__}: {exc}", traceback.format_exc())
 
-        (rclpy's throttle is per call site: a second, different problem within the period would vanish.)
+    def _fault(self, kind: str, text: str, detail: str = "") -> None:
+        """A problem with the input or a frame: kept for /diagnostics (named while it lasts) and logged, throttled by
+        its kind; logging can never raise into the caller."""
+        self.faults[kind] = (time.monotonic(), text)
+        self.last_problem = text
+        level = "error" if kind == "error" else "warning"
+        try:
+            self._log_throttled(level, text, detail, kind=kind)
+        except Exception:  # noqa: BLE001 - a logger that raises must not take the worker with it
+            self.counters["log_failures"] += 1
+
+    def _worker_died(self, exc: BaseException) -> None:
+        """The worker ended on an exception no frame handler caught: ERROR on /diagnostics, and the process exits 1
+        (main) so that a supervisor (launch respawn, systemd) restarts it instead of trusting an `active` node."""
+        self.fatal = f"worker died: {type(exc).__name__}: {exc}"
+        try:
+            self.get_logger().fatal(f"{self.fatal}; exiting so that respawn restarts the node\n"
+                                    f"{traceback.format_exc()}")
+            self._publish_diagnostics()
+        finally:
+            self.fatal_event.set()
+
+    def _emit(self, level: str, text: str) -> None:
+        """One call site per severity: rclpy raises when one call site logs at two severities (the reported
+        defect: a warning, then an error from the same line, killed the worker)."""
+        logger = self.get_logger()
+        if level == "error":
+            logger.error(text)
+        elif level == "warning":
+            logger.warning(text)
+        else:
+            logger.info(text)
+
+    def _log_throttled(self, level: str, text: str, detail: str = "", period: float = 1.0, kind: str = "") -> None:
+        """Log at once, then one message of the same kind at most once per ``period`` s.
+
+        The kind is ``kind``, or the text with its numbers masked: per-frame figures ("the 16 largest objects",
+        "42% see-through") do not make a new kind. rclpy's throttle is per call site, which would hide a second,
+        different problem within the period.
         """
+        key = f"{level}:{kind or re.sub(r'[-+]?[0-9][0-9.e+-]*', '#', text)}"
         now = time.monotonic()
-        if now - self._logged.get(text, -math.inf) < period:
+        if now - self._logged.get(key, -math.inf) < period:
             return
         if len(self._logged) > 256:
             self._logged.clear()
-        self._logged[text] = now
-        getattr(self.get_logger(), level)(text + (f"\n{detail}" if detail else ""))
+        self._logged[key] = now
+        self._emit(level, text + (f"\n{detail}" if detail else ""))
 
     def _process(self, frame: dict, received: float) -> None:
         img_msg, info = frame["image"], frame["camera_info"]
-        f = conversions.decode_frame(frame)
+        f = conversions.decode_frame(frame, mask_labels=self.p("mask_labels"))
         if f.distortion:
-            self._log_throttled("warning", f.distortion, period=math.inf)  # once per distinct calibration
+            self._log_throttled("warning", f.distortion, period=math.inf, kind=f.distortion)  # once per calibration
+        if f.mask_note:
+            self._log_throttled("warning", f.mask_note, period=30.0, kind="mask values")
         rgb, K, mask, sensor = f.rgb, f.K, f.mask, f.sensor
         res = self._model_thread.submit(self.estimator.estimate, rgb, K, mask, sensor).result()
         if self._stop.is_set():  # deactivated while this frame was in the network: it is not published
@@ -309,7 +393,7 @@ class ObjectDepthNode(LifecycleNode):
             self.pubs["composite"].publish(Image(header=header, height=comp.shape[0], width=comp.shape[1],
                                                  encoding="rgb8", is_bigendian=0, step=comp.shape[1] * 3,
                                                  data=comp.tobytes()))
-        if self.pubs["markers"].get_subscription_count() > 0:
+        if res.units != "relative" and self.pubs["markers"].get_subscription_count() > 0:  # boxes need metres
             summaries = summarize_objects(res.depth, res.instance, res.K, res.object_ids, res.source)
             self.pubs["markers"].publish(object_markers(summaries, header, res.units))
         self.last_fusion = {oid: rep.as_dict() if rep else None for oid, rep in res.fusion.items()}
@@ -322,55 +406,86 @@ class ObjectDepthNode(LifecycleNode):
         self.done_times.append(now)
         self.network_ms.append(res.timing_ms["network"])
 
-    def silent_failures(self) -> list[str]:
-        """Causes of an output that looks healthy but is not: nothing finite, no pairing inputs, no sensor."""
+    def _window(self) -> dict[str, int]:
+        """Per input topic: messages received since the last call (one diagnostics period)."""
+        out, self._input_window = self._input_window, {t: 0 for t in self._input_window}
+        return out
+
+    def silent_failures(self, window: dict[str, int] | None = None) -> list[str]:
+        """Causes of an output that looks healthy but is not: nothing finite, no input, inputs that stopped or never
+        pair up, inputs lost on the way, no sensor readings; and each frame problem while it lasts."""
         out = []
+        now = time.monotonic()
+        stalled = max(2.0, 5 * self.c("diagnostics_period"))
+        out += [text for kind, (t, text) in sorted(self.faults.items()) if now - t < stalled]
         if self.no_finite_streak:
             out.append(f"no finite depth for {self.no_finite_streak} frame(s)")
         if self.sensor_coverage == 0.0:
             out.append("sensor coverage 0: no valid sensor_depth reading on any object")
-        now = time.monotonic()
-        stalled = max(2.0, 5 * self.p("diagnostics_period"))
-        if self.last_input is not None and now - self.last_input < stalled and \
-                (self.last_match is None or now - self.last_match > stalled):
+        topics = self.sync.topics if self.sync else []
+        if self.activated_at is not None and self.last_input is None and now - self.activated_at > stalled:
+            out.append(f"no input on {[self.resolve_topic_name(t) for t in topics]} for {now - self.activated_at:.0f}"
+                       f" s since activation: check the topic names (remaps) and QoS (sub_reliability "
+                       f"{self.c('sub_reliability')} must be offered by the publishers)")
+        elif self.activated_at is not None and self.last_input is not None and now - self.last_input > stalled:
+            out.append(f"inputs stopped {now - self.last_input:.0f} s ago")
+        elif self.last_input is not None and (self.last_match is None or now - self.last_match > stalled):
             since = "yet" if self.last_match is None else f"for {now - self.last_match:.0f} s"
-            out.append(f"no sync match {since} while inputs arrive: check the stamps of "
-                       f"{self.sync.topics if self.sync else []} ({self.p('sync_mode')} sync)")
+            out.append(f"no sync match {since} while inputs arrive: check the stamps of {topics} "
+                       f"({self.c('sync_mode')} sync)")
+        window = window or {}
+        most = max(window.values(), default=0)
+        starved = [t for t, n in window.items() if most >= 3 and n < most / 2]
+        if starved:
+            profile = any(os.environ.get(v) for v in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"))
+            out.append(f"inputs lost on the way: {', '.join(f'{t} {window[t]}' for t in starved)} vs {most} messages "
+                       f"on another input in the last period" + ("" if profile else
+                       "; large images over best-effort DDS need a Fast DDS profile (the launch file sets "
+                       "config/fastdds_large_messages.xml; give the camera driver the same)"))
         return out
 
     def _publish_diagnostics(self) -> None:
-        st = DiagnosticStatus(name=f"{self.get_name()}: object depth", hardware_id=self.p("backend"))
+        st = DiagnosticStatus(name=f"{self.get_name()}: object depth", hardware_id=str(self.c("backend")))
         t = list(self.done_times)
         rate = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
         lat = sorted(self.latencies)
-        sync_drops = sum(self.sync.stats.dropped.values()) if self.sync else 0
-        values = {"workers": str(sum(th.name == "object_depth_worker" and th.is_alive() for th in threading.enumerate())),
+        stats = self.sync.stats if self.sync else None
+        workers = sum(th.name == "object_depth_worker" and th.is_alive() for th in threading.enumerate())
+        pending = self.pending()
+        values = {"workers": str(workers),
                   "rate_hz": f"{rate:.2f}", "latency_p50_ms": f"{1e3 * lat[len(lat) // 2]:.1f}" if lat else "nan",
                   "latency_max_ms": f"{1e3 * lat[-1]:.1f}" if lat else "nan",
                   "network_ms": f"{np.median(self.network_ms):.1f}" if self.network_ms else "nan",
-                  "sync_dropped": str(sync_drops), "backend": self.p("backend"), "model": self.p("model"),
-                  "prompt": self.p("prompt"),
-                  "depth_units": "metres" if self.p("scale") != "relative" else "relative",
+                  "sync_dropped": str(sum(stats.dropped.values()) if stats else 0),
+                  "stamp_jumps": str(stats.jumps if stats else 0),
+                  "received": ", ".join(f"{k}={v}" for k, v in stats.received.items()) if stats else "",
+                  # what runs: the configured values (a change waits for cleanup + configure: pending)
+                  "backend": str(self.c("backend")), "model": str(self.c("model")), "prompt": str(self.c("prompt")),
+                  "scale": str(self.c("scale")), "segmentation": str(self.c("segmentation")),
+                  "depth_units": "metres" if self.c("scale") != "relative" else "relative (up to scale, not metres)",
+                  "pending": ", ".join(f"{k}={v!r}" for k, v in pending.items()),
                   "last_problem": self.last_problem, **{k: str(v) for k, v in self.counters.items()},
                   **{f"object_{oid}_fusion": (", ".join(f"{k}={v}" for k, v in rep.items()) if rep else "left out")
                      for oid, rep in self.last_fusion.items()}}
-        silent = self.silent_failures()
+        silent = self.silent_failures(self._window())
         values.update(no_finite_frames=str(self.no_finite_streak),
                       sensor_coverage="n/a" if self.sensor_coverage is None else f"{self.sensor_coverage:.3f}",
                       seconds_since_match="never" if self.last_match is None else
                       f"{time.monotonic() - self.last_match:.1f}")
-        st.level = DiagnosticStatus.OK
-        st.message = "ok"
-        if self.counters["errors"] or self.counters["skipped_bad_input"]:
-            st.level, st.message = DiagnosticStatus.WARN, f"frames skipped: {self.last_problem}"[:200]
+        st.level, st.message = DiagnosticStatus.OK, "ok"
         if silent:
-            st.level, st.message = DiagnosticStatus.WARN, "; ".join(silent)[:300]
+            st.level, st.message = DiagnosticStatus.WARN, "; ".join(silent)[:400]
+        if pending:
+            st.message = f"{st.message}; pending until cleanup + configure: {values['pending']}"[:400]
+        active = self.state_label == "active"
+        if self.fatal or (active and self.activated_at is not None and not workers and not self._stop.is_set()):
+            st.level, st.message = DiagnosticStatus.ERROR, (self.fatal or "the worker is not running")[:400]
         if self.estimator is None:
             st.level, st.message = DiagnosticStatus.ERROR, "not configured"
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self.pubs["diag"].publish(msg)
+        self._diag_pub.publish(msg)
 
 
 def main(args=None) -> None:
@@ -399,7 +514,7 @@ def main(args=None) -> None:
             node.trigger_configure()
             if node.estimator is not None:
                 node.trigger_activate()
-        while not stop.is_set() and rclpy.ok() and node.state_label != "finalized":
+        while not stop.is_set() and not node.fatal_event.is_set() and rclpy.ok() and node.state_label != "finalized":
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -410,3 +525,5 @@ def main(args=None) -> None:
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
+    if node.fatal:  # a dead worker: exit 1, so that respawn (launch) or a supervisor restarts the node
+        raise SystemExit(1)

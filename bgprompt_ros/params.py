@@ -49,6 +49,8 @@ PARAMETERS: dict[str, tuple] = {
     "cloud_rgb": (True, "add an rgb field packed as in depth_image_proc", None, False),
     "cloud_labels": (True, "add label (uint32 object id) and source (uint8: 1 sensor, 2 predicted, 3 interpolated "
                            "from the sensor) fields", None, False),
+    "mask_labels": (False, "read a mono8 mask's values as object ids (semantic segmenters' class ids); false: any "
+                           "non-zero value is one object (16UC1 / 32SC1 masks are always labels)", None, False),
     "publish_composite": (True, "publish the composite debug image when someone subscribes", None, False),
     "sub_reliability": ("best_effort", "subscription reliability (sensor data QoS by default)",
                         ("best_effort", "reliable"), True),
@@ -88,11 +90,29 @@ RULES: dict[str, tuple] = {
 }
 
 
+TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def coerce(name: str, value):
+    """``value`` as parameter ``name``'s type where that loses nothing: a whole number for a decimal parameter
+    (``max_depth: 2``, ``-p diagnostics_period:=1``) is that number; anything else is returned as it is."""
+    default = PARAMETERS[name][0] if name in PARAMETERS else None
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def invalid(name: str, value) -> str | None:
     """Why ``value`` is not acceptable for parameter ``name`` (None when it is): the one rule set for values
-    given at start-up (params files, --ros-args -p) and values set while the node runs."""
+    given at start-up (params files, --ros-args -p) and values set while the node runs. The node declares its
+    parameters dynamically typed, so a value of the wrong type (``device: 0``) is refused here, with the reason,
+    instead of raising in the constructor."""
     if name not in PARAMETERS:
         return None
+    want = type(PARAMETERS[name][0])
+    value = coerce(name, value)
+    if type(value) is not want:  # bool is not an int here
+        return f"{name} must be {TYPE_WORDS[want]}, got {value!r} ({type(value).__name__})"
     allowed = PARAMETERS[name][2]
     if allowed and value not in allowed:
         return f"{name} must be one of {list(allowed)}, got {value!r}"
@@ -126,4 +146,4 @@ def read_params_file(path: str | Path, node_name: str = "object_depth") -> dict:
         reason = invalid(name, value)
         if reason:
             raise ConfigError(f"{path}: {reason}")
-    return out
+    return {name: coerce(name, value) for name, value in out.items()}

@@ -53,6 +53,16 @@ def test_camera_matrix_validation():
             conversions.camera_matrix(bad, 100, 80, (80, 100))
     with pytest.raises(conversions.ConversionError, match="camera_info is for 640x480"):
         conversions.camera_matrix(k, 640, 480, (80, 100))
+    # the reported defect: fx = fy = 1e-300 passed, and the dense cloud said is_dense with every point inf
+    for f, fov in ((1e-300, 180.0), (0.2, 179.7), (1e9, 6e-6)):
+        bad = [f, 0, 50, 0, f, 40, 0, 0, 1]
+        with pytest.raises(conversions.ConversionError, match="implausible for a 100x80 image"):
+            conversions.camera_matrix(bad, 100, 80, (80, 100))
+        assert not 0.1 <= fov <= 179  # the field of view 2 atan(w / 2f) in degrees, outside the accepted range
+    for f in (0.44, 45_000.0):  # 2 atan(50 / f) = 179.0 and 2 atan(40 / f) = 0.10 degrees: just inside
+        conversions.camera_matrix([f, 0, 50, 0, f, 40, 0, 0, 1], 100, 80, (80, 100))
+    with pytest.raises(conversions.ConversionError, match="not a pinhole camera matrix"):
+        conversions.camera_matrix([100.0, 0, 50, 0, 100.0, 40, 0, 0, 2], 100, 80, (80, 100))
 
 
 def sensor_msgs_py_style_cloud(points, rgb):
@@ -264,6 +274,49 @@ def test_config_yaml_documents_exactly_the_declared_parameters():
         allowed = PARAMETERS[name][2]
         assert allowed is None or value in allowed, name
     assert read_params_file(ROOT / "config" / "object_depth.yaml") == params
+
+
+@pytest.mark.parametrize("organized", [False, True])
+def test_a_frame_without_any_valid_point_gives_an_empty_cloud(organized):
+    """The reported defect: with rgb, the dense cloud of a frame with no valid point raised in cv2.cvtColor."""
+    import pointcloud2
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    depth = np.full((4, 5), np.nan, np.float32)
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    K = np.array([[50.0, 0.0, 2.0], [0.0, 50.0, 1.5], [0.0, 0.0, 1.0]])
+    msg = conversions.cloud_message(PointCloud2, PointField, None, depth, K, rgb, organized=organized,
+                                    label=np.zeros((4, 5), np.int32), source=np.zeros((4, 5), np.uint8))
+    assert (msg.height, msg.width) == ((4, 5) if organized else (1, 0))
+    pts = pointcloud2.read_points(msg, field_names=["x", "y", "z", "rgb", "label"])
+    assert len(pts) == (20 if organized else 0) and np.isnan(pts["z"]).all()
+
+
+def test_a_dense_cloud_holds_finite_points_only():
+    """is_dense promises finite points: a back-projection that overflows leaves those points out."""
+    depth = np.array([[1.0, 2.0], [3.0e38, 1.0]], np.float32)  # x = (u - cx) / fx * z overflows for 3e38 m
+    K = np.array([[0.5, 0.0, -5.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]])
+    h, w, dense, step, data = conversions.cloud_data(depth, K, None, organized=False)
+    pts = np.frombuffer(data, np.float32).reshape(-1, 4)[:, :3]
+    assert dense and w == 3 and np.isfinite(pts).all()
+    assert np.allclose(pts[:, 2], [1.0, 2.0, 1.0])
+
+
+def test_a_mono8_mask_of_object_ids_is_named_or_read_as_labels():
+    """The reported defect: a mono8 mask with class ids 1 and 2 was silently merged into one object."""
+    from bgprompt_core.masks import split_mask
+    from bgprompt_core.ros_decode import mask_values_note
+
+    ids = np.zeros((20, 30), np.uint8)
+    ids[2:8, 2:10], ids[10:18, 15:28] = 1, 2
+    note = mask_values_note(ids)
+    assert note and "[1, 2]" in note and "mask_labels" in note
+    assert mask_values_note(ids * 255 // 2) is None  # 0/127/255: a binary-ish mask holding 255
+    assert mask_values_note((ids > 0).astype(np.uint8)) is None  # 0/1 binary
+    merged = split_mask(conversions.to_mask("mono8", ids), 0.5, 1)
+    labels = split_mask(conversions.to_mask("mono8", ids, labels=True), 0.5, 1)
+    assert len(merged) == 1 and sorted(o.id for o in labels) == [1, 2]
+    assert [o.pixels for o in sorted(labels, key=lambda o: o.id)] == [48, 104]
 
 
 @pytest.mark.parametrize("with_rgb,organized", [(True, True), (False, True), (True, False), (False, False)])

@@ -84,7 +84,8 @@ def node_proc(tiny_model_dir, tmp_path_factory):
     os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = env["FASTRTPS_DEFAULT_PROFILES_FILE"]
     proc = subprocess.Popen([NODE, "--ros-args", "--params-file", str(params)], env=env,
                             stdout=open(tmp / "node.out", "w"), stderr=subprocess.STDOUT)
-    rclpy.init()
+    if not rclpy.ok():  # a spawned-node test may have started it
+        rclpy.init()
     node = rclpy.create_node("bgprompt_test_client")
     rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     got = {"depth": [], "info": [], "cloud": [], "diag": []}
@@ -523,6 +524,182 @@ def test_the_whole_transition_graph_with_frames_in_between(tiny_model_dir, tmp_p
         assert lifecycle_state(node, "lc", "/") in ("finalized", None, "unreachable")
         proc.wait(timeout=30)  # main() returns once the node is finalized
         assert proc.returncode == 0 and "Traceback" not in (tmp_path / "node.out").read_text()
+
+
+def _set_params(node, name: str, **values) -> list:
+    """Set parameters of node ``name`` over its service; the results (successful, reason)."""
+    from rcl_interfaces.msg import Parameter
+    from rclpy.parameter import Parameter as Value
+    from rcl_interfaces.srv import SetParameters
+
+    client = node.create_client(SetParameters, f"/{name}/set_parameters")
+    assert client.wait_for_service(timeout_sec=60)
+    fut = client.call_async(SetParameters.Request(parameters=[
+        Parameter(name=k, value=Value(k, value=v).get_parameter_value()) for k, v in values.items()]))
+    rclpy.spin_until_future_complete(node, fut, timeout_sec=30)
+    node.destroy_client(client)
+    return fut.result().results
+
+
+class Spawned:
+    """Inputs, outputs and diagnostics of a node started with ``spawned``."""
+
+    def __init__(self, node, name: str, tmp_path, topics=("image", "camera_info", "mask")):
+        rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.node, self.name, self.tmp = node, name, tmp_path
+        self.got = {"depth": [], "cloud": [], "diag": []}
+        outs = {f"{name}/object_depth": node.create_subscription(Image, f"{name}/object_depth",
+                                                                  self.got["depth"].append, rel),
+                f"{name}/object_points": node.create_subscription(PointCloud2, f"{name}/object_points",
+                                                                   self.got["cloud"].append, rel)}
+        node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.got["diag"].extend(
+            st for st in m.status if st.name.startswith(f"{name}:")), 10)
+        self.pubs = input_publishers(node, name, topics, depth=50)
+        try:
+            wait_for_nodes(node, [name], 120, publishers=self.pubs, subscriptions=outs)
+        except NotReady as exc:
+            pytest.fail(f"{exc}\n{self.log()}")
+
+    def log(self) -> str:
+        return (self.tmp / "node.out").read_text()
+
+    def send(self, stamp: int, mask=None) -> int:
+        img, labels = frame()
+        self.pubs[f"{self.name}/image"].publish(image_msg(img, "rgb8", stamp))
+        self.pubs[f"{self.name}/mask"].publish(image_msg(labels * 255 if mask is None else mask, "mono8", stamp))
+        self.pubs[f"{self.name}/camera_info"].publish(info_msg(stamp))
+        return stamp
+
+    def served(self, stamp: int, timeout: float = 60.0):
+        """(depth, cloud) messages of the frame stamped ``stamp``, or None by the deadline."""
+        end = time.time() + timeout
+        while time.time() < end:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+            found = [next((m for m in self.got[k] if stamp_of(m) == stamp), None) for k in ("depth", "cloud")]
+            if all(found):
+                return found
+        return None
+
+    def diag_until(self, check, timeout: float = 60.0):
+        """The first /diagnostics status of this node, from now on, for which ``check(status)`` holds."""
+        seen, end = len(self.got["diag"]), time.time() + timeout
+        while time.time() < end:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+            for st in self.got["diag"][seen:]:
+                if check(st):
+                    return st
+            seen = len(self.got["diag"])
+        last = self.got["diag"][-1] if self.got["diag"] else None
+        pytest.fail(f"no matching diagnostics; last: {last.level if last else None} {last.message if last else ''}")
+
+
+def values_of(status) -> dict:
+    return {kv.key: kv.value for kv in status.values}
+
+
+def test_a_warning_then_a_failing_frame_then_good_frames_are_all_served(tiny_model_dir, tmp_path):
+    """The reported defects: a WARN (a mask of the wrong size) then an ERROR from the same logging call site made
+    rclpy raise inside the worker's except block: the worker died, the node stayed `active`, 0 of 3 frames came
+    out. The failing frame was a dense rgb cloud with no valid point (cv2.cvtColor on an empty array), and a
+    whole number for a decimal parameter (`diagnostics_period: 1`) killed the node at start-up."""
+    with spawned(tmp_path, "warn_err", model=tiny_model_dir, prompt="none", sub_reliability="reliable",
+                 cloud_mode="dense", cloud_rgb=True, max_depth=0.5, diagnostics_period=1) as (proc, node):
+        n = Spawned(node, "warn_err", tmp_path)
+        s0 = time.time_ns()
+        bad = n.send(s0, mask=np.zeros((10, 10), np.uint8))  # WARN: skipped
+        empty = n.served(n.send(s0 + 10**7))  # every point beyond max_depth 0.5: an empty cloud, not a crash
+        assert empty is not None, n.log()[-3000:]
+        assert (empty[1].height, empty[1].width) == (1, 0) and np.isnan(decode_depth(empty[0])).all()
+        results = _set_params(node, "warn_err", max_depth=0)  # an integer for a decimal: taken as 0.0
+        assert results[0].successful, results[0].reason
+        for k in range(3):
+            out = n.served(n.send(s0 + (k + 2) * 10**7))
+            assert out is not None, f"good frame {k} not served\n{n.log()[-3000:]}"
+            assert out[1].width > 0 and np.isfinite(decode_depth(out[0])).any()
+        assert not any(stamp_of(m) == bad for m in n.got["depth"])
+        st = n.diag_until(lambda st: int(values_of(st).get("processed", 0)) >= 4)
+        assert values_of(st)["workers"] == "1" and int(values_of(st)["skipped_bad_input"]) == 1
+        assert proc.poll() is None and "Traceback" not in n.log() and "severity cannot be changed" not in n.log()
+
+
+def decode_depth(msg) -> np.ndarray:
+    return np.frombuffer(bytes(msg.data), "<f4").reshape(msg.height, msg.width)
+
+
+def test_a_looped_bag_is_served_whole_and_the_stamp_jump_is_named(node_proc):
+    """The reported defect: after stamps went back (bag play --loop, a clock restart, one frame stamped in the
+    future) the node served 0 of 30 frames and blamed the stamps. Each is served and the jump is named."""
+    c = Client(node_proc)
+    start = c.stamp
+    loop = [start + k * 10**7 for k in range(1, 6)]
+
+    def served(stamp: int, times: int = 1, timeout: float = 60.0) -> bool:
+        """The frame stamped ``stamp`` came out ``times`` times (its depth and its cloud)."""
+        end = time.time() + timeout
+        while time.time() < end:
+            if all(sum(stamp_of(m) == stamp for m in c.got[k]) >= times for k in ("depth", "cloud")):
+                return True
+            rclpy.spin_once(c.node, timeout_sec=0.05)
+        return False
+
+    missing = []
+    for times in (1, 2):  # the same five stamps twice: a looped bag
+        for s in loop:
+            c.stamp = s - 10**7
+            missing += [] if served(c.send(), times) else [(times, s)]
+    future = c.stamp + 10 * 10**9  # then one frame stamped 10 s in the future, and the clock as it was
+    c.stamp = future - 10**7
+    missing += [] if served(c.send()) else [("future", future)]
+    for s in loop:
+        c.stamp = s + 10**9 - 10**7
+        missing += [] if served(c.send()) else [("after", s)]
+    assert not missing, missing
+    counters = c.counters()
+    assert int(counters["stamp_jumps"]) >= 2
+    assert "went back" in (c.tmp / "node.out").read_text()
+    c.stamp = future + 10**9  # later tests: stamps never used before
+
+
+def test_run_time_changes_that_need_a_reconfigure_are_pending_and_activate_applies_what_was_configured(
+        tiny_model_dir, tmp_path):
+    """The reported defect: `scale: metric` and `segmentation: rembg` set at run time showed in the diagnostics as
+    running while the output was unchanged, and a deactivate + activate applied rembg halfway (no mask
+    subscription, 0/3 frames). Now the diagnostics show what runs and name what is pending."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    with spawned(tmp_path, "pend", model=tiny_model_dir, prompt="none", sub_reliability="reliable",
+                 diagnostics_period=0.2) as (proc, node):
+        n = Spawned(node, "pend", tmp_path)
+        assert all(r.successful for r in _set_params(node, "pend", scale="metric", segmentation="rembg"))
+        st = n.diag_until(lambda st: "pending" in st.message)
+        v = values_of(st)
+        assert v["scale"] == "relative" and v["segmentation"] == "mask_topic"
+        assert "scale='metric'" in v["pending"] and "segmentation='rembg'" in v["pending"]
+        client = node.create_client(ChangeState, "/pend/change_state")
+        assert client.wait_for_service(timeout_sec=60)
+        for tid in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
+            fut = client.call_async(ChangeState.Request(transition=Transition(id=tid)))
+            rclpy.spin_until_future_complete(node, fut, timeout_sec=60)
+            assert fut.result().success
+        wait_for_nodes(node, ["pend"], 60, publishers=n.pubs)  # the mask subscription is back
+        s0 = time.time_ns()
+        assert all(n.served(n.send(s0 + k * 10**7)) for k in range(3)), n.log()[-3000:]
+        # a wrong type at run time is refused with the reason
+        bad = _set_params(node, "pend", device=0)
+        assert not bad[0].successful and "device must be a string, got 0 (int)" in bad[0].reason
+
+
+def test_no_input_and_inputs_that_stop_turn_the_diagnostics_to_warn(tiny_model_dir, tmp_path):
+    """The reported defect: no input at all (a QoS mismatch) and inputs that stopped both said `ok`."""
+    with spawned(tmp_path, "quiet", model=tiny_model_dir, prompt="none", sub_reliability="reliable",
+                 diagnostics_period=0.2) as (proc, node):
+        n = Spawned(node, "quiet", tmp_path)
+        st = n.diag_until(lambda st: "no input on" in st.message)
+        assert st.level == DiagnosticStatus.WARN and "QoS" in st.message
+        assert n.served(n.send(time.time_ns())) is not None
+        st = n.diag_until(lambda st: "inputs stopped" in st.message)
+        assert st.level == DiagnosticStatus.WARN
 
 
 # last: it stops the module's node
