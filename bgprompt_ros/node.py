@@ -308,8 +308,8 @@ class ObjectDepthNode(LifecycleNode):
         self.faults[kind] = (time.monotonic(), text)
         self.last_problem = text
         level = "error" if kind == "error" else "warning"
-        try:
-            self._log_throttled(level, text, detail, kind=kind)
+        try:  # throttled by the text with its numbers masked: two different bad inputs are both logged
+            self._log_throttled(level, text, detail)
         except Exception:  # noqa: BLE001 - a logger that raises must not take the worker with it
             self.counters["log_failures"] += 1
 

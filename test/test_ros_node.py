@@ -607,6 +607,7 @@ def test_a_warning_then_a_failing_frame_then_good_frames_are_all_served(tiny_mod
         n = Spawned(node, "warn_err", tmp_path)
         s0 = time.time_ns()
         bad = n.send(s0, mask=np.zeros((10, 10), np.uint8))  # WARN: skipped
+        n.diag_until(lambda st: int(values_of(st).get("skipped_bad_input", 0)) >= 1)  # its verdict, then the next
         empty = n.served(n.send(s0 + 10**7))  # every point beyond max_depth 0.5: an empty cloud, not a crash
         assert empty is not None, n.log()[-3000:]
         assert (empty[1].height, empty[1].width) == (1, 0) and np.isnan(decode_depth(empty[0])).all()
