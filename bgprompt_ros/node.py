@@ -42,7 +42,7 @@ from bgprompt_core.object_summary import summarize_objects
 
 from . import conversions
 from .markers import object_markers
-from .params import PARAMETERS, TYPE_WORDS, coerce, estimator_config_from_params, invalid
+from .params import PARAMETERS, TYPE_WORDS, coerce, estimator_config_from_params, invalid, unknown_names
 from bgprompt_core.sync import Synchronizer
 
 class ObjectDepthNode(LifecycleNode):
@@ -121,6 +121,8 @@ class ObjectDepthNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         # values given at start-up never went through the set-parameters callback: the same rules here
         bad = [reason for name in PARAMETERS if (reason := invalid(name, self.p(name)))]
+        unknown = unknown_names(self._parameter_overrides)  # rclpy ignores undeclared names: refuse them here
+        bad += [unknown] if unknown else []
         if bad:
             return self._configure_failed("; ".join(bad))
         try:
@@ -171,7 +173,7 @@ class ObjectDepthNode(LifecycleNode):
             return
         text = f"configure failed: {self.configure_problem}" if self.configure_problem else "not configured"
         st = DiagnosticStatus(name=f"{self.get_name()}: object depth", level=DiagnosticStatus.ERROR,
-                              message=text[:300], hardware_id=str(self.p("backend")))
+                              message=text[:800], hardware_id=str(self.p("backend")))
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
