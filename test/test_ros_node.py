@@ -110,21 +110,22 @@ def node_proc(tiny_model_dir, tmp_path_factory):
 NODE_TOPICS = ("image", "camera_info", "mask", "sensor_depth", "object_depth", "object_points", "object_markers")
 
 
-def spawn_node(tmp_path, name: str, **params) -> subprocess.Popen:
-    """Another object_depth_node process, called ``name``, its topics under ``name/``, with ``params``."""
+def spawn_node(tmp_path, name: str, ros_args: tuple = (), **params) -> subprocess.Popen:
+    """Another object_depth_node process, called ``name``, its topics under ``name/``, with ``params`` (a params
+    file) and ``ros_args`` (more --ros-args, e.g. ``("-p", "max_depth:=2")``)."""
     value = lambda v: str(v).lower() if isinstance(v, bool) else v  # noqa: E731 (YAML booleans)
     path = tmp_path / f"{name}.yaml"
     path.write_text("/**:\n  ros__parameters:\n" + "".join(f"    {k}: {value(v)}\n" for k, v in params.items()))
     remaps = sum((["-r", f"{t}:={name}/{t}"] for t in NODE_TOPICS), ["-r", f"__node:={name}"])
-    return subprocess.Popen([NODE, "--ros-args", "--params-file", str(path), *remaps],
+    return subprocess.Popen([NODE, "--ros-args", "--params-file", str(path), *remaps, *ros_args],
                             env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
                             stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
 
 
 @contextlib.contextmanager
-def spawned(tmp_path, name: str, **params):
+def spawned(tmp_path, name: str, ros_args: tuple = (), **params):
     """(process, client node) of ``spawn_node``; both are stopped afterwards."""
-    proc = spawn_node(tmp_path, name, **params)
+    proc = spawn_node(tmp_path, name, ros_args, **params)
     if not rclpy.ok():
         rclpy.init()
     node = rclpy.create_node(f"bgprompt_{name}_client")
@@ -432,8 +433,9 @@ def test_bad_start_up_values_fail_configure_with_the_reason_and_the_node_keeps_r
     raised InvalidParameterTypeException in the constructor (exit 1); an unknown name was silently ignored."""
     from bgprompt_ros.readiness import lifecycle_state
 
-    with spawned(tmp_path, "bad_start", model=tiny_model_dir, prompt="none", queue_size=0,
-                 diagnostics_period=-1.0, device=0, cache_dir="/opt/x") as (proc, node):
+    # -p: an integer for a decimal (accepted), an integer for a string (refused with the reason)
+    with spawned(tmp_path, "bad_start", ("-p", "max_depth:=2", "-p", "rembg_model:=7"), model=tiny_model_dir,
+                 prompt="none", queue_size=0, diagnostics_period=-1.0, device=0, cache_dir="/opt/x") as (proc, node):
         errors = []
         node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: errors.extend(
             st for st in m.status if st.name.startswith("bad_start") and st.level == DiagnosticStatus.ERROR), 10)
@@ -447,6 +449,7 @@ def test_bad_start_up_values_fail_configure_with_the_reason_and_the_node_keeps_r
         # node does not have (silently ignored before; docs/DEPLOYMENT.md gave cache_dir)
         assert "device must be a string, got 0 (int)" in errors[-1].message
         assert "unknown parameters ['cache_dir']" in errors[-1].message
+        assert "rembg_model must be a string, got 7 (int)" in errors[-1].message and "max_depth" not in errors[-1].message
         assert lifecycle_state(node, "bad_start", "/") == "unconfigured"
         assert proc.poll() is None  # still running, reachable, reporting
         log = (tmp_path / "node.out").read_text()
