@@ -449,7 +449,8 @@ def test_bad_start_up_values_fail_configure_with_the_reason_and_the_node_keeps_r
         # node does not have (silently ignored before; docs/DEPLOYMENT.md gave cache_dir)
         assert "device must be a string, got 0 (int)" in errors[-1].message
         assert "unknown parameters ['cache_dir']" in errors[-1].message
-        assert "rembg_model must be a string, got 7 (int)" in errors[-1].message and "max_depth" not in errors[-1].message
+        assert "rembg_model must be a string, got 7 (int)" in errors[-1].message
+        assert "max_depth" not in errors[-1].message
         assert lifecycle_state(node, "bad_start", "/") == "unconfigured"
         assert proc.poll() is None  # still running, reachable, reporting
         log = (tmp_path / "node.out").read_text()

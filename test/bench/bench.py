@@ -341,8 +341,9 @@ def bench_flood(report: list[str], frames: int = 90) -> None:
     for case in ("none", "profile"):
         out = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_flood.py")), str(frames), case],
                              env=env, capture_output=True, text=True, timeout=600)
+        why = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode
         report.append(out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else
-                      f"flood ({case}): failed ({out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode})")
+                      f"flood ({case}): failed ({why})")
         print(report[-1], flush=True)
 
 

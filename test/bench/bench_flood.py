@@ -41,8 +41,9 @@ def flood(frames: int, profile: bool) -> str:
     rclpy.init()
     node = rclpy.create_node("bgprompt_flood_client")
     served: set[int] = set()
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     depth_sub = node.create_subscription(Image, "object_depth/image", lambda m: served.add(
-        m.header.stamp.sec * 10**9 + m.header.stamp.nanosec), QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        m.header.stamp.sec * 10**9 + m.header.stamp.nanosec), reliable)
     diag: list = []
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.extend(
         st for st in m.status if st.name.startswith("object_depth")), 10)
