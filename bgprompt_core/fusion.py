@@ -17,7 +17,8 @@ anti-correlated with the truth. So, per object:
    sigmas) and their robust residual spread is within ``max_residual`` + 3 sigmas. Otherwise the object falls
    back to **sensor-only**: its own readings, small interior holes interpolated from their neighbourhood.
    Either way an object with readings never comes out empty, and the report says which path it took and why.
-5. **Fill** (``fusion='fill'``): readings consistent with the aligned prediction are kept bit-exact. The band is
+5. **Fill** (``fusion='fill'``): readings consistent with the aligned prediction are kept bit-exact, at the support
+   plane too (a flat object, the resting edge: the table seen through glass lies behind the prediction). The band is
    ``consistency`` + 3 sigmas, widened in front of the surface to 3 robust sigmas of the residuals where the
    network's shape is off (shape error must not cost true readings); readings BEHIND the predicted surface
    (reflections, like see-through readings for glass) get no widening. A disputed reading is still kept when it
@@ -371,7 +372,9 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     spread = 3 * 1.4826 * float(np.median(np.abs(near - centre))) if len(near) else 0.0
     d = np.nan_to_num(resid - centre, nan=np.inf)
     front = np.where(edges, strict, np.maximum(strict, spread))  # widened in front, never at depth edges
-    consistent = trusted & ok_pred & (d <= strict) & (-d <= front)
+    # a reading the aligned prediction agrees with is the object's own, at the support plane too (a flat object, a
+    # tray's floor, the resting edge): the table seen through glass lies behind the prediction
+    consistent = has & ok_pred & (d <= strict) & (-d <= front)
     behind = trusted & ok_pred & (d > strict)
     # a disputed reading stays when it lies in one smooth patch with consistent ones (the network may be wrong
     # where the sensor is right); a flying pixel (at a depth edge) or a reflection blob (a step behind) does not
@@ -380,12 +383,6 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     seeded[np.unique(patches[consistent])] = True
     seeded[0] = False
     keep = consistent | (trusted & seeded[patches]) | (reliable & ~ok_pred & ~edges)
-    # with a support-contact scale, readings at the plane that the prediction agrees with, when they are most of
-    # those readings, are the object's own (a flat object, a tray's floor); the table seen through glass lies behind
-    # the prediction except at the resting edge
-    at_plane = through & ok_pred & (np.abs(d) <= strict)
-    if scale_from == "support-contact" and at_plane.sum() >= 0.5 * (through & ok_pred).sum():
-        keep |= at_plane
     correction = _spread(sens - aligned, keep & ok_pred, cfg.residual_sigma)
     filled = np.where(np.isfinite(correction), aligned + correction, aligned)
     target = ok_pred & ~keep

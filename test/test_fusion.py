@@ -93,7 +93,11 @@ def test_see_through_readings_are_rejected_and_scale_comes_from_the_support_cont
     depth, source, rep = run(pred, sensor, box)
     # the rim pixels' centres lie up to half a pixel (here ~2.5 mm) above the resting edge: 0.6% high
     assert rep.scale_from == "support-contact" and rep.scale == pytest.approx(3.0, rel=1e-2)
-    assert rep.see_through > 0.75 and rep.kept == 0  # no reading of the table behind it is kept
+    # no reading of the table behind it is kept, but at its resting edge, where the table meets the glass within
+    # the band of the prediction (the prediction agrees with them)
+    kept = source == fu.SOURCE_SENSOR
+    assert rep.see_through > 0.75 and rep.kept < 0.06
+    assert np.abs(depth[kept] - gt[kept]).max() < 0.02
     on_object = np.abs(depth[box] - gt[box]) < 0.010
     assert on_object.mean() >= 0.95, on_object.mean()
     # the naive robust fit on the object's readings locks onto the table (the pilot's failure)
@@ -274,3 +278,21 @@ def test_a_flat_object_reading_at_the_plane_keeps_its_readings():
     depth, source, rep = run(np.where(box, gt / 3.0, np.nan), sensor, box, align="scale-shift")
     assert rep.scale_from == "support-contact" and rep.see_through > 0.5
     assert (source[box & (sensor > 0)] == fu.SOURCE_SENSOR).mean() > 0.95
+
+
+def test_readings_at_the_plane_that_the_prediction_agrees_with_are_kept_however_few():
+    """Issue 24, diffuse objects: a tray 3 mm thin lies within the see-through band of the table, so its scale comes
+    from the support contact. The network got its middle wrong (3 cm too close over most of it): the readings there
+    are disputed, yet every reading the aligned prediction agrees with is the tray's own and stays, even when they
+    are a minority of its readings at the plane (before: all of them were dropped as the table)."""
+    rng = np.random.default_rng(13)
+    gt, _, box = box_on_table(K, H, W, half=(0.06, 0.0015, 0.05))
+    sensor = sensor_of(gt, rng)
+    middle = cv2.erode(box.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert 0.55 < middle.sum() / box.sum() < 0.8
+    depth, source, rep = run(np.where(box, (gt - 0.03 * middle) / 3.0, np.nan), sensor, box, align="scale-shift")
+    assert rep.scale_from == "support-contact" and rep.see_through > 0.9
+    agree = box & ~middle & (sensor > 0) & (np.abs(sensor - gt) < 0.004)
+    assert agree.sum() > 0.2 * box.sum()
+    assert (source[agree] == fu.SOURCE_SENSOR).mean() > 0.97
+    assert np.array_equal(depth[agree], sensor[agree])
