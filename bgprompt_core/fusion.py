@@ -5,7 +5,8 @@ on the object's sensor pixels locks onto the table seen THROUGH a transparent ob
 well behind its surface; on concave or ambiguous shapes (pans, bowls, lying boxes) a relative network can be
 anti-correlated with the truth. So, per object:
 
-1. **Support plane**: RANSAC on the sensor's 3-D points in a ring around the object's mask (the table).
+1. **Support plane**: RANSAC on the sensor's 3-D points in a ring around the object's mask (the table); a reading
+   is the table's within ``plane_tol`` plus 3 sensor sigmas at its depth.
 2. **See-through test**: an object point lies in front of the support plane along its pixel's ray, so a
    reading at or beyond the plane (``z_sensor >= z_plane - tol``) was seen through the object.
 3. **Scale**: from the object's remaining readings when there are enough of them: a consensus (RANSAC) fit
@@ -57,7 +58,8 @@ class FusionConfig:
 
     Args:
         ring (int, default 15): px, width of the ring around the mask where the support plane is sought.
-        plane_tol (float, default 0.006): m, RANSAC inlier distance to the plane.
+        plane_tol (float, default 0.006): m (plus 3 sensor sigmas at the reading's depth), RANSAC inlier distance
+            to the plane.
         plane_iterations (int, default 200): RANSAC iterations.
         min_plane_inliers (int, default 50): fewer inliers: no support plane.
         see_through_tol (float, default 0.005): m (plus 3 sensor sigmas): readings this close to the plane or
@@ -125,7 +127,7 @@ class FusionConfig:
 FUSION_FIELDS = tuple(f.name for f in fields(FusionConfig))
 FUSION_HELP = {  # one line per field, for the node's parameter descriptions
     "ring": "px, width of the ring around each object where the support plane is sought",
-    "plane_tol": "m, RANSAC inlier distance to the support plane",
+    "plane_tol": "m (+3 sensor sigmas): RANSAC inlier distance to the support plane",
     "plane_iterations": "RANSAC iterations of the support plane",
     "min_plane_inliers": "fewer ring points on the plane: no support plane",
     "see_through_tol": "m (+3 sensor sigmas): readings this close to the support plane or beyond were seen through",
@@ -169,12 +171,20 @@ class FusionReport:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
+def plane_band(points: np.ndarray, tol: float, noise: DepthNoise | None) -> np.ndarray:
+    """Per point, the distance to the plane within which a reading is the plane's: ``tol`` plus 3 sigmas of the
+    sensor's noise at the point's depth (a camera reads its table as noisily as its objects)."""
+    return tol + (3 * noise.sigma(points[:, 2]) if noise is not None else np.zeros(len(points)))
+
+
 def fit_plane(points: np.ndarray, tol: float, iterations: int, rng: np.random.Generator,
-              min_inliers: int) -> tuple[np.ndarray, float, int] | None:
-    """RANSAC plane ``n . p + d = 0`` (unit n, d > 0: the camera on the positive side), refined by SVD."""
+              min_inliers: int, noise: DepthNoise | None = None) -> tuple[np.ndarray, float, int] | None:
+    """RANSAC plane ``n . p + d = 0`` (unit n, d > 0: the camera on the positive side), refined by SVD; inliers
+    lie within ``plane_band`` of it (``tol`` alone without ``noise``)."""
     pts = points[np.isfinite(points).all(1)]
     if len(pts) < max(min_inliers, 3):
         return None
+    band = plane_band(pts, tol, noise)
     # all hypotheses at once: normals of random triplets, inlier counts from one (points x hypotheses) product
     tri = pts[rng.integers(0, len(pts), (iterations, 3))]
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -186,19 +196,20 @@ def fit_plane(points: np.ndarray, tol: float, iterations: int, rng: np.random.Ge
         offsets = -(normals * tri[:, 0]).sum(1)
         counts = np.zeros(len(normals), np.int64)
         for start in range(0, len(pts), 4096):  # bounded memory for large rings
-            counts += (np.abs(pts[start:start + 4096] @ normals.T + offsets) < tol).sum(0)
+            chunk = slice(start, start + 4096)
+            counts += (np.abs(pts[chunk] @ normals.T + offsets) < band[chunk, None]).sum(0)
         k = int(np.argmax(counts))
         best, best_count = (normals[k], float(offsets[k])), int(counts[k])
     if best is None or best_count < min_inliers:
         return None
     n, d = best
-    inl = pts[np.abs(pts @ n + d) < tol]
+    inl = pts[np.abs(pts @ n + d) < band]
     centre = inl.mean(0)
     n = np.linalg.svd(inl - centre, full_matrices=False)[2][-1]
     d = -float(n @ centre)
     if d < 0:
         n, d = -n, -d
-    return n, d, int((np.abs(pts @ n + d) < tol).sum())
+    return n, d, int((np.abs(pts @ n + d) < band).sum())
 
 
 def plane_depth(rays: np.ndarray, n: np.ndarray, d: float) -> np.ndarray:
@@ -300,7 +311,7 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     n_obj = max(int(obj.sum()), 1)
     noise = cfg.noise
     plane = fit_plane((rays[ring & (sens > 0)] * sens[ring & (sens > 0), None]), cfg.plane_tol,
-                      cfg.plane_iterations, rng, cfg.min_plane_inliers)
+                      cfg.plane_iterations, rng, cfg.min_plane_inliers, noise)
     if plane is not None:
         zp = plane_depth(rays, plane[0], plane[1])
         through = has & (sens >= zp - (cfg.see_through_tol + 3 * noise.sigma(zp)))
