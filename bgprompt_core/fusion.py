@@ -24,7 +24,10 @@ anti-correlated with the truth. So, per object:
    network's shape is off (shape error must not cost true readings); readings BEHIND the predicted surface
    (reflections, like see-through readings for glass) get no widening. A disputed reading is still kept when it
    lies in one smooth patch of readings (no step above the band between neighbours) with consistent ones: true
-   surfaces are continuous, a reflection blob or a flying pixel is not. Then holes are filled:
+   surfaces are continuous, a reflection blob or a flying pixel is not. A reading at a depth edge is a flying pixel
+   only when no chain of agreeing neighbours on the object links it to a reading off the edges (``flying_pixels``):
+   the silhouette's readings step to the table, and true readings step to a flying pixel beside them, yet continue
+   the object's surface. Then holes are filled:
    ``hole_fill='hybrid'``: small interior holes (not touching the silhouette, at most ``max_interior_hole`` of
    the object) from the kept readings around them (``cv2.inpaint`` in millimetres), the rest from the aligned
    prediction plus the sensor-minus-prediction residual spread from the kept pixels (normalized convolution,
@@ -262,6 +265,35 @@ def smooth_patches(sens: np.ndarray, valid: np.ndarray, tol: np.ndarray) -> np.n
     return cv2.connectedComponents((valid & ~step).astype(np.uint8), connectivity=4)[1]
 
 
+def _agree_shifts(z: np.ndarray, inside: np.ndarray, jump: float):
+    """Per 4-neighbour direction: (destination slice, source slice, agree) where ``agree`` marks pixel pairs that are
+    both ``inside`` with readings and differ by at most ``jump`` of the nearer depth (no depth edge between them)."""
+    h, w = z.shape
+    for dst, src in (((slice(None), slice(1, None)), (slice(None), slice(None, w - 1))),
+                     ((slice(None), slice(None, w - 1)), (slice(None), slice(1, None))),
+                     ((slice(1, None), slice(None)), (slice(None, h - 1), slice(None))),
+                     ((slice(None, h - 1), slice(None)), (slice(1, None), slice(None)))):
+        a, b = z[dst], z[src]
+        both = inside[dst] & inside[src] & (a > 0) & (b > 0)
+        yield dst, src, both & (np.abs(a - b) <= jump * np.minimum(a, b))
+
+
+def flying_pixels(z: np.ndarray, edges: np.ndarray, inside: np.ndarray, jump: float, reach: int = 4) -> np.ndarray:
+    """The readings of ``edges`` (``depth_edges``) that continue no surface of ``inside``: no chain of at most
+    ``reach`` agreeing 4-neighbours inside (``_agree_shifts``) links them to a reading off the edges. A true reading
+    at the silhouette (a step to the table) or beside a flying pixel continues its surface and is no flying pixel;
+    a depth between two surfaces, alone or in a short run of its like, is."""
+    anchored = inside & (z > 0) & ~edges
+    for _ in range(reach):
+        grown = anchored.copy()
+        for dst, src, agree in _agree_shifts(z, inside, jump):
+            grown[dst] |= agree & anchored[src]
+        if np.array_equal(grown, anchored):
+            break
+        anchored = grown
+    return edges & inside & ~anchored
+
+
 def interior_holes(holes: np.ndarray, obj: np.ndarray, max_pixels: float) -> np.ndarray:
     """Hole pixels in components (8-connected) that touch nothing outside ``obj`` and hold <= max_pixels."""
     n, lab, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=8)
@@ -320,7 +352,8 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     reliable = has & ~through
     ok_pred = obj & np.isfinite(pred) & (pred > 0)
     strict = cfg.consistency + 3 * noise.sigma(sens)  # the band a reading must fall in, per pixel
-    edges = depth_edges(sens, cfg.edge_jump)  # at the sensor's own depth edges a reading may be a flying pixel
+    # at the sensor's own depth edges a reading may be a flying pixel, unless it continues the object's surface
+    edges = flying_pixels(sens, depth_edges(sens, cfg.edge_jump), obj, cfg.edge_jump)
     base = dict(coverage=float(has.sum() / n_obj), see_through=float(through.sum() / n_obj),
                 plane_inliers=plane[2] if plane is not None else 0)
     fit = None
