@@ -5,7 +5,8 @@ on the object's sensor pixels locks onto the table seen THROUGH a transparent ob
 well behind its surface; on concave or ambiguous shapes (pans, bowls, lying boxes) a relative network can be
 anti-correlated with the truth. So, per object:
 
-1. **Support plane**: RANSAC on the sensor's 3-D points in a ring around the object's mask (the table).
+1. **Support plane**: RANSAC on the sensor's 3-D points in a ring around the object's mask (the table); a reading
+   is the table's within ``plane_tol`` plus 3 sensor sigmas at its depth.
 2. **See-through test**: an object point lies in front of the support plane along its pixel's ray, so a
    reading at or beyond the plane (``z_sensor >= z_plane - tol``) was seen through the object.
 3. **Scale**: from the object's remaining readings when there are enough of them: a consensus (RANSAC) fit
@@ -17,12 +18,16 @@ anti-correlated with the truth. So, per object:
    sigmas) and their robust residual spread is within ``max_residual`` + 3 sigmas. Otherwise the object falls
    back to **sensor-only**: its own readings, small interior holes interpolated from their neighbourhood.
    Either way an object with readings never comes out empty, and the report says which path it took and why.
-5. **Fill** (``fusion='fill'``): readings consistent with the aligned prediction are kept bit-exact. The band is
+5. **Fill** (``fusion='fill'``): readings consistent with the aligned prediction are kept bit-exact, at the support
+   plane too (a flat object, the resting edge: the table seen through glass lies behind the prediction). The band is
    ``consistency`` + 3 sigmas, widened in front of the surface to 3 robust sigmas of the residuals where the
    network's shape is off (shape error must not cost true readings); readings BEHIND the predicted surface
    (reflections, like see-through readings for glass) get no widening. A disputed reading is still kept when it
    lies in one smooth patch of readings (no step above the band between neighbours) with consistent ones: true
-   surfaces are continuous, a reflection blob or a flying pixel is not. Then holes are filled:
+   surfaces are continuous, a reflection blob or a flying pixel is not. A reading at a depth edge is a flying pixel
+   only when no chain of agreeing neighbours on the object links it to a reading off the edges (``flying_pixels``):
+   the silhouette's readings step to the table, and true readings step to a flying pixel beside them, yet continue
+   the object's surface. Then holes are filled:
    ``hole_fill='hybrid'``: small interior holes (not touching the silhouette, at most ``max_interior_hole`` of
    the object) from the kept readings around them (``cv2.inpaint`` in millimetres), the rest from the aligned
    prediction plus the sensor-minus-prediction residual spread from the kept pixels (normalized convolution,
@@ -56,7 +61,8 @@ class FusionConfig:
 
     Args:
         ring (int, default 15): px, width of the ring around the mask where the support plane is sought.
-        plane_tol (float, default 0.006): m, RANSAC inlier distance to the plane.
+        plane_tol (float, default 0.006): m (plus 3 sensor sigmas at the reading's depth), RANSAC inlier distance
+            to the plane.
         plane_iterations (int, default 200): RANSAC iterations.
         min_plane_inliers (int, default 50): fewer inliers: no support plane.
         see_through_tol (float, default 0.005): m (plus 3 sensor sigmas): readings this close to the plane or
@@ -124,7 +130,7 @@ class FusionConfig:
 FUSION_FIELDS = tuple(f.name for f in fields(FusionConfig))
 FUSION_HELP = {  # one line per field, for the node's parameter descriptions
     "ring": "px, width of the ring around each object where the support plane is sought",
-    "plane_tol": "m, RANSAC inlier distance to the support plane",
+    "plane_tol": "m (+3 sensor sigmas): RANSAC inlier distance to the support plane",
     "plane_iterations": "RANSAC iterations of the support plane",
     "min_plane_inliers": "fewer ring points on the plane: no support plane",
     "see_through_tol": "m (+3 sensor sigmas): readings this close to the support plane or beyond were seen through",
@@ -168,12 +174,20 @@ class FusionReport:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
+def plane_band(points: np.ndarray, tol: float, noise: DepthNoise | None) -> np.ndarray:
+    """Per point, the distance to the plane within which a reading is the plane's: ``tol`` plus 3 sigmas of the
+    sensor's noise at the point's depth (a camera reads its table as noisily as its objects)."""
+    return tol + (3 * noise.sigma(points[:, 2]) if noise is not None else np.zeros(len(points)))
+
+
 def fit_plane(points: np.ndarray, tol: float, iterations: int, rng: np.random.Generator,
-              min_inliers: int) -> tuple[np.ndarray, float, int] | None:
-    """RANSAC plane ``n . p + d = 0`` (unit n, d > 0: the camera on the positive side), refined by SVD."""
+              min_inliers: int, noise: DepthNoise | None = None) -> tuple[np.ndarray, float, int] | None:
+    """RANSAC plane ``n . p + d = 0`` (unit n, d > 0: the camera on the positive side), refined by SVD; inliers
+    lie within ``plane_band`` of it (``tol`` alone without ``noise``)."""
     pts = points[np.isfinite(points).all(1)]
     if len(pts) < max(min_inliers, 3):
         return None
+    band = plane_band(pts, tol, noise)
     # all hypotheses at once: normals of random triplets, inlier counts from one (points x hypotheses) product
     tri = pts[rng.integers(0, len(pts), (iterations, 3))]
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -185,19 +199,20 @@ def fit_plane(points: np.ndarray, tol: float, iterations: int, rng: np.random.Ge
         offsets = -(normals * tri[:, 0]).sum(1)
         counts = np.zeros(len(normals), np.int64)
         for start in range(0, len(pts), 4096):  # bounded memory for large rings
-            counts += (np.abs(pts[start:start + 4096] @ normals.T + offsets) < tol).sum(0)
+            chunk = slice(start, start + 4096)
+            counts += (np.abs(pts[chunk] @ normals.T + offsets) < band[chunk, None]).sum(0)
         k = int(np.argmax(counts))
         best, best_count = (normals[k], float(offsets[k])), int(counts[k])
     if best is None or best_count < min_inliers:
         return None
     n, d = best
-    inl = pts[np.abs(pts @ n + d) < tol]
+    inl = pts[np.abs(pts @ n + d) < band]
     centre = inl.mean(0)
     n = np.linalg.svd(inl - centre, full_matrices=False)[2][-1]
     d = -float(n @ centre)
     if d < 0:
         n, d = -n, -d
-    return n, d, int((np.abs(pts @ n + d) < tol).sum())
+    return n, d, int((np.abs(pts @ n + d) < band).sum())
 
 
 def plane_depth(rays: np.ndarray, n: np.ndarray, d: float) -> np.ndarray:
@@ -250,6 +265,35 @@ def smooth_patches(sens: np.ndarray, valid: np.ndarray, tol: np.ndarray) -> np.n
     return cv2.connectedComponents((valid & ~step).astype(np.uint8), connectivity=4)[1]
 
 
+def _agree_shifts(z: np.ndarray, inside: np.ndarray, jump: float):
+    """Per 4-neighbour direction: (destination slice, source slice, agree) where ``agree`` marks pixel pairs that are
+    both ``inside`` with readings and differ by at most ``jump`` of the nearer depth (no depth edge between them)."""
+    h, w = z.shape
+    for dst, src in (((slice(None), slice(1, None)), (slice(None), slice(None, w - 1))),
+                     ((slice(None), slice(None, w - 1)), (slice(None), slice(1, None))),
+                     ((slice(1, None), slice(None)), (slice(None, h - 1), slice(None))),
+                     ((slice(None, h - 1), slice(None)), (slice(1, None), slice(None)))):
+        a, b = z[dst], z[src]
+        both = inside[dst] & inside[src] & (a > 0) & (b > 0)
+        yield dst, src, both & (np.abs(a - b) <= jump * np.minimum(a, b))
+
+
+def flying_pixels(z: np.ndarray, edges: np.ndarray, inside: np.ndarray, jump: float, reach: int = 4) -> np.ndarray:
+    """The readings of ``edges`` (``depth_edges``) that continue no surface of ``inside``: no chain of at most
+    ``reach`` agreeing 4-neighbours inside (``_agree_shifts``) links them to a reading off the edges. A true reading
+    at the silhouette (a step to the table) or beside a flying pixel continues its surface and is no flying pixel;
+    a depth between two surfaces, alone or in a short run of its like, is."""
+    anchored = inside & (z > 0) & ~edges
+    for _ in range(reach):
+        grown = anchored.copy()
+        for dst, src, agree in _agree_shifts(z, inside, jump):
+            grown[dst] |= agree & anchored[src]
+        if np.array_equal(grown, anchored):
+            break
+        anchored = grown
+    return edges & inside & ~anchored
+
+
 def interior_holes(holes: np.ndarray, obj: np.ndarray, max_pixels: float) -> np.ndarray:
     """Hole pixels in components (8-connected) that touch nothing outside ``obj`` and hold <= max_pixels."""
     n, lab, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=8)
@@ -299,7 +343,7 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     n_obj = max(int(obj.sum()), 1)
     noise = cfg.noise
     plane = fit_plane((rays[ring & (sens > 0)] * sens[ring & (sens > 0), None]), cfg.plane_tol,
-                      cfg.plane_iterations, rng, cfg.min_plane_inliers)
+                      cfg.plane_iterations, rng, cfg.min_plane_inliers, noise)
     if plane is not None:
         zp = plane_depth(rays, plane[0], plane[1])
         through = has & (sens >= zp - (cfg.see_through_tol + 3 * noise.sigma(zp)))
@@ -308,7 +352,8 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     reliable = has & ~through
     ok_pred = obj & np.isfinite(pred) & (pred > 0)
     strict = cfg.consistency + 3 * noise.sigma(sens)  # the band a reading must fall in, per pixel
-    edges = depth_edges(sens, cfg.edge_jump)  # at the sensor's own depth edges a reading may be a flying pixel
+    # at the sensor's own depth edges a reading may be a flying pixel, unless it continues the object's surface
+    edges = flying_pixels(sens, depth_edges(sens, cfg.edge_jump), obj, cfg.edge_jump)
     base = dict(coverage=float(has.sum() / n_obj), see_through=float(through.sum() / n_obj),
                 plane_inliers=plane[2] if plane is not None else 0)
     fit = None
@@ -371,7 +416,9 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     spread = 3 * 1.4826 * float(np.median(np.abs(near - centre))) if len(near) else 0.0
     d = np.nan_to_num(resid - centre, nan=np.inf)
     front = np.where(edges, strict, np.maximum(strict, spread))  # widened in front, never at depth edges
-    consistent = trusted & ok_pred & (d <= strict) & (-d <= front)
+    # a reading the aligned prediction agrees with is the object's own, at the support plane too (a flat object, a
+    # tray's floor, the resting edge): the table seen through glass lies behind the prediction
+    consistent = has & ok_pred & (d <= strict) & (-d <= front)
     behind = trusted & ok_pred & (d > strict)
     # a disputed reading stays when it lies in one smooth patch with consistent ones (the network may be wrong
     # where the sensor is right); a flying pixel (at a depth edge) or a reflection blob (a step behind) does not
@@ -380,12 +427,6 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     seeded[np.unique(patches[consistent])] = True
     seeded[0] = False
     keep = consistent | (trusted & seeded[patches]) | (reliable & ~ok_pred & ~edges)
-    # with a support-contact scale, readings at the plane that the prediction agrees with, when they are most of
-    # those readings, are the object's own (a flat object, a tray's floor); the table seen through glass lies behind
-    # the prediction except at the resting edge
-    at_plane = through & ok_pred & (np.abs(d) <= strict)
-    if scale_from == "support-contact" and at_plane.sum() >= 0.5 * (through & ok_pred).sum():
-        keep |= at_plane
     correction = _spread(sens - aligned, keep & ok_pred, cfg.residual_sigma)
     filled = np.where(np.isfinite(correction), aligned + correction, aligned)
     target = ok_pred & ~keep

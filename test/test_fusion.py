@@ -93,7 +93,11 @@ def test_see_through_readings_are_rejected_and_scale_comes_from_the_support_cont
     depth, source, rep = run(pred, sensor, box)
     # the rim pixels' centres lie up to half a pixel (here ~2.5 mm) above the resting edge: 0.6% high
     assert rep.scale_from == "support-contact" and rep.scale == pytest.approx(3.0, rel=1e-2)
-    assert rep.see_through > 0.75 and rep.kept == 0  # no reading of the table behind it is kept
+    # no reading of the table behind it is kept, but at its resting edge, where the table meets the glass within
+    # the band of the prediction (the prediction agrees with them)
+    kept = source == fu.SOURCE_SENSOR
+    assert rep.see_through > 0.75 and rep.kept < 0.06
+    assert np.abs(depth[kept] - gt[kept]).max() < 0.02
     on_object = np.abs(depth[box] - gt[box]) < 0.010
     assert on_object.mean() >= 0.95, on_object.mean()
     # the naive robust fit on the object's readings locks onto the table (the pilot's failure)
@@ -274,3 +278,67 @@ def test_a_flat_object_reading_at_the_plane_keeps_its_readings():
     depth, source, rep = run(np.where(box, gt / 3.0, np.nan), sensor, box, align="scale-shift")
     assert rep.scale_from == "support-contact" and rep.see_through > 0.5
     assert (source[box & (sensor > 0)] == fu.SOURCE_SENSOR).mean() > 0.95
+
+
+def test_readings_at_the_plane_that_the_prediction_agrees_with_are_kept_however_few():
+    """Issue 24, diffuse objects: a tray 3 mm thin lies within the see-through band of the table, so its scale comes
+    from the support contact. The network got its middle wrong (3 cm too close over most of it): the readings there
+    are disputed, yet every reading the aligned prediction agrees with is the tray's own and stays, even when they
+    are a minority of its readings at the plane (before: all of them were dropped as the table)."""
+    rng = np.random.default_rng(13)
+    gt, _, box = box_on_table(K, H, W, half=(0.06, 0.0015, 0.05))
+    sensor = sensor_of(gt, rng)
+    middle = cv2.erode(box.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert 0.55 < middle.sum() / box.sum() < 0.8
+    depth, source, rep = run(np.where(box, (gt - 0.03 * middle) / 3.0, np.nan), sensor, box, align="scale-shift")
+    assert rep.scale_from == "support-contact" and rep.see_through > 0.9
+    agree = box & ~middle & (sensor > 0) & (np.abs(sensor - gt) < 0.004)
+    assert agree.sum() > 0.2 * box.sum()
+    assert (source[agree] == fu.SOURCE_SENSOR).mean() > 0.97
+    assert np.array_equal(depth[agree], sensor[agree])
+
+
+def test_the_plane_band_grows_with_the_sensor_noise_at_the_tables_depth():
+    """Issue 24: a table read as noisily as a harsh camera reads it at 1.2 m (sigma ~8 mm) is the table within
+    plane_tol + 3 sigmas: with plane_tol (6 mm) alone, a quarter of its readings (621 of 800 inliers) were not the
+    table's. A nearer surface in the ring (a box's side, 30% of the points) stays off it."""
+    rng = np.random.default_rng(14)
+    noise = fu.DepthNoise(quadratic=0.0056)
+    n = np.array([0.0, -0.8, -0.6])
+    table = rng.uniform(-0.3, 0.3, (800, 3)) + [0.0, 0.0, 1.2]
+    table -= (table @ n + 0.72)[:, None] * n  # onto n . p + 0.72 = 0, 1.2 m away
+    table += rng.normal(0, 1, (800, 1)) * noise.sigma(table[:, 2:]) * table / table[:, 2:]  # along the rays
+    side = np.column_stack([rng.uniform(-0.1, 0.1, 350), rng.uniform(-0.05, 0.05, 350), np.full(350, 0.8)])
+    side[:, 2] += rng.normal(0, 1, 350) * noise.sigma(side[:, 2])
+    pts = np.concatenate([table, side])
+    got_n, got_d, inliers = fu.fit_plane(pts, 0.006, 200, rng, 50, noise)
+    assert np.degrees(np.arccos(abs(got_n @ n))) < 2 and got_d == pytest.approx(0.72, abs=0.01)
+    assert inliers >= 0.97 * len(table)
+    band = fu.plane_band(pts, 0.006, noise)
+    assert band[0] == pytest.approx(0.006 + 3 * noise.sigma(pts[0, 2]))
+
+
+def test_readings_at_the_silhouette_that_continue_the_surface_are_kept_and_flying_pixels_are_not():
+    """Issue 24, diffuse objects: at the silhouette every reading steps to the table beside it, and every third rim
+    pixel is a flying pixel (10 cm behind, a mix with the background) that steps to its neighbours; the network's
+    depth is off there (3 cm in front over a 3 px band, blurred as networks blur silhouettes). The true readings
+    there continue the object's surface: they stay (before, a step to the table or to a flying pixel made each a
+    depth edge, never part of a smooth patch: 39% were lost). The flying pixels do not."""
+    rng = np.random.default_rng(15)
+    gt, _, box = scene()
+    sensor = sensor_of(gt, rng)
+    rim = box & ~cv2.erode(box.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    band = box & ~cv2.erode(box.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    flying = rim & (np.cumsum(rim.ravel()).reshape(rim.shape) % 3 == 0)
+    sensor[flying] = np.round((gt[flying] + 0.1) * 1000) / 1000
+    pred = np.where(box, (gt - 0.03 * band) / 3.0, np.nan)
+    depth, source, rep = run(pred, sensor, box, align="scale-shift")
+    assert rep.scale_from == "object" and rep.scale == pytest.approx(3.0, rel=1e-2)
+    true_band = band & ~flying & (sensor > 0)
+    assert (source[true_band] == fu.SOURCE_SENSOR).mean() > 0.97
+    assert not (source[flying] == fu.SOURCE_SENSOR).any()
+    edges = fu.depth_edges(sensor, 0.03)
+    assert (edges & true_band).sum() > 0.3 * true_band.sum()  # a third of them are at a depth edge
+    found = fu.flying_pixels(sensor, edges, box, 0.03)
+    assert np.array_equal(found & flying, edges & flying)  # every flying pixel at an edge (all of them)...
+    assert (found & ~flying).sum() <= 0.1 * flying.sum()  # ...and a few true ones whose neighbours are all flying
