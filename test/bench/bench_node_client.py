@@ -167,8 +167,8 @@ def main(frames: int, cloud_mode: str = "organized", soak: bool = False, target:
         rclpy.try_shutdown()
         return
     fwd = min(fwd_before, standalone_forward()[0])  # the floor: the network's forward on a quiet machine
-    print(f"node 640x480 mini (default backend: {backend}, {cloud_mode} cloud): latency p50 {1e3 * p50:.1f} ms, p95 {1e3 * p95:.1f} ms, sustained "
-          f"{rate:.1f} Hz; network forward {1e3 * fwd:.1f} ms -> node overhead {1e3 * (p50 - fwd):.1f} ms = "
+    print(f"node 640x480 mini (default backend: {backend}, {cloud_mode} cloud): latency p50 {1e3 * p50:.1f} ms, "
+          f"p95 {1e3 * p95:.1f} ms, sustained {rate:.1f} Hz; network forward {1e3 * fwd:.1f} ms -> node overhead {1e3 * (p50 - fwd):.1f} ms = "
           f"{100 * (p50 - fwd) / fwd:.0f}% of the network (goal <= 15%); inside the node: receive -> published "
           f"p50 {serial_diag.get('latency_p50_ms', '?')} ms, its network {serial_diag.get('network_ms', '?')} ms (the rest "
           f"is DDS transport and (de)serialization of the messages in both processes); frames dropped under the "
