@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import math  # noqa: E402
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 import time
 import traceback
 from collections import deque
@@ -69,7 +69,7 @@ class ObjectDepthNode(LifecycleNode):
         self._slot = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._worker: Future | threading.Thread | None = None  # the worker loop, on the model thread
         # the publish stage: one result handed over at a time (``_handoff``), taken by ``_publisher`` in order
         self._result = None
         self._result_cond = threading.Condition()
@@ -77,7 +77,8 @@ class ObjectDepthNode(LifecycleNode):
         self._counter_lock = threading.Lock()  # both stages count
         # every model call (load, estimate, composite) runs on this one thread: torch's OpenMP pool belongs to the
         # thread that first used it, and a model loaded on one thread but run on another ran 2x slower here
-        # (mini: 12 -> 27 ms per forward on 2 cores; make bench)
+        # (mini: 12 -> 27 ms per forward on 2 cores; make bench). The worker loop itself runs there while active, so
+        # a frame does not hop threads on its way into the network
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="object_depth_model")
         self.counters = {"processed": 0, "dropped_overload": 0, "skipped_bad_input": 0, "errors": 0, "log_failures": 0}
         self.latencies: deque = deque(maxlen=200)
@@ -186,7 +187,7 @@ class ObjectDepthNode(LifecycleNode):
         self._diag_pub.publish(msg)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if any(t is not None and t.is_alive() for t in (self._worker, self._publisher)):  # never two at once
+        if any(_running(t) for t in (self._worker, self._publisher)):  # never two at once
             self.get_logger().error("activate refused: the previous worker is still finishing a frame")
             return TransitionCallbackReturn.FAILURE
         # what configure applied, never a value changed since (that one is pending until cleanup + configure)
@@ -208,10 +209,9 @@ class ObjectDepthNode(LifecycleNode):
         self.activated_at = time.monotonic()
         self._input_window = {t: 0 for t in topics}
         self._result = None
-        self._worker = threading.Thread(target=self._work, name="object_depth_worker", daemon=True)
         self._publisher = threading.Thread(target=self._publish_results, name="object_depth_publisher", daemon=True)
-        self._worker.start()
         self._publisher.start()
+        self._worker = self._model_thread.submit(self._work)
         super().on_activate(state)  # enables the lifecycle publishers
         self.get_logger().info(f"active: subscribed to {[self.resolve_topic_name(t) for t in topics]}")
         return TransitionCallbackReturn.SUCCESS
@@ -260,14 +260,17 @@ class ObjectDepthNode(LifecycleNode):
             with cond:
                 cond.notify_all()
         # both stages stop between frames: wait for the frame in flight (bounded by one inference / one publish)
-        for attr in ("_worker", "_publisher"):
-            thread = getattr(self, attr)
-            if thread is None:
+        for attr, what in (("_worker", "worker"), ("_publisher", "publisher")):
+            stage = getattr(self, attr)
+            if stage is None:
                 continue
-            thread.join(timeout=120.0)
-            if thread.is_alive():
-                self.get_logger().error(f"the {thread.name} thread did not stop within 120 s; it publishes nothing "
-                                        f"(publishers are deactivated) and activation is refused until it ends")
+            if isinstance(stage, Future):
+                wait([stage], timeout=120.0)
+            else:
+                stage.join(timeout=120.0)
+            if _running(stage):
+                self.get_logger().error(f"the {what} did not stop within 120 s; it publishes nothing (publishers "
+                                        f"are deactivated) and activation is refused until it ends")
                 continue
             setattr(self, attr, None)
 
@@ -296,6 +299,9 @@ class ObjectDepthNode(LifecycleNode):
             self._cond.notify()
 
     def _work(self) -> None:
+        """The worker loop, run on the model thread while active (named object_depth_worker meanwhile)."""
+        me = threading.current_thread()
+        name, me.name = me.name, "object_depth_worker"
         try:
             while not self._stop.is_set():
                 with self._cond:
@@ -308,6 +314,8 @@ class ObjectDepthNode(LifecycleNode):
                 self._serve(frame, received)
         except BaseException as exc:  # noqa: B036 - nothing may end the worker unseen
             self._worker_died(exc)
+        finally:
+            me.name = name
 
     def _serve(self, frame: dict, received: float) -> None:
         """One frame: handed to the publisher, or counted, logged and named on /diagnostics as skipped (bad input)
@@ -407,28 +415,32 @@ class ObjectDepthNode(LifecycleNode):
         self._emit(level, text + (f"\n{detail}" if detail else ""))
 
     def _process(self, frame: dict, received: float) -> None:
-        """The worker's stage: decode, estimate (on the model thread), then hand the result to the publisher."""
+        """The worker's stage (on the model thread): decode, estimate, then hand the result to the publisher."""
         f = conversions.decode_frame(frame, mask_labels=self.p("mask_labels"))
         if f.distortion:
             self._log_throttled("warning", f.distortion, period=math.inf, kind=f.distortion)  # once per calibration
         if f.mask_note:
             self._log_throttled("warning", f.mask_note, period=30.0, kind="mask values")
         rgb, K, mask, sensor = f.rgb, f.K, f.mask, f.sensor
-        res = self._model_thread.submit(self.estimator.estimate, rgb, K, mask, sensor).result()
+        res = self.estimator.estimate(rgb, K, mask, sensor)
         if self._stop.is_set():  # deactivated while this frame was in the network: it is not published
             return
         if self.p("max_depth") > 0:
             res.limit_depth(self.p("max_depth"))
         for w in res.warnings:
             self._log_throttled("warning", w, period=5.0)
-        self._handoff((frame, f, res, received))
+        comp = None  # the composite preview is model work: here, not on the publisher
+        if (self.p("publish_composite") and mask is not None and self.estimator.model is not None
+                and self.pubs["composite"].get_subscription_count() > 0):
+            comp = self.estimator.composite_preview(rgb, mask, K)
+        self._handoff((frame, f, res, comp, received))
 
-    def _publish(self, frame: dict, f: conversions.Frame, res, received: float) -> None:
+    def _publish(self, frame: dict, f: conversions.Frame, res, comp: np.ndarray | None, received: float) -> None:
         """The publisher's stage: one frame's messages (only for topics someone listens to), then its counters."""
         if self._stop.is_set():
             return
         img_msg, info = frame["image"], frame["camera_info"]
-        rgb, mask, K = f.rgb, f.mask, f.K
+        rgb = f.rgb
         header = img_msg.header
         # messages are built only for topics someone listens to; buffers go into them without a copy
         depth_pubs = [self.pubs[k] for k in ("depth", "depth_legacy") if self.pubs[k].get_subscription_count() > 0]
@@ -450,9 +462,7 @@ class ObjectDepthNode(LifecycleNode):
                 PointCloud2, PointField, header, res.depth, res.K, rgb if self.p("cloud_rgb") else None,
                 organized=self.p("cloud_mode") == "organized", label=res.instance if labels else None,
                 source=res.source if labels else None))
-        if (self.p("publish_composite") and mask is not None and self.estimator.model is not None
-                and self.pubs["composite"].get_subscription_count() > 0):
-            comp = self._model_thread.submit(self.estimator.composite_preview, rgb, mask, K).result()
+        if comp is not None:
             self.pubs["composite"].publish(Image(header=header, height=comp.shape[0], width=comp.shape[1],
                                                  encoding="rgb8", is_bigendian=0, step=comp.shape[1] * 3,
                                                  data=comp.tobytes()))
@@ -541,7 +551,7 @@ class ObjectDepthNode(LifecycleNode):
         if pending:
             st.message = f"{st.message}; pending until cleanup + configure: {values['pending']}"[:400]
         active = self.state_label == "active"
-        publishing = self._publisher is not None and self._publisher.is_alive()
+        publishing = _running(self._publisher)
         if self.fatal or (active and self.activated_at is not None and not (workers and publishing)
                           and not self._stop.is_set()):
             st.level, st.message = DiagnosticStatus.ERROR, (self.fatal or "the worker is not running")[:400]
@@ -551,6 +561,13 @@ class ObjectDepthNode(LifecycleNode):
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
+
+
+def _running(stage: Future | threading.Thread | None) -> bool:
+    """Whether a stage (the worker's future on the model thread, or a thread) is still running."""
+    if stage is None:
+        return False
+    return not stage.done() if isinstance(stage, Future) else stage.is_alive()
 
 
 def main(args=None) -> None:
