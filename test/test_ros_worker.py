@@ -131,12 +131,13 @@ def _frame_msgs(stamp: int, tag: int) -> dict:
     return msgs
 
 
-def _pipeline(node, estimate_s, publish_s, log: list, est_log: list) -> None:
+def _pipeline(node, estimate_s, publish_s, log: list, est_log: list, estimator=None,
+              listened=("depth", "cloud")) -> None:
     """Wire ``node`` as activate does, with stand-ins for the estimator and the publishers, and start both stages."""
     from bgprompt_core.sync import Synchronizer
 
-    node.estimator = _SlowEstimator(estimate_s, est_log)
-    node.pubs = {k: _Recorder(log, k, publish_s, listeners=1 if k in ("depth", "cloud") else 0)
+    node.estimator = estimator or _SlowEstimator(estimate_s, est_log)
+    node.pubs = {k: _Recorder(log, k, publish_s, listeners=1 if k in listened else 0)
                  for k in ("depth", "depth_legacy", "info", "cloud", "composite", "markers")}
     node.sync = Synchronizer(["image", "camera_info", "mask"])
     node._stop.clear()
@@ -194,3 +195,32 @@ def test_a_frame_estimated_before_deactivation_is_never_published_after_it(node)
     node._stop_worker()
     time.sleep(0.1)
     assert {s for _, s, _, _ in log} <= {2_000_000_000} and node._worker is None and node._publisher is None
+
+
+def test_the_composite_preview_is_made_by_the_worker_and_published_with_its_frame(node):
+    """The composite (model work, torch) is made on the worker, beside the network, and leaves with its frame."""
+    import numpy as np
+
+    made = []
+
+    class WithModel(_SlowEstimator):
+        model = object()
+
+        def composite_preview(self, rgb, mask, K):
+            made.append(threading.current_thread().name)
+            return np.zeros((8, 16, 3), np.uint8)
+
+    log, est_log = [], []
+    _pipeline(node, None, lambda: 0.0, log, est_log, WithModel(lambda: 0.0, est_log), ("cloud", "composite"))
+    stamps = []
+    for k in range(3):
+        stamps.append(3_000_000_000 + k * 10**7)
+        for topic, msg in _frame_msgs(stamps[-1], k).items():
+            node._on_message(topic, msg)
+        time.sleep(0.1)
+    deadline = time.time() + 10
+    while time.time() < deadline and sum(t == "composite" for t, *_ in log) < 3:
+        time.sleep(0.01)
+    node._stop_worker()
+    assert [s for t, s, _, _ in log if t == "composite"] == [s for t, s, _, _ in log if t == "cloud"] == stamps
+    assert made == ["object_depth_worker"] * 3
