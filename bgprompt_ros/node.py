@@ -43,11 +43,14 @@ from visualization_msgs.msg import MarkerArray
 
 from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator
 from bgprompt_core.object_summary import summarize_objects
+from bgprompt_core.sync import Synchronizer
 
 from . import conversions
 from .markers import object_markers
-from .params import PARAMETERS, TYPE_WORDS, coerce, estimator_config_from_params, invalid
-from bgprompt_core.sync import Synchronizer
+from .params import PARAMETERS, TYPE_WORDS, coerce, estimator_config_from_params, invalid, unknown_names
+
+PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")  # Fast DDS 2.x (Jazzy), 3.x
+
 
 class ObjectDepthNode(LifecycleNode):
     def __init__(self, **kwargs):
@@ -131,6 +134,8 @@ class ObjectDepthNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         # values given at start-up never went through the set-parameters callback: the same rules here
         bad = [reason for name in PARAMETERS if (reason := invalid(name, self.p(name)))]
+        unknown = unknown_names(self._parameter_overrides)  # rclpy ignores undeclared names: refuse them here
+        bad += [unknown] if unknown else []
         if bad:
             return self._configure_failed("; ".join(bad))
         try:
@@ -181,7 +186,7 @@ class ObjectDepthNode(LifecycleNode):
             return
         text = f"configure failed: {self.configure_problem}" if self.configure_problem else "not configured"
         st = DiagnosticStatus(name=f"{self.get_name()}: object depth", level=DiagnosticStatus.ERROR,
-                              message=text[:300], hardware_id=str(self.p("backend")))
+                              message=text[:800], hardware_id=str(self.p("backend")))
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
@@ -198,7 +203,8 @@ class ObjectDepthNode(LifecycleNode):
             topics.append("sensor_depth")
         self.sync = Synchronizer(topics, self.c("sync_mode"), self.c("sync_slop"), self.c("queue_size"),
                                  min_period=self.c("sync_min_period"))
-        reliability = ReliabilityPolicy.BEST_EFFORT if self.c("sub_reliability") == "best_effort" else ReliabilityPolicy.RELIABLE
+        best_effort = self.c("sub_reliability") == "best_effort"
+        reliability = ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.c("queue_size"), reliability=reliability,
                          durability=qos_profile_sensor_data.durability)
         types = {"image": Image, "camera_info": CameraInfo, "mask": Image, "sensor_depth": Image}
@@ -510,7 +516,7 @@ class ObjectDepthNode(LifecycleNode):
         most = max(window.values(), default=0)
         starved = [t for t, n in window.items() if most >= 3 and n < most / 2]
         if starved:
-            profile = any(os.environ.get(v) for v in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"))
+            profile = any(os.environ.get(v) for v in PROFILE_VARS)
             out.append(f"inputs lost on the way: {', '.join(f'{t} {window[t]}' for t in starved)} vs {most} messages "
                        f"on another input in the last period" + ("" if profile else
                        "; large images over best-effort DDS need a Fast DDS profile (the launch file sets "

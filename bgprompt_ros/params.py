@@ -40,6 +40,8 @@ PARAMETERS: dict[str, tuple] = {
                        "fill holes and see-through or outlying readings with the aligned prediction)",
                ("none", "fill"), True),
     "recenter": (False, "re-centre each object by a virtual camera before the network", None, True),
+    "max_objects": (16, "objects per frame, the largest kept (one network batch; a TensorRT engine's profile covers "
+                        "1..max_objects)", None, True),
     "max_depth": (0.0, "drop points farther than this (0: no limit)", None, False),
     # dense by default: grasp planners take object points; measured (make bench, 640x480, one object) the node's
     # p50 latency is 28 ms dense vs 58 ms organized, and the message ~40x smaller. organized keeps the pixel grid
@@ -85,6 +87,7 @@ RULES: dict[str, tuple] = {
     "sync_min_period": (lambda v: math.isfinite(v) and v >= 0, "a finite number of seconds >= 0"),
     "diagnostics_period": (lambda v: math.isfinite(v) and v > 0, "a finite number of seconds > 0"),
     "queue_size": (lambda v: v >= 1, "an integer >= 1"),
+    "max_objects": (lambda v: 1 <= v <= 256, "an integer in [1, 256]"),
     "pub_depth": (lambda v: v >= 1, "an integer >= 1"),
     **FUSION_RULES,
 }
@@ -127,8 +130,17 @@ def estimator_config_from_params(params: dict) -> EstimatorConfig:
         model=p["model"], prompt=p["prompt"], backend=p["backend"], onnx=p["onnx"] or None,
         cache_dir=p["engine_cache_dir"], device=p["device"], precision=p["precision"], scale=p["scale"],
         align=p["align"], fusion=p["fusion"], recenter=p["recenter"], segmentation="rembg" if p["segmentation"] == "rembg" else "none",
-        rembg_model=p["rembg_model"], max_depth=p["max_depth"] or math.inf,
+        rembg_model=p["rembg_model"], max_depth=p["max_depth"] or math.inf, max_objects=p["max_objects"],
         fusion_config=fusion_config_from_params(p))
+
+
+def unknown_names(names) -> str | None:
+    """Why ``names`` (parameters given to the node) are refused, when some are not its parameters (None when all
+    are); ``use_sim_time`` and ``qos_overrides.*`` are rclpy's own."""
+    unknown = sorted(n for n in set(names) - set(PARAMETERS) - {"use_sim_time"} if not n.startswith("qos_overrides."))
+    if not unknown:
+        return None
+    return f"unknown parameters {unknown}: every parameter is in config/object_depth.yaml (`ros2 param list`)"
 
 
 def read_params_file(path: str | Path, node_name: str = "object_depth") -> dict:
@@ -139,9 +151,9 @@ def read_params_file(path: str | Path, node_name: str = "object_depth") -> dict:
     out: dict = {}
     for key in ("/**", node_name, f"/{node_name}"):
         out.update((data.get(key) or {}).get("ros__parameters", {}))
-    unknown = sorted(set(out) - set(PARAMETERS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown parameters {unknown}")
+    reason = unknown_names(out)
+    if reason:
+        raise ConfigError(f"{path}: {reason}")
     for name, value in out.items():
         reason = invalid(name, value)
         if reason:

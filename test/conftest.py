@@ -11,6 +11,10 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="bgprompt-roslog-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# rembg imports pymatting, whose ~60 numba functions compile at import: 52 s on a fresh venv (CI), for alpha
+# matting that bgprompt never calls (segmentation.py runs the rembg session only). Interpreted here, in every
+# process the tests start; a robot compiles them once, on the first rembg start (numba caches them).
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 
 def _gpu_reason() -> str | None:

@@ -192,6 +192,19 @@ def test_recenter_path_returns_depth_on_the_object(tiny_model_dir, tmp_path):
     assert not res.valid[labels == 0].any()
 
 
+def test_every_point_without_fusion_is_marked_predicted(tiny_model_dir):
+    """The reported defect: `source` was 0 (unknown) for every point in relative mode, while the cloud's field is
+    documented as 1 sensor, 2 predicted."""
+    from bgprompt_core.fusion import SOURCE_NONE, SOURCE_PREDICTED
+
+    img, labels = _frame()
+    res = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none")).estimate(img, K, labels)
+    assert res.valid.any() and res.source is not None and res.source.dtype == np.uint8
+    assert (res.source[res.valid] == SOURCE_PREDICTED).all() and (res.source[~res.valid] == SOURCE_NONE).all()
+    res.limit_depth(float(np.nanmedian(res.depth)))  # points dropped later lose their source too
+    assert (res.source[~res.valid] == SOURCE_NONE).all() and (res.source[res.valid] == SOURCE_PREDICTED).all()
+
+
 def test_composite_preview_has_one_tile_per_object_with_its_pixels_untouched(tiny_model_dir):
     img, labels = _frame()
     est = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none"))

@@ -110,21 +110,22 @@ def node_proc(tiny_model_dir, tmp_path_factory):
 NODE_TOPICS = ("image", "camera_info", "mask", "sensor_depth", "object_depth", "object_points", "object_markers")
 
 
-def spawn_node(tmp_path, name: str, **params) -> subprocess.Popen:
-    """Another object_depth_node process, called ``name``, its topics under ``name/``, with ``params``."""
+def spawn_node(tmp_path, name: str, ros_args: tuple = (), **params) -> subprocess.Popen:
+    """Another object_depth_node process, called ``name``, its topics under ``name/``, with ``params`` (a params
+    file) and ``ros_args`` (more --ros-args, e.g. ``("-p", "max_depth:=2")``)."""
     value = lambda v: str(v).lower() if isinstance(v, bool) else v  # noqa: E731 (YAML booleans)
     path = tmp_path / f"{name}.yaml"
     path.write_text("/**:\n  ros__parameters:\n" + "".join(f"    {k}: {value(v)}\n" for k, v in params.items()))
     remaps = sum((["-r", f"{t}:={name}/{t}"] for t in NODE_TOPICS), ["-r", f"__node:={name}"])
-    return subprocess.Popen([NODE, "--ros-args", "--params-file", str(path), *remaps],
+    return subprocess.Popen([NODE, "--ros-args", "--params-file", str(path), *remaps, *ros_args],
                             env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "log")},
                             stdout=open(tmp_path / "node.out", "w"), stderr=subprocess.STDOUT)
 
 
 @contextlib.contextmanager
-def spawned(tmp_path, name: str, **params):
+def spawned(tmp_path, name: str, ros_args: tuple = (), **params):
     """(process, client node) of ``spawn_node``; both are stopped afterwards."""
-    proc = spawn_node(tmp_path, name, **params)
+    proc = spawn_node(tmp_path, name, ros_args, **params)
     if not rclpy.ok():
         rclpy.init()
     node = rclpy.create_node(f"bgprompt_{name}_client")
@@ -428,11 +429,13 @@ def test_max_depth_set_at_run_time_applies_to_the_next_frame(node_proc):
 
 
 def test_bad_start_up_values_fail_configure_with_the_reason_and_the_node_keeps_running(tiny_model_dir, tmp_path):
-    """queue_size 0 left the node silently unconfigured (diagnostics OK); diagnostics_period -1 crashed it."""
+    """queue_size 0 left the node silently unconfigured (diagnostics OK); diagnostics_period -1 crashed it; device 0
+    raised InvalidParameterTypeException in the constructor (exit 1); an unknown name was silently ignored."""
     from bgprompt_ros.readiness import lifecycle_state
 
-    with spawned(tmp_path, "bad_start", model=tiny_model_dir, prompt="none", queue_size=0,
-                 diagnostics_period=-1.0) as (proc, node):
+    # -p: an integer for a decimal (accepted), an integer for a string (refused with the reason)
+    with spawned(tmp_path, "bad_start", ("-p", "max_depth:=2", "-p", "rembg_model:=7"), model=tiny_model_dir,
+                 prompt="none", queue_size=0, diagnostics_period=-1.0, device=0, cache_dir="/opt/x") as (proc, node):
         errors = []
         node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: errors.extend(
             st for st in m.status if st.name.startswith("bad_start") and st.level == DiagnosticStatus.ERROR), 10)
@@ -442,10 +445,16 @@ def test_bad_start_up_values_fail_configure_with_the_reason_and_the_node_keeps_r
         assert errors, (tmp_path / "node.out").read_text()[-3000:]
         assert "queue_size must be an integer >= 1, got 0" in errors[-1].message
         assert "diagnostics_period must be a finite number of seconds > 0, got -1.0" in errors[-1].message
+        # a whole number for a string parameter (InvalidParameterTypeException at start-up before) and a name the
+        # node does not have (silently ignored before; docs/DEPLOYMENT.md gave cache_dir)
+        assert "device must be a string, got 0 (int)" in errors[-1].message
+        assert "unknown parameters ['cache_dir']" in errors[-1].message
+        assert "rembg_model must be a string, got 7 (int)" in errors[-1].message
+        assert "max_depth" not in errors[-1].message
         assert lifecycle_state(node, "bad_start", "/") == "unconfigured"
         assert proc.poll() is None  # still running, reachable, reporting
         log = (tmp_path / "node.out").read_text()
-        assert "configure failed: queue_size must be" in log and "Traceback" not in log
+        assert "configure failed: " in log and "queue_size must be" in log and "Traceback" not in log
 
 
 def test_distorted_camera_info_is_served_with_one_warning(node_proc):
@@ -701,6 +710,75 @@ def test_no_input_and_inputs_that_stop_turn_the_diagnostics_to_warn(tiny_model_d
         assert n.served(n.send(time.time_ns())) is not None
         st = n.diag_until(lambda st: "inputs stopped" in st.message)
         assert st.level == DiagnosticStatus.WARN
+
+
+def test_fault_injection_every_good_frame_after_each_fault_is_served_and_each_fault_is_named(tiny_model_dir,
+                                                                                             tmp_path):
+    """One live node through every bad input class the README lists, a parameter change, lifecycle transitions
+    and a clock jump, in sequence: the good frame after each fault is served, and /diagnostics names the fault
+    (WARN, its reason in the message) while it lasts."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    with spawned(tmp_path, "faults", model=tiny_model_dir, prompt="none", sub_reliability="reliable",
+                 diagnostics_period=0.2) as (proc, node):
+        n = Spawned(node, "faults", tmp_path)
+        img, labels = frame()
+        clock = [time.time_ns()]
+
+        def stamp(back: float = 0.0) -> int:
+            clock[0] += 10**7 - int(back * 1e9)
+            return clock[0]
+
+        def publish(s, image=None, encoding="rgb8", mask=None, info=None):
+            n.pubs["faults/image"].publish(image_msg(img if image is None else image, encoding, s))
+            n.pubs["faults/mask"].publish(image_msg(labels * 255 if mask is None else mask, "mono8", s))
+            n.pubs["faults/camera_info"].publish(info or info_msg(s))
+
+        def good(back: float = 0.0):
+            s = stamp(back)
+            publish(s)
+            assert n.served(s) is not None, f"the good frame after the fault was not served\n{n.log()[-3000:]}"
+
+        def fault(needle: str, **frame_kw):
+            s = stamp()
+            if "info" in frame_kw:  # give the camera_info the frame's stamp
+                inf = frame_kw["info"]
+                inf.header.stamp.sec, inf.header.stamp.nanosec = s // 10**9, s % 10**9
+            publish(s, **frame_kw)
+            st = n.diag_until(lambda st: needle in st.message)
+            assert st.level == DiagnosticStatus.WARN, (needle, st.level, st.message)
+            good()
+
+        def change(tid):
+            client = node.create_client(ChangeState, "/faults/change_state")
+            assert client.wait_for_service(timeout_sec=60)
+            fut = client.call_async(ChangeState.Request(transition=Transition(id=tid)))
+            rclpy.spin_until_future_complete(node, fut, timeout_sec=60)
+            node.destroy_client(client)
+            assert fut.result().success, tid
+
+        good()
+        fault("yuv422", image=img[..., :2].copy(), encoding="yuv422")
+        fault("mask is 10x10", mask=np.zeros((10, 10), np.uint8))
+        fault("empty mask", mask=np.zeros((H, W), np.uint8))
+        fault("non-positive focal", info=info_msg(0, k=[0.0] * 9))
+        fault("implausible", info=info_msg(0, k=[1e-300, 0, 79.5, 0, 1e-300, 59.5, 0, 0, 1]))
+        fault("NaN or inf", info=info_msg(0, k=[float("nan")] * 9))
+        fault("camera_info is for", info=info_msg(0, w=320, h=240))
+        assert _set_params(node, "faults", max_depth=3)[0].successful  # an integer for a decimal, at run time
+        good()
+        change(Transition.TRANSITION_DEACTIVATE)
+        change(Transition.TRANSITION_ACTIVATE)
+        wait_for_nodes(node, ["faults"], 60, publishers=n.pubs)
+        good()
+        s = stamp(back=10.0)  # the camera clock restarts 10 s back
+        publish(s)
+        assert n.served(s) is not None, n.log()[-3000:]
+        st = n.diag_until(lambda st: "went back" in st.message)
+        assert st.level == DiagnosticStatus.WARN and int(values_of(st)["stamp_jumps"]) == 1
+        good()
+        assert proc.poll() is None and "Traceback" not in n.log()
 
 
 # last: it stops the module's node

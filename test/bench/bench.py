@@ -347,6 +347,21 @@ def bench_node(report: list[str], frames: int = 40, rounds: int = NODE_REPEATS) 
                           f"{len(pairs)} interleaved pairs (goal <= 1.25x: {_verdict(ratios, 1.25)})")
 
 
+def bench_flood(report: list[str], frames: int = 90) -> None:
+    """30 Hz of 640x480 frames into the node under its defaults, without and with the launch file's Fast DDS profile:
+    frames lost anywhere are counted, and the node's diagnostics must name them (bench_flood.py)."""
+    if not _have_rclpy(report, "flood"):
+        return
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    for case in ("none", "profile"):
+        out = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_flood.py")), str(frames), case],
+                             env=env, capture_output=True, text=True, timeout=600)
+        why = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode
+        report.append(out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else
+                      f"flood ({case}): failed ({why})")
+        print(report[-1], flush=True)
+
+
 def bench_soak(report: list[str], frames: int = 2000) -> None:
     """2000 frames through the live node, one at a time: RSS growth (goal < 5%) and the node's counters."""
     script = Path(__file__).with_name("bench_node_client.py")
@@ -358,9 +373,18 @@ def bench_soak(report: list[str], frames: int = 2000) -> None:
 
 
 def main() -> int:
+    """``bench.py [NAME ...]``: every bench, or only those named (render, estimator, node, flood, ...)."""
     report: list[str] = []
-    for fn in (bench_render, bench_estimator, bench_cloud, bench_startup, bench_robot_venv, bench_distributed,
-               bench_node, bench_soak):
+    benches = (bench_render, bench_estimator, bench_cloud, bench_startup, bench_robot_venv, bench_distributed,
+               bench_node, bench_flood, bench_soak)
+    wanted = sys.argv[1:]
+    unknown = set(wanted) - {fn.__name__[len("bench_"):] for fn in benches}
+    if unknown:
+        print(f"unknown benches {sorted(unknown)}; known: {[fn.__name__[len('bench_'):] for fn in benches]}")
+        return 2
+    for fn in benches:
+        if wanted and fn.__name__[len("bench_"):] not in wanted:
+            continue
         fn(report)
         print(report[-1] if report else "", flush=True)
     print("\n== bench summary (one run, this machine) ==")
