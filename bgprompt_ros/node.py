@@ -253,6 +253,9 @@ class ObjectDepthNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:
+        self._stop.set()  # a worker loop still on the model thread ends within 0.2 s (its thread is not a daemon)
+        with self._cond:
+            self._cond.notify_all()
         self._model_thread.shutdown(wait=False, cancel_futures=True)
         super().destroy_node()
 
