@@ -29,8 +29,13 @@ class OnnxRuntimeBackend:
             raise FileNotFoundError(f"ONNX model not found: {path} (create it with `bgprompt export`)")
         available = ort.get_available_providers()
         chosen = [p for p in (providers or PROVIDER_ORDER) if p in available] or ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        # onnxruntime's intra-op threads spin for work after each run by default: they held a core the node's own
+        # postprocessing, message building and DDS needed on a 2-core machine (estimate() 12.2 -> 9.7 ms with
+        # spinning off, make bench's node latency; issue 29)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), providers=chosen)
+            self.session = ort.InferenceSession(str(path), options, providers=chosen)
         except Exception as exc:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph: a truncated or foreign file
             raise GraphError(f"{path}: onnxruntime cannot load this graph ({type(exc).__name__}: "
                              f"{str(exc).strip()[:300]}); re-export it with `bgprompt export`") from exc

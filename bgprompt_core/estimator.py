@@ -269,7 +269,9 @@ class ObjectDepthEstimator:
                 if lost and not valid[obj.box][labels[obj.box] == obj.id].any():
                     no_depth.setdefault(obj.id, {})["fusion"] = lost
         if source is None:  # every depth is the network's: 2 (predicted), as the cloud's source field documents
-            source = np.where(valid, SOURCE_PREDICTED, SOURCE_NONE).astype(np.uint8)
+            # bool as uint8 is 0 / 1 and SOURCE_NONE is 0: one uint8 pass, not np.where's int64 frame (0.17 ms)
+            source = valid.view(np.uint8) * np.uint8(SOURCE_PREDICTED) if SOURCE_NONE == 0 else \
+                np.where(valid, SOURCE_PREDICTED, SOURCE_NONE).astype(np.uint8)
         t3 = time.perf_counter()
         units = "metres" if self.cfg.scale in ("metric", "align-to-sensor") else "relative"
         timing = {"preprocess": 1e3 * (t1 - t0), "network": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2),

@@ -164,6 +164,8 @@ def decode_frame(msgs: dict, sensor_key: str = "sensor_depth", mask_labels: bool
 def mask_values_note(arr: np.ndarray) -> str | None:
     """A warning for a binary-read mono8 mask whose non-zero values look like object ids (2 to 32 distinct values,
     none 255): they are merged into one object unless the mask is read as labels."""
+    if arr.size and arr.max() == 255:  # the usual 0/255 binary mask: never ids (a 0.02 ms pass, not a 0.4 ms bincount)
+        return None
     counts = np.bincount(arr.reshape(-1), minlength=256)
     values = np.flatnonzero(counts[1:]) + 1
     if not 2 <= values.size <= 32 or counts[255]:

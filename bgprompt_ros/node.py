@@ -8,6 +8,10 @@ Subscription callbacks only decode stamps and feed the synchronizer; matched fra
 latest-only slot that a worker thread drains, so inference never backs up DDS; frames superseded
 before processing are counted as drops. Every output carries the input image's header.
 
+Two stages, pipelined: the worker decodes a frame and runs the estimator; a publisher thread builds and publishes
+its messages while the worker already runs the next frame's network. One result at a time waits between them (the
+worker waits for the publisher, so frames are dropped only at the input slot), and outputs leave in frame order.
+
 Never silently dead: a frame that fails is logged, counted, named on /diagnostics and skipped; should the worker
 itself ever die, /diagnostics says ERROR and the process exits 1 (so that a launch file's ``respawn`` restarts
 it). Parameters are read as configured: a change that needs cleanup + configure is reported as pending and
@@ -23,7 +27,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import math  # noqa: E402
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 import time
 import traceback
 from collections import deque
@@ -68,10 +72,16 @@ class ObjectDepthNode(LifecycleNode):
         self._slot = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._worker: Future | threading.Thread | None = None  # the worker loop, on the model thread
+        # the publish stage: one result handed over at a time (``_handoff``), taken by ``_publisher`` in order
+        self._result = None
+        self._result_cond = threading.Condition()
+        self._publisher: threading.Thread | None = None
+        self._counter_lock = threading.Lock()  # both stages count
         # every model call (load, estimate, composite) runs on this one thread: torch's OpenMP pool belongs to the
         # thread that first used it, and a model loaded on one thread but run on another ran 2x slower here
-        # (mini: 12 -> 27 ms per forward on 2 cores; make bench)
+        # (mini: 12 -> 27 ms per forward on 2 cores; make bench). The worker loop itself runs there while active, so
+        # a frame does not hop threads on its way into the network
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="object_depth_model")
         self.counters = {"processed": 0, "dropped_overload": 0, "skipped_bad_input": 0, "errors": 0, "log_failures": 0}
         self.latencies: deque = deque(maxlen=200)
@@ -182,7 +192,7 @@ class ObjectDepthNode(LifecycleNode):
         self._diag_pub.publish(msg)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._worker is not None and self._worker.is_alive():  # never two workers publishing at once
+        if any(_running(t) for t in (self._worker, self._publisher)):  # never two at once
             self.get_logger().error("activate refused: the previous worker is still finishing a frame")
             return TransitionCallbackReturn.FAILURE
         # what configure applied, never a value changed since (that one is pending until cleanup + configure)
@@ -204,8 +214,10 @@ class ObjectDepthNode(LifecycleNode):
         self.last_input = self.last_match = None
         self.activated_at = time.monotonic()
         self._input_window = {t: 0 for t in topics}
-        self._worker = threading.Thread(target=self._work, name="object_depth_worker", daemon=True)
-        self._worker.start()
+        self._result = None
+        self._publisher = threading.Thread(target=self._publish_results, name="object_depth_publisher", daemon=True)
+        self._publisher.start()
+        self._worker = self._model_thread.submit(self._work)
         super().on_activate(state)  # enables the lifecycle publishers
         self.get_logger().info(f"active: subscribed to {[self.resolve_topic_name(t) for t in topics]}")
         return TransitionCallbackReturn.SUCCESS
@@ -215,6 +227,8 @@ class ObjectDepthNode(LifecycleNode):
         self._stop_worker()
         with self._cond:
             self._slot = None  # a frame received before deactivation is never published after it
+        with self._result_cond:
+            self._result = None
         for s in self.subs:
             self.destroy_subscription(s)
         self.subs = []
@@ -239,6 +253,9 @@ class ObjectDepthNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:
+        self._stop.set()  # a worker loop still on the model thread ends within 0.2 s (its thread is not a daemon)
+        with self._cond:
+            self._cond.notify_all()
         self._model_thread.shutdown(wait=False, cancel_futures=True)
         super().destroy_node()
 
@@ -248,16 +265,23 @@ class ObjectDepthNode(LifecycleNode):
 
     def _stop_worker(self) -> None:
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        if self._worker is not None:
-            # the worker stops between frames: wait for the frame in flight (bounded by one inference)
-            self._worker.join(timeout=120.0)
-            if self._worker.is_alive():
-                self.get_logger().error("the worker did not stop within 120 s; it publishes nothing (publishers "
-                                        "are deactivated) and activation is refused until it ends")
-                return
-            self._worker = None
+        for cond in (self._cond, self._result_cond):
+            with cond:
+                cond.notify_all()
+        # both stages stop between frames: wait for the frame in flight (bounded by one inference / one publish)
+        for attr, what in (("_worker", "worker"), ("_publisher", "publisher")):
+            stage = getattr(self, attr)
+            if stage is None:
+                continue
+            if isinstance(stage, Future):
+                wait([stage], timeout=120.0)
+            else:
+                stage.join(timeout=120.0)
+            if _running(stage):
+                self.get_logger().error(f"the {what} did not stop within 120 s; it publishes nothing (publishers "
+                                        f"are deactivated) and activation is refused until it ends")
+                continue
+            setattr(self, attr, None)
 
     # --- data path ----------------------------------------------------------------------------
     def _on_message(self, topic: str, msg) -> None:
@@ -276,14 +300,17 @@ class ObjectDepthNode(LifecycleNode):
         self.last_match = self.last_input
         matched = sets[-1]  # latest-only: older sets completed by the same message were superseded
         if len(sets) > 1:
-            self.counters["dropped_overload"] += len(sets) - 1
+            self._count("dropped_overload", len(sets) - 1)
         with self._cond:
             if self._slot is not None:
-                self.counters["dropped_overload"] += 1  # latest-only: the older frame was never started
+                self._count("dropped_overload")  # latest-only: the older frame was never started
             self._slot = (matched, time.time())
             self._cond.notify()
 
     def _work(self) -> None:
+        """The worker loop, run on the model thread while active (named object_depth_worker meanwhile)."""
+        me = threading.current_thread()
+        name, me.name = me.name, "object_depth_worker"
         try:
             while not self._stop.is_set():
                 with self._cond:
@@ -296,17 +323,55 @@ class ObjectDepthNode(LifecycleNode):
                 self._serve(frame, received)
         except BaseException as exc:  # noqa: B036 - nothing may end the worker unseen
             self._worker_died(exc)
+        finally:
+            me.name = name
 
     def _serve(self, frame: dict, received: float) -> None:
-        """One frame: published, or counted, logged and named on /diagnostics as skipped (bad input) or failed."""
+        """One frame: handed to the publisher, or counted, logged and named on /diagnostics as skipped (bad input)
+        or failed."""
+        self._guarded(self._process, frame, received)
+
+    def _guarded(self, stage, *args) -> None:
+        """Run one stage of one frame; a frame that fails is counted, logged and named, never raised."""
         try:
-            self._process(frame, received)
+            stage(*args)
         except (InputError, conversions.ConversionError, ValueError) as exc:
-            self.counters["skipped_bad_input"] += 1
+            self._count("skipped_bad_input")
             self._fault("bad_input", f"skipped frame: {exc}")
-        except Exception as exc:  # never let the worker die: log, count, keep serving
-            self.counters["errors"] += 1
+        except Exception as exc:  # never let a stage die: log, count, keep serving
+            self._count("errors")
             self._fault("error", f"frame failed: {type(exc).__name__}: {exc}", traceback.format_exc())
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self.counters[key] += n
+
+    def _handoff(self, result: tuple) -> None:
+        """Give one estimated frame to the publisher: waits while the previous one is not taken yet (so frames
+        leave in order and are dropped only at the input slot); dropped when the node stops meanwhile."""
+        with self._result_cond:
+            while self._result is not None and not self._stop.is_set():
+                self._result_cond.wait(timeout=0.2)
+            if self._stop.is_set():
+                return
+            self._result = result
+            self._result_cond.notify_all()
+
+    def _publish_results(self) -> None:
+        """The publisher thread: each handed-over frame's messages, in the order the worker estimated them."""
+        try:
+            while True:
+                with self._result_cond:
+                    while self._result is None and not self._stop.is_set():
+                        self._result_cond.wait(timeout=0.2)
+                    if self._stop.is_set():  # a frame estimated before deactivation is not published after it
+                        self._result = None
+                        return
+                    result, self._result = self._result, None
+                    self._result_cond.notify_all()
+                self._guarded(self._publish, *result)
+        except BaseException as exc:  # noqa: B036 - nothing may end the publisher unseen
+            self._worker_died(exc, "publisher")
 
     def _fault(self, kind: str, text: str, detail: str = "") -> None:
         """A problem with the input or a frame: kept for /diagnostics (named while it lasts) and logged, throttled by
@@ -317,12 +382,13 @@ class ObjectDepthNode(LifecycleNode):
         try:  # throttled by the text with its numbers masked: two different bad inputs are both logged
             self._log_throttled(level, text, detail)
         except Exception:  # noqa: BLE001 - a logger that raises must not take the worker with it
-            self.counters["log_failures"] += 1
+            self._count("log_failures")
 
-    def _worker_died(self, exc: BaseException) -> None:
-        """The worker ended on an exception no frame handler caught: ERROR on /diagnostics, and the process exits 1
-        (main) so that a supervisor (launch respawn, systemd) restarts it instead of trusting an `active` node."""
-        self.fatal = f"worker died: {type(exc).__name__}: {exc}"
+    def _worker_died(self, exc: BaseException, who: str = "worker") -> None:
+        """The worker (or the publisher) ended on an exception no frame handler caught: ERROR on /diagnostics, and
+        the process exits 1 (main) so that a supervisor (launch respawn, systemd) restarts it instead of trusting an
+        `active` node."""
+        self.fatal = f"{who} died: {type(exc).__name__}: {exc}"
         try:
             self.get_logger().fatal(f"{self.fatal}; exiting so that respawn restarts the node\n"
                                     f"{traceback.format_exc()}")
@@ -358,20 +424,32 @@ class ObjectDepthNode(LifecycleNode):
         self._emit(level, text + (f"\n{detail}" if detail else ""))
 
     def _process(self, frame: dict, received: float) -> None:
-        img_msg, info = frame["image"], frame["camera_info"]
+        """The worker's stage (on the model thread): decode, estimate, then hand the result to the publisher."""
         f = conversions.decode_frame(frame, mask_labels=self.p("mask_labels"))
         if f.distortion:
             self._log_throttled("warning", f.distortion, period=math.inf, kind=f.distortion)  # once per calibration
         if f.mask_note:
             self._log_throttled("warning", f.mask_note, period=30.0, kind="mask values")
         rgb, K, mask, sensor = f.rgb, f.K, f.mask, f.sensor
-        res = self._model_thread.submit(self.estimator.estimate, rgb, K, mask, sensor).result()
+        res = self.estimator.estimate(rgb, K, mask, sensor)
         if self._stop.is_set():  # deactivated while this frame was in the network: it is not published
             return
         if self.p("max_depth") > 0:
             res.limit_depth(self.p("max_depth"))
         for w in res.warnings:
             self._log_throttled("warning", w, period=5.0)
+        comp = None  # the composite preview is model work: here, not on the publisher
+        if (self.p("publish_composite") and mask is not None and self.estimator.model is not None
+                and self.pubs["composite"].get_subscription_count() > 0):
+            comp = self.estimator.composite_preview(rgb, mask, K)
+        self._handoff((frame, f, res, comp, received))
+
+    def _publish(self, frame: dict, f: conversions.Frame, res, comp: np.ndarray | None, received: float) -> None:
+        """The publisher's stage: one frame's messages (only for topics someone listens to), then its counters."""
+        if self._stop.is_set():
+            return
+        img_msg, info = frame["image"], frame["camera_info"]
+        rgb = f.rgb
         header = img_msg.header
         # messages are built only for topics someone listens to; buffers go into them without a copy
         depth_pubs = [self.pubs[k] for k in ("depth", "depth_legacy") if self.pubs[k].get_subscription_count() > 0]
@@ -393,9 +471,7 @@ class ObjectDepthNode(LifecycleNode):
                 PointCloud2, PointField, header, res.depth, res.K, rgb if self.p("cloud_rgb") else None,
                 organized=self.p("cloud_mode") == "organized", label=res.instance if labels else None,
                 source=res.source if labels else None))
-        if (self.p("publish_composite") and mask is not None and self.estimator.model is not None
-                and self.pubs["composite"].get_subscription_count() > 0):
-            comp = self._model_thread.submit(self.estimator.composite_preview, rgb, mask, K).result()
+        if comp is not None:
             self.pubs["composite"].publish(Image(header=header, height=comp.shape[0], width=comp.shape[1],
                                                  encoding="rgb8", is_bigendian=0, step=comp.shape[1] * 3,
                                                  data=comp.tobytes()))
@@ -407,7 +483,7 @@ class ObjectDepthNode(LifecycleNode):
         if res.fusion:
             self.sensor_coverage = float(np.mean([r.coverage if r else 0.0 for r in res.fusion.values()]))
         now = time.time()
-        self.counters["processed"] += 1
+        self._count("processed")
         self.latencies.append(now - received)
         self.done_times.append(now)
         self.network_ms.append(res.timing_ms["network"])
@@ -484,7 +560,9 @@ class ObjectDepthNode(LifecycleNode):
         if pending:
             st.message = f"{st.message}; pending until cleanup + configure: {values['pending']}"[:400]
         active = self.state_label == "active"
-        if self.fatal or (active and self.activated_at is not None and not workers and not self._stop.is_set()):
+        publishing = _running(self._publisher)
+        if self.fatal or (active and self.activated_at is not None and not (workers and publishing)
+                          and not self._stop.is_set()):
             st.level, st.message = DiagnosticStatus.ERROR, (self.fatal or "the worker is not running")[:400]
         if self.estimator is None:
             st.level, st.message = DiagnosticStatus.ERROR, "not configured"
@@ -492,6 +570,13 @@ class ObjectDepthNode(LifecycleNode):
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
+
+
+def _running(stage: Future | threading.Thread | None) -> bool:
+    """Whether a stage (the worker's future on the model thread, or a thread) is still running."""
+    if stage is None:
+        return False
+    return not stage.done() if isinstance(stage, Future) else stage.is_alive()
 
 
 def main(args=None) -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 
-def standalone_forward(runs: int = 30) -> float:
+def standalone_forward(runs: int = 30) -> tuple[float, str]:
     """Median seconds of `mini`'s forward (batch 1) in this process, after a warm-up, on the node's default backend
-    (auto: onnxruntime on the shipped graph here)."""
+    (auto: onnxruntime on the shipped graph here), and that backend's name."""
     from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
 
     est = ObjectDepthEstimator(EstimatorConfig(model="mini", backend="auto"))
@@ -32,7 +32,7 @@ def standalone_forward(runs: int = 30) -> float:
         t = time.perf_counter()
         est.backend.run(x, m)
         times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return float(np.median(times)), getattr(est.backend, "name", type(est.backend).__name__)
 
 
 def main(frames: int, cloud_mode: str = "organized", soak: bool = False, target: str = "node") -> None:
@@ -54,7 +54,7 @@ def main(frames: int, cloud_mode: str = "organized", soak: bool = False, target:
     node_exe = Path(sys.executable).parent / "object_depth_node"
     # the network's standalone forward, measured before the node starts and again after it stopped (the lower
     # median counts: this 2-core machine's speed drifts between runs)
-    fwd_before = standalone_forward() if target == "node" and not soak else float("inf")
+    fwd_before, backend = standalone_forward() if target == "node" and not soak else (float("inf"), "")
     cmd = ([str(node_exe), "--ros-args", "--params-file", str(params)] if target == "node" else
            [sys.executable, str(Path(__file__).with_name("bench_relay.py")), cloud_mode])
     proc = subprocess.Popen(cmd,
@@ -166,9 +166,9 @@ def main(frames: int, cloud_mode: str = "organized", soak: bool = False, target:
         node.destroy_node()
         rclpy.try_shutdown()
         return
-    fwd = min(fwd_before, standalone_forward())  # the floor: the network's forward on a quiet machine
-    print(f"node 640x480 mini (torch, {cloud_mode} cloud): latency p50 {1e3 * p50:.1f} ms, p95 {1e3 * p95:.1f} ms, sustained "
-          f"{rate:.1f} Hz; network forward {1e3 * fwd:.1f} ms -> node overhead {1e3 * (p50 - fwd):.1f} ms = "
+    fwd = min(fwd_before, standalone_forward()[0])  # the floor: the network's forward on a quiet machine
+    print(f"node 640x480 mini (default backend: {backend}, {cloud_mode} cloud): latency p50 {1e3 * p50:.1f} ms, "
+          f"p95 {1e3 * p95:.1f} ms, sustained {rate:.1f} Hz; network forward {1e3 * fwd:.1f} ms -> node overhead {1e3 * (p50 - fwd):.1f} ms = "
           f"{100 * (p50 - fwd) / fwd:.0f}% of the network (goal <= 15%); inside the node: receive -> published "
           f"p50 {serial_diag.get('latency_p50_ms', '?')} ms, its network {serial_diag.get('network_ms', '?')} ms (the rest "
           f"is DDS transport and (de)serialization of the messages in both processes); frames dropped under the "
