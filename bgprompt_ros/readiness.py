@@ -48,9 +48,18 @@ def _fqn(name: str, ns: str) -> str:
 def lifecycle_state(node, name: str, ns: str, timeout: float = 2.0) -> str | None:
     """The label of a lifecycle node's current state, or None when it offers no ``get_state`` service."""
     from lifecycle_msgs.srv import GetState
+    from rclpy.node import NodeNameNonExistentError
 
     service = f"{_fqn(name, ns)}/get_state"
-    offered = {srv for srv, _ in node.get_service_names_and_types_by_node(name, ns)}
+    end = time.monotonic() + timeout
+    while True:  # the graph may learn a node's name after its first messages arrived: wait for the name
+        try:
+            offered = {srv for srv, _ in node.get_service_names_and_types_by_node(name, ns)}
+            break
+        except NodeNameNonExistentError:
+            if time.monotonic() >= end:
+                return None
+            _spin(node, 0.05)
     if service not in offered:
         return None
     client = node.create_client(GetState, service)
