@@ -30,7 +30,7 @@ from bgprompt_core.depth_noise import DepthNoise, depth_edges
 from bgprompt_core.fusion import D435_NOISE, fit_plane, plane_depth, ring_mask
 from bgprompt_core.geometry import camera_rays, normals_from_depth
 
-REASONS = ("hole", "edge", "see_through", "inconsistent")
+REASONS = ("hole", "see_through", "edge", "inconsistent")
 
 
 @dataclass(frozen=True)
@@ -131,15 +131,16 @@ def trusted_pixels(sensor: np.ndarray, obj: np.ndarray, K: np.ndarray, occupied:
     if cfg.border:
         inner = cv2.erode(o.astype(np.uint8), np.ones((2 * cfg.border + 1,) * 2, np.uint8), borderValue=1)
         edges |= o & ~inner.astype(bool)
-    edge = o & has & edges
-    # see-through: at or behind the support plane on the ring around the object
+    # see-through: at or behind the support plane on the ring around the object (counted before edges: the
+    # border of a see-through patch is a depth step too)
     rays = camera_rays(K, h, w)[roi].astype(np.float64)
     ring = ring_mask(o, cfg.ring, None if occupied is None else occupied[roi]) & has
     plane = fit_plane(rays[ring] * z[ring, None], cfg.plane_tol, cfg.plane_iterations, rng, cfg.min_plane_inliers)
     through = np.zeros_like(o)
     if plane is not None:
         zp = plane_depth(rays, plane[0], plane[1])
-        through = o & has & ~edge & (z >= zp - (cfg.see_through_tol + 3 * cfg.noise.sigma(zp)))
+        through = o & has & (z >= zp - (cfg.see_through_tol + 3 * cfg.noise.sigma(zp)))
+    edge = o & has & edges & ~through
     # consistency with the neighbourhood of the object's remaining readings
     candidate = o & has & ~edge & ~through
     med, count = _neighbourhood_median(z, candidate, cfg.window)
