@@ -293,3 +293,30 @@ def test_init_shipped_starts_from_the_shipped_prompt(bag, tmp_path):
     with pytest.raises(ConfigError, match="is a 1bg prompt, --prompt is pnet"):
         Trainer(TrainConfig(model="mini", data=[str(bag)], out=str(tmp_path / "x"), init="tabletop", prompt="pnet",
                             local_only=True, device="cpu"))
+
+
+def test_two_ranks_equal_one_process_and_a_killed_run_resumes(bag, tmp_path, tiny_model_dir):
+    """Bag frames sharded over 2 torchrun ranks give the 1-process run (same global batch); a run killed at step 4
+    resumes to the same end."""
+    from test_distributed import rel_diff, single, state, torchrun
+
+    def args(out, *extra):
+        return ["train", "--model", str(tiny_model_dir), "--data", str(bag), "--val", str(bag), "--out", str(out),
+                "--steps", "6", "--batch", "4", "--val-every", "3", "--lr", "0.05", "--local-only", *extra]
+
+    one, two, part = tmp_path / "one", tmp_path / "two", tmp_path / "part"
+    ran = single(args(one))
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "supervised by the sensor:" in ran.stdout
+    ran = torchrun(2, args(two, "--logdir", str(tmp_path / "tb")))
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    killed = single(args(part, "--kill-at", "4"))
+    assert killed.returncode != 0
+    resumed = single(args(part, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (m1, t1), (m2, t2), (m3, t3) = state(one), state(two), state(part)
+    for m, t in ((m2, t2), (m3, t3)):
+        assert np.allclose([h["loss"] for h in m["history"]], [h["loss"] for h in m1["history"]], rtol=1e-4)
+        assert rel_diff(t["param.spectrum"], t1["param.spectrum"]) < 1e-3
+        assert m["supervision"] == m1["supervision"]  # every rank's share of the frames was gathered
+    assert m2["distributed"]["world_size"] == 2

@@ -279,6 +279,9 @@ def register_train(sub) -> None:
     g.add_argument("--mask-labels", action="store_true", help="mono8 mask values are object ids")
     g.add_argument("--min-pixels", type=int, default=32,
                    help="trustworthy sensor pixels an object needs at network resolution (fewer: skipped, counted)")
+    g.add_argument("--supervision", choices=["sensor", "truth"], default="sensor",
+                   help="sensor: the trustworthy readings (robots); truth: the bag's ground truth (comparison runs "
+                        "only)")
     g.add_argument("--smooth-sigma", type=float, default=1.0,
                    help="px, Gaussian smoothing of the trusted sensor depth for Eq. 4's normals (0: none)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.state/ exactly")

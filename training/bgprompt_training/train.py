@@ -109,6 +109,9 @@ class TrainConfig:
             slop (default 0.015): the node's synchronization; mask_labels (bool): mono8 masks hold object ids;
             min_pixels (int, default 32): trusted pixels an object needs (data/bags.py BagReadConfig).
         smooth_sigma (float, default 1.0): px, smoothing of the sensor depth for Eq. 4's normals (data/trust.py).
+        supervision (str, default "sensor"): what supervises bag samples: "sensor" (the trusted readings) or
+            "truth" (the bag's ground truth on the object: a comparison run only, e.g. docs/grasp/bag_trained.md;
+            a robot has no ground truth).
     """
 
     model: str
@@ -154,6 +157,7 @@ class TrainConfig:
     mask_labels: bool = False
     min_pixels: int = 32
     smooth_sigma: float = 1.0
+    supervision: str = "sensor"
 
     def __post_init__(self) -> None:
         if self.prompt == "single":
@@ -163,7 +167,7 @@ class TrainConfig:
                    "composite": ("replace", "additive"), "pnet_input": ("mask", "image"),
                    "pnet_combine": ("mean", "residual"),
                    "eq2_range": ("image", "object"), "optimizer": ("sgd", "adam"),
-                   "select_by": tuple(LOWER_IS_BETTER)}
+                   "select_by": tuple(LOWER_IS_BETTER), "supervision": ("sensor", "truth")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -486,7 +490,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
             depth = self.model(b["image"], b["mask"])["depth"]
         if "weight" in b:  # a bag run: Eq. 3 + Eq. 4 over the trusted readings only (sensor_loss.py)
-            loss, _ = weighted_object_loss(depth.float(), b["depth"], b["weight"], b["K"], cfg.smooth_sigma)
+            ref, weight = (b["ref"], b["ref_mask"]) if cfg.supervision == "truth" else (b["depth"], b["weight"])
+            loss, _ = weighted_object_loss(depth.float(), ref, weight, b["K"], cfg.smooth_sigma)
         else:
             loss, _ = object_depth_loss(depth.float(), b["depth"], b["mask"][:, 0], b["K"])
         if not torch.isfinite(loss):
