@@ -320,3 +320,20 @@ def test_two_ranks_equal_one_process_and_a_killed_run_resumes(bag, tmp_path, tin
         assert rel_diff(t["param.spectrum"], t1["param.spectrum"]) < 1e-3
         assert m["supervision"] == m1["supervision"]  # every rank's share of the frames was gathered
     assert m2["distributed"]["world_size"] == 2
+
+
+def test_bag_make_sensor_stored_writes_the_renders_own_harsh_sensor(tmp_path):
+    """The training bags of docs/grasp/bag_trained.md: `bag make --sensor stored` keeps a tabletop render's own
+    sensor (harsh-stereo here); before, any preset but d435-like was silently re-simulated as d435-like."""
+    from bgprompt_training.data.rendered import RenderedDataset
+
+    cfg = RenderConfig(kind="tabletop", size=64, seed=5, families=("primitive",), sensor="harsh-stereo")
+    render_dataset(cfg, tmp_path / "r", 2, backend="numpy", progress=False)
+    make_bag(tmp_path / "r", tmp_path / "b", sensor="stored")
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([tmp_path / "b"], default_typestore=typestore()) as reader:
+        depth = [arr(reader.deserialize(raw, c.msgtype)) for c, _, raw in reader.messages()
+                 if c.topic == TOPICS["depth"]]
+    stored = RenderedDataset(tmp_path / "r").arrays(0, ("sensor_depth",))["sensor_depth"]
+    assert np.array_equal(depth[0], np.round(stored * 1000).astype(np.uint16))

@@ -236,8 +236,8 @@ class SampleCache:
     ranks) and every sample carries ``weight`` (the loss's pixels) and ``ref`` / ``ref_mask`` (validation's
     reference): a render sample's are its mask and ground truth."""
 
-    def __init__(self, specs: list[str], size: int, recenter: bool, bags: tuple[BagReadConfig, TrustConfig] | None = None,
-                 dist: Distributed | None = None):
+    def __init__(self, specs: list[str], size: int, recenter: bool,
+                 bags: tuple[BagReadConfig, TrustConfig] | None = None, dist: Distributed | None = None):
         tf = Compose(Recenter() if recenter else None, crop_to_square, lambda s: resize(s, size),
                      ReplaceBackground("white"))
         self.bag_mode = bags is not None
@@ -344,7 +344,8 @@ class Trainer:
             sv = self.supervision
             tqdm.write(f"sensor supervision: {sv['objects']} objects of {sv['objects_seen']} in {sv['frames']} frames, "
                        f"{sv['supervised_pixels']} supervised pixels ({100 * sv['supervised_share']:.1f}% of the "
-                       f"objects' input pixels; {100 * sv['trusted_share']:.1f}% of their readings trusted)")
+                       f"objects' input pixels; {100 * sv['trusted_share']:.1f}% of their mask pixels have a trusted "
+                       f"reading)")
         self.step = 0
         self.history: list[dict] = []
         self.best: dict | None = None

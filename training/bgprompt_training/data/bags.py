@@ -105,8 +105,8 @@ class BagStats:
 
     def merge(self, other: "BagStats") -> None:
         """Add another rank's share of the same bag."""
-        for k in ("frames", "objects", "objects_seen", "object_pixels", "trusted_pixels", "supervised_pixels", "input_pixels",
-                  "corrupt_messages"):
+        for k in ("frames", "objects", "objects_seen", "object_pixels", "trusted_pixels", "supervised_pixels",
+                  "input_pixels", "corrupt_messages"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for d, o in ((self.skipped_frames, other.skipped_frames), (self.skipped_objects, other.skipped_objects),
                      (self.rejected, other.rejected)):
