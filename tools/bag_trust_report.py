@@ -6,6 +6,7 @@ would see it. Prints a markdown table (docs/grasp/bag_trained.md):
 
     .venv/bin/python tools/bag_trust_report.py RENDER_DIR
     .venv/bin/python tools/bag_trust_report.py --figure OUT.png PROMPT [PROMPT ...]   # backgrounds side by side
+    .venv/bin/python tools/bag_trust_report.py --compare RESULTS.json SENSOR_RUN TRUTH_RUN  # eval-grasp figures
 """
 from __future__ import annotations
 
@@ -84,8 +85,48 @@ def figure(out: str, prompts: list[str]) -> None:
         raise OSError(f"could not write {out}")
 
 
+def compare(results: str, sensor_run: str, truth_run: str, boot: int = 1000) -> None:
+    """Median Chamfer (mm) per material of every fused prompt in an eval-grasp results.json; the bag-trained
+    prompt against the best shipped one (paired: the same objects; bootstrap 95% interval of the ratio of
+    medians), and its share of the gain of the prompt trained on the same frames with ground truth."""
+    import json
+
+    r = json.loads(open(results).read())
+    rows = [x for x in r["rows"] if x["method"].endswith("+ fusion")]
+    methods = sorted({x["method"] for x in rows})
+    sensor_m = next(m for m in methods if sensor_run in m)
+    truth_m = next(m for m in methods if truth_run in m)
+    shipped = [m for m in methods if m not in (sensor_m, truth_m) and not m.startswith("white")]
+    print("| material | objects | " + " | ".join(methods) + " | bag-trained vs best shipped [95% CI] | "
+          "share of the GT-trained gain |")
+    print("|---|---|" + "---|" * (len(methods) + 2))
+    rng = np.random.default_rng(0)
+    for mat in MATERIALS:
+        by = {}
+        for x in rows:
+            if x["material"] == mat:
+                by.setdefault((x["set"], x["frame"], x["object"]), {})[x["method"]] = x["chamfer_mm"]
+        keys = [k for k, v in by.items() if all(m in v for m in methods)]
+        if not keys:
+            continue
+        a = {m: np.array([by[k][m] if by[k][m] is not None else np.inf for k in keys], float) for m in methods}
+        med = {m: float(np.median(v)) for m, v in a.items()}
+        best = min(shipped, key=lambda m: med[m])
+        ratio = med[sensor_m] / med[best]
+        idx = rng.integers(0, len(keys), (boot, len(keys)))
+        ratios = np.median(a[sensor_m][idx], 1) / np.median(a[best][idx], 1)
+        lo, hi = np.quantile(ratios, [0.025, 0.975])
+        gain_gt = med[best] - med[truth_m]
+        share = (med[best] - med[sensor_m]) / gain_gt if gain_gt > 0 else float("nan")
+        cells = " | ".join(f"{med[m]:.2f}" for m in methods)
+        print(f"| {mat} | {len(keys)} | {cells} | {ratio:.2f}x [{lo:.2f}, {hi:.2f}] vs {best} | "
+              f"{'n/a (GT-trained did not gain)' if not gain_gt > 0 else f'{100 * share:.0f}%'} |")
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "--figure":
+    if sys.argv[1] == "--compare":
+        compare(*sys.argv[2:5])
+    elif sys.argv[1] == "--figure":
         figure(sys.argv[2], sys.argv[3:])
     else:
         main(sys.argv[1])

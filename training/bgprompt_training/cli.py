@@ -206,7 +206,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"best ({cfg.select_by}) at step {best.get('step')}: " +
               ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "step") + f" -> {cfg.out}")
         sv = result.get("supervision")
-        if sv:
+        if sv and cfg.supervision == "truth":
+            print(f"supervised by the GROUND TRUTH (--supervision truth: a comparison run) of {sv['objects']} objects "
+                  f"in {sv['frames']} frames")
+        elif sv:
             print(f"supervised by the sensor: {sv['supervised_pixels']} pixels of {sv['objects']} objects "
                   f"({100 * sv['supervised_share']:.1f}% of their input pixels) in {sv['frames']} frames; "
                   f"details in {cfg.out}.state/supervision.json")

@@ -59,7 +59,7 @@ log = logging.getLogger("bgprompt.train")
 EVAL_SEED = 1338
 LOWER_IS_BETTER = {"si_rmse": True, "shape_err": True, "normal_cos": False, "loss": True}
 BAG_FIELDS = ("image_topic", "info_topic", "mask_topic", "depth_topic", "truth_topic", "stride", "sync", "slop",
-              "mask_labels", "min_pixels")  # TrainConfig fields that are BagReadConfig's
+              "mask_labels", "min_pixels", "supervision")  # TrainConfig fields that are BagReadConfig's
 
 
 class TrainingError(BgpromptError, RuntimeError):
@@ -342,7 +342,7 @@ class Trainer:
         self.supervision = supervision_report(self.train_data.sets) if bags else None
         if self.supervision and self.dist.main:
             sv = self.supervision
-            tqdm.write(f"sensor supervision: {sv['objects']} objects of {sv['objects_seen']} in {sv['frames']} frames, "
+            tqdm.write(f"{cfg.supervision} supervision: {sv['objects']} objects of {sv['objects_seen']} in {sv['frames']} frames, "
                        f"{sv['supervised_pixels']} supervised pixels ({100 * sv['supervised_share']:.1f}% of the "
                        f"objects' input pixels; {100 * sv['trusted_share']:.1f}% of their mask pixels have a trusted "
                        f"reading)")

@@ -49,6 +49,8 @@ class BagReadConfig:
         mask_labels (bool, default False): mono8 mask values are object ids (the node's mask_labels).
         recenter_fill (float, default 0.8): the share of the input the re-centred object spans (the node's).
         min_pixels (int, default 32): trusted pixels an object needs at network resolution.
+        supervision (str, default "sensor"): "truth" keeps every object with ``min_pixels`` of ground truth instead
+            (the comparison runs of TrainConfig.supervision; the sensor's figures are still counted).
     """
 
     image_topic: str | None = None
@@ -62,8 +64,11 @@ class BagReadConfig:
     mask_labels: bool = False
     recenter_fill: float = 0.8
     min_pixels: int = 32
+    supervision: str = "sensor"
 
     def __post_init__(self) -> None:
+        if self.supervision not in ("sensor", "truth"):
+            raise ConfigError(f"supervision must be sensor or truth, got {self.supervision!r}")
         if self.stride < 1:
             raise ConfigError(f"stride must be >= 1, got {self.stride}")
         if self.sync not in ("exact", "approximate"):
@@ -166,6 +171,8 @@ def object_sample(rgb: np.ndarray, K: np.ndarray, obj: np.ndarray, sensor: np.nd
          "ref_mask": torch.from_numpy((ref_mask & (mask > 0.5)).astype(np.float32))}
     normals = sensor_normals(t["depth"][None], t["weight"][None], t["K"][None], smooth_sigma)
     t["normal_pixels"] = torch.tensor(int(torch.isfinite(normals).all(-1).sum()))
+    ref_normals = sensor_normals(t["ref"][None], t["ref_mask"][None], t["K"][None], smooth_sigma)
+    t["ref_normal_pixels"] = torch.tensor(int(torch.isfinite(ref_normals).all(-1).sum()))
     return t
 
 
@@ -234,6 +241,9 @@ def _frame_samples(msgs: dict, index: int, size: int, cfg: BagReadConfig, trust:
     if problem is not None:
         stats.skip_frame(problem)
         return []
+    if cfg.supervision == "truth" and f.truth is None:
+        stats.skip_frame("no ground truth (--supervision truth)")
+        return []
     stats.frames += 1
     objects = {i: m for i, m in _objects(f.mask).items() if m.sum() >= MIN_FRAME_PIXELS}
     if not objects:
@@ -249,13 +259,19 @@ def _frame_samples(msgs: dict, index: int, size: int, cfg: BagReadConfig, trust:
         stats.trusted_pixels += counts["trusted"]
         for k in REASONS:
             stats.rejected[k] += counts[k]
-        if counts["trusted"] < cfg.min_pixels:
+        by_truth = cfg.supervision == "truth"
+        if counts["trusted"] < cfg.min_pixels and not by_truth:
             stats.skip_object("too few trustworthy readings")
             continue
         s = object_sample(f.rgb, f.K, obj, sensor, trusted, f.truth, size, cfg.recenter_fill, trust.smooth_sigma)
         n = int(s["weight"].sum())
-        if n < cfg.min_pixels or int(s.pop("normal_pixels")) == 0:
-            stats.skip_object("too few trustworthy readings at network resolution")
+        usable = (int(s["ref_mask"].sum()) >= cfg.min_pixels and int(s.pop("ref_normal_pixels")) > 0) if by_truth \
+            else (n >= cfg.min_pixels and int(s.pop("normal_pixels")) > 0)
+        s.pop("normal_pixels", None)
+        s.pop("ref_normal_pixels", None)
+        if not usable:
+            stats.skip_object("too few ground-truth pixels at network resolution" if by_truth
+                              else "too few trustworthy readings at network resolution")
             continue
         stats.objects += 1
         stats.supervised_pixels += n
