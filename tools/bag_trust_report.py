@@ -61,14 +61,14 @@ def main(root: str) -> None:
 
 
 def figure(out: str, prompts: list[str]) -> None:
-    """Each 1-BG prompt's background (Eq. 1's B), side by side, named."""
+    """Each 1-BG prompt's background (Eq. 1's B), side by side, named; below, |B - B_first| x 4 (what changed)."""
     import cv2
     import torch
 
     from bgprompt_core.checkpoint import load_prompt
     from bgprompt_core.runtime import SHIPPED_PROMPTS
 
-    tiles = []
+    tiles, diffs, first = [], [], None
     for name in prompts:
         path = SHIPPED_PROMPTS["mini"].get(name, name)
         prompt, _ = load_prompt(path)
@@ -77,10 +77,14 @@ def figure(out: str, prompts: list[str]) -> None:
             bg = prompt(torch.zeros(1, 1, h, w), torch.zeros(1, 3, h, w))[0].clamp(0, 1)
         tile = cv2.resize((bg.permute(1, 2, 0).numpy() * 255).astype(np.uint8), (256, 256),
                           interpolation=cv2.INTER_NEAREST)
+        b = bg.permute(1, 2, 0).numpy()
+        first = b if first is None else first
+        diffs.append(cv2.resize((np.clip(4 * np.abs(b - first), 0, 1) * 255).astype(np.uint8), (256, 256),
+                                interpolation=cv2.INTER_NEAREST))
         label = np.full((24, 256, 3), 255, np.uint8)
         cv2.putText(label, str(name).rsplit("/", 1)[-1][:34], (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         tiles.append(np.concatenate([label, tile], 0))
-    img = np.concatenate(tiles, 1)
+    img = np.concatenate([np.concatenate(tiles, 1), np.concatenate(diffs, 1)], 0)
     if not cv2.imwrite(out, cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {out}")
 
