@@ -97,10 +97,10 @@ def compare(results: str, sensor_run: str, truth_run: str, boot: int = 1000) -> 
 
     r = json.loads(open(results).read())
     rows = [x for x in r["rows"] if x["method"].endswith("+ fusion")]
-    methods = sorted({x["method"] for x in rows})
-    sensor_m = next(m for m in methods if sensor_run in m)
-    truth_m = next(m for m in methods if truth_run in m)
-    shipped = [m for m in methods if m not in (sensor_m, truth_m) and not m.startswith("white")]
+    sensor_m, truth_m = f"{sensor_run} + fusion", f"{truth_run} + fusion"
+    methods = sorted({x["method"] for x in rows if x["method"].split(" + ")[0] in
+                      ("1-BG", "PNet", "tabletop 1-BG", "white", sensor_run, truth_run)})
+    shipped = [m for m in methods if m.split(" + ")[0] in ("1-BG", "PNet", "tabletop 1-BG")]
     print("| material | objects | " + " | ".join(methods) + " | bag-trained vs best shipped [95% CI] | "
           "share of the GT-trained gain |")
     print("|---|---|" + "---|" * (len(methods) + 2))
