@@ -18,6 +18,8 @@ from bgprompt_core.sensor_model import MATERIALS
 from bgprompt_training.data.rendered import RenderedDataset
 from bgprompt_training.data.trust import REASONS, trusted_pixels
 
+TILE = 160  # px per prompt in --figure
+
 
 def main(root: str) -> None:
     ds = RenderedDataset(root)
@@ -75,14 +77,14 @@ def figure(out: str, prompts: list[str]) -> None:
         h, w = prompt.cfg.height, prompt.cfg.width
         with torch.no_grad():
             bg = prompt(torch.zeros(1, 1, h, w), torch.zeros(1, 3, h, w))[0].clamp(0, 1)
-        tile = cv2.resize((bg.permute(1, 2, 0).numpy() * 255).astype(np.uint8), (256, 256),
+        tile = cv2.resize((bg.permute(1, 2, 0).numpy() * 255).astype(np.uint8), (TILE, TILE),
                           interpolation=cv2.INTER_NEAREST)
         b = bg.permute(1, 2, 0).numpy()
         first = b if first is None else first
-        diffs.append(cv2.resize((np.clip(4 * np.abs(b - first), 0, 1) * 255).astype(np.uint8), (256, 256),
+        diffs.append(cv2.resize((np.clip(4 * np.abs(b - first), 0, 1) * 255).astype(np.uint8), (TILE, TILE),
                                 interpolation=cv2.INTER_NEAREST))
-        label = np.full((24, 256, 3), 255, np.uint8)
-        cv2.putText(label, str(name).rsplit("/", 1)[-1][:34], (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        label = np.full((24, TILE, 3), 255, np.uint8)
+        cv2.putText(label, str(name).rsplit("/", 1)[-1][:24], (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 0, 0), 1)
         tiles.append(np.concatenate([label, tile], 0))
     img = np.concatenate([np.concatenate(tiles, 1), np.concatenate(diffs, 1)], 0)
     if not cv2.imwrite(out, cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
