@@ -10,7 +10,7 @@ holds the trainable tensors and the optimizer state, so ``--resume`` continues e
 number of processes. Data-parallel under ``torchrun`` (distributed.py says how batches, gradients,
 validation and files are shared out).
 
-Robot recordings: ``--data`` may name ROS 2 bags (``bag:PATH``, a rosbag2 directory or an .mcap / .db3 file),
+Robot recordings: ``--data`` may name ROS 2 bags (a rosbag2 directory with metadata.yaml, or ``bag:DIR``),
 mixed with render directories. A bag's objects are cropped like the node (``recenter``) and supervised by the
 sensor only: Eq. 3 + Eq. 4 over the trustworthy readings (data/trust.py, sensor_loss.py); a bag's ground truth,
 when it has one, serves validation alone. Render sets in such a run keep their ground truth (weight = mask).

@@ -125,11 +125,11 @@ class BagStats:
 
 
 def is_bag(spec: str) -> bool:
-    """``bag:PATH``, or a rosbag2 directory (metadata.yaml), or an .mcap / .db3 file."""
+    """``bag:DIR``, or a rosbag2 directory (metadata.yaml; mcap or sqlite3 inside): what rosbags opens."""
     if spec.startswith("bag:"):
         return True
     p = Path(spec)
-    return (p.is_dir() and (p / "metadata.yaml").is_file()) or p.suffix in (".mcap", ".db3")
+    return p.is_dir() and (p / "metadata.yaml").is_file()
 
 
 def bag_path(spec: str) -> Path:
