@@ -228,8 +228,9 @@ def register_train(sub) -> None:
     p.add_argument("--model", required=True, help="registry name, hub id or local model directory")
     p.add_argument("--data", nargs="+", required=True, metavar="SPEC[@W]",
                    help="training sets: a render directory, FORMAT:PATH (abo, hm3d-abo, hndr, npz, gso) or a ROS 2 "
-                        "bag (a rosbag2 directory with metadata.yaml, or bag:DIR; mcap or sqlite3; supervised by its sensor's trustworthy "
-                        "readings only, its ground truth never enters the loss), optionally @WEIGHT for mixing")
+                        "bag (a rosbag2 directory with metadata.yaml, or bag:DIR; mcap or sqlite3; supervised by its "
+                        "sensor's trustworthy readings only, its ground truth never enters the loss), optionally "
+                        "@WEIGHT for mixing")
     p.add_argument("--val", nargs="*", default=[], metavar="SPEC", help="held-out sets for validation")
     p.add_argument("--out", required=True, help="prompt checkpoint (.safetensors) or, for finetune, a model directory")
     p.add_argument("--prompt", choices=["1bg", "pnet", "finetune", "single"], default="1bg",

@@ -311,7 +311,8 @@ class Trainer:
             self.net.unfreeze()
             self.trainable: torch.nn.Module = self.net.model
         else:
-            self.prompt = (self._warm_start(size) if cfg.init else build_prompt(cfg.prompt_config(size))).to(self.device)
+            prompt = self._warm_start(size) if cfg.init else build_prompt(cfg.prompt_config(size))
+            self.prompt = prompt.to(self.device)
             if cfg.init_bias:
                 init_bias_from(self.prompt, cfg.init_bias, self.net)
             self.trainable = self.prompt
@@ -342,7 +343,8 @@ class Trainer:
         self.supervision = supervision_report(self.train_data.sets) if bags else None
         if self.supervision and self.dist.main:
             sv = self.supervision
-            tqdm.write(f"{cfg.supervision} supervision: {sv['objects']} objects of {sv['objects_seen']} in {sv['frames']} frames, "
+            tqdm.write(f"{cfg.supervision} supervision: {sv['objects']} objects of {sv['objects_seen']} in "
+                       f"{sv['frames']} frames, "
                        f"{sv['supervised_pixels']} supervised pixels ({100 * sv['supervised_share']:.1f}% of the "
                        f"objects' input pixels; {100 * sv['trusted_share']:.1f}% of their mask pixels have a trusted "
                        f"reading)")
