@@ -57,13 +57,18 @@ def camera_info_message(ts, K: np.ndarray, h: int, w: int, stamp_ns: int, frame:
 def sensor_depth_m(sample: dict, sensor: str, rng: np.random.Generator) -> np.ndarray:
     """An RGB-D camera's depth (float metres, 0 = no reading) for a rendered sample.
 
-    Tabletop renders carry their sensor's depth (materials included); for other renders the sensor model
+    Tabletop renders carry their sensor's depth (materials included): used when ``sensor`` is its preset, or
+    "stored" (whatever its preset: harsh-stereo, tof-like); for other renders the sensor model
     (bgprompt_core.sensor_model) runs here, with dark surfaces (luminance < 0.12) as its only material cue.
     """
     from bgprompt_core import sensor_model as sm
 
     if sensor == "none":
         return sample["depth"].astype(np.float32)
+    if sensor == "stored":
+        if "sensor_depth" not in sample:
+            raise ConfigError("--sensor stored needs renders with their own sensor depth (bgprompt render tabletop)")
+        return sample["sensor_depth"]
     if "sensor_depth" in sample and sample.get("sensor") == sensor:
         return sample["sensor_depth"]
     lum = sample["rgb"].astype(np.float64).mean(-1) / 255.0
@@ -93,9 +98,9 @@ def iter_render_samples(data_dir: str | Path, limit: int | None = None):
 def make_bag(data_dir: str | Path, out: str | Path, storage: str = "mcap", rate: float = 10.0,
              sensor: str = "d435-like", seed: int = 0, limit: int | None = None) -> dict:
     """A real ROS 2 bag from a `bgprompt render` directory: colour, camera_info, mask, the RGB-D sensor's
-    16UC1 depth in mm (``sensor``: a sensor_model preset or 'none') and, for evaluation only, the ground-truth
-    depth (32FC1 metres, NaN where there is no surface). Tabletop renders give 16UC1 instance labels of every
-    object as the mask; other renders a mono8 mask."""
+    16UC1 depth in mm (``sensor``: a sensor_model preset, 'none' or 'stored': a tabletop render's own) and, for
+    evaluation only, the ground-truth depth (32FC1 metres, NaN where there is no surface). Tabletop renders give
+    16UC1 instance labels of every object as the mask; other renders a mono8 mask."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; bags are never overwritten")

@@ -205,6 +205,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         best = result["best"] or {}
         print(f"best ({cfg.select_by}) at step {best.get('step')}: " +
               ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k != "step") + f" -> {cfg.out}")
+        sv = result.get("supervision")
+        if sv and cfg.supervision == "truth":
+            print(f"supervised by the GROUND TRUTH (--supervision truth: a comparison run) of {sv['objects']} objects "
+                  f"in {sv['frames']} frames")
+        elif sv:
+            print(f"supervised by the sensor: {sv['supervised_pixels']} pixels of {sv['objects']} objects "
+                  f"({100 * sv['supervised_share']:.1f}% of their input pixels) in {sv['frames']} frames; "
+                  f"details in {cfg.out}.state/supervision.json")
     return 0
 
 
@@ -219,8 +227,10 @@ def register_train(sub) -> None:
                                    "the best checkpoint by --select-by, and can --resume exactly.")
     p.add_argument("--model", required=True, help="registry name, hub id or local model directory")
     p.add_argument("--data", nargs="+", required=True, metavar="SPEC[@W]",
-                   help="training sets: a render directory or FORMAT:PATH (abo, hm3d-abo, hndr, npz, gso), "
-                        "optionally @WEIGHT for mixing")
+                   help="training sets: a render directory, FORMAT:PATH (abo, hm3d-abo, hndr, npz, gso) or a ROS 2 "
+                        "bag (a rosbag2 directory with metadata.yaml, or bag:DIR; mcap or sqlite3; supervised by its "
+                        "sensor's trustworthy readings only, its ground truth never enters the loss), optionally "
+                        "@WEIGHT for mixing")
     p.add_argument("--val", nargs="*", default=[], metavar="SPEC", help="held-out sets for validation")
     p.add_argument("--out", required=True, help="prompt checkpoint (.safetensors) or, for finetune, a model directory")
     p.add_argument("--prompt", choices=["1bg", "pnet", "finetune", "single"], default="1bg",
@@ -255,6 +265,29 @@ def register_train(sub) -> None:
                    help="metric that picks the best checkpoint")
     p.add_argument("--collapse-warn", type=float, default=0.10,
                    help="warn when this share of validation objects collapses to a flat depth (default 0.10)")
+    p.add_argument("--init", metavar="PROMPT",
+                   help="warm start: 'shipped' (the model's shipped prompt of --prompt's kind), 1bg, pnet, tabletop "
+                        "or a checkpoint; the prompt takes that checkpoint's config")
+    g = p.add_argument_group("bags (--data bag:PATH): the node's topics and synchronization, as `bag eval`")
+    g.add_argument("--image-topic", help="default /camera/color/image_raw, then common driver layouts")
+    g.add_argument("--info-topic", help="default /camera/color/camera_info")
+    g.add_argument("--mask-topic", help="instance labels (16UC1 / 32SC1) or a mono8 mask; default "
+                                        "/camera/color/object_mask")
+    g.add_argument("--depth-topic", help="the RGB-D sensor's depth, 16UC1 mm or 32FC1 m; default "
+                                         "/camera/aligned_depth_to_color/image_raw")
+    g.add_argument("--truth-topic", help="ground-truth depth, for validation only (default /ground_truth/depth when "
+                                         "present)")
+    g.add_argument("--stride", type=int, default=1, help="use every N-th synchronized frame")
+    g.add_argument("--sync", choices=["exact", "approximate"], default="exact")
+    g.add_argument("--slop", type=float, default=0.015, help="approximate sync: seconds")
+    g.add_argument("--mask-labels", action="store_true", help="mono8 mask values are object ids")
+    g.add_argument("--min-pixels", type=int, default=32,
+                   help="trustworthy sensor pixels an object needs at network resolution (fewer: skipped, counted)")
+    g.add_argument("--supervision", choices=["sensor", "truth"], default="sensor",
+                   help="sensor: the trustworthy readings (robots); truth: the bag's ground truth (comparison runs "
+                        "only)")
+    g.add_argument("--smooth-sigma", type=float, default=1.0,
+                   help="px, Gaussian smoothing of the trusted sensor depth for Eq. 4's normals (0: none)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.state/ exactly")
     p.add_argument("--kill-at", type=int, help=argparse.SUPPRESS)
     dist_backend_arg(p)

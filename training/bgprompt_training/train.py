@@ -9,6 +9,12 @@ Reproducible and resumable: the batch of step t is drawn from (seed, t) alone, a
 holds the trainable tensors and the optimizer state, so ``--resume`` continues exactly, also with another
 number of processes. Data-parallel under ``torchrun`` (distributed.py says how batches, gradients,
 validation and files are shared out).
+
+Robot recordings: ``--data`` may name ROS 2 bags (a rosbag2 directory with metadata.yaml, or ``bag:DIR``),
+mixed with render directories. A bag's objects are cropped like the node (``recenter``) and supervised by the
+sensor only: Eq. 3 + Eq. 4 over the trustworthy readings (data/trust.py, sensor_loss.py); a bag's ground truth,
+when it has one, serves validation alone. Render sets in such a run keep their ground truth (weight = mask).
+``--init shipped`` (or a shipped prompt name, or a checkpoint) warm-starts the prompt.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from bgprompt_core.depth_networks import DepthNet, load_depth_net
+from bgprompt_core.errors import BgpromptError
 from bgprompt_core.atomic import atomic_write, fsync_path
 from bgprompt_core.checkpoint import PromptMeta, load_prompt, save_prompt
 from bgprompt_core.config import (ConfigError, DepthTransformConfig, FourierPromptConfig, PixelPromptConfig,
@@ -39,7 +46,11 @@ from bgprompt_core.metrics import object_depth_loss
 from bgprompt_core.model import PromptedDepth
 from bgprompt_core.prompts import FourierPrompt, PromptNet, build_prompt
 
+from .data.bag_sets import BagSet, check_usable, supervision_report
+from .data.bags import BagReadConfig, is_bag
 from .data.open import open_dataset
+from .data.trust import TrustConfig
+from .sensor_loss import weighted_object_loss
 from .distributed import Distributed
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
 from bgprompt_core.evaluation import sample_metrics
@@ -47,6 +58,12 @@ from bgprompt_core.evaluation import sample_metrics
 log = logging.getLogger("bgprompt.train")
 EVAL_SEED = 1338
 LOWER_IS_BETTER = {"si_rmse": True, "shape_err": True, "normal_cos": False, "loss": True}
+BAG_FIELDS = ("image_topic", "info_topic", "mask_topic", "depth_topic", "truth_topic", "stride", "sync", "slop",
+              "mask_labels", "min_pixels", "supervision")  # TrainConfig fields that are BagReadConfig's
+
+
+class TrainingError(BgpromptError, RuntimeError):
+    """Training cannot go on (a non-finite loss); the prompt on disk is the last good one."""
 
 
 @dataclass
@@ -85,6 +102,16 @@ class TrainConfig:
         device (str, default "auto"): torch device.
         logdir (str | None): TensorBoard directory.
         local_only (bool, default False): never download model files.
+        init (str | None): warm start: "shipped" (the model's shipped prompt of --prompt's kind), a shipped name
+            (1bg, pnet, tabletop) or a checkpoint; the prompt then takes the checkpoint's config.
+        image_topic, info_topic, mask_topic, depth_topic, truth_topic (str | None): bag topics (bag eval's
+            defaults); stride (int, default 1): every stride-th synchronized frame; sync (default "exact"),
+            slop (default 0.015): the node's synchronization; mask_labels (bool): mono8 masks hold object ids;
+            min_pixels (int, default 32): trusted pixels an object needs (data/bags.py BagReadConfig).
+        smooth_sigma (float, default 1.0): px, smoothing of the sensor depth for Eq. 4's normals (data/trust.py).
+        supervision (str, default "sensor"): what supervises bag samples: "sensor" (the trusted readings) or
+            "truth" (the bag's ground truth on the object: a comparison run only, e.g. docs/grasp/bag_trained.md;
+            a robot has no ground truth).
     """
 
     model: str
@@ -118,6 +145,19 @@ class TrainConfig:
     device: str = "auto"
     logdir: str | None = None
     local_only: bool = False
+    init: str | None = None
+    image_topic: str | None = None
+    info_topic: str | None = None
+    mask_topic: str | None = None
+    depth_topic: str | None = None
+    truth_topic: str | None = None
+    stride: int = 1
+    sync: str = "exact"
+    slop: float = 0.015
+    mask_labels: bool = False
+    min_pixels: int = 32
+    smooth_sigma: float = 1.0
+    supervision: str = "sensor"
 
     def __post_init__(self) -> None:
         if self.prompt == "single":
@@ -127,7 +167,7 @@ class TrainConfig:
                    "composite": ("replace", "additive"), "pnet_input": ("mask", "image"),
                    "pnet_combine": ("mean", "residual"),
                    "eq2_range": ("image", "object"), "optimizer": ("sgd", "adam"),
-                   "select_by": tuple(LOWER_IS_BETTER)}
+                   "select_by": tuple(LOWER_IS_BETTER), "supervision": ("sensor", "truth")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -140,6 +180,22 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.init_bias and not (self.prompt == "pnet" and self.bias):
             raise ConfigError("--init-bias initialises a PNet's bias: use it with --prompt pnet (and a bias)")
+        if self.init and self.prompt == "finetune":
+            raise ConfigError("--init warm-starts a prompt: use it with --prompt 1bg or pnet")
+        if self.init and self.init_bias:
+            raise ConfigError("--init and --init-bias both initialise the prompt: give one")
+        self.bag_config()  # validates the bag fields
+        self.trust_config()
+
+    def bag_config(self) -> BagReadConfig:
+        return BagReadConfig(**{k: getattr(self, k) for k in BAG_FIELDS}, recenter_fill=0.8)
+
+    def trust_config(self) -> TrustConfig:
+        return TrustConfig(smooth_sigma=self.smooth_sigma)
+
+    @property
+    def uses_bags(self) -> bool:
+        return any(is_bag(p) for p, _ in parse_weighted(self.data)) or any(is_bag(p) for p in self.val)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -174,15 +230,24 @@ def parse_weighted(specs: list[str]) -> list[tuple[str, float]]:
 
 
 class SampleCache:
-    """Datasets decoded once into memory as tensors at the training resolution."""
+    """Datasets decoded once into memory as tensors at the training resolution.
 
-    def __init__(self, specs: list[str], size: int, recenter: bool):
+    With ``bags`` (a run that reads ROS 2 bags), bag specs become BagSets (decoded at once, sharded over ``dist``'s
+    ranks) and every sample carries ``weight`` (the loss's pixels) and ``ref`` / ``ref_mask`` (validation's
+    reference): a render sample's are its mask and ground truth."""
+
+    def __init__(self, specs: list[str], size: int, recenter: bool,
+                 bags: tuple[BagReadConfig, TrustConfig] | None = None, dist: Distributed | None = None):
         tf = Compose(Recenter() if recenter else None, crop_to_square, lambda s: resize(s, size),
                      ReplaceBackground("white"))
-        self.sets = [open_dataset(spec, tf) for spec in specs]
+        self.bag_mode = bags is not None
+        self.sets = [BagSet(spec, size, *bags, dist=dist) if bags is not None and is_bag(spec)
+                     else open_dataset(spec, tf) for spec in specs]
         self._cache: dict[tuple[int, int], dict] = {}
 
     def get(self, d: int, i: int) -> dict:
+        if isinstance(self.sets[d], BagSet):
+            return self.sets[d][i]
         if (d, i) not in self._cache:
             self._fill(d, i)
         return self._cache[(d, i)]
@@ -193,11 +258,15 @@ class SampleCache:
         ds = self.sets[d]
         for j in ds.shard_range(i) if hasattr(ds, "shard_range") else (i,):
             if (d, j) not in self._cache:
-                self._cache[(d, j)] = ds[j]
+                s = ds[j]
+                if self.bag_mode:  # a render in a bag run: supervised by its ground truth on its mask
+                    s = {**s, "weight": s["mask"][0], "ref": s["depth"], "ref_mask": s["mask"][0]}
+                self._cache[(d, j)] = s
 
     def batch(self, items: list[tuple[int, int]], device) -> dict[str, torch.Tensor]:
         samples = [self.get(d, i) for d, i in items]
-        return {k: torch.stack([s[k] for s in samples]).to(device) for k in ("image", "depth", "mask", "K")}
+        keys = ("image", "depth", "mask", "K") + (("weight", "ref", "ref_mask") if self.bag_mode else ())
+        return {k: torch.stack([s[k] for s in samples]).to(device) for k in keys}
 
 
 def batch_items(seed: int, step: int, sizes: list[int], weights: list[float], batch: int) -> list[tuple[int, int]]:
@@ -242,7 +311,8 @@ class Trainer:
             self.net.unfreeze()
             self.trainable: torch.nn.Module = self.net.model
         else:
-            self.prompt = build_prompt(cfg.prompt_config(size)).to(self.device)
+            prompt = self._warm_start(size) if cfg.init else build_prompt(cfg.prompt_config(size))
+            self.prompt = prompt.to(self.device)
             if cfg.init_bias:
                 init_bias_from(self.prompt, cfg.init_bias, self.net)
             self.trainable = self.prompt
@@ -263,13 +333,47 @@ class Trainer:
         self.opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
                     else torch.optim.Adam(params, lr=cfg.lr))
         weighted = parse_weighted(cfg.data)
-        self.train_data = SampleCache([p for p, _ in weighted], size, cfg.recenter)
+        bags = (cfg.bag_config(), cfg.trust_config()) if cfg.uses_bags else None
+        self.train_data = SampleCache([p for p, _ in weighted], size, cfg.recenter, bags, self.dist)
         self.weights = [w for _, w in weighted]
-        self.val_data = SampleCache(cfg.val, size, cfg.recenter) if cfg.val else None
+        self.val_data = SampleCache(cfg.val, size, cfg.recenter, bags, self.dist) if cfg.val else None
+        check_usable(self.train_data.sets)
+        if self.val_data:
+            check_usable(self.val_data.sets)
+        self.supervision = supervision_report(self.train_data.sets) if bags else None
+        if self.supervision and self.dist.main:
+            sv = self.supervision
+            tqdm.write(f"{cfg.supervision} supervision: {sv['objects']} objects of {sv['objects_seen']} in "
+                       f"{sv['frames']} frames, "
+                       f"{sv['supervised_pixels']} supervised pixels ({100 * sv['supervised_share']:.1f}% of the "
+                       f"objects' input pixels; {100 * sv['trusted_share']:.1f}% of their mask pixels have a trusted "
+                       f"reading)")
         self.step = 0
         self.history: list[dict] = []
         self.best: dict | None = None
         self.state_dir = Path(str(cfg.out) + ".state")
+
+    def _warm_start(self, size: int):
+        """The prompt of ``--init``: a shipped prompt (of --prompt's kind for "shipped") or a checkpoint."""
+        from bgprompt_core.runtime import resolve_prompt_path
+
+        cfg = self.cfg
+        name = cfg.prompt if cfg.init == "shipped" else cfg.init
+        path = resolve_prompt_path(name, self.net.spec)
+        if path is None:
+            raise ConfigError("--init none: there is nothing to warm-start from; leave --init out")
+        prompt, meta = load_prompt(path, self.net.spec)
+        kind = "pnet" if isinstance(prompt, PromptNet) else "1bg"
+        if kind != cfg.prompt:
+            raise ConfigError(f"--init {cfg.init}: {path} is a {kind} prompt, --prompt is {cfg.prompt}")
+        if (prompt.cfg.height, prompt.cfg.width) != (size, size):
+            raise ConfigError(f"--init {cfg.init}: {path} is {prompt.cfg.width}x{prompt.cfg.height}, training runs "
+                              f"at {size}x{size} (--size)")
+        if meta.composite != cfg.composite or meta.depth_transform.range != cfg.eq2_range:
+            raise ConfigError(f"--init {cfg.init}: {path} was trained with composite {meta.composite!r} and Eq. 2 "
+                              f"range {meta.depth_transform.range!r}; give --composite / --eq2-range the same")
+        log.info("warm start from %s (%s)", path, prompt.cfg)
+        return prompt
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_state(self) -> None:
@@ -286,6 +390,7 @@ class Trainer:
         scalars = {str(pid): {n: v for n, v in st.items() if not isinstance(v, torch.Tensor)}
                    for pid, st in opt["state"].items()}
         meta = {"step": self.step, "history": self.history, "best": self.best, "config": self.cfg.to_dict(),
+                "supervision": self.supervision,
                 "param_groups": opt["param_groups"], "opt_scalars": scalars,
                 "distributed": self.dist.describe(self.cfg.batch)}
         # a complete, fsynced step directory under a new name first, then the LATEST pointer is replaced
@@ -312,6 +417,9 @@ class Trainer:
         meta = json.loads((step_dir / "state.json").read_text())
         if meta["config"].get("prompt") == "single":  # states written before the name 1bg
             meta["config"]["prompt"] = "1bg"
+        # states written before a field existed: the field at its default is the same run
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+        meta["config"] = {**{k: v for k, v in defaults.items() if k not in meta["config"]}, **meta["config"]}
         if meta["config"] != self.cfg.to_dict():
             diff = {k: (v, self.cfg.to_dict().get(k)) for k, v in meta["config"].items() if self.cfg.to_dict().get(k) != v}
             raise ConfigError(f"cannot resume {step_dir}: the run was started with other settings {diff}")
@@ -331,6 +439,8 @@ class Trainer:
         if not self.dist.main:
             return
         training = {**self.cfg.to_dict(), "distributed": self.dist.describe(self.cfg.batch)}
+        if self.supervision is not None:
+            training["supervision"] = {k: v for k, v in self.supervision.items() if k != "bags"}
         if self.prompt is not None:
             meta = PromptMeta(prompt=self.prompt.cfg, network=self.net.spec, composite=self.cfg.composite,
                               depth_transform=self.model.transform, training=training, metrics=metrics)
@@ -361,7 +471,8 @@ class Trainer:
                     continue
                 b = self.val_data.batch([(d, int(i)) for i in chunk], self.device)
                 depth = self.model(b["image"], b["mask"])["depth"]
-                per_sample = sample_metrics(depth.float(), b["depth"], b["mask"][:, 0], b["K"])
+                ref, ref_mask = (b["ref"], b["ref_mask"]) if "ref" in b else (b["depth"], b["mask"][:, 0])
+                per_sample = sample_metrics(depth.float(), ref, ref_mask, b["K"])
                 for j, i in enumerate(chunk):
                     mine[(d, int(i))] = {k: float(v[j]) for k, v in per_sample.items()}
         merged = {key: row for part in self.dist.gather(mine) for key, row in part.items()}
@@ -381,7 +492,14 @@ class Trainer:
             g["lr"] = learning_rate(cfg, self.step)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
             depth = self.model(b["image"], b["mask"])["depth"]
-        loss, _ = object_depth_loss(depth.float(), b["depth"], b["mask"][:, 0], b["K"])
+        if "weight" in b:  # a bag run: Eq. 3 + Eq. 4 over the trusted readings only (sensor_loss.py)
+            ref, weight = (b["ref"], b["ref_mask"]) if cfg.supervision == "truth" else (b["depth"], b["weight"])
+            loss, _ = weighted_object_loss(depth.float(), ref, weight, b["K"], cfg.smooth_sigma)
+        else:
+            loss, _ = object_depth_loss(depth.float(), b["depth"], b["mask"][:, 0], b["K"])
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss is {loss.item()} at step {self.step}: training stopped before the prompt "
+                                f"took a non-finite update (the last checkpoint on disk is intact)")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if not self.ddp:
@@ -395,10 +513,17 @@ class Trainer:
             self.load_state()
             log.info("resumed at step %d", self.step)
         writer = None
+        if self.supervision is not None and self.dist.main:  # per run: what supervised the prompt
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.state_dir / "supervision.json",
+                         lambda p: Path(p).write_text(json.dumps(self.supervision, indent=1)))
         if cfg.logdir and self.dist.main:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(cfg.logdir)
+            if self.supervision is not None:
+                for k in ("objects", "supervised_pixels", "supervised_share", "trusted_share"):
+                    writer.add_scalar(f"data/{k}", self.supervision[k], self.step)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.prompt}", unit="step",
                    disable=not self.dist.main)
         t0, start = time.perf_counter(), self.step
@@ -427,7 +552,7 @@ class Trainer:
         if self.dist.main and self.step > start:  # the loop's own time, for benchmarks (make bench)
             atomic_write(self.state_dir / "timing.json", lambda p: Path(p).write_text(json.dumps(
                 {"steps": self.step - start, "seconds": seconds, **self.dist.describe(cfg.batch)})))
-        return {"best": self.best, "seconds": seconds, "history": self.history}
+        return {"best": self.best, "seconds": seconds, "history": self.history, "supervision": self.supervision}
 
     def _validate_and_select(self, writer) -> None:
         cfg = self.cfg
