@@ -132,6 +132,14 @@ class Frame:
     distortion: str | None  # a warning when camera_info has distortion
     mask_note: str | None = None  # a warning when a mono8 mask's values look like object ids (mask_values_note)
 
+    def size_problem(self) -> str | None:
+        """Why the mask, depth or truth cannot be compared with the image (another size), or None."""
+        h, w = self.rgb.shape[:2]
+        for name, a in (("mask", self.mask), ("depth", self.sensor), ("ground truth", self.truth)):
+            if a is not None and a.shape[:2] != (h, w):
+                return f"{name} is {a.shape[1]}x{a.shape[0]}, the image is {w}x{h}"
+        return None
+
 
 def _decode_image(msg) -> np.ndarray:
     return image_to_array(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)

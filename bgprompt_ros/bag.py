@@ -321,15 +321,6 @@ def _sensor_row(stamp: int, f, obj: np.ndarray, objects: dict[int, np.ndarray], 
     return _with_objects(row, object_cloud_metrics(clouds, f.truth, objects, f.K))
 
 
-def _size_problem(f) -> str | None:
-    """Why a decoded frame's mask, depth or truth cannot be compared with its image, or None."""
-    h, w = f.rgb.shape[:2]
-    for name, a in (("mask", f.mask), ("depth", f.sensor), ("ground truth", f.truth)):
-        if a is not None and a.shape[:2] != (h, w):
-            return f"{name} is {a.shape[1]}x{a.shape[0]}, the image is {w}x{h}"
-    return None
-
-
 class _Evaluation:
     """Per-frame work of ``eval_bag``: every combination on a frame, rows, the worst frames, the output bag.
 
@@ -358,7 +349,7 @@ class _Evaluation:
         except (conversions.ConversionError, ValueError) as exc:
             self.skip(stamp, str(exc))
             return
-        problem = _size_problem(f)
+        problem = f.size_problem()
         if problem is not None:
             self.skip(stamp, problem)
             return

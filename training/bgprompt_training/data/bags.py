@@ -142,14 +142,6 @@ def _objects(mask: np.ndarray) -> dict[int, np.ndarray]:
     return {int(i): mask == i for i in np.unique(mask) if i > 0}
 
 
-def _size_problem(f) -> str | None:
-    h, w = f.rgb.shape[:2]
-    for name, a in (("mask", f.mask), ("depth", f.sensor), ("ground truth", f.truth)):
-        if a is not None and a.shape[:2] != (h, w):
-            return f"{name} is {a.shape[1]}x{a.shape[0]}, the image is {w}x{h}"
-    return None
-
-
 def object_sample(rgb: np.ndarray, K: np.ndarray, obj: np.ndarray, sensor: np.ndarray, trusted: np.ndarray,
                   truth: np.ndarray | None, size: int, fill: float = 0.8,
                   smooth_sigma: float = 1.0) -> dict[str, torch.Tensor]:
@@ -237,7 +229,7 @@ def _frame_samples(msgs: dict, index: int, size: int, cfg: BagReadConfig, trust:
     except (ConversionError, ValueError) as exc:
         stats.skip_frame(str(exc))
         return []
-    problem = _size_problem(f)
+    problem = f.size_problem()
     if problem is not None:
         stats.skip_frame(problem)
         return []
