@@ -190,10 +190,14 @@ def test_a_frame_estimated_before_deactivation_is_never_published_after_it(node)
     for k, stamp in enumerate((2_000_000_000, 2_010_000_000)):
         for topic, msg in _frame_msgs(stamp, k).items():
             node._on_message(topic, msg)
-        time.sleep(0.15)  # the first frame is publishing, the second estimated and waiting for the publisher
+        deadline = time.time() + 10  # the readiness signal: the frame went through the network
+        while len(est_log) < k + 1 and time.time() < deadline:
+            time.sleep(0.005)
+    deadline = time.time() + 10  # the first frame is publishing (0.4 s), the second waits for the publisher
+    while node._result is None and time.time() < deadline:
+        time.sleep(0.005)
     assert len(est_log) == 2 and node._result is not None
-    node._stop_worker()
-    time.sleep(0.1)
+    node._stop_worker()  # joins both threads: nothing can publish after it returns
     assert {s for _, s, _, _ in log} <= {2_000_000_000} and node._worker is None and node._publisher is None
 
 
