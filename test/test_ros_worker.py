@@ -75,6 +75,21 @@ def test_inputs_lost_on_the_way_are_named_with_the_fix(node, monkeypatch):
     assert not any("lost" in f for f in node.silent_failures({"image": 9, "camera_info": 10, "mask": 10}))
 
 
+_LOGGED = threading.Condition()  # notified whenever a stand-in below logs: the tests' readiness signal
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> bool:
+    """Wait until ``predicate()`` holds, woken by each stand-in's log entry; False at the deadline."""
+    with _LOGGED:
+        return _LOGGED.wait_for(predicate, timeout)
+
+
+def _logged(log: list, entry: tuple) -> None:
+    with _LOGGED:
+        log.append(entry)
+        _LOGGED.notify_all()
+
+
 class _Recorder:
     """A publisher stand-in: records (stamp, start, end) of each publish, which takes ``delay()`` seconds."""
 
@@ -87,9 +102,9 @@ class _Recorder:
 
     def publish(self, msg) -> None:
         start = time.perf_counter()
-        time.sleep(self.delay())
+        time.sleep(self.delay())  # the stand-in's work
         stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        self.log.append((self.name, stamp, start, time.perf_counter()))
+        _logged(self.log, (self.name, stamp, start, time.perf_counter()))
 
 
 class _SlowEstimator:
@@ -106,13 +121,14 @@ class _SlowEstimator:
         from bgprompt_core.estimator import ObjectDepthResult
 
         start = time.perf_counter()
-        time.sleep(self.delay())
+        time.sleep(self.delay())  # the stand-in's work
         h, w = rgb.shape[:2]
         depth = np.where(mask, np.float32(1.5), np.float32(np.nan)).astype(np.float32)
         valid = np.isfinite(depth)
-        self.log.append((int(rgb[0, 0, 0]), start, time.perf_counter()))
-        return ObjectDepthResult(depth, valid, valid.astype(np.int32), [1], K, "relative",
-                                 source=valid.astype(np.uint8) * 2, timing_ms={"network": 1.0})
+        result = ObjectDepthResult(depth, valid, valid.astype(np.int32), [1], K, "relative",
+                                   source=valid.astype(np.uint8) * 2, timing_ms={"network": 1.0})
+        _logged(self.log, (int(rgb[0, 0, 0]), start, time.perf_counter()))
+        return result
 
 
 def _frame_msgs(stamp: int, tag: int) -> dict:
@@ -163,10 +179,8 @@ def test_outputs_leave_in_frame_order_while_publishing_overlaps_the_next_frames_
         sent.append(stamp)
         for topic, msg in _frame_msgs(stamp, k).items():
             node._on_message(topic, msg)
-        time.sleep(rnd.uniform(0.0, 0.012))
-    deadline = time.time() + 30
-    while time.time() < deadline and not any(s == sent[-1] and t == "cloud" for t, s, _, _ in log):
-        time.sleep(0.01)
+        time.sleep(rnd.uniform(0.0, 0.012))  # pacing the stream: a camera's irregular frame times
+    assert _wait_for(lambda: any(s == sent[-1] and t == "cloud" for t, s, _, _ in log))
     node._stop_worker()
     assert node.fatal == "" and node.counters["errors"] == 0 and node.counters["skipped_bad_input"] == 0
     for topic in ("depth", "info", "cloud"):
@@ -190,12 +204,9 @@ def test_a_frame_estimated_before_deactivation_is_never_published_after_it(node)
     for k, stamp in enumerate((2_000_000_000, 2_010_000_000)):
         for topic, msg in _frame_msgs(stamp, k).items():
             node._on_message(topic, msg)
-        deadline = time.time() + 10  # the readiness signal: the frame went through the network
-        while len(est_log) < k + 1 and time.time() < deadline:
-            time.sleep(0.005)
-    deadline = time.time() + 10  # the first frame is publishing (0.4 s), the second waits for the publisher
-    while node._result is None and time.time() < deadline:
-        time.sleep(0.005)
+        assert _wait_for(lambda: len(est_log) == k + 1, 10)  # the readiness signal: it went through the network
+    with node._result_cond:  # the first frame is publishing (0.4 s), the second is handed over and waits for it
+        node._result_cond.wait_for(lambda: node._result is not None, 10)
     assert len(est_log) == 2 and node._result is not None
     node._stop_worker()  # joins both threads: nothing can publish after it returns
     assert {s for _, s, _, _ in log} <= {2_000_000_000} and node._worker is None and node._publisher is None
@@ -221,10 +232,8 @@ def test_the_composite_preview_is_made_by_the_worker_and_published_with_its_fram
         stamps.append(3_000_000_000 + k * 10**7)
         for topic, msg in _frame_msgs(stamps[-1], k).items():
             node._on_message(topic, msg)
-        time.sleep(0.1)
-    deadline = time.time() + 10
-    while time.time() < deadline and sum(t == "composite" for t, *_ in log) < 3:
-        time.sleep(0.01)
+        # this frame's composite is out before the next frame comes (none superseded in the latest-only slot)
+        assert _wait_for(lambda: sum(t == "composite" for t, *_ in log) == k + 1, 10)
     node._stop_worker()
     assert [s for t, s, _, _ in log if t == "composite"] == [s for t, s, _, _ in log if t == "cloud"] == stamps
     assert made == ["object_depth_worker"] * 3
