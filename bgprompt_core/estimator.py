@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .config import ConfigError
-from .fusion import FUSIONS, SOURCE_NONE, SOURCE_PREDICTED, FusionConfig, FusionReport, fuse_frame
+from .fusion import FUSIONS, SOURCE_PREDICTED, FusionConfig, FusionReport, fuse_frame
 from .geometry import Letterbox, backproject_np, camera_rays, check_intrinsics, resize_roi
 from .masks import InputError, MaskObject, split_mask  # noqa: F401  (InputError: the estimator's error too)
 from .recenter import VirtualCamera, recenter_camera
@@ -269,9 +269,8 @@ class ObjectDepthEstimator:
                 if lost and not valid[obj.box][labels[obj.box] == obj.id].any():
                     no_depth.setdefault(obj.id, {})["fusion"] = lost
         if source is None:  # every depth is the network's: 2 (predicted), as the cloud's source field documents
-            # bool as uint8 is 0 / 1 and SOURCE_NONE is 0: one uint8 pass, not np.where's int64 frame (0.17 ms)
-            source = valid.view(np.uint8) * np.uint8(SOURCE_PREDICTED) if SOURCE_NONE == 0 else \
-                np.where(valid, SOURCE_PREDICTED, SOURCE_NONE).astype(np.uint8)
+            # bool viewed as uint8 is 0 (SOURCE_NONE) / 1: one uint8 pass, not np.where's int64 frame (0.17 ms)
+            source = valid.view(np.uint8) * np.uint8(SOURCE_PREDICTED)
         t3 = time.perf_counter()
         units = "metres" if self.cfg.scale in ("metric", "align-to-sensor") else "relative"
         timing = {"preprocess": 1e3 * (t1 - t0), "network": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2),
