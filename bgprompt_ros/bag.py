@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bgprompt_core.bag_frames import (MSGTYPES, TOPICS, ReadStats, check_types, decompress_image,  # noqa: F401
+from bgprompt_core.messages.bag_frames import (MSGTYPES, TOPICS, ReadStats, check_types, decompress_image,  # noqa: F401
                                      image_count, open_reader, resolve_topics, storage_plugin, synced_sets, typestore)
-from bgprompt_core.config import ConfigError
+from bgprompt_core.method.config import ConfigError
 from bgprompt_core.errors import BgpromptError
-from bgprompt_core.estimator import InputError, ObjectDepthEstimator
+from bgprompt_core.frame.estimator import InputError, ObjectDepthEstimator
 from bgprompt_core.geometry import backproject_np
-from bgprompt_core.sensor_model import to_millimetres
+from bgprompt_core.evaluation.sensor_model import to_millimetres
 
 from . import conversions
 from .bag_writer import BagWriter, DiskFull
@@ -59,9 +59,9 @@ def sensor_depth_m(sample: dict, sensor: str, rng: np.random.Generator) -> np.nd
 
     Tabletop renders carry their sensor's depth (materials included): used when ``sensor`` is its preset, or
     "stored" (whatever its preset: harsh-stereo, tof-like); for other renders the sensor model
-    (bgprompt_core.sensor_model) runs here, with dark surfaces (luminance < 0.12) as its only material cue.
+    (bgprompt_core.evaluation.sensor_model) runs here, with dark surfaces (luminance < 0.12) as its only material cue.
     """
-    from bgprompt_core import sensor_model as sm
+    from bgprompt_core.evaluation import sensor_model as sm
 
     if sensor == "none":
         return sample["depth"].astype(np.float32)
@@ -168,10 +168,10 @@ def truth_objects(mask: np.ndarray, truth: np.ndarray) -> dict[int, np.ndarray]:
 def object_cloud_metrics(clouds: dict[int, np.ndarray], truth: np.ndarray, objects: dict[int, np.ndarray],
                          K: np.ndarray) -> list[dict]:
     """Each ground-truth object's cloud (``clouds``: id -> (N, 3) metres) against the truth, in millimetres:
-    Chamfer, accuracy and completeness within 10 mm, centroid error (bgprompt_core.cloud_metrics). An object with
+    Chamfer, accuracy and completeness within 10 mm, centroid error (bgprompt_core.evaluation.cloud_metrics). An object with
     no cloud, or an empty one, scores Chamfer and centroid inf, accuracy NaN, completeness 0: a failure that the
     summary counts, never one that is left out."""
-    from bgprompt_core import cloud_metrics as cm
+    from bgprompt_core.evaluation import cloud_metrics as cm
 
     out = []
     for oid, obj in objects.items():
@@ -195,7 +195,7 @@ def _with_objects(row: dict, objects: list[dict]) -> dict:
 
 def cross_validated_metric_error(rel: np.ndarray, ref: np.ndarray, obj: np.ndarray, mode: str) -> dict:
     """Fit the scale (or scale+shift) on one checkerboard half of the valid pixels, score metres on the other."""
-    from bgprompt_core.alignment import fit_to_sensor
+    from bgprompt_core.rgbd.alignment import fit_to_sensor
 
     v, u = np.indices(rel.shape)
     half = (u + v) % 2 == 0
@@ -289,7 +289,7 @@ class _OutBag:
 
 def _frame_row(c: Combo, stamp: int, f, matched: dict, res, objects: dict[int, np.ndarray]) -> dict:
     """One combination's metrics for one frame (frame_metrics, metric error, each object's cloud in mm)."""
-    from bgprompt_core.evaluation import frame_metrics  # torch: not imported for `bag make`
+    from bgprompt_core.evaluation.protocol import frame_metrics  # torch: not imported for `bag make`
 
     ref = f.truth if f.truth is not None else f.sensor
     obj = res.instance > 0 if f.mask is None else (f.mask > 0)
@@ -307,7 +307,7 @@ def _frame_row(c: Combo, stamp: int, f, matched: dict, res, objects: dict[int, n
 def _sensor_row(stamp: int, f, obj: np.ndarray, objects: dict[int, np.ndarray], labels: np.ndarray) -> dict:
     """The raw sensor scored as a combination against the ground truth: the same frame metrics (its depth as the
     prediction), its metric error directly (it is metric already), and each object's cloud from its depth."""
-    from bgprompt_core.evaluation import frame_metrics
+    from bgprompt_core.evaluation.protocol import frame_metrics
 
     row = {"stamp": stamp, **frame_metrics(f.sensor, f.truth, obj, f.K)}
     ok = obj & np.isfinite(f.sensor) & np.isfinite(f.truth) & (f.truth > 0)
@@ -596,7 +596,7 @@ def _write_report(summary: dict, out: Path, worst: list[tuple]) -> None:
     if worst:
         import cv2
 
-        from bgprompt_core.visual import depth_to_color
+        from bgprompt_core.evaluation.colormaps import depth_to_color
 
         rows = []
         for si, stamp, rgb, pred, ref in worst:

@@ -17,7 +17,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgprompt_core.config import ConfigError
+from bgprompt_core.method.config import ConfigError
 from bgprompt_core.errors import BgpromptError
 
 log = logging.getLogger("bgprompt.bag")
@@ -122,7 +122,7 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
     from rclpy.serialization import deserialize_message
     from rosbags.highlevel import AnyReader
 
-    from bgprompt_core.bag_frames import typestore
+    from bgprompt_core.messages.bag_frames import typestore
     from .readiness import NotReady, wait_for_nodes
 
     if rate <= 0:
@@ -233,7 +233,7 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from bgprompt_core.bag_frames import typestore
+    from bgprompt_core.messages.bag_frames import typestore
     from .bag_writer import BagWriter, DiskFull
     from .readiness import wait_for_nodes
 

@@ -28,7 +28,7 @@ from contextlib import suppress
 from io import BytesIO
 from pathlib import Path
 
-from bgprompt_core.bag_frames import storage_plugin
+from bgprompt_core.messages.bag_frames import storage_plugin
 from bgprompt_core.errors import BgpromptError
 
 log = logging.getLogger("bgprompt.bag")

@@ -113,7 +113,7 @@ def _register_make(bs) -> None:
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     p.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps")
     p.add_argument("--sensor", choices=["d435-like", "none", "stored"], default="d435-like",
-                   help="simulated RGB-D sensor (bgprompt_core.sensor_model); tabletop renders carry their own: "
+                   help="simulated RGB-D sensor (bgprompt_core.evaluation.sensor_model); tabletop renders carry their own: "
                         "used when it is this preset, and whatever its preset with 'stored' (e.g. a render "
                         "tabletop --sensor harsh-stereo)")
     p.add_argument("--no-holes", action="store_true", help="deprecated: --sensor none")

@@ -1,5 +1,5 @@
 """numpy -> sensor_msgs conversions without cv_bridge or sensor_msgs_py (decoding lives in
-bgprompt_core.ros_decode, re-exported here).
+bgprompt_core.messages.decode, re-exported here).
 
 - depth out: 32FC1 in metres with NaN for "no measurement" (REP 118), never 0;
 - clouds: PointCloud2 with x, y, z float32 (point_step 16, padded like depth_image_proc) and optionally
@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from bgprompt_core.geometry import camera_rays
-from bgprompt_core.ros_decode import (COLOR_ENCODINGS, ENCODINGS, MAX_PIXELS, ConversionError, Frame,  # noqa: F401
+from bgprompt_core.messages.decode import (COLOR_ENCODINGS, ENCODINGS, MAX_PIXELS, ConversionError, Frame,  # noqa: F401
                                       camera_matrix, decode_frame, distortion_note, image_to_array, to_mask,
                                       to_rgb, to_sensor_depth)
 

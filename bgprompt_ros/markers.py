@@ -1,7 +1,7 @@
-"""visualization_msgs/MarkerArray of per-object summaries (bgprompt_core.object_summary) for RViz and planners."""
+"""visualization_msgs/MarkerArray of per-object summaries (bgprompt_core.frame.object_summary) for RViz and planners."""
 from __future__ import annotations
 
-from bgprompt_core.object_summary import ObjectSummary
+from bgprompt_core.frame.object_summary import ObjectSummary
 
 
 def object_markers(summaries: list[ObjectSummary], header, units: str = "metres"):

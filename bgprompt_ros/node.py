@@ -41,9 +41,9 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from visualization_msgs.msg import MarkerArray
 
-from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator
-from bgprompt_core.object_summary import summarize_objects
-from bgprompt_core.sync import Synchronizer
+from bgprompt_core.frame.estimator import EstimatorConfig, InputError, ObjectDepthEstimator
+from bgprompt_core.frame.object_summary import summarize_objects
+from bgprompt_core.messages.sync import Synchronizer
 
 from . import conversions
 from .markers import object_markers

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bgprompt_core.config import ConfigError
-from bgprompt_core.estimator import EstimatorConfig
-from bgprompt_core.fusion import FUSION_FIELDS, FUSION_HELP, HOLE_FILLS, FusionConfig, fusion_config_from_params
-from bgprompt_core.runtime import PROMPT_HELP
+from bgprompt_core.method.config import ConfigError
+from bgprompt_core.frame.estimator import EstimatorConfig
+from bgprompt_core.rgbd.fusion import FUSION_FIELDS, FUSION_HELP, HOLE_FILLS, FusionConfig, fusion_config_from_params
+from bgprompt_core.runtime.build import PROMPT_HELP
 
 TYPES = {str: "PARAMETER_STRING", int: "PARAMETER_INTEGER", float: "PARAMETER_DOUBLE", bool: "PARAMETER_BOOL"}
 # name: (default, description, allowed values or None, needs reload); the type is the default's
@@ -60,7 +60,7 @@ PARAMETERS: dict[str, tuple] = {
     "diagnostics_period": (1.0, "seconds between /diagnostics messages", None, True),
     "autostart": (True, "configure and activate at start (plain, unmanaged use)", None, False),
 }
-# RGB-D fusion (scale align-to-sensor): bgprompt_core.fusion.FusionConfig field by field as fusion_<field>, the sensor
+# RGB-D fusion (scale align-to-sensor): bgprompt_core.rgbd.fusion.FusionConfig field by field as fusion_<field>, the sensor
 # noise included; defaults are what docs/grasp measures (config/object_depth_rgbd.yaml). Each value is checked by
 # FusionConfig's own validation.
 _FUSION = FusionConfig()

@@ -43,7 +43,7 @@ def tiny_model_dir(tmp_path_factory):
 
     import torch
 
-    from bgprompt_core.depth_networks import build_depth_net
+    from bgprompt_core.networks.loading import build_depth_net
     from tiny_models import small_config
 
     root = tmp_path_factory.mktemp("tiny_model")

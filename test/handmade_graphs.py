@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bgprompt_core.net_spec import DepthNetSpec
+from bgprompt_core.networks.spec import DepthNetSpec
 
 
 def _save(graph, path, metadata: dict | None = None):

@@ -76,7 +76,7 @@ def test_sensor_holes_are_realistic(renders, tmp_path):
     """The bag's depth has the d435-like camera's holes and no others, counted against an independent computation
     on the ground truth: every pixel that is not at a depth edge, in the stereo shadow, dark or out of range reads
     within 5 sigma of the truth; dark surfaces (luminance < 0.12) lose the preset's 60%."""
-    from bgprompt_core import sensor_model as sm
+    from bgprompt_core.evaluation import sensor_model as sm
 
     import shutil
 
@@ -296,7 +296,7 @@ def _kept(stderr: str) -> int:
 def test_bag_make_on_a_full_disk_stops_clearly_and_keeps_a_readable_bag(renders, tmp_path, kind, storage):
     """A full disk (a small tmpfs) or a refused write (a file size limit) ends `bag make` with an error line, and the
     frames written before are a closed bag that rosbags reads back exactly and bag eval's reader cuts into frames."""
-    from bgprompt_core.bag_frames import open_reader, resolve_topics, synced_sets
+    from bgprompt_core.messages.bag_frames import open_reader, resolve_topics, synced_sets
 
     data = _repeated(renders, tmp_path, 30)  # 180 frames, ~7 MiB
     with full_disk(kind, tmp_path, 7 << 20 if kind == "tmpfs" else 5 << 20) as (disk, preexec):
@@ -399,7 +399,7 @@ def test_compressed_colour_is_evaluated_like_the_raw_image(renders, tmp_path, ti
 
 
 def test_a_topic_of_the_wrong_type_is_a_config_error_before_reading(renders, tmp_path, tiny_model_dir):
-    from bgprompt_core.config import ConfigError
+    from bgprompt_core.method.config import ConfigError
 
     make_bag(renders, tmp_path / "in", sensor="none")
     combo = Combo("tiny", {"model": str(tiny_model_dir), "prompt": "none"})
@@ -466,7 +466,7 @@ def test_bag_eval_counts_what_failed_and_scores_the_raw_sensor_the_same_way(rend
     nothing on the object (glass) counts as a non-finite Chamfer, shown as (5/6) beside the mean of the other 5."""
     import csv
 
-    from bgprompt_core import cloud_metrics as cm
+    from bgprompt_core.evaluation import cloud_metrics as cm
 
     make_bag(renders, tmp_path / "in", sensor="none")  # the sensor then reads the truth, in whole millimetres
     with np.load(renders / "shard-00000.npz") as f:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bgprompt_core.config import ConfigError
+from bgprompt_core.method.config import ConfigError
 from bgprompt_ros.bag import TOPICS, image_message, make_bag, typestore
 from bgprompt_training.data.bags import BagReadConfig, bag_samples, object_sample
 from bgprompt_training.data.trust import TrustConfig, trusted_pixels
@@ -60,7 +60,7 @@ def rewrite(src: Path, dst: Path, change=lambda topic, msg: msg) -> Path:
 
 
 def arr(msg) -> np.ndarray:
-    from bgprompt_core.ros_decode import image_to_array
+    from bgprompt_core.messages.decode import image_to_array
 
     return image_to_array(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
 
@@ -114,10 +114,10 @@ def test_trusted_pixels_leave_out_holes_edges_see_through_and_outliers():
 
 
 def tiny_prompted(tiny_model_dir):
-    from bgprompt_core.config import FourierPromptConfig
-    from bgprompt_core.depth_networks import load_depth_net
-    from bgprompt_core.model import PromptedDepth
-    from bgprompt_core.prompts import build_prompt
+    from bgprompt_core.method.config import FourierPromptConfig
+    from bgprompt_core.networks.loading import load_depth_net
+    from bgprompt_core.method.model import PromptedDepth
+    from bgprompt_core.method.prompts import build_prompt
 
     torch.manual_seed(0)
     net = load_depth_net(str(tiny_model_dir), torch.device("cpu"), local_only=True)
@@ -283,8 +283,8 @@ def test_bags_and_render_folders_mix_and_pnet_trains(bag, renders, tmp_path, tin
 
 
 def test_init_shipped_starts_from_the_shipped_prompt(bag, tmp_path):
-    from bgprompt_core.checkpoint import load_prompt
-    from bgprompt_core.runtime import SHIPPED_PROMPTS
+    from bgprompt_core.method.checkpoint import load_prompt
+    from bgprompt_core.runtime.build import SHIPPED_PROMPTS
 
     t = Trainer(TrainConfig(model="mini", data=[str(bag)], out=str(tmp_path / "w.safetensors"), init="shipped",
                             steps=1, local_only=True, device="cpu"))

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from bgprompt_core.depth_networks import REGISTRY
-from bgprompt_core.checkpoint import (CheckpointError, PromptMeta, import_authors_prompt, load_prompt, read_meta,
+from bgprompt_core.networks.loading import REGISTRY
+from bgprompt_core.method.checkpoint import (CheckpointError, PromptMeta, import_authors_prompt, load_prompt, read_meta,
                                       save_prompt)
-from bgprompt_core.config import FourierPromptConfig, PixelPromptConfig, PromptNetConfig
-from bgprompt_core.prompts import build_prompt, fourier_scale
+from bgprompt_core.method.config import FourierPromptConfig, PixelPromptConfig, PromptNetConfig
+from bgprompt_core.method.prompts import build_prompt, fourier_scale
 
 NET = REGISTRY["dpt-large"]
 CONFIGS = [FourierPromptConfig(height=32, width=48), PixelPromptConfig(height=32, width=32),
@@ -162,9 +162,9 @@ def test_crafted_metadata_is_refused_before_anything_is_allocated(tmp_path):
 
 _RSS_CHILD = """
 import sys
-from bgprompt_core.checkpoint import CheckpointError, load_prompt, read_meta
-from bgprompt_core.depth_networks import REGISTRY
-from bgprompt_core.prompts import build_prompt
+from bgprompt_core.method.checkpoint import CheckpointError, load_prompt, read_meta
+from bgprompt_core.networks.loading import REGISTRY
+from bgprompt_core.method.prompts import build_prompt
 def status_mib(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) / 1024
 load_prompt(sys.argv[2], REGISTRY["dpt-large"])  # warm up every code path on a genuine checkpoint

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bgprompt_core.prompts import fourier_scale
+from bgprompt_core.method.prompts import fourier_scale
 from bgprompt_training.cli import build_parser
 
 # the console script of the interpreter running the tests (its venv), else whatever is on PATH
@@ -87,7 +87,7 @@ def test_every_train_config_field_is_a_flag_of_the_same_name():
 
 def test_a_bug_keeps_its_traceback_while_project_errors_are_one_line(monkeypatch, capsys):
     """Only the project's own errors become 'error:' lines (exit 2); anything else is a bug and propagates."""
-    from bgprompt_core.config import ConfigError
+    from bgprompt_core.method.config import ConfigError
     from bgprompt_training import cli
 
     def boom(args):
@@ -193,7 +193,7 @@ def test_exif_orientations_match_pillow_and_both_files_turn_the_same_way(tmp_pat
 
 
 def test_mask_files_that_are_not_masks_are_refused_by_name(tmp_path):
-    from bgprompt_core.masks import InputError
+    from bgprompt_core.frame.masks import InputError
     from bgprompt_training.image_files import read_mask
 
     photo = _save_png(tmp_path / "photo.png", _photo())

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bgprompt_core import cloud_metrics as cm
+from bgprompt_core.evaluation import cloud_metrics as cm
 
 
 def test_chamfer_accuracy_completeness_by_hand():
@@ -62,8 +62,8 @@ def test_surface_samples_are_finer_than_the_pixel_grid_and_on_the_surface():
 def test_object_summaries_give_the_box_of_each_labelled_object():
     from scipy.spatial.transform import Rotation
 
-    from bgprompt_core.fusion import SOURCE_PREDICTED, SOURCE_SENSOR
-    from bgprompt_core.object_summary import summarize_objects
+    from bgprompt_core.rgbd.fusion import SOURCE_PREDICTED, SOURCE_SENSOR
+    from bgprompt_core.frame.object_summary import summarize_objects
 
     K = np.array([[200.0, 0, 49.5], [0, 200.0, 39.5], [0, 0, 1]])
     depth = np.full((80, 100), np.nan, np.float32)

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from bgprompt_core.composite import composite
-from bgprompt_core.config import DepthTransformConfig
-from bgprompt_core.depth_transform import disparity_to_depth, output_to_depth
-from bgprompt_core.net_spec import IMAGENET_MEAN, IMAGENET_STD
-from bgprompt_core.normalization import Normalization
+from bgprompt_core.method.composite import composite
+from bgprompt_core.method.config import DepthTransformConfig
+from bgprompt_core.method.depth_transform import disparity_to_depth, output_to_depth
+from bgprompt_core.networks.spec import IMAGENET_MEAN, IMAGENET_STD
+from bgprompt_core.networks.normalization import Normalization
 
 PHI = Normalization(IMAGENET_MEAN, IMAGENET_STD)
 

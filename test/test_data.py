@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bgprompt_core.recenter import recenter_camera, rotation_to_axis
+from bgprompt_core.frame.recenter import recenter_camera, rotation_to_axis
 from bgprompt_training.data.external import ABORenders, GoogleScannedObjects, HM3DABO, HNDR, NpzDumps
 from bgprompt_training.data.open import open_dataset
 from bgprompt_training.data.schema import BadSample

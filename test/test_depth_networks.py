@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from bgprompt_core.depth_networks import (REGISTRY, DepthNetSpec, ModelLoadError, build_depth_net, load_depth_net,
+from bgprompt_core.networks.loading import (REGISTRY, DepthNetSpec, ModelLoadError, build_depth_net, load_depth_net,
                                     resolve_spec, spec_from_configs)
-from bgprompt_core.config import FourierPromptConfig
-from bgprompt_core.model import PromptedDepth
+from bgprompt_core.method.config import FourierPromptConfig
+from bgprompt_core.method.model import PromptedDepth
 from tiny_models import FAMILIES, small_config
-from bgprompt_core.prompts import FourierPrompt
+from bgprompt_core.method.prompts import FourierPrompt
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -106,8 +106,8 @@ def test_every_family_trains_a_prompt_exports_it_and_onnxruntime_agrees(family, 
     import numpy as np
     import onnxruntime as ort
 
-    from bgprompt_core.export import export_onnx
-    from bgprompt_core.metrics import si_rmse
+    from bgprompt_core.runtime.export import export_onnx
+    from bgprompt_core.method.metrics import si_rmse
 
     torch.manual_seed(0)
     cfg, spec, _ = small_config(family)
@@ -173,8 +173,8 @@ def test_the_torch_fp16_path_runs_the_network_in_fp16_and_eq2_in_fp32(caplog):
 
     import numpy as np
 
-    from bgprompt_core.depth_transform import disparity_to_depth
-    from bgprompt_core.torch_backend import TorchBackend
+    from bgprompt_core.method.depth_transform import disparity_to_depth
+    from bgprompt_core.runtime.torch_backend import TorchBackend
 
     model = _conditioned_model()
     x = torch.rand(2, 3, 56, 56)
@@ -199,7 +199,7 @@ def test_the_torch_fp16_path_runs_the_network_in_fp16_and_eq2_in_fp32(caplog):
 def test_the_torch_fp16_path_on_cuda_stays_finite_and_near_fp32():
     import numpy as np
 
-    from bgprompt_core.torch_backend import TorchBackend
+    from bgprompt_core.runtime.torch_backend import TorchBackend
 
     model = _conditioned_model()
     x, m = np.random.rand(2, 3, 56, 56).astype(np.float32), np.ones((2, 1, 56, 56), np.float32)

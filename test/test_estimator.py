@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from bgprompt_core.depth_networks import load_depth_net
-from bgprompt_core.alignment import fit_to_sensor
-from bgprompt_core.estimator import EstimatorConfig, InputError, ObjectDepthEstimator, backproject_np, split_mask
+from bgprompt_core.networks.loading import load_depth_net
+from bgprompt_core.rgbd.alignment import fit_to_sensor
+from bgprompt_core.frame.estimator import EstimatorConfig, InputError, ObjectDepthEstimator, backproject_np, split_mask
 from bgprompt_core.geometry import Letterbox, resize_roi
-from bgprompt_core.segmentation import RembgSegmenter, clean_mask
+from bgprompt_core.frame.segmentation import RembgSegmenter, clean_mask
 
 K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
 S = 64
@@ -195,7 +195,7 @@ def test_recenter_path_returns_depth_on_the_object(tiny_model_dir, tmp_path):
 def test_every_point_without_fusion_is_marked_predicted(tiny_model_dir):
     """The reported defect: `source` was 0 (unknown) for every point in relative mode, while the cloud's field is
     documented as 1 sensor, 2 predicted."""
-    from bgprompt_core.fusion import SOURCE_NONE, SOURCE_PREDICTED
+    from bgprompt_core.rgbd.fusion import SOURCE_NONE, SOURCE_PREDICTED
 
     img, labels = _frame()
     res = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none")).estimate(img, K, labels)
@@ -225,9 +225,9 @@ def test_composite_preview_has_one_tile_per_object_with_its_pixels_untouched(tin
 
 
 def test_torch_and_onnxruntime_agree(tiny_model_dir, tmp_path):
-    from bgprompt_core.checkpoint import PromptMeta, save_prompt
-    from bgprompt_core.config import FourierPromptConfig
-    from bgprompt_core.prompts import FourierPrompt
+    from bgprompt_core.method.checkpoint import PromptMeta, save_prompt
+    from bgprompt_core.method.config import FourierPromptConfig
+    from bgprompt_core.method.prompts import FourierPrompt
 
     torch.manual_seed(1)
     # a random tiny network outputs ~1e-7 as a difference of O(1) activations: ill-conditioned, so any two
@@ -333,13 +333,13 @@ def test_pnet_exports_without_dft_ops_and_matches_torch(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from bgprompt_core.depth_networks import build_depth_net
-    from bgprompt_core.config import PromptNetConfig
-    from bgprompt_core.export import export_onnx
-    from bgprompt_core.onnx_graph import read_onnx_metadata
-    from bgprompt_core.model import PromptedDepth
+    from bgprompt_core.networks.loading import build_depth_net
+    from bgprompt_core.method.config import PromptNetConfig
+    from bgprompt_core.runtime.export import export_onnx
+    from bgprompt_core.runtime.graph_contract import read_onnx_metadata
+    from bgprompt_core.method.model import PromptedDepth
     from tiny_models import small_config
-    from bgprompt_core.prompts import PromptNet
+    from bgprompt_core.method.prompts import PromptNet
 
     torch.manual_seed(3)
     cfg, spec, _ = small_config("depth_anything")
@@ -391,7 +391,7 @@ def test_many_labels_cost_memory_bounded_by_max_objects_and_the_largest_are_kept
 
 def test_composite_preview_shows_what_the_network_saw_when_re_centred(tiny_model_dir):
     """With recenter: true the network sees each object through a virtual camera, not the letterbox."""
-    from bgprompt_core.estimator import split_mask
+    from bgprompt_core.frame.estimator import split_mask
 
     img, labels = _frame()
     est = ObjectDepthEstimator(EstimatorConfig(model=str(tiny_model_dir), prompt="none", recenter=True))
@@ -410,8 +410,8 @@ def test_composite_preview_shows_what_the_network_saw_when_re_centred(tiny_model
 
 
 def test_backend_auto_picks_tensorrt_with_a_gpu_else_onnxruntime_else_torch(tiny_model_dir, tmp_path, monkeypatch):
-    from bgprompt_core import runtime
-    from bgprompt_core.runtime import resolve_backend
+    from bgprompt_core.runtime import build as runtime
+    from bgprompt_core.runtime.build import resolve_backend
 
     everything = lambda pkg: True  # noqa: E731
     assert resolve_backend("auto", cuda=True, installed=everything) == "tensorrt"
@@ -456,11 +456,11 @@ def test_an_object_that_vanishes_at_network_resolution_is_dropped_with_a_warning
     """Eq. 2 over the object: a 1x16 px object vanishes in the 56x56 letterbox of a 240x320 frame. The torch backend
     raised a ValueError for the whole frame while the exported graph gave that object NaN; now both leave it out
     with the same warning and serve the other object."""
-    from bgprompt_core.backends import OnnxRuntimeBackend
-    from bgprompt_core.config import DepthTransformConfig
-    from bgprompt_core.export import export_onnx
-    from bgprompt_core.model import PromptedDepth
-    from bgprompt_core.torch_backend import TorchBackend
+    from bgprompt_core.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from bgprompt_core.method.config import DepthTransformConfig
+    from bgprompt_core.runtime.export import export_onnx
+    from bgprompt_core.method.model import PromptedDepth
+    from bgprompt_core.runtime.torch_backend import TorchBackend
 
     net = load_depth_net(str(tiny_model_dir), local_only=True)
     model = PromptedDepth(net, None, transform=DepthTransformConfig(range="object")).eval()

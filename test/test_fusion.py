@@ -1,9 +1,9 @@
-"""Sensor fusion (bgprompt_core.fusion) on analytic tabletops: a box standing or lying on a table, a bowl."""
+"""Sensor fusion (bgprompt_core.rgbd.fusion) on analytic tabletops: a box standing or lying on a table, a bowl."""
 import cv2
 import numpy as np
 import pytest
 
-from bgprompt_core import fusion as fu
+from bgprompt_core.rgbd import fusion as fu
 from bgprompt_core.geometry import camera_rays
 from scenes import bowl_on_table, box_on_table
 
@@ -101,7 +101,7 @@ def test_see_through_readings_are_rejected_and_scale_comes_from_the_support_cont
     on_object = np.abs(depth[box] - gt[box]) < 0.010
     assert on_object.mean() >= 0.95, on_object.mean()
     # the naive robust fit on the object's readings locks onto the table (the pilot's failure)
-    from bgprompt_core.alignment import fit_to_sensor
+    from bgprompt_core.rgbd.alignment import fit_to_sensor
 
     naive = fit_to_sensor(pred, sensor, box & (sensor > 0))
     assert np.mean(np.abs(naive.scale * pred[box] - gt[box]) < 0.010) < 0.5

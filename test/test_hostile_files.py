@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bgprompt_core.onnx_graph import GraphError
+from bgprompt_core.runtime.graph_contract import GraphError
 from bgprompt_training import cli
 from handmade_graphs import write_graph
 
@@ -17,8 +17,8 @@ from handmade_graphs import write_graph
 def test_graph_metadata_that_disagrees_with_the_graph_is_refused_when_the_runtime_is_built(tmp_path):
     """A 128x128 graph whose metadata says 8192x8192 (was: accepted, then 2.1 GiB per 160x120 frame before
     onnxruntime refused the input). Both routes check: onnxruntime's session and the ONNX proto (TensorRT)."""
-    from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
-    from bgprompt_core.onnx_graph import read_onnx_metadata
+    from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
+    from bgprompt_core.runtime.graph_contract import read_onnx_metadata
 
     lying = write_graph(tmp_path / "lying.onnx", meta_hw=(8192, 8192))
     cfg = EstimatorConfig(backend="onnxruntime", onnx=str(lying), prompt="none")
@@ -39,7 +39,7 @@ def test_graph_metadata_that_disagrees_with_the_graph_is_refused_when_the_runtim
 def test_metadata_sizes_that_are_not_sizes_are_refused(tmp_path):
     import onnx
 
-    from bgprompt_core.onnx_graph import read_onnx_metadata
+    from bgprompt_core.runtime.graph_contract import read_onnx_metadata
 
     path = write_graph(tmp_path / "g.onnx")
     for bad in ([128], [128, "128"], [0, 128], [True, 128]):
@@ -57,10 +57,10 @@ def hostile(tiny_model_dir, tmp_path_factory):
     """Files a careless or hostile user hands the CLI, next to genuine ones."""
     from safetensors.torch import load_file, save_file
 
-    from bgprompt_core.checkpoint import PromptMeta, read_meta, save_prompt
-    from bgprompt_core.config import FourierPromptConfig
-    from bgprompt_core.depth_networks import resolve_spec
-    from bgprompt_core.prompts import build_prompt
+    from bgprompt_core.method.checkpoint import PromptMeta, read_meta, save_prompt
+    from bgprompt_core.method.config import FourierPromptConfig
+    from bgprompt_core.networks.loading import resolve_spec
+    from bgprompt_core.method.prompts import build_prompt
 
     root = tmp_path_factory.mktemp("hostile")
     cfg = FourierPromptConfig(height=56, width=56)

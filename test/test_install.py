@@ -29,7 +29,7 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator  # noqa: E402
+from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator  # noqa: E402
 from bgprompt_ros.readiness import NotReady, wait_for_nodes  # noqa: E402
 
 H, W = 480, 640

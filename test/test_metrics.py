@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from bgprompt_core import metrics
+from bgprompt_core.method import metrics
 
 
 def _sample(seed=0, n=2, h=12, w=10):
@@ -81,7 +81,7 @@ def test_empty_mask_is_a_clear_error():
 
 
 def test_sample_metrics_of_a_perfect_prediction_up_to_scale():
-    from bgprompt_core.evaluation import sample_metrics
+    from bgprompt_core.evaluation.protocol import sample_metrics
     from scenes import sphere_sample
 
     _, depth, mask, K = sphere_sample(48)

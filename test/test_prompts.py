@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from bgprompt_core.config import ConfigError, FourierPromptConfig, PixelPromptConfig, PromptNetConfig
-from bgprompt_core.prompts import FourierPrompt, PixelPrompt, PromptNet, build_prompt, fourier_scale
+from bgprompt_core.method.config import ConfigError, FourierPromptConfig, PixelPromptConfig, PromptNetConfig
+from bgprompt_core.method.prompts import FourierPrompt, PixelPrompt, PromptNet, build_prompt, fourier_scale
 
 
 def test_fourier_scale_closed_form():

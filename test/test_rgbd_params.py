@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bgprompt_core.fusion import FUSION_FIELDS, FusionConfig
+from bgprompt_core.rgbd.fusion import FUSION_FIELDS, FusionConfig
 from bgprompt_ros.params import PARAMETERS, estimator_config_from_params, invalid, read_params_file
 from bgprompt_training.grasp_eval import DEFAULT_PARAMS, GraspEvalConfig
 
@@ -32,7 +32,7 @@ def test_every_fusion_field_is_a_node_parameter_and_reaches_the_estimator():
     assert (cfg.noise_floor, cfg.noise_linear, cfg.noise_quadratic, cfg.hole_fill, cfg.min_agreement) == \
         (0.0015, 0.001, 0.0, "prediction", 0.7)
     assert cfg.noise.sigma(2.0) == pytest.approx(0.0035)
-    from bgprompt_core.estimator import ObjectDepthEstimator
+    from bgprompt_core.frame.estimator import ObjectDepthEstimator
 
     class Spec:
         input_size, output_kind, name = (32, 32), "relative_depth", "fake"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bgprompt_ros import conversions
-from bgprompt_core.sync import Synchronizer
+from bgprompt_core.messages.sync import Synchronizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -304,8 +304,8 @@ def test_a_dense_cloud_holds_finite_points_only():
 
 def test_a_mono8_mask_of_object_ids_is_named_or_read_as_labels():
     """The reported defect: a mono8 mask with class ids 1 and 2 was silently merged into one object."""
-    from bgprompt_core.masks import split_mask
-    from bgprompt_core.ros_decode import mask_values_note
+    from bgprompt_core.frame.masks import split_mask
+    from bgprompt_core.messages.decode import mask_values_note
 
     ids = np.zeros((20, 30), np.uint8)
     ids[2:8, 2:10], ids[10:18, 15:28] = 1, 2

@@ -17,7 +17,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 
-from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator  # noqa: E402
+from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator  # noqa: E402
 from bgprompt_ros.readiness import NotReady, wait_for_nodes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

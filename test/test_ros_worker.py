@@ -65,7 +65,7 @@ def test_a_worker_that_dies_says_error_and_ends_the_process(node):
 def test_inputs_lost_on_the_way_are_named_with_the_fix(node, monkeypatch):
     """The reported defect: without a Fast DDS profile 600x400 rgb8 frames were lost (1 of 3 came out) while the
     diagnostics said ok. An input topic that delivers far fewer messages than another is named."""
-    from bgprompt_core.sync import Synchronizer
+    from bgprompt_core.messages.sync import Synchronizer
 
     for var in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):
         monkeypatch.delenv(var, raising=False)
@@ -118,7 +118,7 @@ class _SlowEstimator:
     def estimate(self, rgb, K, mask, sensor):
         import numpy as np
 
-        from bgprompt_core.estimator import ObjectDepthResult
+        from bgprompt_core.frame.estimator import ObjectDepthResult
 
         start = time.perf_counter()
         time.sleep(self.delay())  # the stand-in's work
@@ -150,7 +150,7 @@ def _frame_msgs(stamp: int, tag: int) -> dict:
 def _pipeline(node, estimate_s, publish_s, log: list, est_log: list, estimator=None,
               listened=("depth", "cloud")) -> None:
     """Wire ``node`` as activate does, with stand-ins for the estimator and the publishers, and start both stages."""
-    from bgprompt_core.sync import Synchronizer
+    from bgprompt_core.messages.sync import Synchronizer
 
     node.estimator = estimator or _SlowEstimator(estimate_s, est_log)
     node.pubs = {k: _Recorder(log, k, publish_s, listeners=1 if k in listened else 0)

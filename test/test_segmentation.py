@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bgprompt_core.net_spec import ModelLoadError
-from bgprompt_core.segmentation import RembgSegmenter, expected_model_paths, rembg_home
+from bgprompt_core.networks.spec import ModelLoadError
+from bgprompt_core.frame.segmentation import RembgSegmenter, expected_model_paths, rembg_home
 
 ENVS = [{}, {"XDG_DATA_HOME": "xdg"}, {"REMBG_HOME": "rh"}, {"U2NET_HOME": "u2"},
         {"REMBG_HOME": "rh", "U2NET_HOME": "u2", "XDG_DATA_HOME": "xdg"}, {"REMBG_HOME": "rh", "XDG_DATA_HOME": "xdg"}]
@@ -65,7 +65,7 @@ def test_cloud_custom_and_outside_models_are_refused_by_name(tmp_path, monkeypat
 _TORCH_FREE = """
 import sys
 import numpy as np
-from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
+from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
 cfg = EstimatorConfig(backend="onnxruntime", onnx=sys.argv[1], segmentation="rembg", rembg_model=sys.argv[2])
 img = np.full((120, 160, 3), 250, np.uint8)
 img[30:90, 40:120] = 20

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bgprompt_core import sensor_model as sm
+from bgprompt_core.evaluation import sensor_model as sm
 
 K = np.array([[400.0, 0, 159.5], [0, 400.0, 119.5], [0, 0, 1]])
 P = sm.PRESETS["d435-like"]
@@ -225,7 +225,7 @@ def test_tof_flying_pixels_and_dark_surfaces():
 
 
 def test_presets_name_their_sources_and_fusion_takes_their_noise():
-    from bgprompt_core.fusion import FusionConfig
+    from bgprompt_core.rgbd.fusion import FusionConfig
 
     for name, p in sm.PRESETS.items():
         assert p.sources, name

@@ -5,10 +5,10 @@ checkpoint) shows up here as the 1-BG prompt no longer beating the white backgro
 """
 import pytest
 
-from bgprompt_core.depth_networks import REGISTRY, ModelLoadError, load_depth_net
-from bgprompt_core.checkpoint import load_prompt
-from bgprompt_core.prompts import FourierPrompt, PromptNet
-from bgprompt_core.runtime import SHIPPED_PROMPTS, resolve_prompt_path
+from bgprompt_core.networks.loading import REGISTRY, ModelLoadError, load_depth_net
+from bgprompt_core.method.checkpoint import load_prompt
+from bgprompt_core.method.prompts import FourierPrompt, PromptNet
+from bgprompt_core.runtime.build import SHIPPED_PROMPTS, resolve_prompt_path
 from bgprompt_training.eval import evaluate
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset

@@ -10,13 +10,13 @@ import shutil
 import numpy as np
 import pytest
 
-from bgprompt_core import runtime
-from bgprompt_core.backends import OnnxRuntimeBackend
-from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
-from bgprompt_core.onnx_graph import read_onnx_metadata
-from bgprompt_core.runtime import (SHIPPED_GRAPHS, SHIPPED_PROMPTS, ModelLoadError, StaleGraphError, build_model,
+from bgprompt_core.runtime import build as runtime
+from bgprompt_core.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
+from bgprompt_core.runtime.graph_contract import read_onnx_metadata
+from bgprompt_core.runtime.build import (SHIPPED_GRAPHS, SHIPPED_PROMPTS, ModelLoadError, StaleGraphError, build_model,
                                    build_runtime, check_shipped_graph)
-from bgprompt_core.torch_backend import TorchBackend
+from bgprompt_core.runtime.torch_backend import TorchBackend
 from scenes import box_on_table, table_image
 
 KINDS = sorted(SHIPPED_GRAPHS["mini"])
@@ -70,7 +70,7 @@ def test_shipped_graph_computes_what_the_torch_model_of_the_shipped_weights_comp
 @pytest.mark.slow
 def test_shipped_1bg_graph_equals_a_fresh_export_by_the_current_code(tmp_path):
     """~1 min: `bgprompt export`'s code, run now on the shipped weights, gives the shipped graph's outputs."""
-    from bgprompt_core.export import export_onnx
+    from bgprompt_core.runtime.export import export_onnx
 
     fresh = export_onnx(build_model(EstimatorConfig(model="mini", prompt="1bg")), tmp_path / "fresh.onnx", 128)
     assert read_onnx_metadata(fresh) == read_onnx_metadata(SHIPPED_GRAPHS["mini"]["1bg"])
@@ -187,7 +187,7 @@ def test_shipped_files_name_the_model_by_package_not_by_the_builders_path():
     exported there differ from the shipped one, and named a directory no robot has."""
     from safetensors import safe_open
 
-    from bgprompt_core.net_spec import PACKAGE_MODELS, REGISTRY, DepthNetSpec
+    from bgprompt_core.networks.spec import PACKAGE_MODELS, REGISTRY, DepthNetSpec
 
     records = [read_onnx_metadata(graph)["network"] for graph in SHIPPED_GRAPHS["mini"].values()]
     for prompt in SHIPPED_PROMPTS["mini"].values():

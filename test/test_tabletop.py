@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bgprompt_core import sensor_model as sm
+from bgprompt_core.evaluation import sensor_model as sm
 from bgprompt_training.render.generate import Generator, RenderConfig
 from bgprompt_training.render.store import render_dataset
 
@@ -121,8 +121,8 @@ def test_eval_grasp_scores_every_method_and_writes_its_report(tabletop, tmp_path
     evaluation). Values are checked against independent computations."""
     import json
 
-    from bgprompt_core import cloud_metrics as cm
-    from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
+    from bgprompt_core.evaluation import cloud_metrics as cm
+    from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
     from bgprompt_training.cli import main
     from bgprompt_training.grasp_eval import DEFAULT_PARAMS, GraspEvalConfig, frame_objects
     from bgprompt_training.data.rendered import RenderedDataset
@@ -189,7 +189,7 @@ def test_bag_eval_reports_object_clouds_in_millimetres_against_the_ground_truth(
     the closed-form sphere test below pins down."""
     from rosbags.highlevel import AnyReader
 
-    from bgprompt_core import cloud_metrics as cm
+    from bgprompt_core.evaluation import cloud_metrics as cm
     from bgprompt_ros import conversions
     from bgprompt_ros.bag import TOPICS, Combo, eval_bag, make_bag, typestore
 
@@ -244,7 +244,7 @@ def test_bag_eval_reports_object_clouds_in_millimetres_against_the_ground_truth(
 
 def test_truth_surface_samples_lie_on_a_sphere_and_cover_it_twice_as_finely_as_the_pixels():
     """The ground-truth side of every cloud figure, against closed-form geometry: a sphere's depth by ray casting."""
-    from bgprompt_core import cloud_metrics as cm
+    from bgprompt_core.evaluation import cloud_metrics as cm
 
     K = np.array([[80.0, 0, 31.5], [0, 80.0, 23.5], [0, 0, 1]])
     c, r = np.array([0.02, -0.01, 0.8]), 0.12

@@ -15,11 +15,11 @@ import torch
 
 import fake_tensorrt
 import onnx_tensorrt_rules as trt_rules
-from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
-from bgprompt_core.export import export_onnx
-from bgprompt_core.onnx_graph import DEFAULT_OPSET, METADATA_KEY, opset_of, read_onnx_metadata, split_shape_slices
-from bgprompt_core.runtime import SHIPPED_GRAPHS, ModelLoadError, build_model, build_runtime, check_tensorrt_available, engine_name
-from bgprompt_core.tensorrt_backend import (TensorRTBackend, TensorRTError, build_engine, features, network_flags,
+from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
+from bgprompt_core.runtime.export import export_onnx
+from bgprompt_core.runtime.graph_contract import DEFAULT_OPSET, METADATA_KEY, opset_of, read_onnx_metadata, split_shape_slices
+from bgprompt_core.runtime.build import SHIPPED_GRAPHS, ModelLoadError, build_model, build_runtime, check_tensorrt_available, engine_name
+from bgprompt_core.runtime.tensorrt_backend import (TensorRTBackend, TensorRTError, build_engine, features, network_flags,
                                             pin_float32_layers, rebuild_reason)
 from tiny_models import FAMILIES
 
@@ -40,10 +40,10 @@ class Exports:
     def model(self, name: str):
         if name in self.models:
             return self.models[name]
-        from bgprompt_core.config import DepthTransformConfig, FourierPromptConfig
-        from bgprompt_core.depth_networks import build_depth_net
-        from bgprompt_core.model import PromptedDepth
-        from bgprompt_core.prompts import FourierPrompt
+        from bgprompt_core.method.config import DepthTransformConfig, FourierPromptConfig
+        from bgprompt_core.networks.loading import build_depth_net
+        from bgprompt_core.method.model import PromptedDepth
+        from bgprompt_core.method.prompts import FourierPrompt
         from tiny_models import small_config
 
         if name in MINI:
@@ -253,7 +253,7 @@ def test_bit_weight_standardization_folds_into_the_same_convolutions():
     """The 13 weight-standardized convs of mini's BiT become plain convs computing the same (to float32 rounding)."""
     from transformers.models.bit.modeling_bit import WeightStandardizedConv2d
 
-    from bgprompt_core.weight_folding import StandardizedConv2d, fold_weight_standardization
+    from bgprompt_core.networks.weight_folding import StandardizedConv2d, fold_weight_standardization
 
     net = build_model(EstimatorConfig(model="mini", prompt="none")).net
     x = torch.rand(2, 3, 128, 128)
@@ -312,7 +312,7 @@ def test_export_refuses_an_opset_it_could_not_write(tmp_path, monkeypatch):
         return proto
 
     monkeypatch.setattr(onnx, "load", load_as_18)
-    from bgprompt_core.onnx_graph import GraphError
+    from bgprompt_core.runtime.graph_contract import GraphError
 
     with pytest.raises(GraphError, match="could not write opset 17"):
         export_onnx(model, tmp_path / "m.onnx", 128)
@@ -323,7 +323,7 @@ def test_export_refuses_an_opset_it_could_not_write(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def unfolded_mini(tmp_path_factory, graphs):
     """mini's 1-BG graph exported WITHOUT folding BiT's weight standardization (what the export wrote before)."""
-    import bgprompt_core.export as export
+    import bgprompt_core.runtime.export as export
 
     path = tmp_path_factory.mktemp("unfolded") / "mini-unfolded.onnx"
     mp = pytest.MonkeyPatch()
@@ -579,8 +579,8 @@ def test_cuda_errors_are_named_and_a_missing_driver_is_said_so(graphs, tmp_path,
     """cuda-python 12.2 (JetPack 6.0: ``from cuda import cudart`` only) raises RuntimeError without a driver,
     12.9 returns cudaErrorInsufficientDriver; both become a TensorRTError that names the driver, and any CUDA
     error is printed by name as NVIDIA's samples do."""
-    from bgprompt_core.runtime import gpu_present
-    from bgprompt_core.tensorrt_backend import cudart
+    from bgprompt_core.runtime.build import gpu_present
+    from bgprompt_core.runtime.tensorrt_backend import cudart
 
     trt, rt = fake_tensorrt.install(monkeypatch, "8.6.1", cuda_python=cuda_python)
     assert cudart() is rt and rt.__name__ == ("cuda.cudart" if cuda_python == "12.2.0" else "cuda.bindings.runtime")
@@ -614,10 +614,10 @@ def test_features_per_version():
 def test_missing_tensorrt_is_reported_before_the_export(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match="needs tensorrt and cuda-python"):
         check_tensorrt_available(installed=lambda pkg: False)
-    import bgprompt_core.export as export
+    import bgprompt_core.runtime.export as export
 
     monkeypatch.setattr(export, "export_onnx", lambda *a, **k: pytest.fail("exported before the check"))
-    monkeypatch.setattr("bgprompt_core.runtime._installed", lambda pkg: False)
+    monkeypatch.setattr("bgprompt_core.runtime.build._installed", lambda pkg: False)
     with pytest.raises(ModelLoadError, match="needs tensorrt"):
         build_runtime(EstimatorConfig(model="mini", backend="tensorrt", cache_dir=str(tmp_path)))
 

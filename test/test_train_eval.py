@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from bgprompt_core.depth_networks import build_depth_net, load_depth_net
-from bgprompt_core.checkpoint import load_prompt
-from bgprompt_core.config import DepthTransformConfig
-from bgprompt_core.depth_transform import disparity_to_depth
+from bgprompt_core.networks.loading import build_depth_net, load_depth_net
+from bgprompt_core.method.checkpoint import load_prompt
+from bgprompt_core.method.config import DepthTransformConfig
+from bgprompt_core.method.depth_transform import disparity_to_depth
 from tiny_models import small_config
 from bgprompt_training.eval import evaluate, write_outputs
-from bgprompt_core.evaluation import sample_metrics
+from bgprompt_core.evaluation.protocol import sample_metrics
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset
 from bgprompt_training.train import TrainConfig, Trainer
@@ -248,7 +248,7 @@ def test_an_interrupted_save_at_the_same_step_keeps_the_last_state_and_saves_are
 def test_oracle_shift_is_the_least_squares_affine_fit_of_disparity_with_the_floor():
     """Closed forms: an affine image of the GT disparity is undone exactly; otherwise the fit is numpy's lstsq of
     [raw, 1] onto 1 / gt on the mask, and fitted disparities below floor * max GT disparity are floored."""
-    from bgprompt_core.evaluation import oracle_shift
+    from bgprompt_core.evaluation.protocol import oracle_shift
 
     torch.manual_seed(0)
     gt = 1.0 + 4.0 * torch.rand(2, 16, 16)
@@ -283,7 +283,7 @@ def test_the_learning_rate_drops_tenfold_at_its_fraction_of_the_steps(world, tmp
 def test_the_best_checkpoint_by_a_higher_is_better_metric_is_its_maximum(world, tmp_path, monkeypatch):
     """--select-by normal_cos keeps the validation with the HIGHEST cosine (si_rmse / shape_err: the lowest), and
     the file written is that one's. Validations are scripted so the maximum is neither the first nor the last."""
-    from bgprompt_core.checkpoint import read_meta
+    from bgprompt_core.method.checkpoint import read_meta
 
     cfg = _cfg(world, out=str(tmp_path / "p.safetensors"), steps=6, batch=2, val_every=2, val_samples=2,
                select_by="normal_cos")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
+from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
 from bgprompt_core.geometry import Letterbox
-from bgprompt_core.recenter import recenter_camera
-from bgprompt_core.upsample import colour_weights, joint_bilateral_upsample, letterbox_coords, pack_samples
+from bgprompt_core.frame.recenter import recenter_camera
+from bgprompt_core.frame.upsample import colour_weights, joint_bilateral_upsample, letterbox_coords, pack_samples
 
 K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
 S = 64
@@ -159,7 +159,7 @@ def test_a_step_in_the_guide_keeps_the_depth_step_inside_the_object(sigma):
 
 
 def _naive(packed, guide, mask, ys, xs, sigma):
-    """The formula of bgprompt_core.upsample, pixel by pixel (no fill); the colour weight of the byte
+    """The formula of bgprompt_core.frame.upsample, pixel by pixel (no fill); the colour weight of the byte
     round(sum |dRGB| / 6 + 1/4) comes from ``colour_weights`` (checked against its closed form on its own)."""
     depth_s, col = packed
     lut = colour_weights(sigma)[0]
@@ -286,7 +286,7 @@ def test_a_network_that_returns_nan_on_part_of_the_object_is_named_not_spread():
 def test_torch_and_onnxruntime_give_the_same_full_resolution_depth(tiny_model_dir, tmp_path):
     """The upsampling runs after either backend on its numpy output: the same pixels, the same depth to the
     backends' float differences, for the joint bilateral and the bilinear upsampling (one export for both)."""
-    from bgprompt_core.depth_networks import load_depth_net
+    from bgprompt_core.networks.loading import load_depth_net
 
     torch.manual_seed(1)
     net = load_depth_net(str(tiny_model_dir), local_only=True)
@@ -316,7 +316,7 @@ def test_torch_and_onnxruntime_give_the_same_full_resolution_depth(tiny_model_di
 
 @pytest.mark.parametrize("hw", [(240, 320), (480, 640), (300, 457), (50, 60)])
 def test_the_box_only_letterboxed_mask_equals_the_whole_frame_resize(hw):
-    from bgprompt_core.masks import split_mask
+    from bgprompt_core.frame.masks import split_mask
 
     h, w = hw
     rng = np.random.default_rng(h)
@@ -334,7 +334,7 @@ def test_the_box_only_letterboxed_mask_equals_the_whole_frame_resize(hw):
 def test_fusion_fills_the_sensor_holes_on_thin_parts():
     """Node fusion mode (issue 29: 10,288 of 32,421 hole pixels got no fill): the sensor reads the body, not the
     thin parts (an RGB-D camera's usual loss); every object pixel comes back, the holes from the prediction."""
-    from bgprompt_core.fusion import SOURCE_PREDICTED, SOURCE_SENSOR
+    from bgprompt_core.rgbd.fusion import SOURCE_PREDICTED, SOURCE_SENSOR
 
     class ConstBackend:
         name = "fake"

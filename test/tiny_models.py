@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bgprompt_core.net_spec import IMAGENET_MEAN, IMAGENET_STD, DepthNetSpec
+from bgprompt_core.networks.spec import IMAGENET_MEAN, IMAGENET_STD, DepthNetSpec
 
 FAMILIES = ("dpt", "dpt_hybrid", "depth_anything", "glpn", "zoedepth", "depth_pro")
 

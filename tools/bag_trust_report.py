@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from bgprompt_core.sensor_model import MATERIALS
+from bgprompt_core.evaluation.sensor_model import MATERIALS
 from bgprompt_training.data.rendered import RenderedDataset
 from bgprompt_training.data.trust import REASONS, trusted_pixels
 
@@ -67,8 +67,8 @@ def figure(out: str, prompts: list[str]) -> None:
     import cv2
     import torch
 
-    from bgprompt_core.checkpoint import load_prompt
-    from bgprompt_core.runtime import SHIPPED_PROMPTS
+    from bgprompt_core.method.checkpoint import load_prompt
+    from bgprompt_core.runtime.build import SHIPPED_PROMPTS
 
     tiles, diffs, first = [], [], None
     for name in prompts:

@@ -105,9 +105,9 @@ def bench_estimator(report: list[str], rounds: int = REPEATS, calls: int = 6) ->
     on the torch and the onnxruntime backend, with and without the organized points, and the cost of the joint
     bilateral upsampling over the bilinear one it replaced (issue 29). Every configuration runs ``calls`` times in
     each of ``rounds`` interleaved rounds; figures are the median and IQR over all calls."""
-    from bgprompt_core.backends import OnnxRuntimeBackend
-    from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
-    from bgprompt_core.runtime import onnx_for
+    from bgprompt_core.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
+    from bgprompt_core.runtime.build import onnx_for
 
     est = ObjectDepthEstimator(EstimatorConfig(model="mini"))
     S = est.size
@@ -205,9 +205,9 @@ def bench_startup(report: list[str]) -> None:
     Goal: onnxruntime RSS <= 1/3 of torch's."""
     if not _have_rclpy(report, "node start-up"):
         return
-    from bgprompt_core.estimator import EstimatorConfig
-    from bgprompt_core.export import export_onnx
-    from bgprompt_core.runtime import build_model
+    from bgprompt_core.frame.estimator import EstimatorConfig
+    from bgprompt_core.runtime.export import export_onnx
+    from bgprompt_core.runtime.build import build_model
 
     script = Path(__file__).with_name("bench_startup.py")
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}

@@ -20,7 +20,7 @@ import numpy as np
 def standalone_forward(runs: int = 30) -> tuple[float, str]:
     """Median seconds of `mini`'s forward (batch 1) in this process, after a warm-up, on the node's default backend
     (auto: onnxruntime on the shipped graph here), and that backend's name."""
-    from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
+    from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
 
     est = ObjectDepthEstimator(EstimatorConfig(model="mini", backend="auto"))
     x = np.random.rand(1, 3, *est.size).astype(np.float32)

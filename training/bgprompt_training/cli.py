@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from bgprompt_core.onnx_graph import DEFAULT_OPSET
-from bgprompt_core.config import ConfigError
+from bgprompt_core.runtime.graph_contract import DEFAULT_OPSET
+from bgprompt_core.method.config import ConfigError
 
 # configs shipped as package data (setup.py): found in a source checkout, a wheel and a colcon install alike
 PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -24,7 +24,7 @@ Run `bgprompt VERB --help` for the options of each verb."""
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from bgprompt_core.depth_networks import REGISTRY, resolve_spec
+    from bgprompt_core.networks.loading import REGISTRY, resolve_spec
 
     specs = [resolve_spec(args.model, local_only=True)] if args.model else list(REGISTRY.values())
     if args.json:
@@ -49,7 +49,7 @@ def register_models(sub) -> None:
 
 
 def _cmd_prompt_info(args: argparse.Namespace) -> int:
-    from bgprompt_core.checkpoint import read_meta
+    from bgprompt_core.method.checkpoint import read_meta
 
     meta = read_meta(args.checkpoint)
     print(json.dumps(json.loads(meta.to_json()), indent=2))
@@ -65,8 +65,8 @@ def register_prompt_info(sub) -> None:
 
 
 def _cmd_import_prompt(args: argparse.Namespace) -> int:
-    from bgprompt_core.depth_networks import resolve_spec
-    from bgprompt_core.checkpoint import import_authors_prompt, save_prompt
+    from bgprompt_core.networks.loading import resolve_spec
+    from bgprompt_core.method.checkpoint import import_authors_prompt, save_prompt
 
     network = resolve_spec(args.network, local_only=True)
     prompt, meta = import_authors_prompt(args.source, network, divisor=args.divisor)
@@ -150,7 +150,7 @@ def register_render(sub) -> None:
     p.add_argument("--crop", type=float, default=0.0, help="probability of a close view cutting the object (objects)")
     p.add_argument("--closeup", type=float, default=0.0,
                    help="probability of a close view of one object in its room (scenes; mini uses 0.5)")
-    from bgprompt_core.sensor_model import MATERIALS, SENSORS
+    from bgprompt_core.evaluation.sensor_model import MATERIALS, SENSORS
 
     p.add_argument("--sensor", choices=SENSORS, default="d435-like",
                    help="tabletop: simulated RGB-D sensor (d435-like: active stereo; none: perfect depth)")
@@ -344,7 +344,7 @@ def register_eval(sub) -> None:
 
 
 def _estimator_config(args: argparse.Namespace):
-    from bgprompt_core.estimator import EstimatorConfig
+    from bgprompt_core.frame.estimator import EstimatorConfig
 
     return EstimatorConfig(model=args.model, prompt=args.prompt, backend=args.backend, onnx=args.onnx,
                            device=args.device, precision=args.precision, scale=args.scale,
@@ -355,7 +355,7 @@ def _estimator_config(args: argparse.Namespace):
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from bgprompt_core.estimator import ObjectDepthEstimator
+    from bgprompt_core.frame.estimator import ObjectDepthEstimator
 
     if args.mask and len(args.mask) != len(args.images):
         raise ConfigError(f"{len(args.images)} images but {len(args.mask)} masks: give one mask per image")
@@ -390,7 +390,7 @@ def _predict_one(est, path: str, mask_path: str | None, K, out: Path) -> None:
     """One image of `bgprompt predict`: read image and mask the same way up, estimate, write the outputs."""
     import numpy as np
 
-    from bgprompt_core.visual import depth_to_color
+    from bgprompt_core.evaluation.colormaps import depth_to_color
 
     from .figures import side_view, write_png
     from .image_files import ROTATION_WORDS, read_image, read_mask
@@ -432,7 +432,7 @@ def _predict_one(est, path: str, mask_path: str | None, K, out: Path) -> None:
 
 def runtime_args(p: argparse.ArgumentParser) -> None:
     """The network and prompt flags of the inference verbs (predict, export)."""
-    from bgprompt_core.runtime import PROMPT_HELP
+    from bgprompt_core.runtime.build import PROMPT_HELP
 
     p.add_argument("--model", default="mini", help="depth network (default: the embedded `mini`)")
     p.add_argument("--prompt", default="1bg", help=PROMPT_HELP)
@@ -463,9 +463,9 @@ def register_predict(sub) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from bgprompt_core.estimator import EstimatorConfig
-    from bgprompt_core.export import export_onnx
-    from bgprompt_core.runtime import build_model
+    from bgprompt_core.frame.estimator import EstimatorConfig
+    from bgprompt_core.runtime.export import export_onnx
+    from bgprompt_core.runtime.build import build_model
 
     cfg = EstimatorConfig(model=args.model, prompt=args.prompt, backend="onnxruntime", precision=args.precision,
                           local_only=not args.allow_download)
@@ -473,14 +473,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     size = model.net.spec.input_size[0]
     onnx_path = Path(args.out) if args.format == "onnx" else Path(args.out).with_suffix(".onnx")
     if args.format == "tensorrt":
-        from bgprompt_core.runtime import check_tensorrt_available
+        from bgprompt_core.runtime.build import check_tensorrt_available
 
         check_tensorrt_available()  # before a long export
     export_onnx(model, onnx_path, size, max_batch=args.max_batch, half=args.precision == "fp16", opset=args.opset)
     print(f"exported {model.net.spec.name} + prompt {args.prompt} ({size}x{size}, batch 1..{args.max_batch}, "
           f"{args.precision}, opset {args.opset}) -> {onnx_path}")
     if args.format == "tensorrt":
-        from bgprompt_core.tensorrt_backend import build_engine
+        from bgprompt_core.runtime.tensorrt_backend import build_engine
 
         engine, reason = build_engine(onnx_path, onnx_path.parent, args.precision, size, args.max_batch,
                                       name=f"{onnx_path.stem}-{args.precision}")
@@ -602,7 +602,7 @@ def register_eval_resolution(sub) -> None:
 
 
 def register_eval_grasp(sub) -> None:
-    from bgprompt_core.sensor_model import PRESETS
+    from bgprompt_core.evaluation.sensor_model import PRESETS
 
     p = sub.add_parser("eval-grasp", help="object clouds in metres from simulated RGB-D sensors, by material",
                        description="On `bgprompt render tabletop` frames (procedural shapes, or real meshes with "

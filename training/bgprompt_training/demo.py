@@ -143,7 +143,7 @@ def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float =
 
 def grasp_step(out: Path, frames: int = 8) -> list[str]:
     """Object clouds in metres from a simulated RGB-D sensor on a few held-out tabletop frames (eval-grasp)."""
-    from bgprompt_core.runtime import SHIPPED_PROMPTS
+    from bgprompt_core.runtime.build import SHIPPED_PROMPTS
 
     from .grasp_eval import (DEFAULT_PARAMS, GraspEvalConfig, evaluate_grasp, goal_lines, markdown, merge_results,
                              write_report)
@@ -168,7 +168,7 @@ def grasp_step(out: Path, frames: int = 8) -> list[str]:
 
 
 def run_demo(out: Path, count: int = 48) -> int:
-    from bgprompt_core.runtime import PACKAGE_PROMPTS
+    from bgprompt_core.runtime.build import PACKAGE_PROMPTS
 
     from .eval import evaluate, markdown_table
     from .render.generate import RenderConfig

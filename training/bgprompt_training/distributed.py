@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bgprompt_core.config import ConfigError
+from bgprompt_core.method.config import ConfigError
 
 BACKENDS = ("auto", "nccl", "gloo")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

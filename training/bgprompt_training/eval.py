@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bgprompt_core.checkpoint import load_prompt
-from bgprompt_core.config import ConfigError
-from bgprompt_core.depth_networks import DepthNet, load_depth_net
-from bgprompt_core.evaluation import flat_depth, oracle_shift, sample_metrics
-from bgprompt_core.model import PromptedDepth
+from bgprompt_core.method.checkpoint import load_prompt
+from bgprompt_core.method.config import ConfigError
+from bgprompt_core.networks.loading import DepthNet, load_depth_net
+from bgprompt_core.evaluation.protocol import flat_depth, oracle_shift, sample_metrics
+from bgprompt_core.method.model import PromptedDepth
 
 from .data.open import open_dataset
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize

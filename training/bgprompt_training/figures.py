@@ -10,7 +10,7 @@ import torch
 
 from bgprompt_core.geometry import backproject, normals_from_depth
 
-from bgprompt_core.visual import depth_to_color, normals_to_color
+from bgprompt_core.evaluation.colormaps import depth_to_color, normals_to_color
 
 
 def to_rgb8(img01: torch.Tensor) -> np.ndarray:

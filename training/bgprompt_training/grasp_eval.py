@@ -2,7 +2,7 @@
 
 On `bgprompt render tabletop` frames (ground truth beside what a simulated sensor reads), for every object that
 is whole in the frame, each method's object cloud is scored against the ground-truth surface
-(``bgprompt_core.cloud_metrics``), for each sensor preset (``--sensor``; a stored frame is re-simulated for any
+(``bgprompt_core.evaluation.cloud_metrics``), for each sensor preset (``--sensor``; a stored frame is re-simulated for any
 preset, ``tabletop.resimulate``) and each data set (procedural shapes, real meshes). Methods:
 
 - ``raw sensor``: the sensor's valid readings on the object's mask (what a robot uses today);
@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bgprompt_core import cloud_metrics as cm
-from bgprompt_core import sensor_model as sm
-from bgprompt_core.config import ConfigError
-from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
-from bgprompt_core.fusion import SOURCE_SENSOR, FusionConfig, fuse_frame, fusion_config_from_params, inpaint_mm
+from bgprompt_core.evaluation import cloud_metrics as cm
+from bgprompt_core.evaluation import sensor_model as sm
+from bgprompt_core.method.config import ConfigError
+from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
+from bgprompt_core.rgbd.fusion import SOURCE_SENSOR, FusionConfig, fuse_frame, fusion_config_from_params, inpaint_mm
 from bgprompt_core.geometry import backproject_np
 
 SUMMARY = ("chamfer_mm", "accuracy_10mm", "completeness_10mm", "completeness_5mm", "centroid_mm", "box_extent_mm",
@@ -517,7 +517,7 @@ def write_report(result: dict, out: Path, cfg: GraspEvalConfig, params_file: str
     frames = ", ".join(f"{n} frames of {s}" for s, n in result["frames"].items())
     met = sum(g["met"] for g in goal_rows)
     lines = ["# Object clouds in metres from simulated RGB-D sensors", "",
-             f"{frames}; every sensor preset of `bgprompt_core.sensor_model` ({', '.join(cfg.sensors)}); whole "
+             f"{frames}; every sensor preset of `bgprompt_core.evaluation.sensor_model` ({', '.join(cfg.sensors)}); whole "
              f"objects only. Fusion runs with the settings of `{params_file or 'the config given'}` (align "
              f"`{cfg.align}`, recenter `{cfg.recenter}`, hole fill `{cfg.fusion.hole_fill}`), its noise terms set "
              f"to each preset's; the goals are judged on the shipped prompt's row (**{shipped}**).", "",

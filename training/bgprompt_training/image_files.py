@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bgprompt_core.masks import InputError
+from bgprompt_core.frame.masks import InputError
 
 ORIENTATION_TAG = 0x0112
 _ORIENTED = {  # EXIF orientation -> the array as displayed (ImageOps.exif_transpose's rule)

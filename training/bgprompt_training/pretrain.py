@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bgprompt_core.config import ConfigError
-from bgprompt_core.depth_networks import DepthNet, spec_from_configs
-from bgprompt_core.metrics import abs_rel, delta1, scale_shift_align
-from bgprompt_core.normalization import Normalization
+from bgprompt_core.method.config import ConfigError
+from bgprompt_core.networks.loading import DepthNet, spec_from_configs
+from bgprompt_core.method.metrics import abs_rel, delta1, scale_shift_align
+from bgprompt_core.networks.normalization import Normalization
 
 from .data.rendered import RenderedDataset
 from .distributed import Distributed

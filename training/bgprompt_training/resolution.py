@@ -4,7 +4,7 @@ The network predicts depth at its input size (128 x 128 for ``mini``); the estim
 Before issue 29 that was a bilinear resize that kept only pixels whose four network samples all lay on the object
 (``upsample: bilinear``); now it is a joint bilateral upsampling guided by the colour image, from the object's own
 samples, with every object pixel in the network's view given a depth (``upsample: joint-bilateral``,
-bgprompt_core/upsample.py). Both run on the same frames, at full resolution, against the ground truth:
+bgprompt_core/frame/upsample.py). Both run on the same frames, at full resolution, against the ground truth:
 
 - ``tabletop``: `bgprompt render tabletop` frames (480 x 480, 2-5 objects of 3-12 cm at 0.4-1.2 m), every
   object of at least ``min_pixels`` pixels, by its instance label;
@@ -20,7 +20,7 @@ Two sources of network-resolution depth:
 
 Metrics: coverage of the mask; error on thin parts (object pixels within ``band`` px of the silhouette: rims,
 handles, legs) and inside; Chamfer distance and completeness of the object's cloud against the finely sampled
-ground-truth surface (bgprompt_core.cloud_metrics). Thin parts are judged two ways: the z error on the pixels a
+ground-truth surface (bgprompt_core.evaluation.cloud_metrics). Thin parts are judged two ways: the z error on the pixels a
 method gives depth to (on all it covers, and on the pixels both cover), and the distance from every true thin-part
 point to the nearest point of the method's cloud (``thin-part distance``): a method that leaves the rim out scores
 by how far its nearest point is, not by not being asked.
@@ -37,12 +37,12 @@ import numpy as np
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
-from bgprompt_core import cloud_metrics as cm
-from bgprompt_core.alignment import fit_to_sensor
-from bgprompt_core.config import ConfigError
-from bgprompt_core.estimator import EstimatorConfig, ObjectDepthEstimator
+from bgprompt_core.evaluation import cloud_metrics as cm
+from bgprompt_core.rgbd.alignment import fit_to_sensor
+from bgprompt_core.method.config import ConfigError
+from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
 from bgprompt_core.geometry import Letterbox, backproject_np
-from bgprompt_core.masks import split_mask
+from bgprompt_core.frame.masks import split_mask
 
 METHODS = {"before": "bilinear", "after": "joint-bilateral"}
 MAX_POINTS = 40000  # per cloud in the Chamfer distance (a fixed random subset)
@@ -357,7 +357,7 @@ def _markdown(cfg: ResolutionConfig, summary: dict, png: str | None) -> str:
               "thin parts stayed empty.",
               "- Not causes: the letterbox and the re-centring camera map pixels exactly (tests), and Eq. 2 gives "
               "finite depth everywhere with the default image range.", "",
-              "## The upsampling now (bgprompt_core/upsample.py)", "",
+              "## The upsampling now (bgprompt_core/frame/upsample.py)", "",
               "Joint bilateral upsampling (Kopf et al. 2007) over the 2 x 2 network samples around each frame pixel: "
               "bilinear weight x colour weight (a Gaussian of the mean absolute RGB difference between the frame "
               "pixel and the network input's pixel) x ownership (1 for the object's own samples, exactly 0 for the "

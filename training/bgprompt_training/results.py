@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bgprompt_core.net_spec import PACKAGE_MODELS
-from bgprompt_core.runtime import PACKAGE_PROMPTS
+from bgprompt_core.networks.spec import PACKAGE_MODELS
+from bgprompt_core.runtime.build import PACKAGE_PROMPTS
 
 from .eval import evaluate, markdown_table, scene_drift
 

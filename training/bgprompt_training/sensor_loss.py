@@ -1,6 +1,6 @@
 """The paper's training loss (Eq. 3 + Eq. 4) restricted to a per-pixel weight mask: supervision from a sensor.
 
-``object_depth_loss`` (bgprompt_core.metrics) takes V, the pixels both equations average over, from its mask. Here
+``object_depth_loss`` (bgprompt_core.method.metrics) takes V, the pixels both equations average over, from its mask. Here
 V is the set of trustworthy sensor readings (data/trust.py), not the object mask: the prompt still sees the whole
 object (the network's input and Eq. 1's composite use the object mask), but only trusted readings supervise it.
 Eq. 3: si-RMSE against the sensor depth rescaled to mean 5 over V; Eq. 4: ``1/2 - 1/2 N . N*`` over the pixels of
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from bgprompt_core.metrics import object_depth_loss
+from bgprompt_core.method.metrics import object_depth_loss
 
 from .data.trust import sensor_normals
 

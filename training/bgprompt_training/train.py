@@ -36,15 +36,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from bgprompt_core.depth_networks import DepthNet, load_depth_net
+from bgprompt_core.networks.loading import DepthNet, load_depth_net
 from bgprompt_core.errors import BgpromptError
 from bgprompt_core.atomic import atomic_write, fsync_path
-from bgprompt_core.checkpoint import PromptMeta, load_prompt, save_prompt
-from bgprompt_core.config import (ConfigError, DepthTransformConfig, FourierPromptConfig, PixelPromptConfig,
+from bgprompt_core.method.checkpoint import PromptMeta, load_prompt, save_prompt
+from bgprompt_core.method.config import (ConfigError, DepthTransformConfig, FourierPromptConfig, PixelPromptConfig,
                                   PromptNetConfig)
-from bgprompt_core.metrics import object_depth_loss
-from bgprompt_core.model import PromptedDepth
-from bgprompt_core.prompts import FourierPrompt, PromptNet, build_prompt
+from bgprompt_core.method.metrics import object_depth_loss
+from bgprompt_core.method.model import PromptedDepth
+from bgprompt_core.method.prompts import FourierPrompt, PromptNet, build_prompt
 
 from .data.bag_sets import BagSet, check_usable, supervision_report
 from .data.bags import BagReadConfig, is_bag
@@ -53,7 +53,7 @@ from .data.trust import TrustConfig
 from .sensor_loss import weighted_object_loss
 from .distributed import Distributed
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
-from bgprompt_core.evaluation import sample_metrics
+from bgprompt_core.evaluation.protocol import sample_metrics
 
 log = logging.getLogger("bgprompt.train")
 EVAL_SEED = 1338
@@ -355,7 +355,7 @@ class Trainer:
 
     def _warm_start(self, size: int):
         """The prompt of ``--init``: a shipped prompt (of --prompt's kind for "shipped") or a checkpoint."""
-        from bgprompt_core.runtime import resolve_prompt_path
+        from bgprompt_core.runtime.build import resolve_prompt_path
 
         cfg = self.cfg
         name = cfg.prompt if cfg.init == "shipped" else cfg.init

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from bgprompt_core.config import ConfigError
+from bgprompt_core.method.config import ConfigError
 
 from .bags import BagReadConfig, BagStats, bag_samples, no_pixels_message
 from .trust import TrustConfig

@@ -1,6 +1,6 @@
 """Training samples from ROS 2 bags (mcap, sqlite3): one per object, cropped like the node, sensor-supervised.
 
-A bag is read exactly as ``bag eval`` and the live node read it (bgprompt_core.bag_frames: the same topic defaults
+A bag is read exactly as ``bag eval`` and the live node read it (bgprompt_core.messages.bag_frames: the same topic defaults
 and fallbacks, type checks, synchronizer and decoding); every ``stride``-th synchronized frame is used. Each
 object of the frame's mask (16UC1 / 32SC1 instance labels, or a mono8 mask as one object) becomes one sample:
 
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bgprompt_core import bag_frames as bf
-from bgprompt_core.config import ConfigError
-from bgprompt_core.recenter import recenter_camera
-from bgprompt_core.ros_decode import ConversionError, decode_frame
+from bgprompt_core.messages import bag_frames as bf
+from bgprompt_core.method.config import ConfigError
+from bgprompt_core.frame.recenter import recenter_camera
+from bgprompt_core.messages.decode import ConversionError, decode_frame
 
 from .trust import REASONS, TrustConfig, sensor_normals, trusted_pixels
 
@@ -42,7 +42,7 @@ class BagReadConfig:
 
     Args:
         image_topic, info_topic, mask_topic, depth_topic, truth_topic (str | None): topics; None: bag eval's
-            defaults and common driver layouts (bgprompt_core.bag_frames.TOPICS / FALLBACKS). Ground truth is read
+            defaults and common driver layouts (bgprompt_core.messages.bag_frames.TOPICS / FALLBACKS). Ground truth is read
             when its topic is present, for validation only.
         stride (int, default 1): use every stride-th synchronized frame.
         sync (str, default "exact"), slop (float, default 0.015): the node's synchronization.

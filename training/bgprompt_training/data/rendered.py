@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from bgprompt_core.config import ConfigError
+from bgprompt_core.method.config import ConfigError
 
 from ..render.store import read_manifest
 from .schema import to_torch, validate

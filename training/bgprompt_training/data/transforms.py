@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from bgprompt_core.geometry import scale_intrinsics, shift_intrinsics
-from bgprompt_core.recenter import recenter_camera
+from bgprompt_core.frame.recenter import recenter_camera
 
 BACKGROUNDS = ("white", "original", "noise", "folder")
 
@@ -81,7 +81,7 @@ class ReplaceBackground:
 
 
 class Recenter:
-    """Augmentation / fix for non-centred objects: virtual camera rotation + zoom (bgprompt_core.recenter)."""
+    """Augmentation / fix for non-centred objects: virtual camera rotation + zoom (bgprompt_core.frame.recenter)."""
 
     def __init__(self, fill: float = 0.8, background: int = 255):
         self.fill, self.background = fill, background

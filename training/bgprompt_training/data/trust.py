@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 import torch
 
-from bgprompt_core.config import ConfigError
-from bgprompt_core.depth_noise import DepthNoise, depth_edges
-from bgprompt_core.fusion import D435_NOISE, fit_plane, plane_depth, ring_mask
+from bgprompt_core.method.config import ConfigError
+from bgprompt_core.rgbd.noise import DepthNoise, depth_edges
+from bgprompt_core.rgbd.fusion import D435_NOISE, fit_plane, plane_depth, ring_mask
 from bgprompt_core.geometry import camera_rays, normals_from_depth
 
 REASONS = ("hole", "see_through", "edge", "inconsistent")

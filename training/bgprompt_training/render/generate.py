@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bgprompt_core.config import ConfigError
+from bgprompt_core.method.config import ConfigError
 from bgprompt_core.errors import Unavailable
 
 from .camera import ABO_FOCAL_512, View, intrinsics, look_at
@@ -72,7 +72,7 @@ class RenderConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        from bgprompt_core.sensor_model import MATERIALS, SENSORS
+        from bgprompt_core.evaluation.sensor_model import MATERIALS, SENSORS
 
         if self.sensor not in SENSORS:
             raise ConfigError(f"sensor must be one of {SENSORS}, got {self.sensor!r}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bgprompt_core.config import ConfigError
+from bgprompt_core.method.config import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bgprompt_core.visual import depth_to_color, normals_to_color
+from bgprompt_core.evaluation.colormaps import depth_to_color, normals_to_color
 
 
 def contact_sheet(samples: list[dict], path: str | Path) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bgprompt_core.atomic import atomic_write
-from bgprompt_core.config import ConfigError
+from bgprompt_core.method.config import ConfigError
 
 from .generate import Generator, RenderConfig
 

@@ -6,7 +6,7 @@ shapes, or with ``meshes`` (``render tabletop --meshes DIR``, e.g. ``bgprompt as
 meshes from DIR; each frame names its objects (``objects``: "id:name;..."). Camera:
 0.4-1.2 m from a target object, looking down 30-70 degrees, a D435-like colour field of view (69 deg).
 
-Materials (bgprompt_core.sensor_model.MATERIALS) change the colour image as well as the sensor:
+Materials (bgprompt_core.evaluation.sensor_model.MATERIALS) change the colour image as well as the sensor:
 - specular: Blinn-Phong highlight on top of the diffuse shading (white, shininess 30-90);
 - dark: albedo times 0.08-0.2;
 - transparent: the scene behind (a second render without the glass) seen through a slight tint, with a
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bgprompt_core import sensor_model as sm
+from bgprompt_core.evaluation import sensor_model as sm
 
 from .camera import View, intrinsics, look_at
 from .meshes import box, random_shape

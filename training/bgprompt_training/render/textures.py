@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bgprompt_core.config import ConfigError
+from bgprompt_core.method.config import ConfigError
 
 PATTERNS = ("solid", "checker", "stripes", "noise", "dots", "rings")
 

@@ -1,0 +1,1 @@
+"""One camera frame to per-object depth: masks, segmentation, views (letterbox, re-centring), the estimator, summaries."""

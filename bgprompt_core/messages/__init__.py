@@ -1,0 +1,1 @@
+"""sensor_msgs decoding, time synchronization and bag frames, ROS-free."""
