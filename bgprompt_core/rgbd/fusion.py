@@ -86,8 +86,7 @@ class _Readings:
     obj: np.ndarray  # the object's mask
     sens: np.ndarray  # float64 m, 0 = no reading
     has: np.ndarray  # object pixels with a reading
-    through: np.ndarray  # ... read at or beyond the support plane (seen through the object)
-    reliable: np.ndarray  # ... the others
+    reliable: np.ndarray  # ... not read at or beyond the support plane (seen through the object)
     ok_pred: np.ndarray  # object pixels with a positive prediction
     strict: np.ndarray  # per pixel, the band a reading must fall in (consistency + 3 sensor sigmas)
     edges: np.ndarray  # flying pixels: readings at depth edges that continue no surface of the object
@@ -115,12 +114,14 @@ def _readings(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.nd
     edges = flying_pixels(sens, depth_edges(sens, cfg.edge_jump), obj, cfg.edge_jump)
     base = dict(coverage=float(has.sum() / n_obj), see_through=float(through.sum() / n_obj),
                 plane_inliers=plane[2] if plane is not None else 0)
-    return _Readings(obj, sens, has, through, has & ~through, obj & np.isfinite(pred) & (pred > 0), strict, edges, zp,
+    return _Readings(obj, sens, has, has & ~through, obj & np.isfinite(pred) & (pred > 0), strict, edges, zp,
                      n_obj, base)
 
 
 @dataclass(frozen=True)
 class _Scale:
+    """Step 3's outcome: ``scale * pred + shift`` and where it came from."""
+
     scale: float = np.nan
     shift: float = 0.0
     inliers: float = 0.0
