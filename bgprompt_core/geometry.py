@@ -1,4 +1,5 @@
-"""Camera geometry: intrinsics under resize/crop/pad, back-projection, normals from depth.
+"""Camera geometry: intrinsics under resize/crop/pad, back-projection (of whole images or boxes), oriented boxes,
+normals from depth.
 
 Pixel convention: pixel (u, v) has its centre at integer coordinates (OpenCV / ROS CameraInfo), so a
 resize by factor s maps u -> s * (u + 0.5) - 0.5. Camera optical frame: x right, y down, z forward.
@@ -110,6 +111,17 @@ def rays_cache_bytes() -> int:
     return sum(r.nbytes for r in _RAYS.values())
 
 
+def _rays(K: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(len(rows), len(cols), 3) float32 z = 1 rays of the pixels at these (float64) row and column coordinates."""
+    u = (cols - K[0, 2]) / K[0, 0]
+    v = (rows - K[1, 2]) / K[1, 1]
+    rays = np.empty((len(rows), len(cols), 3), np.float32)
+    rays[..., 1] = v[:, None]
+    rays[..., 0] = u[None, :] - (K[0, 1] / K[0, 0]) * v[:, None]
+    rays[..., 2] = 1.0
+    return rays
+
+
 def camera_rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
     """(H, W, 3) float32 rays with z = 1 for K (x = (u - cx - skew * y) / fx, y = (v - cy) / fy).
 
@@ -121,12 +133,7 @@ def camera_rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
     if key in _RAYS:
         _RAYS.move_to_end(key)
     else:
-        u = (np.arange(w, dtype=np.float64) - K[0, 2]) / K[0, 0]
-        v = (np.arange(h, dtype=np.float64) - K[1, 2]) / K[1, 1]
-        rays = np.empty((h, w, 3), np.float32)
-        rays[..., 1] = v[:, None]
-        rays[..., 0] = u[None, :] - (K[0, 1] / K[0, 0]) * v[:, None]
-        rays[..., 2] = 1.0
+        rays = _rays(K, np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64))
         rays.flags.writeable = False
         _RAYS[key] = rays
         while len(_RAYS) > 1 and rays_cache_bytes() > RAYS_CACHE_BYTES:
@@ -134,16 +141,41 @@ def camera_rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
     return _RAYS[key]
 
 
-def backproject_np(depth: np.ndarray, K: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Organized points (H, W, 3) float32 in the camera optical frame; NaN where depth is NaN.
+def backproject_np(depth: np.ndarray, K: np.ndarray, origin: tuple[int, int] | None = None) -> np.ndarray:
+    """Organized points (h, w, 3) float32 in the camera optical frame; NaN where depth is NaN.
 
-    ``out`` may be any (H, W, 3) float32 view, e.g. the xyz fields of a PointCloud2 buffer.
+    ``depth`` is the image K describes or, with ``origin`` (row, col), a crop of it whose first pixel is that
+    pixel of the image (an object's box): its rays are those of the whole image's pixels there, computed for the
+    crop only and not cached (``camera_rays`` caches whole images' rays).
     """
     h, w = depth.shape
-    rays = camera_rays(np.asarray(K, np.float64), h, w)
-    if out is None:
-        return np.multiply(rays, depth[..., None], dtype=np.float32)
-    return np.multiply(rays, depth[..., None], out=out)
+    K = np.asarray(K, np.float64)
+    if origin is None:
+        rays = camera_rays(K, h, w)
+    else:
+        top, left = origin
+        rays = _rays(K, np.arange(top, top + h, dtype=np.float64), np.arange(left, left + w, dtype=np.float64))
+    return np.multiply(rays, depth[..., None], dtype=np.float32)
+
+
+def finite_points(points: np.ndarray) -> np.ndarray:
+    """The rows of ``points`` (any shape ending in 3) with three finite coordinates, as (N, 3) float64."""
+    p = np.asarray(points, np.float64).reshape(-1, 3)
+    return p[np.isfinite(p).all(1)]
+
+
+def oriented_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centre, axes as rows, extents) of the PCA-aligned box around the points; extents sorted descending."""
+    p = finite_points(points)
+    if len(p) < 3:
+        raise ValueError("an oriented box needs at least 3 points")
+    mean = p.mean(0)
+    axes = np.linalg.svd(p - mean, full_matrices=False)[2]
+    local = (p - mean) @ axes.T
+    lo, hi = local.min(0), local.max(0)
+    order = np.argsort(-(hi - lo))
+    axes, lo, hi = axes[order], lo[order], hi[order]
+    return mean + ((lo + hi) / 2) @ axes, axes, hi - lo
 
 
 def pixel_grid(h: int, w: int, dtype=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:

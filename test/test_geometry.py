@@ -37,6 +37,21 @@ def test_backproject_inverts_projection():
     assert np.allclose(pts[:, 2], depth.numpy().ravel())
 
 
+def test_a_box_backprojects_bit_exactly_like_its_part_of_the_whole_image():
+    """Issue 30: one back-projection for whole images and objects' boxes (``origin``), with a skewed K whose
+    principal point is not on the pixel grid; nothing of a box goes into the rays cache."""
+    rng = np.random.default_rng(3)
+    K = np.array([[151.3, 0.7, 81.37], [0, 149.9, 58.61], [0, 0, 1]])
+    depth = rng.uniform(0.3, 2.0, (120, 160)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.2] = np.nan
+    whole = geometry.backproject_np(depth, K)
+    cached = geometry.rays_cache_bytes()
+    for box in ((slice(0, 120), slice(0, 160)), (slice(17, 60), slice(90, 160)), (slice(119, 120), slice(3, 4))):
+        got = geometry.backproject_np(depth[box], K, origin=(box[0].start, box[1].start))
+        assert got.dtype == np.float32 and got.tobytes() == whole[box].tobytes()
+    assert geometry.rays_cache_bytes() == cached
+
+
 def test_normals_of_tilted_plane_match_analytic_normal():
     K = _K(120, 120, 40, 30)
     n_true = np.array([0.3, -0.2, -1.0])

@@ -1,19 +1,15 @@
 """What a grasp planner receives, measured in metres: object clouds against the ground-truth surface.
 
 Every function takes (N, 3) float arrays in the camera optical frame (metres) and returns millimetres or
-percentages, so tables read directly. Nearest neighbours come from scipy's cKDTree.
+percentages, so tables read directly. Nearest neighbours come from scipy's cKDTree; oriented boxes from
+``geometry.oriented_box`` (the node's markers use it too).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from bgprompt_core.geometry import backproject_np, scale_intrinsics
-
-
-def _finite(p: np.ndarray) -> np.ndarray:
-    p = np.asarray(p, np.float64).reshape(-1, 3)
-    return p[np.isfinite(p).all(1)]
+from bgprompt_core.geometry import backproject_np, finite_points, oriented_box, scale_intrinsics
 
 
 class Surface:
@@ -23,9 +19,9 @@ class Surface:
     of them, or a fixed random subset of ``max_queries`` (means over 20k samples move by well under 1%)."""
 
     def __init__(self, points: np.ndarray, max_queries: int | None = None):
-        from scipy.spatial import cKDTree  # lazy: the node imports this module for oriented boxes only
+        from scipy.spatial import cKDTree  # lazy: scipy is loaded only once a cloud is scored
 
-        self.points = _finite(points)
+        self.points = finite_points(points)
         self.tree = cKDTree(self.points) if len(self.points) else None
         self.queries = self.points
         if max_queries is not None and len(self.points) > max_queries:
@@ -56,7 +52,7 @@ def cloud_errors(pred: np.ndarray, gt: "np.ndarray | Surface", taus_mm: tuple[fl
     (its tree reused).
     """
     surface = gt if isinstance(gt, Surface) else Surface(gt)
-    pred = _finite(pred)
+    pred = finite_points(pred)
     if len(surface) == 0:
         raise ValueError("the ground-truth cloud is empty")
     to_gt = nearest(pred, surface) * 1e3
@@ -69,27 +65,13 @@ def cloud_errors(pred: np.ndarray, gt: "np.ndarray | Surface", taus_mm: tuple[fl
 
 
 def centroid_error_mm(pred: np.ndarray, gt: np.ndarray) -> float:
-    pred, gt = _finite(pred), _finite(gt)
+    pred, gt = finite_points(pred), finite_points(gt)
     return float(np.linalg.norm(pred.mean(0) - gt.mean(0)) * 1e3) if len(pred) else np.inf
-
-
-def oriented_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(centre, axes as rows, extents) of the PCA-aligned box around the points; extents sorted descending."""
-    p = _finite(points)
-    if len(p) < 3:
-        raise ValueError("an oriented box needs at least 3 points")
-    mean = p.mean(0)
-    axes = np.linalg.svd(p - mean, full_matrices=False)[2]
-    local = (p - mean) @ axes.T
-    lo, hi = local.min(0), local.max(0)
-    order = np.argsort(-(hi - lo))
-    axes, lo, hi = axes[order], lo[order], hi[order]
-    return mean + ((lo + hi) / 2) @ axes, axes, hi - lo
 
 
 def box_extent_error_mm(pred: np.ndarray, gt: np.ndarray) -> float:
     """Mean absolute difference of the sorted oriented-box extents (mm)."""
-    if len(_finite(pred)) < 3:
+    if len(finite_points(pred)) < 3:
         return np.inf
     return float(np.abs(oriented_box(pred)[2] - oriented_box(gt)[2]).mean() * 1e3)
 
@@ -101,7 +83,7 @@ def parallel_grasp(points: np.ndarray, up: np.ndarray) -> tuple[float, np.ndarra
     principal axis of the points projected onto that plane; width is their extent along it; the centre is
     the middle of the extents along both horizontal axes, at the points' mean height.
     """
-    p = _finite(points)
+    p = finite_points(points)
     if len(p) < 3:
         raise ValueError("a grasp needs at least 3 points")
     up = np.asarray(up, np.float64) / np.linalg.norm(up)
@@ -118,7 +100,7 @@ def parallel_grasp(points: np.ndarray, up: np.ndarray) -> tuple[float, np.ndarra
 
 
 def grasp_errors_mm(pred: np.ndarray, gt: np.ndarray, up: np.ndarray) -> dict:
-    if len(_finite(pred)) < 3:
+    if len(finite_points(pred)) < 3:
         return {"grasp_width_mm": np.inf, "grasp_centre_mm": np.inf}
     wp, cp = parallel_grasp(pred, up)
     wg, cg = parallel_grasp(gt, up)

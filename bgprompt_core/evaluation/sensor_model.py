@@ -49,7 +49,8 @@ import cv2
 import numpy as np
 
 from bgprompt_core.method.config import ConfigError
-from bgprompt_core.rgbd.noise import DepthNoise, depth_edges  # noqa: F401  (depth_edges: re-exported for the simulator's users)
+from bgprompt_core.rgbd.edges import depth_edges
+from bgprompt_core.rgbd.noise import DepthNoise
 
 MATERIALS = ("diffuse", "specular", "transparent", "dark")
 DIFFUSE, SPECULAR, TRANSPARENT, DARK = range(4)
@@ -298,6 +299,54 @@ def _glass(seen: np.ndarray, z: np.ndarray, glass: np.ndarray, behind: np.ndarra
     seen[glass] = np.select([kind == 0, kind == 1, kind == 2], [bg, zg, zg + t * (bg - zg)], 0.0)
 
 
+def _edge_readings(out: np.ndarray, seen: np.ndarray, p: SensorPreset, rng: np.random.Generator) -> None:
+    """Depth edges of ``seen``: a band of ``edge_band`` px invalid, ``flying`` of it reading a depth between the
+    nearest and farthest surface of the neighbourhood (in place on ``out``)."""
+    edge = depth_edges(seen, p.edge_jump)
+    if p.edge_band > 1:
+        edge = cv2.dilate(edge.view(np.uint8), np.ones((2 * p.edge_band - 1,) * 2, np.uint8)).astype(bool)
+    edge &= seen > 0
+    fly = edge & (rng.random(seen.shape) < p.flying)
+    if fly.any():  # between the nearest and farthest surface of the neighbourhood
+        pos = np.where(seen > 0, seen, np.nan).astype(np.float32)
+        k = np.ones((2 * p.edge_band + 1,) * 2, np.uint8)
+        lo = -cv2.dilate(np.nan_to_num(-pos, nan=-np.inf), k)
+        hi = cv2.dilate(np.nan_to_num(pos, nan=-np.inf), k)
+        t = rng.random(int(fly.sum()))
+        out[fly] = lo[fly] + t * (hi[fly] - lo[fly])
+    out[edge & ~fly] = 0.0
+
+
+def _specular_blobs(out: np.ndarray, z: np.ndarray, spec: np.ndarray, instance: np.ndarray | None, p: SensorPreset,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Per specular object: its lost blobs (returned) and its reflection blobs, each read at its own offset behind
+    the surface (in place on ``out``)."""
+    lost = np.zeros(z.shape, bool)
+    if spec.any() and (p.specular_loss[1] > 0 or p.reflections[1] > 0):
+        for obj in objects_of(spec & (z > 0), instance):
+            lost |= silhouette_blobs(obj, rng.uniform(*p.specular_loss), p, rng)
+            refl = silhouette_blobs(obj, rng.uniform(*p.reflections), p, rng, exclude=lost)
+            if refl.any():  # each blob its own offset behind the surface
+                n, lab = cv2.connectedComponents(refl.astype(np.uint8), connectivity=8)
+                offset = rng.uniform(*p.reflection_depth, n)
+                out[refl & (out > 0)] = (z + offset[lab])[refl & (out > 0)]
+    return lost
+
+
+def _material_holes(out: np.ndarray, mat: np.ndarray, highlight: np.ndarray | None, lost: np.ndarray,
+                    instance: np.ndarray | None, p: SensorPreset, rng: np.random.Generator) -> None:
+    """Readings lost to highlights, to the specular blobs ``lost`` and on dark surfaces (in place on ``out``)."""
+    if highlight is not None:
+        out[(mat == SPECULAR) & (highlight > p.specular_holes)] = 0.0
+    out[lost] = 0.0
+    dark = mat == DARK
+    if p.dark_loss is None:
+        out[correlated_holes(dark, p.dark_holes, p.blob_sigma, rng)] = 0.0
+    elif dark.any():
+        for obj in objects_of(dark, instance):
+            out[ragged_holes(obj, rng.uniform(*p.dark_loss), p, rng)] = 0.0
+
+
 def simulate(depth: np.ndarray, K: np.ndarray, p: SensorPreset | None, rng: np.random.Generator,
              material: np.ndarray | None = None, behind: np.ndarray | None = None,
              highlight: np.ndarray | None = None, instance: np.ndarray | None = None) -> np.ndarray:
@@ -323,43 +372,14 @@ def simulate(depth: np.ndarray, K: np.ndarray, p: SensorPreset | None, rng: np.r
     if p.kind == "active-stereo":  # glass occludes nothing: the second imager sees through it too
         opaque = np.where(glass & (seen > 0), behind, seen) if glass.any() else seen
         out[stereo_shadow(opaque, K, p.baseline)] = 0.0
-    edge = depth_edges(seen, p.edge_jump)
-    if p.edge_band > 1:
-        edge = cv2.dilate(edge.view(np.uint8), np.ones((2 * p.edge_band - 1,) * 2, np.uint8)).astype(bool)
-    edge &= seen > 0
-    fly = edge & (rng.random(z.shape) < p.flying)
-    if fly.any():  # between the nearest and farthest surface of the neighbourhood
-        pos = np.where(seen > 0, seen, np.nan).astype(np.float32)
-        k = np.ones((2 * p.edge_band + 1,) * 2, np.uint8)
-        lo = -cv2.dilate(np.nan_to_num(-pos, nan=-np.inf), k)
-        hi = cv2.dilate(np.nan_to_num(pos, nan=-np.inf), k)
-        t = rng.random(int(fly.sum()))
-        out[fly] = lo[fly] + t * (hi[fly] - lo[fly])
-    out[edge & ~fly] = 0.0
-    spec = mat == SPECULAR
-    lost = np.zeros(z.shape, bool)
-    if spec.any() and (p.specular_loss[1] > 0 or p.reflections[1] > 0):
-        for obj in objects_of(spec & (z > 0), instance):
-            lost |= silhouette_blobs(obj, rng.uniform(*p.specular_loss), p, rng)
-            refl = silhouette_blobs(obj, rng.uniform(*p.reflections), p, rng, exclude=lost)
-            if refl.any():  # each blob its own offset behind the surface
-                n, lab = cv2.connectedComponents(refl.astype(np.uint8), connectivity=8)
-                offset = rng.uniform(*p.reflection_depth, n)
-                out[refl & (out > 0)] = (z + offset[lab])[refl & (out > 0)]
+    _edge_readings(out, seen, p, rng)
+    lost = _specular_blobs(out, z, mat == SPECULAR, instance, p, rng)
     if p.systematic > 0:
         out = np.where(out > 0, out + p.systematic * _field(z.shape, z.shape[1] / 4, rng), 0.0)
     gain = np.where(mat == DARK, p.dark_noise_gain, 1.0) if p.dark_noise_gain != 1 else 1.0
     out = quantize(add_noise(out, p, rng, gain), p.quantum)
     out[(out < p.min_range) | (out > p.max_range)] = 0.0
-    if highlight is not None:
-        out[spec & (highlight > p.specular_holes)] = 0.0
-    out[lost] = 0.0
-    dark = mat == DARK
-    if p.dark_loss is None:
-        out[correlated_holes(dark, p.dark_holes, p.blob_sigma, rng)] = 0.0
-    elif dark.any():
-        for obj in objects_of(dark, instance):
-            out[ragged_holes(obj, rng.uniform(*p.dark_loss), p, rng)] = 0.0
+    _material_holes(out, mat, highlight, lost, instance, p, rng)
     return out.astype(np.float32)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from bgprompt_core.method.config import ConfigError
 from bgprompt_core.rgbd.fusion import FUSIONS, SOURCE_PREDICTED, FusionConfig, FusionReport, fuse_frame
-from bgprompt_core.geometry import Letterbox, backproject_np, camera_rays, check_intrinsics, resize_roi
+from bgprompt_core.geometry import Letterbox, backproject_np, check_intrinsics, resize_roi
 from bgprompt_core.frame.masks import InputError, MaskObject, split_mask  # noqa: F401  (InputError: the estimator's error too)
 from bgprompt_core.frame.recenter import VirtualCamera, recenter_camera
 from bgprompt_core.frame.upsample import METHODS as UPSAMPLE_METHODS
@@ -155,11 +155,9 @@ class ObjectDepthResult:
             if not self.boxes:
                 self._points = backproject_np(self.depth, self.K)
             else:  # NaN everywhere, rays x depth on the objects' boxes only
-                h, w = self.depth.shape
-                rays = camera_rays(np.asarray(self.K, np.float64), h, w)
-                self._points = np.full((h, w, 3), np.nan, np.float32)
+                self._points = np.full((*self.depth.shape, 3), np.nan, np.float32)
                 for box in self.boxes:
-                    np.multiply(rays[box], self.depth[box][..., None], out=self._points[box])
+                    self._points[box] = backproject_np(self.depth[box], self.K, origin=(box[0].start, box[1].start))
         return self._points
 
 

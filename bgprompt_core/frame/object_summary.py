@@ -5,8 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bgprompt_core.evaluation.cloud_metrics import oriented_box
-from bgprompt_core.geometry import backproject_np
+from bgprompt_core.geometry import backproject_np, oriented_box
 from bgprompt_core.rgbd.fusion import SOURCE_SENSOR
 
 
@@ -38,10 +37,8 @@ def summarize_objects(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, id
         local = sel[box] & np.isfinite(depth[box])
         if local.sum() < min_points:
             continue
-        K_roi = np.array(K, np.float64).copy()
-        K_roi[0, 2] -= box[1].start
-        K_roi[1, 2] -= box[0].start
-        pts = backproject_np(np.where(local, depth[box], np.nan).astype(np.float32), K_roi)[local].astype(np.float64)
+        crop = np.where(local, depth[box], np.nan).astype(np.float32)
+        pts = backproject_np(crop, K, origin=(box[0].start, box[1].start))[local].astype(np.float64)
         centre, axes, extents = oriented_box(pts)
         R = axes.T.copy()
         if np.linalg.det(R) < 0:

@@ -15,6 +15,19 @@ class Alignment:
     used: int  # pixels used in the final fit
 
 
+def least_squares(p: np.ndarray, s: np.ndarray, mode: str) -> tuple[np.float64, np.float64 | float]:
+    """The least-squares ``s ~= scale * p (+ shift)`` of 1-D float64 arrays: "scale": the closed form
+    ``sum(p s) / sum(p^2)`` (Eq. 3's, in numpy), shift 0; "scale-shift": numpy's ``lstsq`` on ``[p, 1]``.
+
+    numpy scalars, not Python floats: ``scale * image`` of a float32 image is float64 with them, float32 with a
+    Python float (NEP 50), so a caller picks its dtype explicitly (``fit_to_sensor`` returns Python floats).
+    """
+    if mode == "scale":
+        return (p * s).sum() / max((p ** 2).sum(), 1e-12), 0.0
+    (a, b), *_ = np.linalg.lstsq(np.stack([p, np.ones(len(p))], 1), s, rcond=None)
+    return a, b
+
+
 def _consensus(p: np.ndarray, s: np.ndarray, mode: str, tol: np.ndarray, rng: np.random.Generator,
                trials: int) -> np.ndarray:
     """RANSAC start: the (scale[, shift]) from 1 (scale) or 2 (scale-shift) random readings that the most readings
@@ -47,11 +60,15 @@ def fit_to_sensor(pred: np.ndarray, sensor: np.ndarray, mask: np.ndarray, mode: 
                   trials: int = 200, rng: np.random.Generator | None = None) -> Alignment | None:
     """``sensor ~= scale * pred (+ shift)`` on object pixels where both are valid; None if too few.
 
-    Starts from the median ratio, or with ``tol`` (m, scalar or per pixel) from the consensus of ``trials``
-    minimal samples (RANSAC), then refits by least squares on the readings whose residual is within ``k``
-    robust standard deviations (1.4826 * MAD) of the current fit, ``iterations`` times, so holes, flying pixels
-    and reflections in the sensor depth do not pull the fit. The scale may come out negative (a prediction
-    anti-correlated with the readings): callers check it.
+    The start is not a least-squares fit: without ``tol`` it is the median ratio ``median(sensor / pred)``
+    (shift 0, in "scale-shift" mode too); with ``tol`` (m, scalar or per pixel) it is the least-squares fit on
+    the readings that agree with the consensus of ``trials`` minimal samples (RANSAC) to within ``tol`` (on all
+    readings when fewer than ``min_pixels`` agree). Then, ``iterations`` times, the readings whose residual lies
+    within ``k`` robust standard deviations (1.4826 * MAD; median and MAD over all readings without ``tol``, over
+    the last kept ones with it) of the current fit are kept and refitted by least squares (``least_squares``),
+    so holes, flying pixels and reflections in the sensor depth do not pull the fit; an iteration that would keep
+    fewer than ``min_pixels`` stops. The scale may come out negative (a prediction anti-correlated with the
+    readings): callers check it.
     """
     if mode not in ("scale", "scale-shift"):
         raise ValueError(f"alignment mode must be 'scale' or 'scale-shift', got {mode!r}")
@@ -64,10 +81,8 @@ def fit_to_sensor(pred: np.ndarray, sensor: np.ndarray, mask: np.ndarray, mode: 
     p, s = pred[ok].astype(np.float64), sensor[ok].astype(np.float64)
 
     def fit(sel: np.ndarray) -> tuple[float, float]:
-        if mode == "scale":
-            return float((p[sel] * s[sel]).sum() / max((p[sel] ** 2).sum(), 1e-12)), 0.0
-        (a, b), *_ = np.linalg.lstsq(np.stack([p[sel], np.ones(sel.sum())], 1), s[sel], rcond=None)
-        return float(a), float(b)
+        scale, shift = least_squares(p[sel], s[sel], mode)
+        return float(scale), float(shift)
 
     keep = np.ones(len(p), bool)
     if tol is None:

@@ -33,122 +33,27 @@ anti-correlated with the truth. So, per object:
    prediction plus the sensor-minus-prediction residual spread from the kept pixels (normalized convolution,
    so the filled region meets the kept one without a seam); ``hole_fill='prediction'`` fills every hole so.
 
-Hand-written RANSAC: the installable alternatives either fit z = f(x, y) (scikit-learn's RANSACRegressor:
-ill-posed for planes seen at a grazing angle) or pull a 300 MB dependency (Open3D) for a 20-line loop.
-This module imports no simulator: the noise model and depth edges come from ``depth_noise``.
+The steps live in their own modules: the support plane in ``rgbd.planes``, depth edges and flying pixels in
+``rgbd.edges``, hole filling in ``rgbd.holes``, the scale fit in ``rgbd.alignment``; this module chains them per
+object (``fuse_object``) and per frame (``fuse_frame``). It imports no simulator: the noise model comes from
+``rgbd.noise``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from bgprompt_core.rgbd.alignment import fit_to_sensor
-from bgprompt_core.method.config import ConfigError
-from bgprompt_core.rgbd.noise import DepthNoise, depth_edges, stereo_noise
 from bgprompt_core.geometry import camera_rays
+from bgprompt_core.rgbd.alignment import fit_to_sensor
+from bgprompt_core.rgbd.edges import depth_edges, flying_pixels, smooth_patches
+from bgprompt_core.rgbd.fusion_config import (D435_NOISE, FUSION_FIELDS, FUSION_HELP, FUSIONS, HOLE_FILLS,  # noqa: F401
+                                              PARAM_PREFIX, FusionConfig, fusion_config_from_params, fusion_params)
+from bgprompt_core.rgbd.holes import inpaint_mm, interior_holes, normalized_convolution
+from bgprompt_core.rgbd.planes import fit_plane, plane_depth, ring_mask
 
 SOURCE_NONE, SOURCE_SENSOR, SOURCE_PREDICTED, SOURCE_INTERPOLATED = 0, 1, 2, 3  # per-pixel origin of a fused depth
-FUSIONS = ("none", "fill")
-HOLE_FILLS = ("hybrid", "prediction")
-D435_NOISE = stereo_noise(430.0, 0.050, 0.08)  # the d435-like camera: sigma = 0.0037 z^2 (m)
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    """How a prediction is fused with an RGB-D sensor's depth (``fuse_object``; metres and pixels).
-
-    Args:
-        ring (int, default 15): px, width of the ring around the mask where the support plane is sought.
-        plane_tol (float, default 0.006): m (plus 3 sensor sigmas at the reading's depth), RANSAC inlier distance
-            to the plane.
-        plane_iterations (int, default 200): RANSAC iterations.
-        min_plane_inliers (int, default 50): fewer inliers: no support plane.
-        see_through_tol (float, default 0.005): m (plus 3 sensor sigmas): readings this close to the plane or
-            beyond it were seen through the object.
-        min_object_fraction (float, default 0.25): of the object's pixels; with fewer reliable readings the
-            scale comes from the object's contact with the plane.
-        consistency (float, default 0.010): m (plus 3 sensor sigmas); readings farther than this from the
-            aligned prediction are disputed.
-        contact_quantile (float, default 0.1): of the silhouette's z_plane / prediction ratios (its rim rests
-            on the plane).
-        residual_sigma (float, default 6.0): px, spread of the residual correction into filled pixels.
-        noise_floor, noise_linear, noise_quadratic (float, default the d435-like camera's: 0, 0, 0.0037): the
-            sensor's RMS error ``floor + linear z + quadratic z^2`` (m); set them to your camera's.
-        edge_jump (float, default 0.03): relative depth step that makes a sensor pixel a depth edge.
-        min_agreement (float, default 0.5): share of the object's reliable readings the aligned prediction must
-            agree with; below it the object falls back to sensor-only.
-        max_residual (float, default 0.015): m (plus 3 sensor sigmas); a larger robust residual spread of the
-            readings around the aligned prediction falls back to sensor-only.
-        hole_fill (str, default "hybrid"): "hybrid" (small interior holes from the sensor's neighbourhood, the
-            rest from the prediction) or "prediction" (every hole from the prediction).
-        max_interior_hole (float, default 0.02): of the object's pixels: the largest hole "hybrid" interpolates.
-    """
-
-    ring: int = 15
-    plane_tol: float = 0.006
-    plane_iterations: int = 200
-    min_plane_inliers: int = 50
-    see_through_tol: float = 0.005
-    min_object_fraction: float = 0.25
-    consistency: float = 0.010
-    contact_quantile: float = 0.1
-    residual_sigma: float = 6.0
-    noise_floor: float = D435_NOISE.floor
-    noise_linear: float = D435_NOISE.linear
-    noise_quadratic: float = D435_NOISE.quadratic
-    edge_jump: float = 0.03
-    min_agreement: float = 0.5
-    max_residual: float = 0.015
-    hole_fill: str = "hybrid"
-    max_interior_hole: float = 0.02
-
-    def __post_init__(self) -> None:
-        for name in ("ring", "plane_tol", "plane_iterations", "min_plane_inliers", "consistency",
-                     "residual_sigma", "max_residual", "edge_jump"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"fusion {name} must be > 0, got {getattr(self, name)!r}")
-        if not 0 < self.min_object_fraction <= 1 or not 0 <= self.contact_quantile < 0.5:
-            raise ConfigError("fusion min_object_fraction must lie in (0, 1], contact_quantile in [0, 0.5)")
-        if not 0 <= self.min_agreement <= 1 or not 0 <= self.max_interior_hole <= 1:
-            raise ConfigError("fusion min_agreement and max_interior_hole must lie in [0, 1]")
-        if self.hole_fill not in HOLE_FILLS:
-            raise ConfigError(f"fusion hole_fill must be one of {HOLE_FILLS}, got {self.hole_fill!r}")
-        self.noise  # validates the noise terms
-
-    @property
-    def noise(self) -> DepthNoise:
-        return DepthNoise(self.noise_floor, self.noise_linear, self.noise_quadratic)
-
-    @staticmethod
-    def for_noise(noise: DepthNoise, **kw) -> "FusionConfig":
-        """A config whose sensor noise is ``noise`` (e.g. ``sensor_model.PRESETS[name].noise``)."""
-        return FusionConfig(noise_floor=noise.floor, noise_linear=noise.linear, noise_quadratic=noise.quadratic, **kw)
-
-
-FUSION_FIELDS = tuple(f.name for f in fields(FusionConfig))
-FUSION_HELP = {  # one line per field, for the node's parameter descriptions
-    "ring": "px, width of the ring around each object where the support plane is sought",
-    "plane_tol": "m (+3 sensor sigmas): RANSAC inlier distance to the support plane",
-    "plane_iterations": "RANSAC iterations of the support plane",
-    "min_plane_inliers": "fewer ring points on the plane: no support plane",
-    "see_through_tol": "m (+3 sensor sigmas): readings this close to the support plane or beyond were seen through",
-    "min_object_fraction": "share of an object's pixels with reliable readings below which the scale comes from "
-                           "its contact with the support plane",
-    "consistency": "m (+3 sensor sigmas): readings farther from the aligned prediction are disputed",
-    "contact_quantile": "quantile of the silhouette's plane/prediction ratios used as the support-contact scale",
-    "residual_sigma": "px, spread of the sensor-minus-prediction correction into filled pixels",
-    "noise_floor": "m, the sensor's RMS error at any depth (sigma = floor + linear z + quadratic z^2)",
-    "noise_linear": "the sensor's RMS error per metre of depth (time of flight: ~0.001)",
-    "noise_quadratic": "1/m, the sensor's stereo RMS error term subpixel / (focal_px * baseline) (D435: 0.0037)",
-    "edge_jump": "relative depth step that makes a sensor pixel a depth edge (flying pixels)",
-    "min_agreement": "share of an object's readings the aligned prediction must agree with, else sensor-only",
-    "max_residual": "m (+3 sensor sigmas): a larger robust residual spread around the prediction: sensor-only",
-    "hole_fill": "hybrid (small interior holes from the sensor's neighbourhood, the rest from the prediction) or "
-                 "prediction (every hole from the prediction)",
-    "max_interior_hole": "share of an object's pixels: the largest hole hybrid fill interpolates from the sensor",
-}
 
 
 @dataclass(frozen=True)
@@ -174,170 +79,25 @@ class FusionReport:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def plane_band(points: np.ndarray, tol: float, noise: DepthNoise | None) -> np.ndarray:
-    """Per point, the distance to the plane within which a reading is the plane's: ``tol`` plus 3 sigmas of the
-    sensor's noise at the point's depth (a camera reads its table as noisily as its objects)."""
-    return tol + (3 * noise.sigma(points[:, 2]) if noise is not None else np.zeros(len(points)))
+@dataclass(frozen=True)
+class _Readings:
+    """One object's sensor readings against its support plane: what every later step of ``fuse_object`` reads."""
+
+    obj: np.ndarray  # the object's mask
+    sens: np.ndarray  # float64 m, 0 = no reading
+    has: np.ndarray  # object pixels with a reading
+    reliable: np.ndarray  # ... not read at or beyond the support plane (seen through the object)
+    ok_pred: np.ndarray  # object pixels with a positive prediction
+    strict: np.ndarray  # per pixel, the band a reading must fall in (consistency + 3 sensor sigmas)
+    edges: np.ndarray  # flying pixels: readings at depth edges that continue no surface of the object
+    zp: np.ndarray | None  # per pixel, the support plane's depth (None: no plane)
+    n_obj: int  # object pixels (at least 1)
+    base: dict  # the report's coverage, see_through and plane_inliers
 
 
-def fit_plane(points: np.ndarray, tol: float, iterations: int, rng: np.random.Generator,
-              min_inliers: int, noise: DepthNoise | None = None) -> tuple[np.ndarray, float, int] | None:
-    """RANSAC plane ``n . p + d = 0`` (unit n, d > 0: the camera on the positive side), refined by SVD; inliers
-    lie within ``plane_band`` of it (``tol`` alone without ``noise``)."""
-    pts = points[np.isfinite(points).all(1)]
-    if len(pts) < max(min_inliers, 3):
-        return None
-    band = plane_band(pts, tol, noise)
-    # all hypotheses at once: normals of random triplets, inlier counts from one (points x hypotheses) product
-    tri = pts[rng.integers(0, len(pts), (iterations, 3))]
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    norm = np.linalg.norm(normals, axis=1)
-    good = norm > 1e-12
-    best, best_count = None, 0
-    if good.any():
-        normals, tri = normals[good] / norm[good, None], tri[good]
-        offsets = -(normals * tri[:, 0]).sum(1)
-        counts = np.zeros(len(normals), np.int64)
-        for start in range(0, len(pts), 4096):  # bounded memory for large rings
-            chunk = slice(start, start + 4096)
-            counts += (np.abs(pts[chunk] @ normals.T + offsets) < band[chunk, None]).sum(0)
-        k = int(np.argmax(counts))
-        best, best_count = (normals[k], float(offsets[k])), int(counts[k])
-    if best is None or best_count < min_inliers:
-        return None
-    n, d = best
-    inl = pts[np.abs(pts @ n + d) < band]
-    centre = inl.mean(0)
-    n = np.linalg.svd(inl - centre, full_matrices=False)[2][-1]
-    d = -float(n @ centre)
-    if d < 0:
-        n, d = -n, -d
-    return n, d, int((np.abs(pts @ n + d) < band).sum())
-
-
-def plane_depth(rays: np.ndarray, n: np.ndarray, d: float) -> np.ndarray:
-    """z at which each ray (z = 1 rays, (..., 3)) meets the plane; inf where it does not, in front."""
-    denom = rays @ n
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = -d / denom
-    return np.where(np.isfinite(z) & (z > 0), z, np.inf)
-
-
-def _spread(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
-    """Normalized convolution: the weighted Gaussian average of ``values`` at every pixel (NaN: no support)."""
-    num = cv2.GaussianBlur(np.where(weight, values, 0).astype(np.float32), (0, 0), sigma)
-    den = cv2.GaussianBlur(weight.astype(np.float32), (0, 0), sigma)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 1e-3, num / den, np.nan)
-
-
-def inpaint_mm(depth: np.ndarray, holes: np.ndarray, radius: int = 3, method: str = "ns") -> np.ndarray:
-    """Fill ``holes`` of a metric depth image (m, 0 = none) with ``cv2.inpaint`` in whole MILLIMETRES (uint16:
-    OpenCV 5.0's Telea returns garbage on float metres, opencv/opencv#25404, and is off by ~1 mm on float mm);
-    the holes go as their own uint8 mask (zeros in the depth are not holes to it). Returns metres (float32)."""
-    flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
-    z = np.nan_to_num(depth, nan=0.0)
-    # every pixel without a reading near a hole is unknown too: cv2.inpaint would take its 0 as a depth
-    near = cv2.dilate(holes.astype(np.uint8), np.ones((2 * radius + 3,) * 2, np.uint8)).astype(bool)
-    mask = holes | (near & ~(z > 0))
-    mm = np.clip(np.round(z * 1000), 0, 65535).astype(np.uint16)
-    out = cv2.inpaint(mm, mask.astype(np.uint8), radius, flag).astype(np.float32) / np.float32(1000)
-    return np.where(holes, out, z).astype(np.float32)
-
-
-def smooth_patches(sens: np.ndarray, valid: np.ndarray, tol: np.ndarray) -> np.ndarray:
-    """Labels (int32, 0 = none) of the patches of ``valid`` readings where no 4-neighbour step exceeds ``tol``:
-    a pixel with such a step to a valid neighbour is a patch border and belongs to none."""
-    step = np.zeros(sens.shape, bool)
-    for ax in (0, 1):
-        a = np.take(sens, range(1, sens.shape[ax]), axis=ax)
-        b = np.take(sens, range(0, sens.shape[ax] - 1), axis=ax)
-        va = np.take(valid, range(1, sens.shape[ax]), axis=ax)
-        vb = np.take(valid, range(0, sens.shape[ax] - 1), axis=ax)
-        t = np.take(tol, range(1, sens.shape[ax]), axis=ax)
-        jump = va & vb & (np.abs(a - b) > t)
-        if ax == 0:
-            step[1:] |= jump
-            step[:-1] |= jump
-        else:
-            step[:, 1:] |= jump
-            step[:, :-1] |= jump
-    return cv2.connectedComponents((valid & ~step).astype(np.uint8), connectivity=4)[1]
-
-
-def _agree_shifts(z: np.ndarray, inside: np.ndarray, jump: float):
-    """Per 4-neighbour direction: (destination slice, source slice, agree) where ``agree`` marks pixel pairs that are
-    both ``inside`` with readings and differ by at most ``jump`` of the nearer depth (no depth edge between them)."""
-    h, w = z.shape
-    for dst, src in (((slice(None), slice(1, None)), (slice(None), slice(None, w - 1))),
-                     ((slice(None), slice(None, w - 1)), (slice(None), slice(1, None))),
-                     ((slice(1, None), slice(None)), (slice(None, h - 1), slice(None))),
-                     ((slice(None, h - 1), slice(None)), (slice(1, None), slice(None)))):
-        a, b = z[dst], z[src]
-        both = inside[dst] & inside[src] & (a > 0) & (b > 0)
-        yield dst, src, both & (np.abs(a - b) <= jump * np.minimum(a, b))
-
-
-def flying_pixels(z: np.ndarray, edges: np.ndarray, inside: np.ndarray, jump: float, reach: int = 4) -> np.ndarray:
-    """The readings of ``edges`` (``depth_edges``) that continue no surface of ``inside``: no chain of at most
-    ``reach`` agreeing 4-neighbours inside (``_agree_shifts``) links them to a reading off the edges. A true reading
-    at the silhouette (a step to the table) or beside a flying pixel continues its surface and is no flying pixel;
-    a depth between two surfaces, alone or in a short run of its like, is."""
-    anchored = inside & (z > 0) & ~edges
-    for _ in range(reach):
-        grown = anchored.copy()
-        for dst, src, agree in _agree_shifts(z, inside, jump):
-            grown[dst] |= agree & anchored[src]
-        if np.array_equal(grown, anchored):
-            break
-        anchored = grown
-    return edges & inside & ~anchored
-
-
-def interior_holes(holes: np.ndarray, obj: np.ndarray, max_pixels: float) -> np.ndarray:
-    """Hole pixels in components (8-connected) that touch nothing outside ``obj`` and hold <= max_pixels."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return np.zeros(holes.shape, bool)
-    outside = cv2.dilate((~obj).astype(np.uint8), np.ones((3, 3), np.uint8), borderValue=1).astype(bool)
-    touching = np.unique(lab[outside & holes])
-    small = stats[:, cv2.CC_STAT_AREA] <= max_pixels
-    small[0] = False
-    small[touching] = False
-    return small[lab]
-
-
-def _sensor_only(sens, sensor, has, reliable, edges, strict, obj, cfg, n_obj, base, reason):
-    """The fallback: the object's readings (flying pixels at depth edges dropped unless they continue a smooth
-    patch), small interior holes interpolated in mm. Readings at the support plane stay when they are a minority
-    (a bowl's or a lying box's bottom touches the table); a majority is the table seen through glass."""
-    trusted = has if (has & ~reliable).sum() < 0.5 * has.sum() or not reliable.any() else reliable
-    patches = smooth_patches(sens, trusted, strict)
-    keep = trusted & (~edges | (patches > 0))
-    depth = np.full(sens.shape, np.nan, np.float32)
-    source = np.zeros(sens.shape, np.uint8)
-    depth[keep], source[keep] = sensor[keep], SOURCE_SENSOR
-    small = interior_holes(obj & ~keep, obj, cfg.max_interior_hole * n_obj)
-    if small.any():
-        filled = inpaint_mm(np.where(keep, sens, 0), small)
-        ok = small & (filled > 0)
-        depth[ok], source[ok] = filled[ok], SOURCE_INTERPOLATED
-    rep = FusionReport(np.nan, 0.0, "sensor-only", inliers=np.nan, kept=float(keep.sum() / n_obj),
-                       interpolated=float((source == SOURCE_INTERPOLATED).sum() / n_obj), reason=reason, **base)
-    return depth, source, rep
-
-
-def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.ndarray, ring: np.ndarray,
-                cfg: FusionConfig, align: str = "scale-shift", fill: bool = True,
-                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, FusionReport | None]:
-    """One object's metric depth (NaN off it) and per-pixel source, over a region of interest.
-
-    pred: relative depth (NaN where the network gave none); sensor: metres, 0/NaN = no reading; obj: the
-    object's mask; rays: (H, W, 3) z = 1 rays of these pixels; ring: mask of support-plane candidates.
-    Returns (depth, source, report); report is None only when there is neither a reading on the object nor a
-    support plane to take a scale from (depth all NaN).
-    """
-    rng = np.random.default_rng(0) if rng is None else rng
+def _readings(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.ndarray, ring: np.ndarray,
+              cfg: FusionConfig, rng: np.random.Generator) -> _Readings:
+    """Steps 1 and 2: the support plane from the ring's readings, and which object readings it sees through."""
     sens = np.where(np.isfinite(sensor) & (sensor > 0), sensor, 0.0).astype(np.float64)
     has = obj & (sens > 0)
     n_obj = max(int(obj.sum()), 1)
@@ -349,110 +109,182 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
         through = has & (sens >= zp - (cfg.see_through_tol + 3 * noise.sigma(zp)))
     else:
         zp, through = None, np.zeros_like(has)
-    reliable = has & ~through
-    ok_pred = obj & np.isfinite(pred) & (pred > 0)
-    strict = cfg.consistency + 3 * noise.sigma(sens)  # the band a reading must fall in, per pixel
+    strict = cfg.consistency + 3 * noise.sigma(sens)
     # at the sensor's own depth edges a reading may be a flying pixel, unless it continues the object's surface
     edges = flying_pixels(sens, depth_edges(sens, cfg.edge_jump), obj, cfg.edge_jump)
     base = dict(coverage=float(has.sum() / n_obj), see_through=float(through.sum() / n_obj),
                 plane_inliers=plane[2] if plane is not None else 0)
-    fit = None
-    n_reliable = int((reliable & ok_pred).sum())
-    if n_reliable >= 20 and (n_reliable >= cfg.min_object_fraction * n_obj or plane is None):
-        fit = fit_to_sensor(pred, sens, reliable & ok_pred, align, tol=strict)
-    scale, shift, inliers, scale_from = np.nan, 0.0, 0.0, "none"
-    if fit is not None:
-        scale, shift, inliers, scale_from = fit.scale, fit.shift, fit.inliers, "object"
-    elif zp is not None:  # the silhouette's lowest ratios: where the object rests on the plane
-        rim = ok_pred & ~cv2.erode(ok_pred.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        ratio = (zp / pred)[rim & np.isfinite(zp)]
+    return _Readings(obj, sens, has, has & ~through, obj & np.isfinite(pred) & (pred > 0), strict, edges, zp,
+                     n_obj, base)
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Step 3's outcome: ``scale * pred + shift`` and where it came from."""
+
+    scale: float = np.nan
+    shift: float = 0.0
+    inliers: float = 0.0
+    scale_from: str = "none"  # "object" | "support-contact" | "none" (no scale found)
+
+
+def _scale(pred: np.ndarray, r: _Readings, cfg: FusionConfig, align: str) -> _Scale:
+    """Step 3: the scale from the object's reliable readings when there are enough, else from the support contact."""
+    n_reliable = int((r.reliable & r.ok_pred).sum())
+    if n_reliable >= 20 and (n_reliable >= cfg.min_object_fraction * r.n_obj or r.zp is None):
+        fit = fit_to_sensor(pred, r.sens, r.reliable & r.ok_pred, align, tol=r.strict)
+        if fit is not None:
+            return _Scale(fit.scale, fit.shift, fit.inliers, "object")
+    if r.zp is not None:  # the silhouette's lowest ratios: where the object rests on the plane
+        rim = r.ok_pred & ~cv2.erode(r.ok_pred.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        ratio = (r.zp / pred)[rim & np.isfinite(r.zp)]
         if len(ratio) >= 3:
-            scale, shift, scale_from = float(np.quantile(ratio, cfg.contact_quantile)), 0.0, "support-contact"
-    # plausibility of the aligned prediction against the object's own readings
-    reason = ""
+            return _Scale(float(np.quantile(ratio, cfg.contact_quantile)), 0.0, 0.0, "support-contact")
+    return _Scale()
+
+
+def _implausible(pred: np.ndarray, r: _Readings, cfg: FusionConfig, sc: _Scale) -> tuple[str, float, float]:
+    """Step 4: (why the aligned prediction is not used, "" when it is; agreement; residual spread mm) against
+    the object's own readings."""
     agreement = spread_mm = np.nan
-    if scale_from == "none":
-        reason = (f"{n_reliable} reliable sensor pixels (of {n_obj}) and no support plane to take a scale from"
-                  if has.any() else "")
-    elif not scale > 0:
-        reason = f"the fit's scale is {scale:.3g} (a prediction anti-correlated with the readings)"
-    else:
-        aligned = scale * pred + shift
-        if not (aligned[ok_pred] > 0).mean() >= 0.5:
-            reason = "the aligned prediction lies behind the camera"
-        elif scale_from == "object":
-            r = (sens - aligned)[reliable & ok_pred]
-            centre = float(np.median(r))
-            agreement = float((np.abs(r - centre) <= strict[reliable & ok_pred]).mean())
-            spread_mm = 1e3 * 1.4826 * float(np.median(np.abs(r - centre)))
-            bound = cfg.max_residual + 3 * float(noise.sigma(np.median(sens[reliable])))
-            if agreement < cfg.min_agreement:
-                reason = f"{100 * agreement:.0f}% of the readings agree with the aligned prediction " \
-                         f"(< {100 * cfg.min_agreement:.0f}%)"
-            elif spread_mm > 1e3 * bound:
-                reason = f"residual spread {spread_mm:.1f} mm > {1e3 * bound:.1f} mm"
-    if reason or scale_from == "none":
-        if not has.any():
-            return np.full(pred.shape, np.nan, np.float32), np.zeros(pred.shape, np.uint8), None
-        return _sensor_only(sens, sensor, has, reliable, edges, strict, obj, cfg, n_obj, base, reason)
-    stats = dict(inliers=inliers, agreement=agreement, residual_mm=spread_mm)
-    aligned = (scale * pred + shift).astype(np.float64)
-    ok_pred &= aligned > 0
-    depth = np.full(pred.shape, np.nan, np.float32)
-    source = np.zeros(pred.shape, np.uint8)
-    if not fill:
-        depth[ok_pred] = aligned[ok_pred]
-        source[ok_pred] = SOURCE_PREDICTED
-        return depth, source, FusionReport(scale, shift, scale_from, kept=0.0, predicted=float(ok_pred.sum() / n_obj),
-                                           **stats, **base)
+    if sc.scale_from == "none":
+        n_reliable = int((r.reliable & r.ok_pred).sum())
+        return (f"{n_reliable} reliable sensor pixels (of {r.n_obj}) and no support plane to take a scale from"
+                if r.has.any() else ""), agreement, spread_mm
+    if not sc.scale > 0:
+        return (f"the fit's scale is {sc.scale:.3g} (a prediction anti-correlated with the readings)", agreement,
+                spread_mm)
+    aligned = sc.scale * pred + sc.shift
+    if not (aligned[r.ok_pred] > 0).mean() >= 0.5:
+        return "the aligned prediction lies behind the camera", agreement, spread_mm
+    if sc.scale_from != "object":
+        return "", agreement, spread_mm
+    sel = r.reliable & r.ok_pred
+    res = (r.sens - aligned)[sel]
+    centre = float(np.median(res))
+    agreement = float((np.abs(res - centre) <= r.strict[sel]).mean())
+    spread_mm = 1e3 * 1.4826 * float(np.median(np.abs(res - centre)))
+    bound = cfg.max_residual + 3 * float(cfg.noise.sigma(np.median(r.sens[r.reliable])))
+    if agreement < cfg.min_agreement:
+        return (f"{100 * agreement:.0f}% of the readings agree with the aligned prediction "
+                f"(< {100 * cfg.min_agreement:.0f}%)"), agreement, spread_mm
+    if spread_mm > 1e3 * bound:
+        return f"residual spread {spread_mm:.1f} mm > {1e3 * bound:.1f} mm", agreement, spread_mm
+    return "", agreement, spread_mm
+
+
+def _sensor_only(sensor: np.ndarray, r: _Readings, cfg: FusionConfig, reason: str):
+    """The fallback: the object's readings (flying pixels at depth edges dropped unless they continue a smooth
+    patch), small interior holes interpolated in mm. Readings at the support plane stay when they are a minority
+    (a bowl's or a lying box's bottom touches the table); a majority is the table seen through glass."""
+    has, reliable, obj = r.has, r.reliable, r.obj
+    trusted = has if (has & ~reliable).sum() < 0.5 * has.sum() or not reliable.any() else reliable
+    patches = smooth_patches(r.sens, trusted, r.strict)
+    keep = trusted & (~r.edges | (patches > 0))
+    depth = np.full(r.sens.shape, np.nan, np.float32)
+    source = np.zeros(r.sens.shape, np.uint8)
+    depth[keep], source[keep] = sensor[keep], SOURCE_SENSOR
+    small = interior_holes(obj & ~keep, obj, cfg.max_interior_hole * r.n_obj)
+    if small.any():
+        inpainted = inpaint_mm(np.where(keep, r.sens, 0), small)
+        ok = small & (inpainted > 0)
+        depth[ok], source[ok] = inpainted[ok], SOURCE_INTERPOLATED
+    rep = FusionReport(np.nan, 0.0, "sensor-only", inliers=np.nan, kept=float(keep.sum() / r.n_obj),
+                       interpolated=float((source == SOURCE_INTERPOLATED).sum() / r.n_obj), reason=reason, **r.base)
+    return depth, source, rep
+
+
+def _aligned_only(r: _Readings, aligned: np.ndarray, usable: np.ndarray, sc: _Scale, stats: dict):
+    """``fill=False``: the aligned prediction wherever it is positive; no reading kept."""
+    depth = np.full(aligned.shape, np.nan, np.float32)
+    source = np.zeros(aligned.shape, np.uint8)
+    depth[usable] = aligned[usable]
+    source[usable] = SOURCE_PREDICTED
+    return depth, source, FusionReport(sc.scale, sc.shift, sc.scale_from, kept=0.0,
+                                       predicted=float(usable.sum() / r.n_obj), **stats, **r.base)
+
+
+def _kept_readings(r: _Readings, aligned: np.ndarray, usable: np.ndarray, scale_from: str,
+                   cfg: FusionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Step 5's test: (the readings kept bit-exact, the rejected ones behind the predicted surface)."""
     # Readings flagged as seen through are trusted only when the object's own readings gave the scale (at the
     # resting edge a true reading looks like the plane). Where the network gave nothing, a reading not seen
     # through stays.
+    has, reliable, strict, edges = r.has, r.reliable, r.strict, r.edges
     trusted = has if scale_from == "object" else reliable
-    resid = sens - np.where(ok_pred, aligned, np.nan)
-    r = resid[trusted & ok_pred]
-    centre = float(np.median(r)) if len(r) else 0.0
-    near = r[np.abs(r - centre) <= cfg.max_residual + np.median(strict)]  # gross outliers do not widen the band
+    resid = r.sens - np.where(usable, aligned, np.nan)
+    res = resid[trusted & usable]
+    centre = float(np.median(res)) if len(res) else 0.0
+    near = res[np.abs(res - centre) <= cfg.max_residual + np.median(strict)]  # gross outliers do not widen the band
     spread = 3 * 1.4826 * float(np.median(np.abs(near - centre))) if len(near) else 0.0
     d = np.nan_to_num(resid - centre, nan=np.inf)
     front = np.where(edges, strict, np.maximum(strict, spread))  # widened in front, never at depth edges
     # a reading the aligned prediction agrees with is the object's own, at the support plane too (a flat object, a
     # tray's floor, the resting edge): the table seen through glass lies behind the prediction
-    consistent = has & ok_pred & (d <= strict) & (-d <= front)
-    behind = trusted & ok_pred & (d > strict)
+    consistent = has & usable & (d <= strict) & (-d <= front)
+    behind = trusted & usable & (d > strict)
     # a disputed reading stays when it lies in one smooth patch with consistent ones (the network may be wrong
     # where the sensor is right); a flying pixel (at a depth edge) or a reflection blob (a step behind) does not
-    patches = smooth_patches(sens, trusted & ~edges, strict)
+    patches = smooth_patches(r.sens, trusted & ~edges, strict)
     seeded = np.zeros(patches.max() + 1, bool)
     seeded[np.unique(patches[consistent])] = True
     seeded[0] = False
-    keep = consistent | (trusted & seeded[patches]) | (reliable & ~ok_pred & ~edges)
-    correction = _spread(sens - aligned, keep & ok_pred, cfg.residual_sigma)
-    filled = np.where(np.isfinite(correction), aligned + correction, aligned)
-    target = ok_pred & ~keep
-    depth[target] = filled[target]
+    return consistent | (trusted & seeded[patches]) | (reliable & ~usable & ~edges), behind
+
+
+def _keep_readings(sensor: np.ndarray, r: _Readings, aligned: np.ndarray, usable: np.ndarray, sc: _Scale,
+                   stats: dict, cfg: FusionConfig):
+    """``fill=True`` (step 5): the consistent readings kept bit-exact, the holes filled (``hole_fill``)."""
+    keep, behind = _kept_readings(r, aligned, usable, sc.scale_from, cfg)
+    depth = np.full(aligned.shape, np.nan, np.float32)
+    source = np.zeros(aligned.shape, np.uint8)
+    correction = normalized_convolution(r.sens - aligned, keep & usable, cfg.residual_sigma)
+    corrected = np.where(np.isfinite(correction), aligned + correction, aligned)
+    target = usable & ~keep
+    depth[target] = corrected[target]
     source[target] = SOURCE_PREDICTED
     if cfg.hole_fill == "hybrid":
-        small = interior_holes(obj & ~keep, obj, cfg.max_interior_hole * n_obj)
+        small = interior_holes(r.obj & ~keep, r.obj, cfg.max_interior_hole * r.n_obj)
         if small.any():
-            interp = inpaint_mm(np.where(keep, sens, 0), small)
+            interp = inpaint_mm(np.where(keep, r.sens, 0), small)
             ok = small & (interp > 0)
             depth[ok], source[ok] = interp[ok], SOURCE_INTERPOLATED
     depth[keep] = sensor[keep]  # bit-exact: the sensor's own float32 value
     source[keep] = SOURCE_SENSOR
     bad = (source != SOURCE_NONE) & ~(depth > 0)
     depth[bad], source[bad] = np.nan, SOURCE_NONE
+    n_obj = r.n_obj
     return depth, source, FusionReport(
-        scale, shift, scale_from, kept=float(keep.sum() / n_obj), behind=float((behind & ~keep).sum() / n_obj),
+        sc.scale, sc.shift, sc.scale_from, kept=float(keep.sum() / n_obj), behind=float((behind & ~keep).sum() / n_obj),
         interpolated=float((source == SOURCE_INTERPOLATED).sum() / n_obj),
-        predicted=float((source == SOURCE_PREDICTED).sum() / n_obj), **stats, **base)
+        predicted=float((source == SOURCE_PREDICTED).sum() / n_obj), **stats, **r.base)
 
 
-def ring_mask(obj: np.ndarray, width: int, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Pixels within ``width`` of the object, outside it (and outside ``exclude``, e.g. other objects)."""
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
-    ring = cv2.dilate(obj.astype(np.uint8), k).astype(bool) & ~obj
-    return ring & ~exclude if exclude is not None else ring
+def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.ndarray, ring: np.ndarray,
+                cfg: FusionConfig, align: str = "scale-shift", fill: bool = True,
+                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, FusionReport | None]:
+    """One object's metric depth (NaN off it) and per-pixel source, over a region of interest.
+
+    pred: relative depth (NaN where the network gave none); sensor: metres, 0/NaN = no reading; obj: the
+    object's mask; rays: (H, W, 3) z = 1 rays of these pixels; ring: mask of support-plane candidates.
+    ``fill`` (``fusion='fill'``) keeps the consistent readings and fills the rest (``_keep_readings``); without it
+    the object's depth is the aligned prediction (``_aligned_only``).
+    Returns (depth, source, report); report is None only when there is neither a reading on the object nor a
+    support plane to take a scale from (depth all NaN).
+    """
+    r = _readings(pred, sensor, obj, rays, ring, cfg, np.random.default_rng(0) if rng is None else rng)
+    sc = _scale(pred, r, cfg, align)
+    reason, agreement, spread_mm = _implausible(pred, r, cfg, sc)
+    if reason or sc.scale_from == "none":
+        if not r.has.any():
+            return np.full(pred.shape, np.nan, np.float32), np.zeros(pred.shape, np.uint8), None
+        return _sensor_only(sensor, r, cfg, reason)
+    stats = dict(inliers=sc.inliers, agreement=agreement, residual_mm=spread_mm)
+    aligned = (sc.scale * pred + sc.shift).astype(np.float64)
+    usable = r.ok_pred & (aligned > 0)
+    if fill:
+        return _keep_readings(sensor, r, aligned, usable, sc, stats, cfg)
+    return _aligned_only(r, aligned, usable, sc, stats)
 
 
 def fuse_frame(pred: np.ndarray, labels: np.ndarray, ids: list[int], sensor: np.ndarray, K: np.ndarray,
@@ -494,16 +326,16 @@ def fuse_frame(pred: np.ndarray, labels: np.ndarray, ids: list[int], sensor: np.
     return depth, source, reports, warnings
 
 
-PARAM_PREFIX = "fusion_"
+_MOVED = {"plane_band": "planes", "DepthNoise": "noise", "stereo_noise": "noise"}  # name -> its rgbd module now
 
 
-def fusion_config_from_params(params: dict) -> FusionConfig:
-    """A FusionConfig from ROS-style parameters ``fusion_<field>`` (the node's, a params file's); fields not
-    given keep their defaults; other keys are ignored."""
-    kw = {name: params[PARAM_PREFIX + name] for name in FUSION_FIELDS if PARAM_PREFIX + name in params}
-    return FusionConfig(**kw)
+def __getattr__(name: str):
+    """Names this module no longer uses itself, served from their home in ``rgbd`` with a DeprecationWarning."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
 
-
-def fusion_params(cfg: FusionConfig) -> dict:
-    """The ROS-style parameters of a FusionConfig (inverse of ``fusion_config_from_params``)."""
-    return {PARAM_PREFIX + name: getattr(cfg, name) for name in FUSION_FIELDS}
+    new = f"bgprompt_core.rgbd.{_MOVED[name]}"
+    warnings.warn(f"{__name__}.{name} moved to {new}.{name}; import it from there", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(new), name)

@@ -1,7 +1,8 @@
-"""What fusion and the sensor simulator both need to know about a depth camera's readings (metres, pixels).
+"""The noise model of a depth camera's readings (metres), which fusion and the sensor simulator both use.
 
 Kept apart from ``sensor_model`` (the simulator) so that ``fusion`` does not import a simulator to run on a
-robot: the noise model whose sigma fusion's tolerances use, and the depth-edge test both apply.
+robot: fusion's tolerances use the sigma of the same model the simulator draws its noise from. (The depth-edge
+test both apply is in ``rgbd.edges``.)
 
 Noise: ``sigma(z) = floor + linear * z + quadratic * z^2`` covers the cameras we model:
 - active / passive stereo: ``quadratic = subpixel / (f * b)`` (disparity error ``subpixel`` px, focal ``f`` px,
@@ -12,6 +13,7 @@ Noise: ``sigma(z) = floor + linear * z + quadratic * z^2`` covers the cameras we
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,14 +51,12 @@ def stereo_noise(focal_px: float, baseline: float, subpixel: float) -> DepthNois
     return DepthNoise(quadratic=subpixel / (focal_px * baseline))
 
 
-def depth_edges(z: np.ndarray, jump: float) -> np.ndarray:
-    """Pixels next to a depth discontinuity: a valid 4-neighbour whose depth differs by more than ``jump`` * z
-    (both valid: a step between two surfaces, not the border of a hole)."""
-    edge = np.zeros(z.shape, bool)
-    for a, b, sl_a, sl_b in ((z[:, 1:], z[:, :-1], (slice(None), slice(1, None)), (slice(None), slice(None, -1))),
-                             (z[1:], z[:-1], (slice(1, None), slice(None)), (slice(None, -1), slice(None)))):
-        near = np.minimum(a, b)
-        step = (a > 0) & (b > 0) & (np.abs(a - b) > jump * near)
-        edge[sl_a] |= step
-        edge[sl_b] |= step
-    return edge
+def __getattr__(name: str):
+    """``depth_edges`` moved to ``bgprompt_core.rgbd.edges``: served from there with a DeprecationWarning."""
+    if name == "depth_edges":
+        from bgprompt_core.rgbd import edges
+
+        warnings.warn(f"{__name__}.depth_edges moved to bgprompt_core.rgbd.edges.depth_edges; import it from there",
+                      DeprecationWarning, stacklevel=2)
+        return edges.depth_edges
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,10 +5,10 @@ the set V of object pixels returned here. A reading is left out when it is:
 
 - a **hole**: no reading (0 / NaN);
 - a **depth edge / flying pixel**: next to a depth step of more than ``edge_jump`` x z between valid neighbours
-  (``depth_noise.depth_edges``), grown by ``edge_grow`` px, or on the mask's border (``border`` px: colour and
+  (``rgbd.edges.depth_edges``), grown by ``edge_grow`` px, or on the mask's border (``border`` px: colour and
   depth mix the object and what lies behind it);
 - **seen through**: at or behind the support plane fitted on the ring around the object (the table seen through
-  glass; ``fusion.fit_plane`` / ``plane_depth``, the node's own test);
+  glass; ``rgbd.planes.fit_plane`` / ``plane_depth``, the node's own test);
 - **inconsistent with its neighbourhood**: farther than ``consistency`` + 3 sensor sigmas from the median of the
   valid readings of its ``window`` x ``window`` neighbourhood, or with fewer than ``min_neighbours`` of them
   (isolated speckles, reflection blobs smaller than the window).
@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 from bgprompt_core.method.config import ConfigError
-from bgprompt_core.rgbd.noise import DepthNoise, depth_edges
-from bgprompt_core.rgbd.fusion import D435_NOISE, fit_plane, plane_depth, ring_mask
+from bgprompt_core.rgbd.edges import depth_edges
+from bgprompt_core.rgbd.fusion_config import D435_NOISE
+from bgprompt_core.rgbd.noise import DepthNoise
+from bgprompt_core.rgbd.planes import fit_plane, plane_depth, ring_mask
 from bgprompt_core.geometry import camera_rays, normals_from_depth
 
 REASONS = ("hole", "see_through", "edge", "inconsistent")

@@ -1,0 +1,124 @@
+"""How a prediction is fused with an RGB-D sensor's depth: ``FusionConfig``, its fields' one-line help and their
+ROS-style parameters ``fusion_<field>`` (the node's, a params file's). The algorithm is in ``rgbd.fusion``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from bgprompt_core.method.config import ConfigError
+from bgprompt_core.rgbd.noise import DepthNoise, stereo_noise
+
+FUSIONS = ("none", "fill")
+HOLE_FILLS = ("hybrid", "prediction")
+D435_NOISE = stereo_noise(430.0, 0.050, 0.08)  # the d435-like camera: sigma = 0.0037 z^2 (m)
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """How a prediction is fused with an RGB-D sensor's depth (``fuse_object``; metres and pixels).
+
+    Args:
+        ring (int, default 15): px, width of the ring around the mask where the support plane is sought.
+        plane_tol (float, default 0.006): m (plus 3 sensor sigmas at the reading's depth), RANSAC inlier distance
+            to the plane.
+        plane_iterations (int, default 200): RANSAC iterations.
+        min_plane_inliers (int, default 50): fewer inliers: no support plane.
+        see_through_tol (float, default 0.005): m (plus 3 sensor sigmas): readings this close to the plane or
+            beyond it were seen through the object.
+        min_object_fraction (float, default 0.25): of the object's pixels; with fewer reliable readings the
+            scale comes from the object's contact with the plane.
+        consistency (float, default 0.010): m (plus 3 sensor sigmas); readings farther than this from the
+            aligned prediction are disputed.
+        contact_quantile (float, default 0.1): of the silhouette's z_plane / prediction ratios (its rim rests
+            on the plane).
+        residual_sigma (float, default 6.0): px, spread of the residual correction into filled pixels.
+        noise_floor, noise_linear, noise_quadratic (float, default the d435-like camera's: 0, 0, 0.0037): the
+            sensor's RMS error ``floor + linear z + quadratic z^2`` (m); set them to your camera's.
+        edge_jump (float, default 0.03): relative depth step that makes a sensor pixel a depth edge.
+        min_agreement (float, default 0.5): share of the object's reliable readings the aligned prediction must
+            agree with; below it the object falls back to sensor-only.
+        max_residual (float, default 0.015): m (plus 3 sensor sigmas); a larger robust residual spread of the
+            readings around the aligned prediction falls back to sensor-only.
+        hole_fill (str, default "hybrid"): "hybrid" (small interior holes from the sensor's neighbourhood, the
+            rest from the prediction) or "prediction" (every hole from the prediction).
+        max_interior_hole (float, default 0.02): of the object's pixels: the largest hole "hybrid" interpolates.
+    """
+
+    ring: int = 15
+    plane_tol: float = 0.006
+    plane_iterations: int = 200
+    min_plane_inliers: int = 50
+    see_through_tol: float = 0.005
+    min_object_fraction: float = 0.25
+    consistency: float = 0.010
+    contact_quantile: float = 0.1
+    residual_sigma: float = 6.0
+    noise_floor: float = D435_NOISE.floor
+    noise_linear: float = D435_NOISE.linear
+    noise_quadratic: float = D435_NOISE.quadratic
+    edge_jump: float = 0.03
+    min_agreement: float = 0.5
+    max_residual: float = 0.015
+    hole_fill: str = "hybrid"
+    max_interior_hole: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("ring", "plane_tol", "plane_iterations", "min_plane_inliers", "consistency",
+                     "residual_sigma", "max_residual", "edge_jump"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"fusion {name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 < self.min_object_fraction <= 1 or not 0 <= self.contact_quantile < 0.5:
+            raise ConfigError("fusion min_object_fraction must lie in (0, 1], contact_quantile in [0, 0.5)")
+        if not 0 <= self.min_agreement <= 1 or not 0 <= self.max_interior_hole <= 1:
+            raise ConfigError("fusion min_agreement and max_interior_hole must lie in [0, 1]")
+        if self.hole_fill not in HOLE_FILLS:
+            raise ConfigError(f"fusion hole_fill must be one of {HOLE_FILLS}, got {self.hole_fill!r}")
+        self.noise  # validates the noise terms
+
+    @property
+    def noise(self) -> DepthNoise:
+        return DepthNoise(self.noise_floor, self.noise_linear, self.noise_quadratic)
+
+    @staticmethod
+    def for_noise(noise: DepthNoise, **kw) -> "FusionConfig":
+        """A config whose sensor noise is ``noise`` (e.g. ``sensor_model.PRESETS[name].noise``)."""
+        return FusionConfig(noise_floor=noise.floor, noise_linear=noise.linear, noise_quadratic=noise.quadratic, **kw)
+
+
+FUSION_FIELDS = tuple(f.name for f in fields(FusionConfig))
+FUSION_HELP = {  # one line per field, for the node's parameter descriptions
+    "ring": "px, width of the ring around each object where the support plane is sought",
+    "plane_tol": "m (+3 sensor sigmas): RANSAC inlier distance to the support plane",
+    "plane_iterations": "RANSAC iterations of the support plane",
+    "min_plane_inliers": "fewer ring points on the plane: no support plane",
+    "see_through_tol": "m (+3 sensor sigmas): readings this close to the support plane or beyond were seen through",
+    "min_object_fraction": "share of an object's pixels with reliable readings below which the scale comes from "
+                           "its contact with the support plane",
+    "consistency": "m (+3 sensor sigmas): readings farther from the aligned prediction are disputed",
+    "contact_quantile": "quantile of the silhouette's plane/prediction ratios used as the support-contact scale",
+    "residual_sigma": "px, spread of the sensor-minus-prediction correction into filled pixels",
+    "noise_floor": "m, the sensor's RMS error at any depth (sigma = floor + linear z + quadratic z^2)",
+    "noise_linear": "the sensor's RMS error per metre of depth (time of flight: ~0.001)",
+    "noise_quadratic": "1/m, the sensor's stereo RMS error term subpixel / (focal_px * baseline) (D435: 0.0037)",
+    "edge_jump": "relative depth step that makes a sensor pixel a depth edge (flying pixels)",
+    "min_agreement": "share of an object's readings the aligned prediction must agree with, else sensor-only",
+    "max_residual": "m (+3 sensor sigmas): a larger robust residual spread around the prediction: sensor-only",
+    "hole_fill": "hybrid (small interior holes from the sensor's neighbourhood, the rest from the prediction) or "
+                 "prediction (every hole from the prediction)",
+    "max_interior_hole": "share of an object's pixels: the largest hole hybrid fill interpolates from the sensor",
+}
+
+
+PARAM_PREFIX = "fusion_"
+
+
+def fusion_config_from_params(params: dict) -> FusionConfig:
+    """A FusionConfig from ROS-style parameters ``fusion_<field>`` (the node's, a params file's); fields not
+    given keep their defaults; other keys are ignored."""
+    kw = {name: params[PARAM_PREFIX + name] for name in FUSION_FIELDS if PARAM_PREFIX + name in params}
+    return FusionConfig(**kw)
+
+
+def fusion_params(cfg: FusionConfig) -> dict:
+    """The ROS-style parameters of a FusionConfig (inverse of ``fusion_config_from_params``)."""
+    return {PARAM_PREFIX + name: getattr(cfg, name) for name in FUSION_FIELDS}
