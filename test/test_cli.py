@@ -89,6 +89,7 @@ def test_a_bug_keeps_its_traceback_while_project_errors_are_one_line(monkeypatch
     """Only the project's own errors become 'error:' lines (exit 2); anything else is a bug and propagates."""
     from bgprompt_core.method.config import ConfigError
     from bgprompt_training import cli
+    from bgprompt_training.cli import info
 
     def boom(args):
         raise KeyError("a real bug")
@@ -96,10 +97,10 @@ def test_a_bug_keeps_its_traceback_while_project_errors_are_one_line(monkeypatch
     def user_error(args):
         raise ConfigError("--count must be positive")
 
-    monkeypatch.setattr(cli, "_cmd_models", boom)
+    monkeypatch.setattr(info, "_cmd_models", boom)
     with pytest.raises(KeyError):
         cli.main(["models"])
-    monkeypatch.setattr(cli, "_cmd_models", user_error)
+    monkeypatch.setattr(info, "_cmd_models", user_error)
     assert cli.main(["models"]) == 2
     assert capsys.readouterr().err.strip() == "bgprompt models: error: --count must be positive"
 

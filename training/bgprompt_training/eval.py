@@ -26,7 +26,7 @@ from bgprompt_core.method.model import PromptedDepth
 
 from .data.open import open_dataset
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
-from .train import val_items
+from .train.samples import val_items
 
 METRICS = ("si_rmse", "normal_cos", "shape_err", "skill", "collapse_fraction", "abs_rel", "abs_rel_ss")
 
