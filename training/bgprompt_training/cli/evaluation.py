@@ -79,8 +79,8 @@ def register_results(sub) -> None:
 
 
 def _cmd_eval_grasp(args: argparse.Namespace) -> int:
-    from ..grasp_eval import (DEFAULT_PARAMS, GraspEvalConfig, _Methods, evaluate_grasp, merge_results,
-                             read_node_params, write_report)
+    from ..grasp import (DEFAULT_PARAMS, GraspEvalConfig, _Methods, evaluate_grasp, merge_results,
+                         read_node_params, write_report)
 
     params = args.params or str(DEFAULT_PARAMS)
     shipped = read_node_params(params).get("prompt", "1bg")
