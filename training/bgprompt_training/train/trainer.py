@@ -42,12 +42,16 @@ def init_bias_from(pnet: PromptNet, path: str, net: DepthNet) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when torch sees a GPU, else the CPU; any other name as given (to become
+    ``bgprompt_core.runtime.devices.torch_device``, issue 30's one home for this choice)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 class Trainer:
+    """One ``bgprompt train`` run: ``Trainer(cfg, dist).run(resume=...)`` (under torchrun, ``dist`` says the rank)."""
+
     def __init__(self, cfg: TrainConfig, dist: Distributed | None = None):
         self.cfg = cfg
         self.dist = dist or Distributed()
@@ -61,16 +65,7 @@ class Trainer:
         size = cfg.size or self.net.spec.input_size[0]
         self.net.spec.check_input_size(size, size)
         self.size = size
-        self.prompt = None
-        if cfg.prompt == "finetune":
-            self.net.unfreeze()
-            self.trainable: torch.nn.Module = self.net.model
-        else:
-            prompt = self._warm_start(size) if cfg.init else build_prompt(cfg.prompt_config(size))
-            self.prompt = prompt.to(self.device)
-            if cfg.init_bias:
-                init_bias_from(self.prompt, cfg.init_bias, self.net)
-            self.trainable = self.prompt
+        self._set_trainable(size)
         self.model = PromptedDepth(self.net, self.prompt, cfg.composite, DepthTransformConfig(range=cfg.eq2_range))
         params = [p for p in self.trainable.parameters() if p.requires_grad]
         self.params = params
@@ -87,6 +82,29 @@ class Trainer:
                 self.net.model = DDP(self.trainable, device_ids=ids, find_unused_parameters=True)
         self.opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
                     else torch.optim.Adam(params, lr=cfg.lr))
+        self._load_data(size)
+        self.step = 0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.state_dir = Path(str(cfg.out) + ".state")
+
+    def _set_trainable(self, size: int) -> None:
+        """What learns: the network's own weights (finetune) or the prompt (built, warm-started or given a bias)."""
+        cfg = self.cfg
+        self.prompt = None
+        if cfg.prompt == "finetune":
+            self.net.unfreeze()
+            self.trainable: torch.nn.Module = self.net.model
+        else:
+            prompt = self._warm_start(size) if cfg.init else build_prompt(cfg.prompt_config(size))
+            self.prompt = prompt.to(self.device)
+            if cfg.init_bias:
+                init_bias_from(self.prompt, cfg.init_bias, self.net)
+            self.trainable = self.prompt
+
+    def _load_data(self, size: int) -> None:
+        """The training and validation sets at ``size`` (bags with their supervision report, printed by rank 0)."""
+        cfg = self.cfg
         weighted = parse_weighted(cfg.data)
         bags = (cfg.bag_config(), cfg.trust_config()) if cfg.uses_bags else None
         self.train_data = SampleCache([p for p, _ in weighted], size, cfg.recenter, bags, self.dist)
@@ -103,10 +121,6 @@ class Trainer:
                        f"{sv['supervised_pixels']} supervised pixels ({100 * sv['supervised_share']:.1f}% of the "
                        f"objects' input pixels; {100 * sv['trusted_share']:.1f}% of their mask pixels have a trusted "
                        f"reading)")
-        self.step = 0
-        self.history: list[dict] = []
-        self.best: dict | None = None
-        self.state_dir = Path(str(cfg.out) + ".state")
 
     def _warm_start(self, size: int):
         """The prompt of ``--init``: a shipped prompt (of --prompt's kind for "shipped") or a checkpoint."""
