@@ -4,6 +4,7 @@ The loss never sees a masked-out reading; ground truth in a bag changes validati
 usable pixel is a clear error; bad bags (missing topics, other sizes, cut files) fail clearly or skip and count."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -296,9 +297,10 @@ def test_init_shipped_starts_from_the_shipped_prompt(bag, tmp_path):
 
 
 def test_two_ranks_equal_one_process_and_a_killed_run_resumes(bag, tmp_path, tiny_model_dir):
-    """Bag frames sharded over 2 torchrun ranks give the 1-process run (same global batch); a run killed at step 4
-    resumes to the same end."""
-    from test_distributed import rel_diff, single, state, torchrun
+    """Bag frames sharded over 2 torchrun ranks give the 1-process run (same global batch); a run killed
+    from outside after its step-3 state resumes to the same end."""
+    from test_distributed import BIN, rel_diff, single, state, torchrun
+    from test_train_eval import kill_once_saved
 
     def args(out, *extra):
         return ["train", "--model", str(tiny_model_dir), "--data", str(bag), "--val", str(bag), "--out", str(out),
@@ -310,8 +312,10 @@ def test_two_ranks_equal_one_process_and_a_killed_run_resumes(bag, tmp_path, tin
     assert "supervised by the sensor:" in ran.stdout
     ran = torchrun(2, args(two, "--logdir", str(tmp_path / "tb")))
     assert ran.returncode == 0, ran.stderr[-2000:]
-    killed = single(args(part, "--kill-at", "4"))
-    assert killed.returncode != 0
+    with open(tmp_path / "killed.log", "w") as log:  # killed from outside once the step-3 state is on disk
+        proc = subprocess.Popen([str(BIN / "bgprompt"), *args(part)], stdout=log, stderr=log)
+        kill_once_saved(proc, Path(str(part) + ".state"), 3)
+    assert proc.returncode == -9
     resumed = single(args(part, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (m1, t1), (m2, t2), (m3, t3) = state(one), state(two), state(part)

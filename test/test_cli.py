@@ -89,6 +89,7 @@ def test_a_bug_keeps_its_traceback_while_project_errors_are_one_line(monkeypatch
     """Only the project's own errors become 'error:' lines (exit 2); anything else is a bug and propagates."""
     from bgprompt_core.method.config import ConfigError
     from bgprompt_training import cli
+    from bgprompt_training.cli import info
 
     def boom(args):
         raise KeyError("a real bug")
@@ -96,10 +97,10 @@ def test_a_bug_keeps_its_traceback_while_project_errors_are_one_line(monkeypatch
     def user_error(args):
         raise ConfigError("--count must be positive")
 
-    monkeypatch.setattr(cli, "_cmd_models", boom)
+    monkeypatch.setattr(info, "_cmd_models", boom)
     with pytest.raises(KeyError):
         cli.main(["models"])
-    monkeypatch.setattr(cli, "_cmd_models", user_error)
+    monkeypatch.setattr(info, "_cmd_models", user_error)
     assert cli.main(["models"]) == 2
     assert capsys.readouterr().err.strip() == "bgprompt models: error: --count must be positive"
 
@@ -315,3 +316,18 @@ def test_verbs_run_from_an_installed_layout(installed, tmp_path):
     assert config.is_file() and str(config.parent) in "".join(pretrain_help[1].split())  # argparse wraps lines
     assert info[0] == 0 and json.loads(info[1])["network"]["name"] == "mini", info
     assert predict[0] == 0 and "1 object(s)" in predict[1], predict  # the shipped mini and its 1-BG prompt
+
+
+def test_moved_training_modules_keep_their_old_paths():
+    """Issue 30: grasp_eval is the package grasp now (its old path imports it, warning with the new name); train and
+    cli became packages under their old names, with the entry point bgprompt_training.cli:main."""
+    import importlib
+
+    import bgprompt_training.grasp as grasp
+
+    sys.modules.pop("bgprompt_training.grasp_eval", None)
+    with pytest.warns(DeprecationWarning, match="moved to bgprompt_training.grasp"):
+        old = importlib.import_module("bgprompt_training.grasp_eval")
+    assert old is grasp and old.evaluate_grasp is grasp.evaluate.evaluate_grasp
+    from bgprompt_training.cli import main  # noqa: F401  (setup.py's console script)
+    from bgprompt_training.train import TrainConfig, Trainer, val_items  # noqa: F401

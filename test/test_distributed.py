@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from bgprompt_training.distributed import Distributed, choose_backend
-from test_train_eval import world  # noqa: F401  (the tiny network and rendered objects)
+from test_train_eval import kill_once_saved, saved_step, world  # noqa: F401  (world: the tiny network and objects)
 
 BIN = Path(sys.executable).parent
 STEPS, BATCH = 6, 8
@@ -34,12 +34,38 @@ def train_args(world, out, *extra, steps=STEPS):  # noqa: F811
             "12", "--optimizer", "sgd", "--lr", "0.05", "--local-only", *extra]  # sgd: the default
 
 
-def torchrun(n: int, args: list[str]) -> subprocess.CompletedProcess:
+def torchrun_cmd(n: int, args: list[str]) -> list[str]:
     """torchrun with a static rendezvous on 127.0.0.1 (never a hostname that could resolve off the machine)."""
-    cmd = [str(BIN / "torchrun"), "--nnodes", "1", "--nproc_per_node", str(n), "--master-addr", "127.0.0.1",
-           "--master-port", str(free_port()), "-m", "bgprompt_training", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
+    return [str(BIN / "torchrun"), "--nnodes", "1", "--nproc_per_node", str(n), "--master-addr", "127.0.0.1",
+            "--master-port", str(free_port()), "-m", "bgprompt_training", *args]
+
+
+TORCHRUN_ENV = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+
+
+def torchrun(n: int, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(torchrun_cmd(n, args), capture_output=True, text=True, timeout=600, env=TORCHRUN_ENV)
+
+
+def rank_process(root: int, rank: int) -> int | None:
+    """The pid of torchrun worker ``rank`` (its environment's RANK) among the descendants of process ``root``."""
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if f"RANK={rank}".encode() not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            pid = int(entry.name)
+            while pid > 1 and pid != root:
+                pid = parent(pid)
+        except (OSError, ValueError, IndexError):  # a process that ended meanwhile
+            continue
+        if pid == root:
+            return int(entry.name)
+    return None
 
 
 def single(args: list[str]) -> subprocess.CompletedProcess:
@@ -58,11 +84,11 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / max(float(a.norm()), 1e-3))
 
 
-def assert_same_run(a: dict, b: dict, rtol: float = 1e-4) -> None:
-    assert [h["step"] for h in a["history"]] == [h["step"] for h in b["history"]] == list(range(1, STEPS + 1))
+def assert_same_run(a: dict, b: dict, rtol: float = 1e-4, steps: int = STEPS) -> None:
+    assert [h["step"] for h in a["history"]] == [h["step"] for h in b["history"]] == list(range(1, steps + 1))
     assert np.allclose([h["loss"] for h in a["history"]], [h["loss"] for h in b["history"]], rtol=rtol)
     vals = [(h["val"], g["val"]) for h, g in zip(a["history"], b["history"]) if "val" in h]
-    assert len(vals) == 2
+    assert len(vals) == steps // 3
     for va, vb in vals:  # validation sharded over 2 ranks equals 1-process validation
         assert va.keys() == vb.keys() and all(np.isclose(va[k], vb[k], rtol=rtol, atol=1e-6) for k in va)
 
@@ -91,17 +117,24 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(world, tmp_path,
 
 
 def test_a_killed_rank_fails_the_job_and_resume_in_one_process_continues_it(world, tmp_path):  # noqa: F811
+    steps = 12  # checkpoints every 3 steps; rank 1 is killed from outside once the first one is on disk
     full, part = tmp_path / "full", tmp_path / "part"
-    assert single(train_args(world, full)).returncode == 0
-    killed = torchrun(2, train_args(world, part, "--kill-at", "4"))  # rank 1 dies after step 4
-    assert killed.returncode != 0 and "exitcode" in killed.stderr and "-9" in killed.stderr
+    assert single(train_args(world, full, steps=steps)).returncode == 0
     state_dir = Path(str(part) + ".state")
+    with open(tmp_path / "killed.out", "w") as out, open(tmp_path / "killed.err", "w") as err:
+        job = subprocess.Popen(torchrun_cmd(2, train_args(world, part, steps=steps)), stdout=out, stderr=err,
+                               text=True, env=TORCHRUN_ENV)
+        kill_once_saved(job, state_dir, 3, target=lambda: rank_process(job.pid, 1), deadline=600)
+    stderr = (tmp_path / "killed.err").read_text()
+    assert job.returncode != 0 and "exitcode" in stderr and "-9" in stderr
+    latest = saved_step(state_dir)
+    assert latest in range(3, steps, 3)
     names = sorted(p.name for p in state_dir.iterdir())
-    assert len(names) == 2 and names[0] == "LATEST" and names[1].startswith("step-0000003")  # nothing half-written
-    resumed = single(train_args(world, part, "--resume"))
+    assert len(names) == 2 and names[0] == "LATEST" and names[1].startswith(f"step-{latest:07d}")  # nothing half-written
+    resumed = single(train_args(world, part, "--resume", steps=steps))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (meta_full, t_full), (meta_part, t_part) = state(full), state(part)
-    assert_same_run(meta_full, meta_part)
+    assert_same_run(meta_full, meta_part, steps=steps)
     assert meta_part["distributed"]["world_size"] == 1  # continued by 1 process what 2 began
     assert rel_diff(t_full["param.spectrum"], t_part["param.spectrum"]) < 1e-4
 

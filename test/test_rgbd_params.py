@@ -7,7 +7,7 @@ import pytest
 
 from bgprompt_core.rgbd.fusion import FUSION_FIELDS, FusionConfig
 from bgprompt_ros.params import PARAMETERS, estimator_config_from_params, invalid, read_params_file
-from bgprompt_training.grasp_eval import DEFAULT_PARAMS, GraspEvalConfig
+from bgprompt_training.grasp import DEFAULT_PARAMS, GraspEvalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RGBD = ROOT / "config" / "object_depth_rgbd.yaml"

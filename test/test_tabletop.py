@@ -124,7 +124,7 @@ def test_eval_grasp_scores_every_method_and_writes_its_report(tabletop, tmp_path
     from bgprompt_core.evaluation import cloud_metrics as cm
     from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
     from bgprompt_training.cli import main
-    from bgprompt_training.grasp_eval import DEFAULT_PARAMS, GraspEvalConfig, frame_objects
+    from bgprompt_training.grasp import DEFAULT_PARAMS, GraspEvalConfig, frame_objects
     from bgprompt_training.data.rendered import RenderedDataset
 
     out = tmp_path / "out"

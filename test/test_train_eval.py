@@ -1,7 +1,10 @@
 """bgprompt train / eval on tiny configs: learning, frozen network, ablations, exact resume, metrics."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -106,17 +109,47 @@ def _train_cmd(world, out, steps, *extra):
             "--steps", str(steps), "--val-every", "5", "--optimizer", "adam", "--lr", "0.05", "--local-only", *extra]
 
 
+def saved_step(state_dir: Path) -> int | None:
+    """The step of the state ``LATEST`` names (replaced atomically by the trainer), None before the first save."""
+    try:
+        name = (state_dir / "LATEST").read_text()
+    except FileNotFoundError:
+        return None
+    return int(name.split("-")[1])
+
+
+def kill_once_saved(proc: subprocess.Popen, state_dir: Path, step: int, target=None, deadline: float = 300) -> int:
+    """SIGKILL a training run from outside as soon as its state on disk reaches ``step`` (the readiness signal
+    the trainer writes anyway: ``OUT.state/LATEST``); ``target()`` picks the process to kill (default: ``proc``).
+    Waits with a deadline; the run must still be going when it is killed. Returns the saved step seen."""
+    end = time.monotonic() + deadline
+    while (seen := saved_step(state_dir)) is None or seen < step:
+        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before saving step {step}"
+        if time.monotonic() > end:
+            proc.kill()
+            raise AssertionError(f"no state of step {step} in {state_dir} after {deadline} s")
+        time.sleep(0.002)  # polls the file: the deadline, not this interval, bounds the wait
+    pid = target() if target else proc.pid
+    assert pid is not None, "the process to kill was not found"
+    os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=deadline)
+    return seen
+
+
 def test_killed_run_resumes_exactly(world, tmp_path):
     full, part = tmp_path / "full.safetensors", tmp_path / "part.safetensors"
-    subprocess.run(_train_cmd(world, full, 14), check=True, capture_output=True, timeout=300)
-    killed = subprocess.run(_train_cmd(world, part, 14, "--kill-at", "12"), capture_output=True, timeout=300)
-    assert killed.returncode == -9  # SIGKILL mid-way: the last checkpoint is step 10
-    latest = (Path(str(part) + ".state") / "LATEST").read_text()
-    assert latest.startswith("step-0000010")
-    subprocess.run(_train_cmd(world, part, 14, "--resume"), check=True, capture_output=True, timeout=300)
+    steps = 30  # checkpoints every 5 steps; the run is killed from outside once the first one is on disk
+    subprocess.run(_train_cmd(world, full, steps), check=True, capture_output=True, timeout=300)
+    with open(tmp_path / "killed.log", "wb") as log:
+        proc = subprocess.Popen(_train_cmd(world, part, steps), stdout=log, stderr=log)
+        kill_once_saved(proc, Path(str(part) + ".state"), 5)
+    assert proc.returncode == -9  # SIGKILL mid-way, before the last step
+    latest = saved_step(Path(str(part) + ".state"))
+    assert latest in range(5, steps, 5)
+    subprocess.run(_train_cmd(world, part, steps, "--resume"), check=True, capture_output=True, timeout=300)
     h_full = json.loads(next(Path(str(full) + ".state").glob("step-*/state.json")).read_text())["history"]
     h_part = json.loads(next(Path(str(part) + ".state").glob("step-*/state.json")).read_text())["history"]
-    assert [h["step"] for h in h_part] == list(range(1, 15))
+    assert [h["step"] for h in h_part] == list(range(1, steps + 1))
     assert np.allclose([h["loss"] for h in h_part], [h["loss"] for h in h_full], rtol=1e-5, atol=1e-6)
     a, _ = load_prompt(full)
     b, _ = load_prompt(part)

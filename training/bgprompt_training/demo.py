@@ -72,10 +72,31 @@ def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float =
         return [LIVE_LINE.format(served=0, frames=frames) + f" (bag make failed: {_tail(made.stderr)})"]
     # "topics: image=/camera/..., camera_info=..." (the demo talks to the ROS layer through its commands only)
     TOPICS = dict(kv.split("=") for kv in made.stdout.split("topics:")[1].strip().split(", "))
+    outputs = {"/object_points": "PointCloud2", "/object_depth/image": "Image"}
+    node, rec = _start_node_and_recorder(out, exe, env, TOPICS, outputs, bag_rec, frames, ready_timeout)
+    problems: list[str] = []
+    t0 = time.monotonic()
+    try:
+        play_note = _play_when_ready(rec, exe, env, bag_in, frames, ready_timeout, problems)
+    finally:
+        _stop(node, rec, problems)
+    elapsed = time.monotonic() - t0
+    record_log = (out / "record.log").read_text()
+    if rec.returncode not in (0, None) and "incomplete" in record_log:
+        problems.append(f"`bag record`: {_tail(record_log)}")
+    counts = _recorded_counts(bag_rec)
+    served = min([counts.get(t, 0) for t in outputs] + [frames])
+    lines = [LIVE_LINE.format(served=served, frames=frames) + ("" if served == frames else " (SHORTFALL)"), ""]
+    lines += [f"- shortfall: {p}" for p in problems]
+    return lines + _live_report(out, exe, env, bag_rec, play_note, elapsed, counts, TOPICS)
+
+
+def _start_node_and_recorder(out: Path, exe: Path, env: dict, TOPICS: dict, outputs: dict, bag_rec: Path,
+                             frames: int, ready_timeout: float) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """The node on the bag's topics and `bag record` of its inputs and outputs (waiting for the node)."""
     params = out / "node_params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    sub_reliability: reliable\n    queue_size: 30\n")
     remap = sum((["-r", f"{k}:={TOPICS[k]}"] for k in ("image", "camera_info", "mask")), [])
-    outputs = {"/object_points": "PointCloud2", "/object_depth/image": "Image"}
     topics = [f"{TOPICS[k]}:sensor_msgs/msg/{'CameraInfo' if k == 'camera_info' else 'Image'}" for k in TOPICS]
     topics += [f"{t}:sensor_msgs/msg/{m}" for t, m in outputs.items()]
     expect = [f"{TOPICS[k]}={frames}" for k in TOPICS] + [f"{t}={frames}" for t in outputs]
@@ -85,48 +106,60 @@ def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float =
     rec = subprocess.Popen([str(exe / "bgprompt"), "bag", "record", "--out", str(bag_rec), "--topics", *topics,
                             "--expect", *expect, "--duration", str(ready_timeout), "--wait-node", "object_depth", *wait],
                            env=env, stdout=subprocess.PIPE, stderr=open(out / "record.log", "w"), text=True)
-    problems: list[str] = []
+    return node, rec
+
+
+def _play_when_ready(rec: subprocess.Popen, exe: Path, env: dict, bag_in: Path, frames: int, ready_timeout: float,
+                     problems: list[str]) -> str:
+    """`bag play` once the recorder says it is ready, then the recorder's own end; problems are appended."""
+    wait = ["--wait-timeout", str(ready_timeout)]
     play_note = ""
-    t0 = time.monotonic()
+    not_ready = _await_line(rec, "bag record: ready", ready_timeout + 30)
+    if not_ready:
+        problems.append(f"`bag record` was not ready: {not_ready} (see record.log, node.log)")
+        return play_note
+    play = _run([str(exe / "bgprompt"), "bag", "play", str(bag_in), "--rate", "0.5",
+                 "--wait-node", "object_depth", "--wait-node", "bgprompt_bag_record", *wait],
+                env, timeout=ready_timeout + 300)
+    if play.returncode != 0:
+        problems.append(f"`bag play` failed: {_tail(play.stderr)}")
+    else:
+        play_note = f"`bag play` published {play.stdout.split()[1]} messages of {frames} frames"
     try:
-        not_ready = _await_line(rec, "bag record: ready", ready_timeout + 30)
-        if not_ready:
-            problems.append(f"`bag record` was not ready: {not_ready} (see record.log, node.log)")
-        else:
-            play = _run([str(exe / "bgprompt"), "bag", "play", str(bag_in), "--rate", "0.5",
-                         "--wait-node", "object_depth", "--wait-node", "bgprompt_bag_record", *wait],
-                        env, timeout=ready_timeout + 300)
-            if play.returncode != 0:
-                problems.append(f"`bag play` failed: {_tail(play.stderr)}")
-            else:
-                play_note = f"`bag play` published {play.stdout.split()[1]} messages of {frames} frames"
-            try:
-                rec.wait(timeout=ready_timeout + 60)
-            except subprocess.TimeoutExpired:
-                problems.append("`bag record` did not stop by its own deadline")
-    finally:
-        node.send_signal(2)
-        try:
-            node.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            problems.append("the node did not exit within 30 s of SIGINT")
-        if rec.poll() is None:
-            rec.send_signal(2)
-            rec.wait(timeout=30)
-    elapsed = time.monotonic() - t0
-    record_log = (out / "record.log").read_text()
-    if rec.returncode not in (0, None) and "incomplete" in record_log:
-        problems.append(f"`bag record`: {_tail(record_log)}")
+        rec.wait(timeout=ready_timeout + 60)
+    except subprocess.TimeoutExpired:
+        problems.append("`bag record` did not stop by its own deadline")
+    return play_note
+
+
+def _stop(node: subprocess.Popen, rec: subprocess.Popen, problems: list[str]) -> None:
+    """SIGINT the node (killed after 30 s) and the recorder when it still runs."""
+    node.send_signal(2)
+    try:
+        node.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        problems.append("the node did not exit within 30 s of SIGINT")
+    if rec.poll() is None:
+        rec.send_signal(2)
+        rec.wait(timeout=30)
+
+
+def _recorded_counts(bag_rec: Path) -> dict[str, int]:
+    """Messages per topic in the recording (none when it was not written)."""
     counts: dict[str, int] = {}
     if (bag_rec / "metadata.yaml").is_file():
         from rosbags.highlevel import AnyReader
 
         with AnyReader([bag_rec]) as reader:
             counts = {c.topic: c.msgcount for c in reader.connections}
-    served = min([counts.get(t, 0) for t in outputs] + [frames])
-    lines = [LIVE_LINE.format(served=served, frames=frames) + ("" if served == frames else " (SHORTFALL)"), ""]
-    lines += [f"- shortfall: {p}" for p in problems]
+    return counts
+
+
+def _live_report(out: Path, exe: Path, env: dict, bag_rec: Path, play_note: str, elapsed: float,
+                 counts: dict[str, int], TOPICS: dict) -> list[str]:
+    """The live step's report lines after the first: what was played and recorded, and `bag eval` of it."""
+    lines: list[str] = []
     if play_note:
         lines.append(f"- {play_note} into the running node in {elapsed:.0f} s (node log: node.log)")
     if counts:
@@ -145,8 +178,8 @@ def grasp_step(out: Path, frames: int = 8) -> list[str]:
     """Object clouds in metres from a simulated RGB-D sensor on a few held-out tabletop frames (eval-grasp)."""
     from bgprompt_core.runtime.build import SHIPPED_PROMPTS
 
-    from .grasp_eval import (DEFAULT_PARAMS, GraspEvalConfig, evaluate_grasp, goal_lines, markdown, merge_results,
-                             write_report)
+    from .grasp import (DEFAULT_PARAMS, GraspEvalConfig, evaluate_grasp, goal_lines, markdown, merge_results,
+                        write_report)
     from .render.generate import RenderConfig
     from .render.store import render_dataset
 

@@ -5,7 +5,7 @@
 
 Rules (recorded in every checkpoint's metadata, see ``Distributed.describe``):
 - ``--batch`` is the GLOBAL batch: each of the W ranks computes ``batch / W`` samples of it. The samples of
-  step t are a pure function of (seed, t, batch) (train.batch_items), and rank r takes the r-th contiguous
+  step t are a pure function of (seed, t, batch) (train.samples.batch_items), and rank r takes the r-th contiguous
   slice. A run on 2 ranks therefore sees exactly the data of a 1-process run with the same ``--batch``,
   and resuming with another world size continues the same sequence.
 - Gradients are averaged over ranks: the 1-BG prompt's Fourier parameters by one all-reduce, PNet and the
@@ -90,10 +90,6 @@ class Distributed:
         out: list[Any] = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
-
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
 
     def describe(self, batch: int) -> dict:
         """What a checkpoint records about how it was trained."""

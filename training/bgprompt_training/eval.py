@@ -26,7 +26,7 @@ from bgprompt_core.method.model import PromptedDepth
 
 from .data.open import open_dataset
 from .data.transforms import Compose, Recenter, ReplaceBackground, crop_to_square, resize
-from .train import val_items
+from .train.samples import val_items
 
 METRICS = ("si_rmse", "normal_cos", "shape_err", "skill", "collapse_fraction", "abs_rel", "abs_rel_ss")
 
@@ -100,38 +100,13 @@ def evaluate(model: str, datasets: list[str], prompts: list[str] = (), backgroun
             for s in range(0, n, batch):
                 b = {k: v[s:s + batch].to(device) for k, v in data.items()}
                 m = b["mask"][:, 0]
-                if cond.kind == "flat":
-                    depth, comp = flat_depth(m), b["image"]
-                else:
-                    # no-prompt conditions see the image as it is (white, original or replaced background)
-                    keep = b["image"] if cond.kind in ("background", "oracle", "finetune") else None
-                    out = cond.model(b["image"], b["mask"], background=keep)
-                    depth = out["depth"]
-                    comp = cond.model.net.normalization.inverse(out["composite"]).clamp(0, 1)
-                    if cond.kind == "oracle":
-                        depth = oracle_shift(out["raw"], b["depth"], m)
+                depth, comp = _condition_depth(cond, b, m)
                 metrics = sample_metrics(depth.float().cpu(), b["depth"].cpu(), m.cpu(), b["K"].cpu())
                 for k, v in metrics.items():
                     per.setdefault(cond.name, {}).setdefault(k, []).extend(v.tolist())
                 if figures is not None:
-                    from .figures import figure5_row
-
-                    for j in range(min(figure_count - s, len(depth))):
-                        if cond.kind == "flat":  # the first condition: put the ground truth on top
-                            fig_rows.setdefault(s + j, []).append(figure5_row(
-                                "ground truth", b["image"][j].cpu(), b["image"][j].cpu(), b["depth"][j].float().cpu(),
-                                b["K"][j].cpu(), m[j].cpu()))
-                        fig_rows.setdefault(s + j, []).append(figure5_row(
-                            cond.name, b["image"][j].cpu(), comp[j].cpu(), depth[j].float().cpu(),
-                            b["K"][j].cpu(), m[j].cpu()))
-        flat_si = float(np.mean(per["flat"]["si_rmse"]))
-        for cond in conds:
-            p = per[cond.name]
-            row = {"condition": cond.name, "dataset": spec, "count": len(p["si_rmse"])}
-            for k, v in p.items():
-                row["collapse_fraction" if k == "collapsed" else k] = float(np.mean(v))
-            row["skill"] = 1.0 - row["si_rmse"] / flat_si if flat_si > 0 else float("nan")
-            rows.append(row)
+                    _figure_tiles(fig_rows, cond, b, m, comp, depth, s, figure_count)
+        rows += _dataset_rows(conds, per, spec)
         if figures is not None:
             from .figures import write_png
 
@@ -139,6 +114,49 @@ def evaluate(model: str, datasets: list[str], prompts: list[str] = (), backgroun
                 write_png(figures / f"{Path(spec).name}_{i:03d}.png", np.concatenate(tiles, 0))
     if figures is not None:
         prompt_figures(base, conds, figures, size, device)
+    return rows
+
+
+def _condition_depth(cond, b: dict, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's depth under condition ``cond`` and the composite image the network saw."""
+    if cond.kind == "flat":
+        return flat_depth(m), b["image"]
+    # no-prompt conditions see the image as it is (white, original or replaced background)
+    keep = b["image"] if cond.kind in ("background", "oracle", "finetune") else None
+    out = cond.model(b["image"], b["mask"], background=keep)
+    depth = out["depth"]
+    comp = cond.model.net.normalization.inverse(out["composite"]).clamp(0, 1)
+    if cond.kind == "oracle":
+        depth = oracle_shift(out["raw"], b["depth"], m)
+    return depth, comp
+
+
+def _figure_tiles(fig_rows: dict[int, list], cond, b: dict, m: torch.Tensor, comp: torch.Tensor, depth: torch.Tensor,
+                  s: int, figure_count: int) -> None:
+    """The Figure 5 tiles of the batch starting at sample ``s`` (the ground truth first, with the flat condition)."""
+    from .figures import figure5_row
+
+    for j in range(min(figure_count - s, len(depth))):
+        if cond.kind == "flat":  # the first condition: put the ground truth on top
+            fig_rows.setdefault(s + j, []).append(figure5_row(
+                "ground truth", b["image"][j].cpu(), b["image"][j].cpu(), b["depth"][j].float().cpu(),
+                b["K"][j].cpu(), m[j].cpu()))
+        fig_rows.setdefault(s + j, []).append(figure5_row(
+            cond.name, b["image"][j].cpu(), comp[j].cpu(), depth[j].float().cpu(),
+            b["K"][j].cpu(), m[j].cpu()))
+
+
+def _dataset_rows(conds: list, per: dict[str, dict[str, list]], spec: str) -> list[dict]:
+    """One row per condition on data set ``spec``: the per-sample metrics' means and the skill vs flat."""
+    rows = []
+    flat_si = float(np.mean(per["flat"]["si_rmse"]))
+    for cond in conds:
+        p = per[cond.name]
+        row = {"condition": cond.name, "dataset": spec, "count": len(p["si_rmse"])}
+        for k, v in p.items():
+            row["collapse_fraction" if k == "collapsed" else k] = float(np.mean(v))
+        row["skill"] = 1.0 - row["si_rmse"] / flat_si if flat_si > 0 else float("nan")
+        rows.append(row)
     return rows
 
 

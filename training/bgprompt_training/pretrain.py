@@ -144,12 +144,7 @@ def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | P
         torch.set_num_threads(tc.get("threads", 2))
     gen = torch.Generator().manual_seed(tc["seed"])
     model = build_model(config["architecture"])
-    trained, total_of = model, _local
-    if dist.world > 1:  # one process has nothing to synchronise
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        total_of = functools.partial(_share_of_global_count, world=dist.world)
-        trained = DDP(model, find_unused_parameters=True)  # transformers models leave some heads unused
+    trained, total_of = _data_parallel(model, dist)
     phi = Normalization(tuple(config["input"]["image_mean"]), tuple(config["input"]["image_std"]))
     train_rgb, train_depth = _load_all(RenderedDataset(train_dir))
     val_rgb, val_depth = _load_all(RenderedDataset(val_dir))
@@ -157,8 +152,7 @@ def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | P
     if train_rgb.shape[-1] != size:
         raise ConfigError(f"training renders are {train_rgb.shape[-1]}px, the config expects {size}px")
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tc["warmup"]) *
-                                              0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = _warmup_cosine(opt, tc, steps)
     writer = None
     if log_dir and dist.main:
         from torch.utils.tensorboard import SummaryWriter
@@ -172,13 +166,7 @@ def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | P
     bar = tqdm(range(steps), desc="pretrain", unit="step", disable=not dist.main)
     for step in bar:
         model.train()
-        idx = torch.randint(len(train_rgb), (tc["batch"],), generator=gen)  # the global batch, on every rank
-        rgb, depth = train_rgb[idx].float() / 255, train_depth[idx]
-        flip = torch.rand(len(idx), generator=gen) < 0.5
-        rgb[flip], depth[flip] = rgb[flip].flip(-1), depth[flip].flip(-1)
-        rgb = (rgb * (0.8 + 0.4 * torch.rand(len(idx), 3, 1, 1, generator=gen))).clamp(0, 1)
-        share = dist.shard(list(range(len(idx))))  # this rank's contiguous share
-        rgb, depth = rgb[share[0]:share[-1] + 1], depth[share[0]:share[-1] + 1]
+        rgb, depth = _augmented_batch(train_rgb, train_depth, tc["batch"], gen, dist)
         mask = depth > 0
         disp = torch.where(mask, 1.0 / depth.clamp_min(1e-6), torch.zeros_like(depth))
         pred = trained(pixel_values=phi(rgb)).predicted_depth
@@ -194,15 +182,8 @@ def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | P
             writer.add_scalar("train/loss", loss_value, step)
             writer.add_scalar("train/l1", l1_value, step)
         if (step + 1) % tc["val_every"] == 0 or step + 1 == steps:
-            model.eval()
-            q = scene_quality(DepthNet(model, spec, frozen=False), val_rgb, val_depth, dist=dist)
-            model.requires_grad_(True)
+            q = _validate(model, spec, val_rgb, val_depth, dist, step + 1, writer)
             history.append({"step": step + 1, "loss": loss_value, **q, "seconds": time.perf_counter() - t0})
-            if dist.main:
-                tqdm.write(f"step {step + 1}: val AbsRel {q['abs_rel']:.4f} delta1 {q['delta1']:.4f}")
-            if writer:
-                writer.add_scalar("val/abs_rel", q["abs_rel"], step + 1)
-                writer.add_scalar("val/delta1", q["delta1"], step + 1)
     model.eval()
     metrics = {"val_scenes": len(val_rgb), "train_scenes": len(train_rgb), "steps": steps,
                "train_seconds": time.perf_counter() - t0, "history": history, **history[-1]}
@@ -212,3 +193,47 @@ def pretrain(config_path: str | Path, train_dir: str, val_dir: str, out: str | P
     if writer:
         writer.close()
     return metrics
+
+
+def _data_parallel(model, dist: Distributed):
+    """The module the steps run (DDP under torchrun) and the pixel-count total of the loss (global under DDP)."""
+    trained, total_of = model, _local
+    if dist.world > 1:  # one process has nothing to synchronise
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        total_of = functools.partial(_share_of_global_count, world=dist.world)
+        trained = DDP(model, find_unused_parameters=True)  # transformers models leave some heads unused
+    return trained, total_of
+
+
+def _warmup_cosine(opt: torch.optim.Optimizer, tc: dict, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``tc["warmup"]`` steps times a cosine decay to 0 at ``steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tc["warmup"]) *
+                                             0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
+def _augmented_batch(train_rgb: torch.Tensor, train_depth: torch.Tensor, batch: int, gen: torch.Generator,
+                     dist: Distributed) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's global batch (drawn from ``gen`` on every rank: random scenes, flips and brightness), then this
+    rank's contiguous share of it."""
+    idx = torch.randint(len(train_rgb), (batch,), generator=gen)  # the global batch, on every rank
+    rgb, depth = train_rgb[idx].float() / 255, train_depth[idx]
+    flip = torch.rand(len(idx), generator=gen) < 0.5
+    rgb[flip], depth[flip] = rgb[flip].flip(-1), depth[flip].flip(-1)
+    rgb = (rgb * (0.8 + 0.4 * torch.rand(len(idx), 3, 1, 1, generator=gen))).clamp(0, 1)
+    share = dist.shard(list(range(len(idx))))  # this rank's contiguous share
+    return rgb[share[0]:share[-1] + 1], depth[share[0]:share[-1] + 1]
+
+
+def _validate(model, spec, val_rgb: torch.Tensor, val_depth: torch.Tensor, dist: Distributed, step: int,
+              writer) -> dict:
+    """Scene quality on the held-out scenes after ``step`` steps, printed and logged by rank 0."""
+    model.eval()
+    q = scene_quality(DepthNet(model, spec, frozen=False), val_rgb, val_depth, dist=dist)
+    model.requires_grad_(True)
+    if dist.main:
+        tqdm.write(f"step {step}: val AbsRel {q['abs_rel']:.4f} delta1 {q['delta1']:.4f}")
+    if writer:
+        writer.add_scalar("val/abs_rel", q["abs_rel"], step)
+        writer.add_scalar("val/delta1", q["delta1"], step)
+    return q

@@ -1,4 +1,4 @@
-"""Bags as training / validation sets of the trainer (train.py): decoded once, sharded over torchrun ranks.
+"""Bags as training / validation sets of the trainer (train/): decoded once, sharded over torchrun ranks.
 
 Each rank decodes every ``world``-th used frame of a bag (bags.bag_samples); the object samples are then gathered
 on every rank and put in bag order (frame, object id), so a set is the same list on every rank and in one process,

@@ -52,15 +52,6 @@ def read_mask(path: Path) -> np.ndarray:
     return img > 127
 
 
-def read_normals_png(path: Path) -> np.ndarray:
-    """PNG normals encoded (n + 1) / 2 in the OpenGL camera frame (x right, y up, z towards the viewer),
-    returned in our optical frame (x right, y down, z forward)."""
-    n = read_rgb(path).astype(np.float32) / 127.5 - 1.0
-    n = n * np.array([1, -1, -1], np.float32)
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    return np.where(norm > 0.5, n / np.maximum(norm, 1e-6), 0).astype(np.float32)
-
-
 def read_K(path: Path) -> np.ndarray:
     if not path.is_file():
         raise BadSample(f"{path}: missing intrinsics")
@@ -118,7 +109,7 @@ class ABORenders(_Records):
         ROOT/<object_id>/render/<view>.jpg|png      colour
         ROOT/<object_id>/depth/<view>.exr           z-depth in metres (channel Y or R); 0 or inf = background
         ROOT/<object_id>/segmentation/<view>.png    optional object mask (else depth validity)
-        ROOT/<object_id>/normal/<view>.png          optional normals, (n + 1) / 2, OpenGL camera frame
+        ROOT/<object_id>/normal/<view>.png          normals (not read: no sample carries normals, schema.py)
     """
 
     def __init__(self, root, transform=None, skip_bad=False):
@@ -137,9 +128,6 @@ class ABORenders(_Records):
         f = ABO_FOCAL_512 * w / 512
         sample = {"rgb": rgb, "depth": depth, "mask": mask & (depth > 0),
                   "K": np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]]), "id": f"{obj.name}/{view}"}
-        normal = obj / "normal" / f"{view}.png"
-        if normal.is_file():
-            sample["normals"] = read_normals_png(normal)
         return sample
 
 
@@ -192,7 +180,8 @@ class NpzDumps(_Records):
     """Pre-dumped samples (the authors dump Nerfies and Google Scanned Objects like this).
 
     Layout: ``ROOT/**/*.npz``, each with ``rgb`` (H, W, 3) uint8 or float in [0, 1], ``depth`` (H, W)
-    z-depth, ``K`` (3, 3), and optionally ``mask`` (H, W) (else depth validity) and ``normals``.
+    z-depth, ``K`` (3, 3), and optionally ``mask`` (H, W) (else depth validity); other arrays (``normals``) are
+    not read.
     """
 
     def __init__(self, root, transform=None, skip_bad=False):
@@ -214,8 +203,6 @@ class NpzDumps(_Records):
         depth = np.nan_to_num(d["depth"].astype(np.float32), nan=0.0)
         mask = d["mask"].astype(bool) if "mask" in d else depth > 0
         sample = {"rgb": rgb, "depth": depth, "mask": mask, "K": d["K"].astype(np.float64), "id": path.stem}
-        if "normals" in d:
-            sample["normals"] = d["normals"].astype(np.float32)
         return sample
 
 
@@ -244,8 +231,8 @@ class GoogleScannedObjects(Dataset):
 
     def raw(self, i: int) -> dict:
         s = self.gen.sample(i)
-        return validate({"rgb": s["rgb"], "depth": s["depth"], "mask": s["mask"], "normals": s["normals"],
-                         "K": s["K"], "alpha": s["alpha"], "id": f"{s['object_id']}/{i}"}, f"GSO view {i}")
+        return validate({"rgb": s["rgb"], "depth": s["depth"], "mask": s["mask"], "K": s["K"], "alpha": s["alpha"],
+                         "id": f"{s['object_id']}/{i}"}, f"GSO view {i}")
 
     def __getitem__(self, i: int) -> dict:
         s = self.raw(i)

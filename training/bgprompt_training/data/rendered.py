@@ -60,7 +60,7 @@ class RenderedDataset(Dataset):
         return {key: sh[key][j] for key in keys}
 
     def raw(self, i: int) -> dict:
-        """The numpy sample (before transforms)."""
+        """The numpy sample (before transforms) with the render's normals (for previews)."""
         k, j = self._index[i]
         sh = self._shard(k)
         return {"rgb": sh["rgb"][j], "depth": sh["depth"][j], "mask": sh["mask"][j].astype(bool),
@@ -68,7 +68,8 @@ class RenderedDataset(Dataset):
                 "id": str(sh["object_id"][j]), "family": str(sh["family"][j])}
 
     def __getitem__(self, i: int) -> dict:
-        sample = validate(self.raw(i), f"{self.root}/{self.manifest['shards'][self._index[i][0]]['file']}[{i}]")
+        sample = {k: v for k, v in self.raw(i).items() if k != "normals"}  # no loader reads them (schema.py)
+        sample = validate(sample, f"{self.root}/{self.manifest['shards'][self._index[i][0]]['file']}[{i}]")
         if self.transform is not None:
             sample = self.transform(sample)
         return to_torch(sample)

@@ -1,11 +1,13 @@
 """The one sample schema every loader returns, and its conversion to tensors.
 
 numpy sample (what loaders and transforms exchange):
-    rgb (H, W, 3) uint8; depth (H, W) float32 metres (0 = invalid); mask (H, W) bool object mask;
-    normals (H, W, 3) float32 camera-frame unit normals facing the camera (0 = unknown); K (3, 3);
-    id str.
+    rgb (H, W, 3) uint8; depth (H, W) float32 metres (0 = invalid); mask (H, W) bool object mask; K (3, 3);
+    id str; optionally alpha (H, W) uint8.
 torch sample (``to_torch``): image (3, H, W) float32 in [0, 1]; depth (H, W); mask (1, H, W) float32
-(object AND valid depth); normals (3, H, W); K (3, 3) float32; id.
+(object AND valid depth); K (3, 3) float32; id.
+
+Ground-truth normals are not part of it: Eq. 4's target normals come from the depth (``object_depth_loss``), so
+none of training or evaluation reads a data set's own normals (a render's stay in its shards, for previews).
 """
 from __future__ import annotations
 
@@ -40,8 +42,6 @@ def validate(sample: dict, origin: str) -> dict:
     K = np.asarray(sample["K"], float)
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise BadSample(f"{origin}: invalid intrinsics {K.tolist()}")
-    if "normals" not in sample:
-        sample["normals"] = np.zeros((h, w, 3), np.float32)
     return sample
 
 
@@ -52,7 +52,6 @@ def to_torch(sample: dict) -> dict:
         "image": torch.from_numpy(np.ascontiguousarray(sample["rgb"].transpose(2, 0, 1))).float() / 255.0,
         "depth": torch.from_numpy(depth),
         "mask": torch.from_numpy(mask.astype(np.float32))[None],
-        "normals": torch.from_numpy(np.ascontiguousarray(sample["normals"].transpose(2, 0, 1)).astype(np.float32)),
         "K": torch.from_numpy(np.asarray(sample["K"], np.float32)),
         "id": str(sample.get("id", "")),
     }

@@ -19,7 +19,7 @@ def crop_to_square(s: dict) -> dict:
     side = min(h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
     out = dict(s)
-    for key in ("rgb", "depth", "mask", "normals", "alpha"):
+    for key in ("rgb", "depth", "mask", "alpha"):
         if key in s:
             out[key] = s[key][y0:y0 + side, x0:x0 + side]
     out["K"] = shift_intrinsics(s["K"], -x0, -y0)
@@ -27,7 +27,7 @@ def crop_to_square(s: dict) -> dict:
 
 
 def resize(s: dict, size: int | tuple[int, int]) -> dict:
-    """Resize to (H, W): colour with area/linear filtering, depth, mask and normals nearest."""
+    """Resize to (H, W): colour with area/linear filtering, depth and mask nearest."""
     h, w = (size, size) if isinstance(size, int) else size
     H, W = s["depth"].shape
     if (H, W) == (h, w):
@@ -37,8 +37,6 @@ def resize(s: dict, size: int | tuple[int, int]) -> dict:
     out["rgb"] = cv2.resize(s["rgb"], (w, h), interpolation=interp)
     out["depth"] = cv2.resize(s["depth"], (w, h), interpolation=cv2.INTER_NEAREST)
     out["mask"] = cv2.resize(s["mask"].astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-    if "normals" in s:
-        out["normals"] = cv2.resize(s["normals"], (w, h), interpolation=cv2.INTER_NEAREST)
     if "alpha" in s:
         out["alpha"] = cv2.resize(s["alpha"], (w, h), interpolation=interp)
     out["K"] = scale_intrinsics(s["K"], w / W, h / H)
@@ -94,8 +92,6 @@ class Recenter:
         out["rgb"] = cam.warp_image(s["rgb"], border=(self.background,) * 3)
         out["mask"] = (cam.warp_image(s["mask"].astype(np.float32)) > 0.5) & ok
         out["depth"] = depth
-        if "normals" in s:
-            out["normals"] = cam.warp_normals(s["normals"])
         if "alpha" in s:
             out["alpha"] = cam.warp_image(s["alpha"])
         out["K"] = cam.K_new

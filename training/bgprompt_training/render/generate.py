@@ -21,8 +21,10 @@ from bgprompt_core.method.config import ConfigError
 from bgprompt_core.errors import Unavailable
 
 from .camera import ABO_FOCAL_512, View, intrinsics, look_at
-from .meshes import FAMILIES, Mesh, box, load_mesh_file, random_shape
+from .meshes import FAMILIES, Mesh, box, load_mesh_file, plane_grid, random_shape
+from .packing import pack_sample, sample_rng
 from .raster import Frame, Instance, render_numpy
+from .rotations import pose, random_rotation, rot_x, rot_z, surface
 from .textures import MaterialImages, procedural_texture
 
 KINDS = ("objects", "scenes", "tabletop")
@@ -92,32 +94,6 @@ class RenderConfig:
         return dataclasses.asdict(self)
 
 
-def sample_rng(seed: int, index: int) -> np.random.Generator:
-    """The only source of randomness of a sample: reproducible from (seed, index) alone."""
-    return np.random.default_rng([seed, index])
-
-
-def random_rotation(rng: np.random.Generator, upright: bool) -> np.ndarray:
-    yaw = rng.uniform(0, 2 * np.pi)
-    c, s = np.cos(yaw), np.sin(yaw)
-    R = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-    if not upright:
-        q = rng.normal(size=4)
-        q /= np.linalg.norm(q)
-        w, x, y, z = q
-        R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-    return R
-
-
-def _pose(R: np.ndarray, scale: float, t: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = R * scale
-    T[:3, 3] = t
-    return T
-
-
 def _light(rng: np.random.Generator) -> tuple[np.ndarray, float]:
     d = np.array([rng.uniform(-1, 1), rng.uniform(-0.2, 1.2), rng.uniform(0.4, 1.2)])
     return d / np.linalg.norm(d), float(rng.uniform(0.25, 0.5))
@@ -177,7 +153,7 @@ class Generator:
         texture = self._texture(rng, mesh)
         radius = rng.uniform(0.08, 0.3)
         R = random_rotation(rng, upright=rng.random() < 0.6)
-        obj = Instance(mesh, _pose(R, radius, np.zeros(3)), texture, 1)
+        obj = Instance(mesh, pose(R, radius, np.zeros(3)), texture, 1)
         f = ABO_FOCAL_512 * cfg.size / 512
         half_fov = np.arctan((cfg.size / 2) / f)
         fill = rng.uniform(*cfg.fill)
@@ -201,7 +177,7 @@ class Generator:
                     background=cfg.background)
         frame = self.render([obj], view)
         mask = frame.instance == 1
-        return _pack(frame, mask, view, mesh.name if self.mesh_files else f"{mesh.meta['family']}-{index}",
+        return pack_sample(frame, mask, view, mesh.name if self.mesh_files else f"{mesh.meta['family']}-{index}",
                      mesh.meta.get("family", "mesh"))
 
     def scene_sample(self, index: int) -> dict:
@@ -239,7 +215,7 @@ class Generator:
         view = View(intrinsics((size, size), f), cam, size, size, light, ambient, 1 - ambient, background=(0, 0, 0))
         frame = self.render(room.instances, view)
         mask = np.isin(frame.instance, room.objects)
-        return _pack(frame, mask, view, f"scene-{index}", "scene")
+        return pack_sample(frame, mask, view, f"scene-{index}", "scene")
 
 
 @dataclass
@@ -252,43 +228,22 @@ class Room:
     height: float
 
 
-def plane_grid(n: int = 8) -> Mesh:
-    """A unit square in x-z (y = 0, normal +y) split into n x n cells (keeps near-plane clipping local)."""
-    t = np.linspace(-0.5, 0.5, n + 1)
-    X, Z = np.meshgrid(t, t, indexing="ij")
-    v = np.stack([X, np.zeros_like(X), Z], -1).reshape(-1, 3)
-    r, c = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    a, b, d, e = r * (n + 1) + c, r * (n + 1) + c + 1, (r + 1) * (n + 1) + c, (r + 1) * (n + 1) + c + 1
-    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([b, e, d], -1).reshape(-1, 3)])
-    uv = (v[:, [0, 2]] + 0.5) * 4
-    return Mesh(v, faces, np.tile([0.0, 1.0, 0.0], (len(v), 1)), uv, name="plane")
-
-
-def _surface(R: np.ndarray, sx: float, sz: float, t: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = R @ np.diag([sx, 1.0, sz])
-    T[:3, 3] = t
-    return T
-
-
 def build_room(rng: np.random.Generator, gen: Generator) -> Room:
     """A closed room (floor, ceiling, 4 walls), 0-2 tables, 2-7 objects and 2-8 pieces of clutter."""
     W, D, H = rng.uniform(3, 6), rng.uniform(3, 6), rng.uniform(2.4, 3.0)
     grid = plane_grid()
-    rx = lambda a: np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])  # noqa: E731
-    rz = lambda a: np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])  # noqa: E731
     surfaces = [
         (np.eye(3), W, D, [W / 2, 0, D / 2]),  # floor
-        (rx(np.pi), W, D, [W / 2, H, D / 2]),  # ceiling
-        (rx(np.pi / 2), W, H, [W / 2, H / 2, 0]),  # wall z = 0, normal +z
-        (rx(-np.pi / 2), W, H, [W / 2, H / 2, D]),
-        (rz(-np.pi / 2), H, D, [0, H / 2, D / 2]),  # wall x = 0, normal +x
-        (rz(np.pi / 2), H, D, [W, H / 2, D / 2]),
+        (rot_x(np.pi), W, D, [W / 2, H, D / 2]),  # ceiling
+        (rot_x(np.pi / 2), W, H, [W / 2, H / 2, 0]),  # wall z = 0, normal +z
+        (rot_x(-np.pi / 2), W, H, [W / 2, H / 2, D]),
+        (rot_z(-np.pi / 2), H, D, [0, H / 2, D / 2]),  # wall x = 0, normal +x
+        (rot_z(np.pi / 2), H, D, [W, H / 2, D / 2]),
     ]
     instances: list[Instance] = []
     next_id = 1
     for R, sx, sz, t in surfaces:
-        instances.append(Instance(grid, _surface(R, sx, sz, np.array(t)), procedural_texture(rng), next_id))
+        instances.append(Instance(grid, surface(R, sx, sz, np.array(t)), procedural_texture(rng), next_id))
         next_id += 1
     supports = [(0.0, (0.3, W - 0.3, 0.3, D - 0.3))]  # (height, x/z extent) where things can stand
     for _ in range(rng.integers(0, 3)):
@@ -296,12 +251,12 @@ def build_room(rng: np.random.Generator, gen: Generator) -> Room:
         cx, cz = rng.uniform(tw / 2 + 0.2, W - tw / 2 - 0.2), rng.uniform(td / 2 + 0.2, D - td / 2 - 0.2)
         tex = gen._texture(rng)
         top = box(tw, 0.04, td)
-        instances.append(Instance(top, _pose(np.eye(3), 1.0, np.array([cx, th - 0.02, cz])), tex, next_id))
+        instances.append(Instance(top, pose(np.eye(3), 1.0, np.array([cx, th - 0.02, cz])), tex, next_id))
         next_id += 1
         leg = box(0.05, th - 0.04, 0.05)
         for sx_, sz_ in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
             p = np.array([cx + sx_ * (tw / 2 - 0.05), (th - 0.04) / 2, cz + sz_ * (td / 2 - 0.05)])
-            instances.append(Instance(leg, _pose(np.eye(3), 1.0, p), tex, next_id))
+            instances.append(Instance(leg, pose(np.eye(3), 1.0, p), tex, next_id))
             next_id += 1
         supports.append((th, (cx - tw / 2 + 0.1, cx + tw / 2 - 0.1, cz - td / 2 + 0.1, cz + td / 2 - 0.1)))
     objects, anchors, placed = [], [], []
@@ -318,7 +273,7 @@ def build_room(rng: np.random.Generator, gen: Generator) -> Room:
             if all(np.linalg.norm((p - q)[[0, 2]]) > radius + rq for q, rq in placed):
                 break
         placed.append((p, radius))
-        instances.append(Instance(mesh, _pose(R, radius, p), gen._texture(rng, mesh), next_id))
+        instances.append(Instance(mesh, pose(R, radius, p), gen._texture(rng, mesh), next_id))
         if not clutter:
             objects.append(next_id)
             anchors.append((p, radius))
@@ -329,21 +284,6 @@ def build_room(rng: np.random.Generator, gen: Generator) -> Room:
 @lru_cache(maxsize=64)
 def _cached_mesh(path: str, up: str) -> Mesh:
     return load_mesh_file(path, up)
-
-
-def _pack(frame: Frame, mask: np.ndarray, view: View, object_id: str, family: str) -> dict:
-    return {
-        "rgb": np.clip(frame.rgb * 255 + 0.5, 0, 255).astype(np.uint8),
-        "alpha": (mask * 255).astype(np.uint8),
-        "depth": frame.depth.astype(np.float32),
-        "mask": mask,
-        "normals": frame.normals.astype(np.float32),
-        "instance": frame.instance.astype(np.int32),
-        "K": view.K.astype(np.float64),
-        "cam_from_world": view.cam_from_world.astype(np.float64),
-        "object_id": object_id,
-        "family": family,
-    }
 
 
 def resolve_backend(name: str):

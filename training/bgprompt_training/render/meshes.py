@@ -299,3 +299,15 @@ def load_mesh_folder(folder: str | Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no mesh files ({', '.join(sorted(exts))}) under {folder}")
     return files
+
+
+def plane_grid(n: int = 8) -> Mesh:
+    """A unit square in x-z (y = 0, normal +y) split into n x n cells (keeps near-plane clipping local)."""
+    t = np.linspace(-0.5, 0.5, n + 1)
+    X, Z = np.meshgrid(t, t, indexing="ij")
+    v = np.stack([X, np.zeros_like(X), Z], -1).reshape(-1, 3)
+    r, c = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    a, b, d, e = r * (n + 1) + c, r * (n + 1) + c + 1, (r + 1) * (n + 1) + c, (r + 1) * (n + 1) + c + 1
+    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([b, e, d], -1).reshape(-1, 3)])
+    uv = (v[:, [0, 2]] + 0.5) * 4
+    return Mesh(v, faces, np.tile([0.0, 1.0, 0.0], (len(v), 1)), uv, name="plane")

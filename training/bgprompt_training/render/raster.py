@@ -85,21 +85,12 @@ def shade(base: np.ndarray, normals: np.ndarray, view: View) -> np.ndarray:
 
 
 def render_numpy(instances: list[Instance], view: View, chunk: int = 4_000_000) -> Frame:
+    """Rasterize ``instances`` with a z-buffer in numpy: depth, normals, shaded colour and instance ids."""
     h, w = view.height, view.width
-    K = view.K
     attrs, owner = camera_triangles(instances, view)
     attrs, owner = clip_near(attrs, owner, view.near)
     z = attrs[:, :, 2]
-    u = K[0, 0] * attrs[:, :, 0] / z + K[0, 1] * attrs[:, :, 1] / z + K[0, 2]
-    v = K[1, 1] * attrs[:, :, 1] / z + K[1, 2]
-    u0 = np.clip(np.ceil(u.min(1)), 0, w).astype(np.int64)
-    u1 = np.clip(np.floor(u.max(1)), -1, w - 1).astype(np.int64)
-    v0 = np.clip(np.ceil(v.min(1)), 0, h).astype(np.int64)
-    v1 = np.clip(np.floor(v.max(1)), -1, h - 1).astype(np.int64)
-    bw, bh = np.maximum(u1 - u0 + 1, 0), np.maximum(v1 - v0 + 1, 0)
-    area = (u[:, 1] - u[:, 0]) * (v[:, 2] - v[:, 0]) - (u[:, 2] - u[:, 0]) * (v[:, 1] - v[:, 0])
-    counts = np.where(np.abs(area) > 1e-12, bw * bh, 0)
-
+    u, v, u0, v0, bw, area, counts = _screen_boxes(attrs, view.K, h, w)
     zbuf = np.full(h * w, np.inf)
     win_tri = np.full(h * w, -1, np.int64)
     win_bary = np.zeros((h * w, 3))
@@ -110,32 +101,60 @@ def render_numpy(instances: list[Instance], view: View, chunk: int = 4_000_000) 
         stop = start + max(1, int(np.searchsorted(csum, chunk, side="right")))
         tris = order[start:stop]
         start = stop
-        n = counts[tris]
-        t = np.repeat(tris, n)
-        local = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-        pu = u0[t] + local % bw[t]
-        pv = v0[t] + local // bw[t]
-        tu, tv = u[t], v[t]
-        # edge functions at pixel centres -> screen-space barycentrics
-        b0 = (tu[:, 1] - pu) * (tv[:, 2] - pv) - (tu[:, 2] - pu) * (tv[:, 1] - pv)
-        b1 = (tu[:, 2] - pu) * (tv[:, 0] - pv) - (tu[:, 0] - pu) * (tv[:, 2] - pv)
-        b2 = (tu[:, 0] - pu) * (tv[:, 1] - pv) - (tu[:, 1] - pu) * (tv[:, 0] - pv)
-        b = np.stack([b0, b1, b2], 1) / area[t][:, None]
-        inside = (b >= 0).all(1)
-        t, pu, pv, b = t[inside], pu[inside], pv[inside], b[inside]
-        inv_z = (b / z[t]).sum(1)  # perspective-correct: 1/z is affine in screen space
-        zc = 1.0 / inv_z
-        bc = (b / z[t]) * zc[:, None]
-        pix = pv * w + pu
-        srt = np.lexsort((zc, pix))
-        pix, zc, t, bc = pix[srt], zc[srt], t[srt], bc[srt]
-        first = np.ones(len(pix), bool)
-        first[1:] = pix[1:] != pix[:-1]
-        pix, zc, t, bc = pix[first], zc[first], t[first], bc[first]
+        pix, zc, t, bc = _nearest_fragments(tris, counts, u, v, u0, v0, bw, area, z, w)
         better = zc < zbuf[pix]
         pix, zc, t, bc = pix[better], zc[better], t[better], bc[better]
         zbuf[pix], win_tri[pix], win_bary[pix] = zc, t, bc
+    return _resolve(instances, view, attrs, owner, zbuf, win_tri, win_bary)
 
+
+def _screen_boxes(attrs: np.ndarray, K: np.ndarray, h: int, w: int):
+    """Each triangle's pixel coordinates, its pixel bounding box (first column / row and width), its signed
+    screen area and its count of candidate pixels (0 for degenerate triangles)."""
+    z = attrs[:, :, 2]
+    u = K[0, 0] * attrs[:, :, 0] / z + K[0, 1] * attrs[:, :, 1] / z + K[0, 2]
+    v = K[1, 1] * attrs[:, :, 1] / z + K[1, 2]
+    u0 = np.clip(np.ceil(u.min(1)), 0, w).astype(np.int64)
+    u1 = np.clip(np.floor(u.max(1)), -1, w - 1).astype(np.int64)
+    v0 = np.clip(np.ceil(v.min(1)), 0, h).astype(np.int64)
+    v1 = np.clip(np.floor(v.max(1)), -1, h - 1).astype(np.int64)
+    bw, bh = np.maximum(u1 - u0 + 1, 0), np.maximum(v1 - v0 + 1, 0)
+    area = (u[:, 1] - u[:, 0]) * (v[:, 2] - v[:, 0]) - (u[:, 2] - u[:, 0]) * (v[:, 1] - v[:, 0])
+    counts = np.where(np.abs(area) > 1e-12, bw * bh, 0)
+    return u, v, u0, v0, bw, area, counts
+
+
+def _nearest_fragments(tris, counts, u, v, u0, v0, bw, area, z, w: int):
+    """The fragments of triangles ``tris`` inside them, the nearest per pixel: pixel index, depth, triangle and
+    perspective-correct barycentrics."""
+    n = counts[tris]
+    t = np.repeat(tris, n)
+    local = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    pu = u0[t] + local % bw[t]
+    pv = v0[t] + local // bw[t]
+    tu, tv = u[t], v[t]
+    # edge functions at pixel centres -> screen-space barycentrics
+    b0 = (tu[:, 1] - pu) * (tv[:, 2] - pv) - (tu[:, 2] - pu) * (tv[:, 1] - pv)
+    b1 = (tu[:, 2] - pu) * (tv[:, 0] - pv) - (tu[:, 0] - pu) * (tv[:, 2] - pv)
+    b2 = (tu[:, 0] - pu) * (tv[:, 1] - pv) - (tu[:, 1] - pu) * (tv[:, 0] - pv)
+    b = np.stack([b0, b1, b2], 1) / area[t][:, None]
+    inside = (b >= 0).all(1)
+    t, pu, pv, b = t[inside], pu[inside], pv[inside], b[inside]
+    inv_z = (b / z[t]).sum(1)  # perspective-correct: 1/z is affine in screen space
+    zc = 1.0 / inv_z
+    bc = (b / z[t]) * zc[:, None]
+    pix = pv * w + pu
+    srt = np.lexsort((zc, pix))
+    pix, zc, t, bc = pix[srt], zc[srt], t[srt], bc[srt]
+    first = np.ones(len(pix), bool)
+    first[1:] = pix[1:] != pix[:-1]
+    return pix[first], zc[first], t[first], bc[first]
+
+
+def _resolve(instances: list[Instance], view: View, attrs: np.ndarray, owner: np.ndarray, zbuf: np.ndarray,
+             win_tri: np.ndarray, win_bary: np.ndarray) -> Frame:
+    """The frame of the winning fragments: depth, camera-facing normals, textured and shaded colour, ids."""
+    h, w = view.height, view.width
     hit = win_tri >= 0
     depth = np.where(hit, zbuf, 0.0).reshape(h, w).astype(np.float32)
     normals = np.zeros((h * w, 3))

@@ -21,29 +21,28 @@ import numpy as np
 from bgprompt_core.evaluation import sensor_model as sm
 
 from .camera import View, intrinsics, look_at
-from .meshes import box, random_shape
+from .meshes import box, plane_grid, random_shape
+from .packing import pack_sample, sample_rng
 from .raster import Instance
+from .rotations import pose, random_rotation, rot_x, rot_z, surface
 
 COLOR_HFOV_DEG = 69.0  # D435 colour imager, horizontal field of view
 
 
 def build_tabletop(rng: np.random.Generator, gen, material_weights: tuple[float, ...]):
     """Instances, the placed objects' (id, material, name), and (position, radius) of each object."""
-    from .generate import _pose, _surface, plane_grid, random_rotation
     from .textures import procedural_texture
 
     grid = plane_grid()
     tw, td = rng.uniform(1.0, 1.8), rng.uniform(0.7, 1.1)
     th = rng.uniform(0.7, 0.8)  # table height: the floor lies at y = -th
     wall_z = -td / 2 - rng.uniform(0.1, 0.8)
-    rx = lambda a: np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])  # noqa: E731
-    rz = lambda a: np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])  # noqa: E731
     instances = [
-        Instance(grid, _surface(np.eye(3), 8, 8, np.array([0, -th, 0])), procedural_texture(rng), 1),  # floor
-        Instance(grid, _surface(rx(np.pi / 2), 8, 4, np.array([0, 1.0, wall_z])), procedural_texture(rng), 2),  # back wall
-        Instance(grid, _surface(rz(-np.pi / 2), 4, 8, np.array([-tw / 2 - rng.uniform(0.3, 1.5), 1.0, 0])),
+        Instance(grid, surface(np.eye(3), 8, 8, np.array([0, -th, 0])), procedural_texture(rng), 1),  # floor
+        Instance(grid, surface(rot_x(np.pi / 2), 8, 4, np.array([0, 1.0, wall_z])), procedural_texture(rng), 2),  # back wall
+        Instance(grid, surface(rot_z(-np.pi / 2), 4, 8, np.array([-tw / 2 - rng.uniform(0.3, 1.5), 1.0, 0])),
                  procedural_texture(rng), 3),  # side wall, normal +x
-        Instance(box(tw, 0.04, td), _pose(np.eye(3), 1.0, np.array([0, -0.02, 0])), gen._texture(rng), 4),
+        Instance(box(tw, 0.04, td), pose(np.eye(3), 1.0, np.array([0, -0.02, 0])), gen._texture(rng), 4),
     ]
     objects, placed = [], []
     next_id = 5
@@ -61,7 +60,7 @@ def build_tabletop(rng: np.random.Generator, gen, material_weights: tuple[float,
             continue
         placed.append((p, radius))
         material = int(rng.choice(len(sm.MATERIALS), p=weights))
-        instances.append(Instance(mesh, _pose(R, radius, p), gen._texture(rng, mesh), next_id))
+        instances.append(Instance(mesh, pose(R, radius, p), gen._texture(rng, mesh), next_id))
         objects.append((next_id, material, mesh.name if gen.mesh_files else mesh.meta.get("family", "shape")))
         next_id += 1
     return instances, objects, placed
@@ -111,7 +110,6 @@ def shade_materials(rgb: np.ndarray, behind_rgb: np.ndarray, depth: np.ndarray, 
 def tabletop_sample(gen, index: int) -> dict:
     """One tabletop frame: rgb, depth (GT), sensor_depth, behind, material, instance, mask (the target object),
     alpha (255 on every placed object)."""
-    from .generate import _pack, sample_rng
 
     cfg = gen.cfg
     rng = sample_rng(cfg.seed, index)
@@ -135,7 +133,7 @@ def tabletop_sample(gen, index: int) -> dict:
     if counts[target] < 50:  # hidden behind another object: the most visible one is the target
         target = int(np.argmax(counts))
     mask = frame.instance == objects[target][0]
-    out = _pack(frame, mask, view, f"tabletop-{index}", sm.MATERIALS[objects[target][1]])
+    out = pack_sample(frame, mask, view, f"tabletop-{index}", sm.MATERIALS[objects[target][1]])
     out["alpha"] = (np.isin(frame.instance, [oid for oid, *_ in objects]) * 255).astype(np.uint8)  # every object
     out.update(material=material, sensor_depth=sensor, behind=behind_frame.depth.astype(np.float32),
                highlight=highlight.astype(np.float16), objects=";".join(f"{oid}:{name}" for oid, _, name in objects))
