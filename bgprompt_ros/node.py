@@ -16,6 +16,9 @@ Never silently dead: a frame that fails is logged, counted, named on /diagnostic
 itself ever die, /diagnostics says ERROR and the process exits 1 (so that a launch file's ``respawn`` restarts
 it). Parameters are read as configured: a change that needs cleanup + configure is reported as pending and
 applies only then; /diagnostics shows what runs.
+
+This module holds the lifecycle, the two stages' threads and the data path. Mixed in: the parameters
+(ros_parameters.py) and what /diagnostics tracks and says (diagnostics.py); the output messages: messages.py.
 """
 from __future__ import annotations
 
@@ -25,43 +28,33 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import math  # noqa: E402
-import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 import time
-import traceback
-from collections import deque
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from visualization_msgs.msg import MarkerArray
 
-from bgprompt_core.frame.estimator import EstimatorConfig, InputError, ObjectDepthEstimator
-from bgprompt_core.frame.object_summary import summarize_objects
+from bgprompt_core.frame.estimator import ObjectDepthEstimator
 from bgprompt_core.messages.sync import Synchronizer
 
-from . import conversions
-from .markers import object_markers
-from .params import PARAMETERS, TYPE_WORDS, coerce, estimator_config_from_params, invalid, unknown_names
+from . import conversions, messages
+from .diagnostics import NodeDiagnostics, stage_running
+from .params import PARAMETERS, invalid, unknown_names
+from .ros_parameters import NodeParameters
 
-PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")  # Fast DDS 2.x (Jazzy), 3.x
 
+class ObjectDepthNode(NodeParameters, NodeDiagnostics, LifecycleNode):
+    """The object-depth node; its parameters (ros_parameters.py) and diagnostics (diagnostics.py) are mixed in."""
 
-class ObjectDepthNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("object_depth", **kwargs)
-        for name, (default, desc, allowed, reload) in PARAMETERS.items():
-            text = (f"{desc} ({TYPE_WORDS[type(default)]})" + (f"; one of {list(allowed)}" if allowed else "")
-                    + ("; needs cleanup+configure" if reload else ""))
-            # dynamically typed: `max_depth: 2` is 2.0, and a wrong type (`device: 0`) fails configure with the
-            # reason (params.invalid) instead of raising InvalidParameterTypeException here
-            self.declare_parameter(name, default, ParameterDescriptor(name=name, dynamic_typing=True, description=text))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._declare_parameters()  # ros_parameters.py
         # /diagnostics lives as long as the node: a failed configure is reported there too
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._idle_timer = self.create_timer(1.0, self._publish_unconfigured)
@@ -83,52 +76,12 @@ class ObjectDepthNode(LifecycleNode):
         # (mini: 12 -> 27 ms per forward on 2 cores; make bench). The worker loop itself runs there while active, so
         # a frame does not hop threads on its way into the network
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="object_depth_model")
-        self.counters = {"processed": 0, "dropped_overload": 0, "skipped_bad_input": 0, "errors": 0, "log_failures": 0}
-        self.latencies: deque = deque(maxlen=200)
-        self.done_times: deque = deque(maxlen=200)
-        self.network_ms: deque = deque(maxlen=200)
-        self.last_problem = ""
-        self.configure_problem = ""
-        self.last_fusion: dict[int, dict | None] = {}
-        # silent failures the diagnostics must name: nothing finite published, inputs that never pair up
-        self.no_finite_streak = 0
-        self.last_input = self.last_match = None  # time.monotonic() of the last message / matched set
-        self.sensor_coverage: float | None = None
-        self._logged: dict[str, float] = {}
+        self._init_diagnostics()  # counters, timings, faults, input figures (diagnostics.py)
         self._diag_timer = None
         self.configured: dict = {}  # the values configure applied; run-time changes of reload parameters wait
         self.fatal = ""  # why the worker died; the process then exits 1
         self.fatal_event = threading.Event()
         self.activated_at: float | None = None  # time.monotonic() of the last activation
-        self.faults: dict[str, tuple[float, str]] = {}  # kind -> (time.monotonic(), text) of recent frame problems
-        self._input_window: dict[str, int] = {}  # per topic: messages received since the last diagnostics
-
-    # --- parameters ---------------------------------------------------------------------------
-    def p(self, name: str):
-        """The parameter's current value (a whole number for a decimal parameter as a float)."""
-        return coerce(name, self.get_parameter(name).value)
-
-    def c(self, name: str):
-        """The value configure applied (the current one before the first configure): what runs."""
-        return self.configured[name] if name in self.configured else self.p(name)
-
-    def pending(self) -> dict:
-        """Parameters changed since configure that apply only after cleanup + configure."""
-        return {n: self.p(n) for n, v in self.configured.items() if PARAMETERS[n][3] and self.p(n) != v}
-
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        for prm in params:
-            reason = invalid(prm.name, prm.value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-            if prm.name in PARAMETERS and PARAMETERS[prm.name][3] and self.estimator is not None:
-                self._log_throttled("warning", f"parameter {prm.name} changed to {prm.value!r}: pending, it applies "
-                                    f"after cleanup + configure (running: {self.c(prm.name)!r})", period=0.0)
-        return SetParametersResult(successful=True)
-
-    def estimator_config(self) -> EstimatorConfig:
-        # max_depth takes effect at once: the node applies its current value to every result instead
-        return estimator_config_from_params({**{name: self.p(name) for name in PARAMETERS}, "max_depth": 0.0})
 
     # --- lifecycle ----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -173,26 +126,8 @@ class ObjectDepthNode(LifecycleNode):
         self._diag_timer = self.create_timer(self.p("diagnostics_period"), self._publish_diagnostics)
         return TransitionCallbackReturn.SUCCESS
 
-    def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
-        """Log the reason and say it on /diagnostics (ERROR): the node stays unconfigured, never silently."""
-        self.get_logger().error(f"configure failed: {reason}")
-        self.configure_problem = reason
-        self._publish_unconfigured()
-        return TransitionCallbackReturn.FAILURE
-
-    def _publish_unconfigured(self) -> None:
-        """While not configured, say so once a second on /diagnostics (ERROR), with the reason when there is one."""
-        if self.estimator is not None:
-            return
-        text = f"configure failed: {self.configure_problem}" if self.configure_problem else "not configured"
-        st = DiagnosticStatus(name=f"{self.get_name()}: object depth", level=DiagnosticStatus.ERROR,
-                              message=text[:800], hardware_id=str(self.p("backend")))
-        msg = DiagnosticArray(status=[st])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(msg)
-
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if any(_running(t) for t in (self._worker, self._publisher)):  # never two at once
+        if any(stage_running(t) for t in (self._worker, self._publisher)):  # never two at once
             self.get_logger().error("activate refused: the previous worker is still finishing a frame")
             return TransitionCallbackReturn.FAILURE
         # what configure applied, never a value changed since (that one is pending until cleanup + configure)
@@ -277,7 +212,7 @@ class ObjectDepthNode(LifecycleNode):
                 wait([stage], timeout=120.0)
             else:
                 stage.join(timeout=120.0)
-            if _running(stage):
+            if stage_running(stage):
                 self.get_logger().error(f"the {what} did not stop within 120 s; it publishes nothing (publishers "
                                         f"are deactivated) and activation is refused until it ends")
                 continue
@@ -331,17 +266,6 @@ class ObjectDepthNode(LifecycleNode):
         or failed."""
         self._guarded(self._process, frame, received)
 
-    def _guarded(self, stage, *args) -> None:
-        """Run one stage of one frame; a frame that fails is counted, logged and named, never raised."""
-        try:
-            stage(*args)
-        except (InputError, conversions.ConversionError, ValueError) as exc:
-            self._count("skipped_bad_input")
-            self._fault("bad_input", f"skipped frame: {exc}")
-        except Exception as exc:  # never let a stage die: log, count, keep serving
-            self._count("errors")
-            self._fault("error", f"frame failed: {type(exc).__name__}: {exc}", traceback.format_exc())
-
     def _count(self, key: str, n: int = 1) -> None:
         with self._counter_lock:
             self.counters[key] += n
@@ -373,56 +297,6 @@ class ObjectDepthNode(LifecycleNode):
         except BaseException as exc:  # noqa: B036 - nothing may end the publisher unseen
             self._worker_died(exc, "publisher")
 
-    def _fault(self, kind: str, text: str, detail: str = "") -> None:
-        """A problem with the input or a frame: kept for /diagnostics (named while it lasts) and logged, throttled by
-        its kind; logging can never raise into the caller."""
-        self.faults[kind] = (time.monotonic(), text)
-        self.last_problem = text
-        level = "error" if kind == "error" else "warning"
-        try:  # throttled by the text with its numbers masked: two different bad inputs are both logged
-            self._log_throttled(level, text, detail)
-        except Exception:  # noqa: BLE001 - a logger that raises must not take the worker with it
-            self._count("log_failures")
-
-    def _worker_died(self, exc: BaseException, who: str = "worker") -> None:
-        """The worker (or the publisher) ended on an exception no frame handler caught: ERROR on /diagnostics, and
-        the process exits 1 (main) so that a supervisor (launch respawn, systemd) restarts it instead of trusting an
-        `active` node."""
-        self.fatal = f"{who} died: {type(exc).__name__}: {exc}"
-        try:
-            self.get_logger().fatal(f"{self.fatal}; exiting so that respawn restarts the node\n"
-                                    f"{traceback.format_exc()}")
-            self._publish_diagnostics()
-        finally:
-            self.fatal_event.set()
-
-    def _emit(self, level: str, text: str) -> None:
-        """One call site per severity: rclpy raises when one call site logs at two severities (the reported
-        defect: a warning, then an error from the same line, killed the worker)."""
-        logger = self.get_logger()
-        if level == "error":
-            logger.error(text)
-        elif level == "warning":
-            logger.warning(text)
-        else:
-            logger.info(text)
-
-    def _log_throttled(self, level: str, text: str, detail: str = "", period: float = 1.0, kind: str = "") -> None:
-        """Log at once, then one message of the same kind at most once per ``period`` s.
-
-        The kind is ``kind``, or the text with its numbers masked: per-frame figures ("the 16 largest objects",
-        "42% see-through") do not make a new kind. rclpy's throttle is per call site, which would hide a second,
-        different problem within the period.
-        """
-        key = f"{level}:{kind or re.sub(r'[-+]?[0-9][0-9.e+-]*', '#', text)}"
-        now = time.monotonic()
-        if now - self._logged.get(key, -math.inf) < period:
-            return
-        if len(self._logged) > 256:
-            self._logged.clear()
-        self._logged[key] = now
-        self._emit(level, text + (f"\n{detail}" if detail else ""))
-
     def _process(self, frame: dict, received: float) -> None:
         """The worker's stage (on the model thread): decode, estimate, then hand the result to the publisher."""
         f = conversions.decode_frame(frame, mask_labels=self.p("mask_labels"))
@@ -448,135 +322,31 @@ class ObjectDepthNode(LifecycleNode):
         """The publisher's stage: one frame's messages (only for topics someone listens to), then its counters."""
         if self._stop.is_set():
             return
-        img_msg, info = frame["image"], frame["camera_info"]
-        rgb = f.rgb
-        header = img_msg.header
-        # messages are built only for topics someone listens to; buffers go into them without a copy
-        depth_pubs = [self.pubs[k] for k in ("depth", "depth_legacy") if self.pubs[k].get_subscription_count() > 0]
-        if depth_pubs:
-            depth_msg = conversions.depth_image_message(Image, header, res.depth)
-            for pub in depth_pubs:
-                pub.publish(depth_msg)
-            if self.pubs["depth_legacy"] in depth_pubs:
-                self._log_throttled("warning", f"{self.pubs['depth_legacy'].topic_name} is deprecated and goes after "
-                                    f"0.2: subscribe to {self.pubs['depth'].topic_name} (with its camera_info beside "
-                                    f"it)", period=math.inf)
-        info_out = CameraInfo(header=header, height=info.height or rgb.shape[0], width=info.width or rgb.shape[1],
-                              distortion_model=info.distortion_model, d=info.d, k=info.k, r=info.r, p=info.p,
-                              binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
-        self.pubs["info"].publish(info_out)
+        header = frame["image"].header
+        self._publish_depth(header, res)
+        self.pubs["info"].publish(messages.camera_info(CameraInfo, header, frame["camera_info"], f.rgb.shape))
         if self.pubs["cloud"].get_subscription_count() > 0:
-            labels = self.p("cloud_labels")
-            self.pubs["cloud"].publish(conversions.cloud_message(
-                PointCloud2, PointField, header, res.depth, res.K, rgb if self.p("cloud_rgb") else None,
-                organized=self.p("cloud_mode") == "organized", label=res.instance if labels else None,
-                source=res.source if labels else None))
+            self.pubs["cloud"].publish(messages.object_cloud(
+                PointCloud2, PointField, header, res, f.rgb, with_rgb=self.p("cloud_rgb"),
+                organized=self.p("cloud_mode") == "organized", labels=self.p("cloud_labels")))
         if comp is not None:
-            self.pubs["composite"].publish(Image(header=header, height=comp.shape[0], width=comp.shape[1],
-                                                 encoding="rgb8", is_bigendian=0, step=comp.shape[1] * 3,
-                                                 data=comp.tobytes()))
+            self.pubs["composite"].publish(messages.composite_image(Image, header, comp))
         if res.units != "relative" and self.pubs["markers"].get_subscription_count() > 0:  # boxes need metres
-            summaries = summarize_objects(res.depth, res.instance, res.K, res.object_ids, res.source)
-            self.pubs["markers"].publish(object_markers(summaries, header, res.units))
-        self.last_fusion = {oid: rep.as_dict() if rep else None for oid, rep in res.fusion.items()}
-        self.no_finite_streak = 0 if res.valid.any() else self.no_finite_streak + 1
-        if res.fusion:
-            self.sensor_coverage = float(np.mean([r.coverage if r else 0.0 for r in res.fusion.values()]))
-        now = time.time()
-        self._count("processed")
-        self.latencies.append(now - received)
-        self.done_times.append(now)
-        self.network_ms.append(res.timing_ms["network"])
+            self.pubs["markers"].publish(messages.marker_array(header, res))
+        self._note_result(res, received)
 
-    def _window(self) -> dict[str, int]:
-        """Per input topic: messages received since the last call (one diagnostics period)."""
-        out, self._input_window = self._input_window, {t: 0 for t in self._input_window}
-        return out
-
-    def silent_failures(self, window: dict[str, int] | None = None) -> list[str]:
-        """Causes of an output that looks healthy but is not: nothing finite, no input, inputs that stopped or never
-        pair up, inputs lost on the way, no sensor readings; and each frame problem while it lasts."""
-        out = []
-        now = time.monotonic()
-        stalled = max(2.0, 5 * self.c("diagnostics_period"))
-        out += [text for kind, (t, text) in sorted(self.faults.items()) if now - t < stalled]
-        if self.no_finite_streak:
-            out.append(f"no finite depth for {self.no_finite_streak} frame(s)")
-        if self.sensor_coverage == 0.0:
-            out.append("sensor coverage 0: no valid sensor_depth reading on any object")
-        topics = self.sync.topics if self.sync else []
-        if self.activated_at is not None and self.last_input is None and now - self.activated_at > stalled:
-            out.append(f"no input on {[self.resolve_topic_name(t) for t in topics]} for {now - self.activated_at:.0f}"
-                       f" s since activation: check the topic names (remaps) and QoS (sub_reliability "
-                       f"{self.c('sub_reliability')} must be offered by the publishers)")
-        elif self.activated_at is not None and self.last_input is not None and now - self.last_input > stalled:
-            out.append(f"inputs stopped {now - self.last_input:.0f} s ago")
-        elif self.last_input is not None and (self.last_match is None or now - self.last_match > stalled):
-            since = "yet" if self.last_match is None else f"for {now - self.last_match:.0f} s"
-            out.append(f"no sync match {since} while inputs arrive: check the stamps of {topics} "
-                       f"({self.c('sync_mode')} sync)")
-        window = window or {}
-        most = max(window.values(), default=0)
-        starved = [t for t, n in window.items() if most >= 3 and n < most / 2]
-        if starved:
-            profile = any(os.environ.get(v) for v in PROFILE_VARS)
-            out.append(f"inputs lost on the way: {', '.join(f'{t} {window[t]}' for t in starved)} vs {most} messages "
-                       f"on another input in the last period" + ("" if profile else
-                       "; large images over best-effort DDS need a Fast DDS profile (the launch file sets "
-                       "config/fastdds_large_messages.xml; give the camera driver the same)"))
-        return out
-
-    def _publish_diagnostics(self) -> None:
-        st = DiagnosticStatus(name=f"{self.get_name()}: object depth", hardware_id=str(self.c("backend")))
-        t = list(self.done_times)
-        rate = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
-        lat = sorted(self.latencies)
-        stats = self.sync.stats if self.sync else None
-        workers = sum(th.name == "object_depth_worker" and th.is_alive() for th in threading.enumerate())
-        pending = self.pending()
-        values = {"workers": str(workers),
-                  "rate_hz": f"{rate:.2f}", "latency_p50_ms": f"{1e3 * lat[len(lat) // 2]:.1f}" if lat else "nan",
-                  "latency_max_ms": f"{1e3 * lat[-1]:.1f}" if lat else "nan",
-                  "network_ms": f"{np.median(self.network_ms):.1f}" if self.network_ms else "nan",
-                  "sync_dropped": str(sum(stats.dropped.values()) if stats else 0),
-                  "stamp_jumps": str(stats.jumps if stats else 0),
-                  "received": ", ".join(f"{k}={v}" for k, v in stats.received.items()) if stats else "",
-                  # what runs: the configured values (a change waits for cleanup + configure: pending)
-                  "backend": str(self.c("backend")), "model": str(self.c("model")), "prompt": str(self.c("prompt")),
-                  "scale": str(self.c("scale")), "segmentation": str(self.c("segmentation")),
-                  "depth_units": "metres" if self.c("scale") != "relative" else "relative (up to scale, not metres)",
-                  "pending": ", ".join(f"{k}={v!r}" for k, v in pending.items()),
-                  "last_problem": self.last_problem, **{k: str(v) for k, v in self.counters.items()},
-                  **{f"object_{oid}_fusion": (", ".join(f"{k}={v}" for k, v in rep.items()) if rep else "left out")
-                     for oid, rep in self.last_fusion.items()}}
-        silent = self.silent_failures(self._window())
-        values.update(no_finite_frames=str(self.no_finite_streak),
-                      sensor_coverage="n/a" if self.sensor_coverage is None else f"{self.sensor_coverage:.3f}",
-                      seconds_since_match="never" if self.last_match is None else
-                      f"{time.monotonic() - self.last_match:.1f}")
-        st.level, st.message = DiagnosticStatus.OK, "ok"
-        if silent:
-            st.level, st.message = DiagnosticStatus.WARN, "; ".join(silent)[:400]
-        if pending:
-            st.message = f"{st.message}; pending until cleanup + configure: {values['pending']}"[:400]
-        active = self.state_label == "active"
-        publishing = _running(self._publisher)
-        if self.fatal or (active and self.activated_at is not None and not (workers and publishing)
-                          and not self._stop.is_set()):
-            st.level, st.message = DiagnosticStatus.ERROR, (self.fatal or "the worker is not running")[:400]
-        if self.estimator is None:
-            st.level, st.message = DiagnosticStatus.ERROR, "not configured"
-        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray(status=[st])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(msg)
-
-
-def _running(stage: Future | threading.Thread | None) -> bool:
-    """Whether a stage (the worker's future on the model thread, or a thread) is still running."""
-    if stage is None:
-        return False
-    return not stage.done() if isinstance(stage, Future) else stage.is_alive()
+    def _publish_depth(self, header, res) -> None:
+        """object_depth/image (and the deprecated object_depth), built once if anyone listens to either."""
+        depth_pubs = [self.pubs[k] for k in ("depth", "depth_legacy") if self.pubs[k].get_subscription_count() > 0]
+        if not depth_pubs:
+            return
+        depth_msg = messages.depth_image(Image, header, res)
+        for pub in depth_pubs:
+            pub.publish(depth_msg)
+        if self.pubs["depth_legacy"] in depth_pubs:
+            self._log_throttled("warning", f"{self.pubs['depth_legacy'].topic_name} is deprecated and goes after "
+                                f"0.2: subscribe to {self.pubs['depth'].topic_name} (with its camera_info beside "
+                                f"it)", period=math.inf)
 
 
 def main(args=None) -> None:

@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bgprompt_core.messages.bag_frames import TOPICS, typestore
 from bgprompt_ros import conversions
-from bgprompt_ros.bag import TOPICS, BagError, Combo, eval_bag, image_message, make_bag, typestore
+from bgprompt_ros.bags.evaluate import Combo, eval_bag
+from bgprompt_ros.bags.make import image_message, make_bag
+from bgprompt_ros.bags.report import BagError
 from bgprompt_training.render.generate import RenderConfig
 from bgprompt_training.render.store import render_dataset
 from full_disk import KINDS, full_disk
@@ -441,7 +444,7 @@ def test_eval_out_bag_on_a_full_disk_is_closed_readable_and_the_evaluation_goes_
 
 
 def test_summary_counts_what_failed_per_metric_beside_the_mean_of_the_rest():
-    from bgprompt_ros.bag import summarize_rows
+    from bgprompt_ros.bags.report import summarize_rows
 
     inf, nan = float("inf"), float("nan")
     obj = lambda c: {"id": 1, "chamfer_mm": c, "accuracy_10mm": 50.0, "completeness_10mm": 40.0,  # noqa: E731

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from bgprompt_core.method.config import ConfigError
-from bgprompt_ros.bag import TOPICS, image_message, make_bag, typestore
+from bgprompt_core.messages.bag_frames import TOPICS, typestore
+from bgprompt_ros.bags.make import image_message, make_bag
 from bgprompt_training.data.bags import BagReadConfig, bag_samples, object_sample
 from bgprompt_training.data.trust import TrustConfig, trusted_pixels
 from bgprompt_training.render.generate import RenderConfig

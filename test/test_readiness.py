@@ -74,7 +74,7 @@ def test_a_managed_node_is_ready_only_when_active_and_matched(tiny_model_dir, tm
 
 
 def test_play_waiting_for_a_missing_node_fails_with_its_name_and_publishes_nothing(tmp_path):
-    from bgprompt_ros.bag import typestore
+    from bgprompt_core.messages.bag_frames import typestore
     from rosbags.rosbag2 import Writer
 
     ts = typestore()
@@ -111,7 +111,7 @@ def test_record_without_a_goal_succeeds_at_its_duration(tmp_path):
 
 
 def _bag_with(tmp_path, msgtype: str, topic: str = "/x", stamps=(1,)):
-    from bgprompt_ros.bag import typestore
+    from bgprompt_core.messages.bag_frames import typestore
     from rosbags.rosbag2 import Writer
 
     from rosbags.typesys import get_types_from_msg
@@ -127,7 +127,7 @@ def _bag_with(tmp_path, msgtype: str, topic: str = "/x", stamps=(1,)):
 
 
 def test_play_never_imports_a_module_a_bag_names(tmp_path, capsys):
-    from bgprompt_ros.bag_live import message_class
+    from bgprompt_ros.bags.live import message_class
 
     bag = _bag_with(tmp_path, "this/msg/Zen")
     out = subprocess.run([str(BIN / "bgprompt"), "bag", "play", str(bag)], env=_env(tmp_path), capture_output=True,
@@ -148,7 +148,7 @@ def test_play_with_a_topic_filter_that_matches_nothing_says_so(tmp_path):
 
 
 def test_play_caps_long_gaps_between_messages(tmp_path):
-    from bgprompt_ros.bag_live import schedule
+    from bgprompt_ros.bags.live import schedule
 
     # an hour-long gap in the stamps is played as max_gap seconds, the rest keeps its timing (at rate 2)
     assert schedule([0, 10**9, 3600 * 10**9 + 10**9], rate=2.0, max_gap=1.0) == pytest.approx([0.0, 0.5, 1.5])
@@ -162,7 +162,7 @@ def test_record_on_a_full_disk_stops_clearly_and_keeps_a_closed_readable_bag(tmp
     import numpy as np
     from rosbags.highlevel import AnyReader
 
-    from bgprompt_ros.bag import typestore
+    from bgprompt_core.messages.bag_frames import typestore
 
     with full_disk(kind, tmp_path, 7 << 20 if kind == "tmpfs" else 5 << 20) as (disk, preexec):
         rec = subprocess.Popen([str(BIN / "bgprompt"), "bag", "record", "--out", str(disk / "r"), "--duration", "120",
@@ -203,7 +203,7 @@ def _write_bag(path, messages):
     """A bag of [(topic, msgtype, stamp, cdr bytes)]; connections in order of first use."""
     from rosbags.rosbag2 import Writer
 
-    from bgprompt_ros.bag import typestore
+    from bgprompt_core.messages.bag_frames import typestore
 
     ts = typestore()
     with Writer(path, version=9) as w:
@@ -216,7 +216,7 @@ def _write_bag(path, messages):
 
 
 def _string_cdr(text):
-    from bgprompt_ros.bag import typestore
+    from bgprompt_core.messages.bag_frames import typestore
 
     ts = typestore()
     return ts.serialize_cdr(ts.types["std_msgs/msg/String"](data=text), "std_msgs/msg/String")
@@ -250,7 +250,7 @@ def test_play_skips_a_corrupt_message_says_so_and_publishes_the_rest(tmp_path):
 
 
 def test_play_refuses_a_topic_with_two_types_before_publishing_anything(tmp_path):
-    from bgprompt_ros.bag import typestore
+    from bgprompt_core.messages.bag_frames import typestore
 
     ts = typestore()
     number = ts.serialize_cdr(ts.types["std_msgs/msg/Int32"](data=7), "std_msgs/msg/Int32")

@@ -416,3 +416,28 @@ def test_conversions_round_trip_or_fail_with_the_documented_error_for_any_input(
             assert out.shape[:2] == (h, w)
 
     check()
+
+
+def test_old_bag_module_paths_import_with_a_warning_naming_the_new_module():
+    """Issue 30: bag.py, bag_live.py and bag_writer.py moved into bgprompt_ros/bags/; the old paths still import."""
+    import importlib
+    import sys
+
+    from bgprompt_ros.bags import evaluate, live, make, report, writer
+
+    for old in ("bgprompt_ros.bag", "bgprompt_ros.bag_live", "bgprompt_ros.bag_writer"):
+        sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match="bgprompt_ros.bag_live moved to bgprompt_ros.bags.live"):
+        assert importlib.import_module("bgprompt_ros.bag_live") is live
+    with pytest.warns(DeprecationWarning, match="bgprompt_ros.bag_writer moved to bgprompt_ros.bags.writer"):
+        from bgprompt_ros.bag_writer import BagWriter
+    assert BagWriter is writer.BagWriter
+    with pytest.warns(DeprecationWarning, match="bgprompt_ros.bag.eval_bag moved to bgprompt_ros.bags.evaluate"):
+        from bgprompt_ros.bag import eval_bag, make_bag, summarize_rows, typestore
+    assert (eval_bag, make_bag, summarize_rows) == (evaluate.eval_bag, make.make_bag, report.summarize_rows)
+    assert typestore is make.typestore
+    with pytest.raises(AttributeError, match="bgprompt_ros.bags.evaluate"):
+        importlib.import_module("bgprompt_ros.bag").no_such_name
+    from bgprompt_ros.cli import register  # the entry point keeps its name (setup.py: bag = bgprompt_ros.cli:register)
+    from bgprompt_ros.bags.cli import register as verbs
+    assert register is verbs

@@ -45,7 +45,8 @@ def test_bag_make_writes_labels_sensor_depth_and_ground_truth(tabletop, tmp_path
     from rosbags.highlevel import AnyReader
 
     from bgprompt_ros import conversions
-    from bgprompt_ros.bag import TOPICS, make_bag, typestore
+    from bgprompt_core.messages.bag_frames import TOPICS, typestore
+    from bgprompt_ros.bags.make import make_bag
 
     make_bag(tabletop, tmp_path / "b")
     with np.load(tabletop / "shard-00000.npz") as f:
@@ -191,7 +192,9 @@ def test_bag_eval_reports_object_clouds_in_millimetres_against_the_ground_truth(
 
     from bgprompt_core.evaluation import cloud_metrics as cm
     from bgprompt_ros import conversions
-    from bgprompt_ros.bag import TOPICS, Combo, eval_bag, make_bag, typestore
+    from bgprompt_core.messages.bag_frames import TOPICS, typestore
+    from bgprompt_ros.bags.evaluate import Combo, eval_bag
+    from bgprompt_ros.bags.make import make_bag
 
     make_bag(tabletop, tmp_path / "b")
     params = {"model": "mini", "prompt": "1bg", "scale": "align-to-sensor", "align": "scale-shift",

@@ -117,13 +117,6 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
     the subscribers to acknowledge every message.
     """
     import rclpy
-    from rclpy.duration import Duration
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from rclpy.serialization import deserialize_message
-    from rosbags.highlevel import AnyReader
-
-    from bgprompt_core.messages.bag_frames import typestore
-    from .readiness import NotReady, wait_for_nodes
 
     if rate <= 0:
         raise ConfigError(f"rate must be positive, got {rate}")
@@ -132,73 +125,116 @@ def play(bag: str | Path, rate: float = 1.0, loop: bool = False, wait_subscriber
         raise FileNotFoundError(f"{bag}: no such bag")
     rclpy.init()
     node = rclpy.create_node("bgprompt_bag_play")
-    published, skipped = 0, {}
+    done = Playback(0, {})
     try:
-        try:
-            reader = AnyReader([Path(bag)], default_typestore=typestore())
-            reader.open()
-        except Exception as exc:  # no metadata.yaml, a cut file: rosbags says which
-            raise PlayError(f"{bag} cannot be opened as a bag: {type(exc).__name__}: {exc}") from None
+        reader = _open_for_play(bag)
         with closing(reader):
             conns = [c for c in reader.connections if topics is None or c.topic in topics]
             if not conns:
                 raise ConfigError(f"none of the topics {topics} is in {bag}: it holds "
                                   f"{sorted(c.topic for c in reader.connections)}")
             one_type_per_topic(conns)
-            qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-            classes = {c.topic: message_class(c.msgtype) for c in conns}
-            pubs = {t: (node.create_publisher(cls, t, qos), cls) for t, cls in classes.items()}
-            if wait_nodes:
-                wait_for_nodes(node, wait_nodes, wait_timeout, publishers={t: p for t, (p, _) in pubs.items()})
-            deadline = time.monotonic() + wait_timeout
-            while wait_subscribers and min(p.get_subscription_count() for p, _ in pubs.values()) < wait_subscribers:
-                if time.monotonic() >= deadline:
-                    raise NotReady(f"fewer than {wait_subscribers} subscriber(s) on "
-                                   f"{[t for t, (p, _) in pubs.items() if p.get_subscription_count() < wait_subscribers]}"
-                                   f" after {wait_timeout:.0f} s")
-                rclpy.spin_once(node, timeout_sec=0.05)
+            pubs = _publishers(node, conns)
+            _wait_until_ready(node, pubs, wait_nodes, wait_subscribers, wait_timeout)
             while True:
-                start_wall, last_stamp, offset = None, None, 0.0
-                messages = reader.messages(connections=conns)
-                while True:
-                    try:
-                        conn, t, raw = next(messages)
-                    except StopIteration:
-                        break
-                    except Exception as exc:  # a cut or corrupt chunk: what was published stays published
-                        raise PlayError(f"{bag}: reading stopped after {published} published message(s): "
-                                        f"{type(exc).__name__}: {exc}") from None
-                    if start_wall is None:
-                        start_wall = time.perf_counter()
-                    else:
-                        offset += schedule([last_stamp, t], rate, max_gap)[1]
-                    last_stamp = t
-                    delay = offset - (time.perf_counter() - start_wall)
-                    if delay > 0:  # pacing the stream to the bag's timing (not waiting for a process)
-                        time.sleep(delay)
-                    pub, cls = pubs[conn.topic]
-                    try:
-                        msg = deserialize_message(bytes(raw), cls)
-                    except Exception as exc:  # one corrupt message (rclpy raises RMWError): skipped, counted
-                        if conn.topic not in skipped:
-                            log.warning("bag play: corrupt %s message at %d skipped: %s", conn.topic, t, exc)
-                        skipped[conn.topic] = skipped.get(conn.topic, 0) + 1
-                        continue
-                    pub.publish(msg)
-                    published += 1
-                    rclpy.spin_once(node, timeout_sec=0)
+                _play_once(node, bag, reader, conns, pubs, rate, max_gap, done)
                 if not loop:
                     break
-            # exiting before the subscribers acknowledged would drop the last messages (reliable QoS)
-            unacked = [topic for topic, (pub, _) in pubs.items()
-                       if not pub.wait_for_all_acked(Duration(seconds=ack_timeout))]
-            if unacked:
-                log.warning("bag play: not every subscriber acknowledged the last messages of %s within %.0f s",
-                            unacked, ack_timeout)
+            _wait_acked(pubs, ack_timeout)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return Playback(published, skipped)
+    return done
+
+
+def _open_for_play(bag: str | Path):
+    """The bag, opened with rosbags' AnyReader; PlayError naming why when it cannot be."""
+    from rosbags.highlevel import AnyReader
+
+    from bgprompt_core.messages.bag_frames import typestore
+
+    try:
+        reader = AnyReader([Path(bag)], default_typestore=typestore())
+        reader.open()
+    except Exception as exc:  # no metadata.yaml, a cut file: rosbags says which
+        raise PlayError(f"{bag} cannot be opened as a bag: {type(exc).__name__}: {exc}") from None
+    return reader
+
+
+def _publishers(node, conns) -> dict:
+    """{topic: (publisher, message class)} for the played connections (reliable, depth 100)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    classes = {c.topic: message_class(c.msgtype) for c in conns}
+    return {t: (node.create_publisher(cls, t, qos), cls) for t, cls in classes.items()}
+
+
+def _wait_until_ready(node, pubs: dict, wait_nodes: list[str] | None, wait_subscribers: int,
+                      wait_timeout: float) -> None:
+    """Wait for ``wait_nodes`` (readiness.py), then for ``wait_subscribers`` on every topic; NotReady otherwise."""
+    import rclpy
+
+    from ..readiness import NotReady, wait_for_nodes
+
+    if wait_nodes:
+        wait_for_nodes(node, wait_nodes, wait_timeout, publishers={t: p for t, (p, _) in pubs.items()})
+    deadline = time.monotonic() + wait_timeout
+    while wait_subscribers and min(p.get_subscription_count() for p, _ in pubs.values()) < wait_subscribers:
+        if time.monotonic() >= deadline:
+            raise NotReady(f"fewer than {wait_subscribers} subscriber(s) on "
+                           f"{[t for t, (p, _) in pubs.items() if p.get_subscription_count() < wait_subscribers]}"
+                           f" after {wait_timeout:.0f} s")
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+
+def _play_once(node, bag: str | Path, reader, conns, pubs: dict, rate: float, max_gap: float | None,
+               done: Playback) -> None:
+    """One pass over the bag's messages, paced to their stamps; counts into ``done``. A corrupt message is
+    skipped and counted; a bag that cannot be read on is a PlayError (what was published stays published)."""
+    import rclpy
+    from rclpy.serialization import deserialize_message
+
+    start_wall, last_stamp, offset = None, None, 0.0
+    messages = reader.messages(connections=conns)
+    while True:
+        try:
+            conn, t, raw = next(messages)
+        except StopIteration:
+            break
+        except Exception as exc:  # a cut or corrupt chunk: what was published stays published
+            raise PlayError(f"{bag}: reading stopped after {done.published} published message(s): "
+                            f"{type(exc).__name__}: {exc}") from None
+        if start_wall is None:
+            start_wall = time.perf_counter()
+        else:
+            offset += schedule([last_stamp, t], rate, max_gap)[1]
+        last_stamp = t
+        delay = offset - (time.perf_counter() - start_wall)
+        if delay > 0:  # pacing the stream to the bag's timing (not waiting for a process)
+            time.sleep(delay)
+        pub, cls = pubs[conn.topic]
+        try:
+            msg = deserialize_message(bytes(raw), cls)
+        except Exception as exc:  # one corrupt message (rclpy raises RMWError): skipped, counted
+            if conn.topic not in done.skipped:
+                log.warning("bag play: corrupt %s message at %d skipped: %s", conn.topic, t, exc)
+            done.skipped[conn.topic] = done.skipped.get(conn.topic, 0) + 1
+            continue
+        pub.publish(msg)
+        done.published += 1
+        rclpy.spin_once(node, timeout_sec=0)
+
+
+def _wait_acked(pubs: dict, ack_timeout: float) -> None:
+    """Exiting before the subscribers acknowledged would drop the last messages (reliable QoS): wait, then warn."""
+    from rclpy.duration import Duration
+
+    unacked = [topic for topic, (pub, _) in pubs.items()
+               if not pub.wait_for_all_acked(Duration(seconds=ack_timeout))]
+    if unacked:
+        log.warning("bag play: not every subscriber acknowledged the last messages of %s within %.0f s",
+                    unacked, ack_timeout)
 
 
 @dataclass
@@ -232,35 +268,24 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from bgprompt_core.messages.bag_frames import typestore
-    from .bag_writer import BagWriter, DiskFull
-    from .readiness import wait_for_nodes
+    from .writer import BagWriter, DiskFull
+    from ..readiness import wait_for_nodes
 
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; bags are never overwritten")
-    expect = dict(expect or {})
-    unknown = sorted(set(expect) - set(topics))
+    goal = _Goal(count, dict(expect or {}))
+    unknown = sorted(set(goal.expect) - set(topics))
     if unknown:
         raise ConfigError(f"expected counts for topics that are not recorded: {unknown}")
-    goal = count is not None or bool(expect)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     ts = typestore()
     rclpy.init()
     node = rclpy.create_node("bgprompt_bag_record")
     received: deque = deque()
-    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    subs = {topic: node.create_subscription(message_class(msgtype), topic,
-                                            lambda raw, t=topic: received.append((t, time.time_ns(), raw)), qos,
-                                            raw=True)
-            for topic, msgtype in topics.items()}
+    subs = _raw_subscriptions(node, topics, received)
     per_topic = dict.fromkeys(topics, 0)
-
-    def reached() -> bool:
-        return goal and (count is None or sum(per_topic.values()) >= count) and \
-            all(per_topic[t] >= n for t, n in expect.items())
-
     reason, disk_full = "interrupted", False
     try:
         with BagWriter(out, storage) as writer:
@@ -269,23 +294,7 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
                 wait_for_nodes(node, wait_nodes, wait_timeout, subscriptions=subs)
             if on_ready is not None:
                 on_ready()
-            t0 = last = time.monotonic()
-            while True:
-                rclpy.spin_once(node, timeout_sec=0.05)
-                while received:
-                    topic, t, raw = received.popleft()
-                    writer.write(conns[topic], t, bytes(raw))
-                    per_topic[topic] += 1
-                    last = time.monotonic()
-                if reached():
-                    reason = "recorded what was asked for"
-                    break
-                if duration is not None and time.monotonic() - t0 >= duration:
-                    reason = f"the duration of {duration:g} s passed"
-                    break
-                if idle_timeout is not None and any(per_topic.values()) and time.monotonic() - last >= idle_timeout:
-                    reason = f"nothing arrived for {idle_timeout:g} s"
-                    break
+            reason = _record_until_done(node, writer, conns, received, per_topic, goal, duration, idle_timeout)
     except (KeyboardInterrupt, ExternalShutdownException):  # SIGINT: rclpy's handler shuts the context down
         pass
     except DiskFull as exc:  # the writer closed the bag with what reached the disk
@@ -294,12 +303,62 @@ def record(out: str | Path, topics: dict[str, str], count: int | None = None, du
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    complete = not disk_full and (reached() or not goal)
+    complete = not disk_full and (goal.reached(per_topic) or not goal.given)
     if not complete and not disk_full:
-        wanted = ([f"{count} messages in all"] if count is not None else []) + \
-            [f"{n} on {t}" for t, n in sorted(expect.items())]
-        reason = f"incomplete: asked for {', '.join(wanted)}; stopped because {reason}"
+        reason = f"incomplete: asked for {', '.join(goal.wanted())}; stopped because {reason}"
     return Recording(per_topic, complete, reason, disk_full)
+
+
+@dataclass
+class _Goal:
+    """What a recording was asked for: ``count`` messages in all and/or ``expect`` ({topic: n}) per topic."""
+
+    count: int | None
+    expect: dict[str, int]
+
+    @property
+    def given(self) -> bool:
+        return self.count is not None or bool(self.expect)
+
+    def reached(self, per_topic: dict[str, int]) -> bool:
+        return self.given and (self.count is None or sum(per_topic.values()) >= self.count) and \
+            all(per_topic[t] >= n for t, n in self.expect.items())
+
+    def wanted(self) -> list[str]:
+        return ([f"{self.count} messages in all"] if self.count is not None else []) + \
+            [f"{n} on {t}" for t, n in sorted(self.expect.items())]
+
+
+def _raw_subscriptions(node, topics: dict[str, str], received: deque) -> dict:
+    """{topic: raw subscription} appending (topic, receive time ns, CDR bytes) to ``received``."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    return {topic: node.create_subscription(message_class(msgtype), topic,
+                                            lambda raw, t=topic: received.append((t, time.time_ns(), raw)), qos,
+                                            raw=True)
+            for topic, msgtype in topics.items()}
+
+
+def _record_until_done(node, writer, conns: dict, received: deque, per_topic: dict[str, int], goal: _Goal,
+                       duration: float | None, idle_timeout: float | None) -> str:
+    """Spin and write what arrives until the goal, the duration or the idle timeout; returns why it stopped."""
+    import rclpy
+
+    t0 = last = time.monotonic()
+    while True:
+        rclpy.spin_once(node, timeout_sec=0.05)
+        while received:
+            topic, t, raw = received.popleft()
+            writer.write(conns[topic], t, bytes(raw))
+            per_topic[topic] += 1
+            last = time.monotonic()
+        if goal.reached(per_topic):
+            return "recorded what was asked for"
+        if duration is not None and time.monotonic() - t0 >= duration:
+            return f"the duration of {duration:g} s passed"
+        if idle_timeout is not None and any(per_topic.values()) and time.monotonic() - last >= idle_timeout:
+            return f"nothing arrived for {idle_timeout:g} s"
 
 
 def _kept_per_topic(bag: Path, topics: dict[str, str]) -> dict[str, int]:
