@@ -17,7 +17,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 
-PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
+PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 class ModelLoadError(BgpromptError, RuntimeError):

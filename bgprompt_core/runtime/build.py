@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bgprompt_core.method.model import PromptedDepth
 
 log = logging.getLogger("bgprompt.runtime")
-PACKAGE_PROMPTS = Path(__file__).resolve().parent / "prompts"
+PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 # prompts shipped with a model, by name: "1bg" is the default, "pnet" the mask-conditioned one
 SHIPPED_PROMPTS = {"mini": {"1bg": PACKAGE_PROMPTS / "mini-1bg.safetensors",
                             "pnet": PACKAGE_PROMPTS / "mini-pnet.safetensors",
@@ -37,7 +37,7 @@ PROMPT_HELP = ("prompt checkpoint path, or a prompt shipped with the model: '1bg
                "(its PNet), 'tabletop' (its 1-BG learned on tabletop views, for recenter: true); 'none' is the "
                "white-background baseline")
 SHIPPED_NAMES = ("default", "1bg", "pnet", "tabletop")
-PACKAGE_ROOT = Path(__file__).resolve().parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # bgprompt_core/
 PACKAGE_GRAPHS = PACKAGE_ROOT / "graphs"
 # Exported graphs shipped with a model's prompts (fp32, opset 17, batch 1..16), run without torch. PNet is not
 # shipped: its graph is 17 MB (the U-Net), three times these; export it where torch runs. Each graph has a
