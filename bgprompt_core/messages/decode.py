@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bgprompt_core.errors import BgpromptError
+from bgprompt_core.errors import ConversionError
 
 ENCODINGS = {  # encoding -> (dtype, channels)
     "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
@@ -22,9 +22,6 @@ ENCODINGS = {  # encoding -> (dtype, channels)
 }
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 
-
-class ConversionError(BgpromptError, ValueError):
-    """A message that cannot be decoded as claimed; the message says what is wrong."""
 
 
 def image_to_array(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> np.ndarray:

@@ -21,17 +21,15 @@ from safetensors.torch import save_file
 
 from bgprompt_core.atomic import atomic_write
 from bgprompt_core.method.config import ConfigError, DepthTransformConfig, FourierPromptConfig, PromptConfig, prompt_config_from_dict
-from bgprompt_core.networks.loading import DepthNetSpec
-from bgprompt_core.errors import BgpromptError
+from bgprompt_core.networks.spec import DepthNetSpec
+from bgprompt_core.errors import CheckpointError
+from bgprompt_core.settings import COMPOSITES
 from bgprompt_core.method.prompts import Prompt, StaticPrompt, build_prompt, fourier_scale
 
 FORMAT = "bgprompt-prompt"
 FORMAT_VERSION = 1
 META_KEY = "bgprompt"
 
-
-class CheckpointError(BgpromptError, RuntimeError):
-    """A checkpoint is missing, corrupt, of an unknown format, or incompatible; the message says why."""
 
 
 @dataclass
@@ -47,7 +45,7 @@ class PromptMeta:
     created: str = ""
 
     def __post_init__(self) -> None:
-        if self.composite not in ("replace", "additive"):
+        if self.composite not in COMPOSITES:
             raise ConfigError(f"composite must be 'replace' or 'additive', got {self.composite!r}")
 
     def to_json(self) -> str:

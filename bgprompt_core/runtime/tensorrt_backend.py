@@ -35,16 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from bgprompt_core.atomic import atomic_write
-from bgprompt_core.errors import BgpromptError
+from bgprompt_core.errors import TensorRTError
+from bgprompt_core.settings import PRECISIONS
 from bgprompt_core.runtime.graph_contract import INPUTS, OUTPUT, graph_opset, read_onnx_metadata
 
 log = logging.getLogger("bgprompt.tensorrt")
 MIN_VERSION = (8, 6)
 ENGINE_FORMAT = 2  # bump when the key's meaning changes: every cached engine is rebuilt once
 
-
-class TensorRTError(BgpromptError, RuntimeError):
-    """A TensorRT engine could not be built or run; the message says what to do."""
 
 
 # --- versions ---------------------------------------------------------------------------------------------
@@ -227,7 +225,7 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str, s
     if opset > feat.max_opset:
         raise TensorRTError(f"{onnx_path} is ONNX opset {opset}; TensorRT {trt.__version__} reads up to "
                             f"{feat.max_opset}: re-export with `bgprompt export --opset {feat.max_opset}`")
-    if precision not in ("fp32", "fp16"):
+    if precision not in PRECISIONS:
         raise TensorRTError(f"precision must be fp32 or fp16, got {precision!r}")
     if meta.get("precision", "fp32") != precision:
         raise TensorRTError(f"an {precision} engine needs a graph exported with --precision {precision}; "
