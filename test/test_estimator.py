@@ -10,8 +10,9 @@ import torch
 
 from bgprompt_core.networks.loading import load_depth_net
 from bgprompt_core.rgbd.alignment import fit_to_sensor
-from bgprompt_core.frame.estimator import EstimatorConfig, InputError, ObjectDepthEstimator, backproject_np, split_mask
-from bgprompt_core.geometry import Letterbox, resize_roi
+from bgprompt_core.frame.estimator import EstimatorConfig, InputError, ObjectDepthEstimator, split_mask
+from bgprompt_core.frame.views import Letterbox
+from bgprompt_core.geometry import backproject_np, resize_roi
 from bgprompt_core.frame.segmentation import RembgSegmenter, clean_mask
 
 K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
@@ -164,7 +165,7 @@ def test_back_warp_on_the_object_box_equals_a_full_frame_resize():
     valid_s = np.ones(S, bool)
     valid_s[:, :20] = False
     roi = (slice(40, 211), slice(100, 390))
-    d, ok = ObjectDepthEstimator._back(depth_s, valid_s, lb, (h, w), roi)
+    d, ok = lb.depth_to_frame(depth_s, valid_s, (h, w), roi)
     (top, left), (rh, rw) = lb.offset, lb.resized
     full_d = cv2.resize(np.where(valid_s, depth_s, 0)[top:top + rh, left:left + rw], (w, h))
     full_v = cv2.resize(valid_s.astype(np.float32)[top:top + rh, left:left + rw], (w, h))

@@ -323,11 +323,12 @@ def test_export_refuses_an_opset_it_could_not_write(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def unfolded_mini(tmp_path_factory, graphs):
     """mini's 1-BG graph exported WITHOUT folding BiT's weight standardization (what the export wrote before)."""
+    import bgprompt_core.method.deployable as deployable
     import bgprompt_core.runtime.export as export
 
     path = tmp_path_factory.mktemp("unfolded") / "mini-unfolded.onnx"
     mp = pytest.MonkeyPatch()
-    mp.setattr(export, "fold_weight_standardization", lambda net: 0)
+    mp.setattr(deployable, "fold_weight_standardization", lambda net: 0)
     mp.setattr(export, "tensorrt_blockers", lambda proto: [])
     try:
         export_onnx(graphs.model("mini-1bg"), path, 128, max_batch=4)
