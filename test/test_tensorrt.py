@@ -581,7 +581,7 @@ def test_cuda_errors_are_named_and_a_missing_driver_is_said_so(graphs, tmp_path,
     12.9 returns cudaErrorInsufficientDriver; both become a TensorRTError that names the driver, and any CUDA
     error is printed by name as NVIDIA's samples do."""
     from bgprompt_core.runtime.build import gpu_present
-    from bgprompt_core.runtime.tensorrt_backend import cudart
+    from bgprompt_core.runtime.cuda_runtime import cudart
 
     trt, rt = fake_tensorrt.install(monkeypatch, "8.6.1", cuda_python=cuda_python)
     assert cudart() is rt and rt.__name__ == ("cuda.cudart" if cuda_python == "12.2.0" else "cuda.bindings.runtime")

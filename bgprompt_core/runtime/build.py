@@ -125,7 +125,7 @@ def gpu_present() -> bool:
     """A CUDA GPU is usable: asked through cuda-python (what the TensorRT backend uses), never by importing torch."""
     if not _installed("cuda"):
         return False
-    from bgprompt_core.runtime.tensorrt_backend import cuda_device_count
+    from bgprompt_core.runtime.cuda_runtime import cuda_device_count
 
     try:
         return cuda_device_count() > 0
