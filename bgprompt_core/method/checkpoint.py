@@ -89,24 +89,25 @@ def save_prompt(path: str | os.PathLike, prompt: Prompt, meta: PromptMeta) -> Pa
 
 
 def read_meta(path: str | os.PathLike) -> PromptMeta:
-    """Only the metadata of a checkpoint (cheap: reads the header)."""
-    return _open(path)[1]
+    """Only the metadata of a checkpoint (cheap: reads the header; no tensor is loaded)."""
+    return _open(path, tensors=False)[1]
 
 
-def _open(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], PromptMeta]:
+def _open(path: str | os.PathLike, tensors: bool = True) -> tuple[dict[str, torch.Tensor], PromptMeta]:
+    """(tensors, metadata) of a checkpoint; ``tensors=False``: the header only ({} for the tensors)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"prompt checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            loaded = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError) as exc:
         hint = " (a .pth.tar from the authors? use `bgprompt import-prompt`)" if path.suffix in (".tar", ".pth") else ""
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc}){hint}") from exc
     if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without bgprompt metadata; not a prompt checkpoint")
-    return tensors, PromptMeta.from_json(header[META_KEY], str(path))
+    return loaded, PromptMeta.from_json(header[META_KEY], str(path))
 
 
 def check_network(meta: PromptMeta, network: DepthNetSpec, origin: str = "prompt") -> None:
