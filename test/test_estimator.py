@@ -390,6 +390,40 @@ def test_many_labels_cost_memory_bounded_by_max_objects_and_the_largest_are_kept
     assert peak < 16 * 2 * labels.size * 1.5 + 4e6, f"{peak / 2**20:.1f} MiB"  # ~16 masks, not 1000
 
 
+@pytest.mark.parametrize("recenter", [False, True])
+def test_composite_preview_after_estimate_reuses_its_inputs_and_pnet_background(recenter):
+    """The preview of the frame just estimated builds no input again and runs no second PNet pass, bit for bit
+    what a preview of its own computes."""
+    img, labels = _frame()
+    labels[5, 200:230] = 11  # one pixel thin: vanishes in the letterbox, shown in the preview all the same
+    est = ObjectDepthEstimator(EstimatorConfig(model="mini", prompt="pnet", recenter=recenter))
+    fresh = est.composite_preview(img, labels.copy(), K)  # arrays estimate never saw: computed here
+    runs = {"pnet": 0, "inputs": 0}
+    pnet_forward, network_inputs = est.model.prompt.forward, est.network_inputs
+
+    def counting_pnet(*a, **k):
+        runs["pnet"] += 1
+        return pnet_forward(*a, **k)
+
+    def counting_inputs(*a, **k):
+        runs["inputs"] += 1
+        return network_inputs(*a, **k)
+
+    est.model.prompt.forward, est.network_inputs = counting_pnet, counting_inputs
+    est.estimate(img, K, labels)
+    assert runs == {"pnet": 1, "inputs": 1}
+    reused = est.composite_preview(img, labels, K)
+    assert np.array_equal(reused, fresh)
+    vanished = not recenter  # the letterbox's batch left object 11 out: PNet runs for the preview's own batch
+    assert runs == {"pnet": 1 + vanished, "inputs": 1}
+    labels[labels == 11] = 0  # every object in the network's batch: its background is the preview's
+    est.estimate(img, K, labels)
+    reused = est.composite_preview(img, labels, K)
+    assert runs["pnet"] == 2 + vanished
+    assert np.array_equal(reused, est.composite_preview(img, labels.copy(), K))
+    assert runs["pnet"] == 3 + vanished
+
+
 def test_composite_preview_shows_what_the_network_saw_when_re_centred(tiny_model_dir):
     """With recenter: true the network sees each object through a virtual camera, not the letterbox."""
     from bgprompt_core.frame.estimator import split_mask
