@@ -97,7 +97,8 @@ def test_no_runtime_module_imports_torch_or_transformers_when_imported(path):
 def test_the_walk_sees_a_module_level_torch_import_and_one_made_through_another_module(tmp_path):
     tree = ast.parse("import numpy\nif TYPE_CHECKING:\n    import torch\ndef f():\n    import transformers\n")
     assert import_time_imports(tree, "bgprompt_core.runtime") == ["numpy"]
-    tree = ast.parse("try:\n    from torch import nn\nexcept ImportError:\n    pass\nclass A:\n    import transformers\n")
+    tree = ast.parse("try:\n    from torch import nn\nexcept ImportError:\n    pass\n"
+                     "class A:\n    import transformers\n")
     assert import_time_imports(tree, "bgprompt_core.runtime") == ["torch", "transformers"]
     assert heavy_imports("bgprompt_core.method.model")  # the torch side: found through its own imports
 

@@ -186,11 +186,11 @@ class ObjectDepthEstimator:
         kept = {o.id for o in objects}
         no_depth: dict[int, dict[str, int]] = {o.id: {"unseen": o.pixels} for o in seen if o.id not in kept}
         depth, valid, instance = self._frame_depth(image, objects, x, m, depth_s, views, no_depth, warnings)
-        fusion: dict[int, FusionReport | None] = {}
+        reports: dict[int, FusionReport | None] = {}  # align-to-sensor: how each object was fitted to the sensor
         source = None
         if self.cfg.scale == "align-to-sensor":
-            depth, valid, instance, source, fusion = self._fuse(depth, valid, objects, sensor_depth, K, no_depth,
-                                                                warnings)
+            depth, valid, instance, source, reports = self._fuse(depth, valid, objects, sensor_depth, K, no_depth,
+                                                                 warnings)
         if source is None:  # every depth is the network's: 2 (predicted), as the cloud's source field documents
             # bool viewed as uint8 is 0 (SOURCE_NONE) / 1: one uint8 pass, not np.where's int64 frame (0.17 ms)
             source = valid.view(np.uint8) * np.uint8(SOURCE_PREDICTED)
@@ -201,7 +201,7 @@ class ObjectDepthEstimator:
         h, w = image.shape[:2]
         fusing = self.cfg.scale == "align-to-sensor"  # fused depth may fill the object's box grown by the ring
         boxes = [grown(o.box, self.fusion_cfg.ring, h, w) if fusing else o.box for o in objects]
-        result = ObjectDepthResult(depth, valid, instance, [o.id for o in objects], K, units, fusion, source, timing,
+        result = ObjectDepthResult(depth, valid, instance, [o.id for o in objects], K, units, reports, source, timing,
                                    warnings, no_depth, boxes)
         return result.limit_depth(self.cfg.max_depth)
 
@@ -249,8 +249,8 @@ class ObjectDepthEstimator:
         for obj in objects:
             labels[obj.box][obj.binary[obj.box]] = obj.id
         predicted = valid
-        depth, source, fusion, notes = fuse_frame(depth, labels, [o.id for o in objects], sensor, K,
-                                                  self.fusion_cfg, self.cfg.align, fill=self.cfg.fusion == "fill")
+        depth, source, reports, notes = fuse_frame(depth, labels, [o.id for o in objects], sensor, K,
+                                                   self.fusion_cfg, self.cfg.align, fill=self.cfg.fusion == "fill")
         warnings += notes
         valid = np.isfinite(depth)
         instance = np.where(valid, labels, 0)
@@ -258,7 +258,7 @@ class ObjectDepthEstimator:
             lost = int(np.count_nonzero(predicted[obj.box] & (labels[obj.box] == obj.id) & ~valid[obj.box]))
             if lost and not valid[obj.box][labels[obj.box] == obj.id].any():
                 no_depth.setdefault(obj.id, {})["fusion"] = lost
-        return depth, valid, instance, source, fusion
+        return depth, valid, instance, source, reports
 
     def network_inputs(self, image: np.ndarray, K: np.ndarray, objects: list[MaskObject]
                        ) -> tuple[np.ndarray, np.ndarray, list[View]]:

@@ -36,7 +36,8 @@ def object_depth(depth_s: np.ndarray, mask_s: np.ndarray, guide_s: np.ndarray, v
     if not own.any():  # thinner than a network pixel everywhere: no sample of its own to take depth from
         return np.full(binary.shape, np.nan, np.float32), np.zeros_like(binary), {"unseen": obj.pixels}
     ys, xs, factor = view.network_coords(box)
-    bad = own & ~(np.isfinite(depth_s) & (depth_s > 0))  # NaN, inf or <= 0 from the network: NaN spreads to the pixels it reaches
+    # NaN, inf or <= 0 from the network: NaN spreads to the pixels it reaches
+    bad = own & ~(np.isfinite(depth_s) & (depth_s > 0))
     if bad.any():
         depth_s = np.where(bad, np.float32(np.nan), depth_s)
     up = joint_bilateral_upsample(pack_samples(depth_s, own, guide_s), image[box], binary, ys, xs, sigma_color)

@@ -71,7 +71,8 @@ class Letterbox:
         return shift_intrinsics(scale_intrinsics(K, rw / self.in_w, rh / self.in_h), left, top)
 
     def resize_into(self, img: np.ndarray, fill: float, interp: int) -> np.ndarray:
-        """``img`` (H, W[, C]) resized into the padded output, the padding ``fill`` (uint8 stays uint8, else float32)."""
+        """``img`` (H, W[, C]) resized into the padded output, the padding ``fill`` (uint8 stays uint8, else
+        float32)."""
         rh, rw = self.resized
         top, left = self.offset
         shape = (self.out_h, self.out_w) + img.shape[2:]

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bgprompt_core.errors import ModelLoadError
+from bgprompt_core.errors import ModelLoadError  # noqa: F401  (its home before errors.py: still importable here)
 from bgprompt_core.networks.normalization import HALF, IMAGENET_MEAN, IMAGENET_STD, Normalization
 from bgprompt_core.settings import OUTPUT_KINDS
 

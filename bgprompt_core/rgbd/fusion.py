@@ -50,7 +50,7 @@ from bgprompt_core.rgbd.noise import DepthNoise, depth_edges, stereo_noise
 from bgprompt_core.geometry import camera_rays
 
 SOURCE_NONE, SOURCE_SENSOR, SOURCE_PREDICTED, SOURCE_INTERPOLATED = 0, 1, 2, 3  # per-pixel origin of a fused depth
-from bgprompt_core.settings import FUSIONS  # noqa: E402  (one home for the choices)
+from bgprompt_core.settings import FUSIONS  # noqa: E402,F401  (its home now; still importable here)
 HOLE_FILLS = ("hybrid", "prediction")
 D435_NOISE = stereo_noise(430.0, 0.050, 0.08)  # the d435-like camera: sigma = 0.0037 z^2 (m)
 

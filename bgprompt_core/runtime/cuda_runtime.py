@@ -1,4 +1,4 @@
-"""CUDA through cuda-python (what NVIDIA's TensorRT samples use): the runtime module, errors by name, the GPU's identity.
+"""CUDA through cuda-python (what NVIDIA's TensorRT samples use): the runtime module, errors by name, the GPU.
 
 No torch and no pycuda; a missing driver is reported as such. The TensorRT backend's buffers and streams, and
 ``runtime.build.gpu_present``, go through here.
