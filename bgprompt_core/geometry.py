@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
@@ -71,35 +70,6 @@ def resize_roi(src: np.ndarray, out_hw: tuple[int, int], roi: tuple[slice, slice
     c0, c1, sc0, sc1 = _resize_span(cols.start, cols.stop, W, src.shape[1])
     out = cv2.resize(src[sr0:sr1, sc0:sc1], (c1 - c0, r1 - r0), interpolation=cv2.INTER_LINEAR)
     return out[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """Aspect-preserving resize of an (H, W) image into (out_h, out_w), centred with padding."""
-
-    in_h: int
-    in_w: int
-    out_h: int
-    out_w: int
-
-    @property
-    def scale(self) -> float:
-        return min(self.out_h / self.in_h, self.out_w / self.in_w)
-
-    @property
-    def resized(self) -> tuple[int, int]:
-        return (max(1, round(self.in_h * self.scale)), max(1, round(self.in_w * self.scale)))
-
-    @property
-    def offset(self) -> tuple[int, int]:
-        """(top, left) padding."""
-        rh, rw = self.resized
-        return ((self.out_h - rh) // 2, (self.out_w - rw) // 2)
-
-    def intrinsics(self, K: np.ndarray) -> np.ndarray:
-        rh, rw = self.resized
-        top, left = self.offset
-        return shift_intrinsics(scale_intrinsics(K, rw / self.in_w, rh / self.in_h), left, top)
 
 
 _RAYS: OrderedDict = OrderedDict()  # least recently used first
@@ -226,3 +196,16 @@ def normals_from_depth(depth: torch.Tensor, K: torch.Tensor, valid: torch.Tensor
     defined[:, 1:, 1:] = ok[:, 1:, 1:] & ok[:, :-1, 1:] & ok[:, 1:, :-1]
     defined &= sq[..., 0] > eps
     return n, defined
+
+
+def __getattr__(name: str):
+    """``Letterbox`` moved to ``bgprompt_core.frame.views`` (the network's views of a frame): handed out from there,
+    with a DeprecationWarning (imported on demand: frame.views itself builds on this module)."""
+    if name == "Letterbox":
+        import importlib
+        import warnings
+
+        warnings.warn("bgprompt_core.geometry.Letterbox moved to bgprompt_core.frame.views.Letterbox; import it from "
+                      "there", DeprecationWarning, stacklevel=2)
+        return importlib.import_module("bgprompt_core.frame.views").Letterbox
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from bgprompt_core.networks.loading import REGISTRY
+from bgprompt_core.networks.spec import REGISTRY
 from bgprompt_core.method.checkpoint import (CheckpointError, PromptMeta, import_authors_prompt, load_prompt, read_meta,
                                       save_prompt)
 from bgprompt_core.method.config import FourierPromptConfig, PixelPromptConfig, PromptNetConfig
@@ -163,7 +163,7 @@ def test_crafted_metadata_is_refused_before_anything_is_allocated(tmp_path):
 _RSS_CHILD = """
 import sys
 from bgprompt_core.method.checkpoint import CheckpointError, load_prompt, read_meta
-from bgprompt_core.networks.loading import REGISTRY
+from bgprompt_core.networks.spec import REGISTRY
 from bgprompt_core.method.prompts import build_prompt
 def status_mib(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) / 1024

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from bgprompt_core.networks.loading import (REGISTRY, DepthNetSpec, ModelLoadError, build_depth_net, load_depth_net,
-                                    resolve_spec, spec_from_configs)
+from bgprompt_core.errors import ModelLoadError
+from bgprompt_core.networks.loading import build_depth_net, load_depth_net, resolve_spec, spec_from_configs
+from bgprompt_core.networks.spec import REGISTRY, DepthNetSpec
 from bgprompt_core.method.config import FourierPromptConfig
 from bgprompt_core.method.model import PromptedDepth
 from tiny_models import FAMILIES, small_config

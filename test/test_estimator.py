@@ -10,8 +10,9 @@ import torch
 
 from bgprompt_core.networks.loading import load_depth_net
 from bgprompt_core.rgbd.alignment import fit_to_sensor
-from bgprompt_core.frame.estimator import EstimatorConfig, InputError, ObjectDepthEstimator, backproject_np, split_mask
-from bgprompt_core.geometry import Letterbox, resize_roi
+from bgprompt_core.frame.estimator import EstimatorConfig, InputError, ObjectDepthEstimator, split_mask
+from bgprompt_core.frame.views import Letterbox
+from bgprompt_core.geometry import backproject_np, resize_roi
 from bgprompt_core.frame.segmentation import RembgSegmenter, clean_mask
 
 K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
@@ -164,7 +165,7 @@ def test_back_warp_on_the_object_box_equals_a_full_frame_resize():
     valid_s = np.ones(S, bool)
     valid_s[:, :20] = False
     roi = (slice(40, 211), slice(100, 390))
-    d, ok = ObjectDepthEstimator._back(depth_s, valid_s, lb, (h, w), roi)
+    d, ok = lb.depth_to_frame(depth_s, valid_s, (h, w), roi)
     (top, left), (rh, rw) = lb.offset, lb.resized
     full_d = cv2.resize(np.where(valid_s, depth_s, 0)[top:top + rh, left:left + rw], (w, h))
     full_v = cv2.resize(valid_s.astype(np.float32)[top:top + rh, left:left + rw], (w, h))
@@ -387,6 +388,40 @@ def test_many_labels_cost_memory_bounded_by_max_objects_and_the_largest_are_kept
     tracemalloc.stop()
     assert [o.id for o in objs] == expect  # largest first, ties by id
     assert peak < 16 * 2 * labels.size * 1.5 + 4e6, f"{peak / 2**20:.1f} MiB"  # ~16 masks, not 1000
+
+
+@pytest.mark.parametrize("recenter", [False, True])
+def test_composite_preview_after_estimate_reuses_its_inputs_and_pnet_background(recenter):
+    """The preview of the frame just estimated builds no input again and runs no second PNet pass, bit for bit
+    what a preview of its own computes."""
+    img, labels = _frame()
+    labels[5, 200:230] = 11  # one pixel thin: vanishes in the letterbox, shown in the preview all the same
+    est = ObjectDepthEstimator(EstimatorConfig(model="mini", prompt="pnet", recenter=recenter))
+    fresh = est.composite_preview(img, labels.copy(), K)  # arrays estimate never saw: computed here
+    runs = {"pnet": 0, "inputs": 0}
+    pnet_forward, network_inputs = est.model.prompt.forward, est.network_inputs
+
+    def counting_pnet(*a, **k):
+        runs["pnet"] += 1
+        return pnet_forward(*a, **k)
+
+    def counting_inputs(*a, **k):
+        runs["inputs"] += 1
+        return network_inputs(*a, **k)
+
+    est.model.prompt.forward, est.network_inputs = counting_pnet, counting_inputs
+    est.estimate(img, K, labels)
+    assert runs == {"pnet": 1, "inputs": 1}
+    reused = est.composite_preview(img, labels, K)
+    assert np.array_equal(reused, fresh)
+    vanished = not recenter  # the letterbox's batch left object 11 out: PNet runs for the preview's own batch
+    assert runs == {"pnet": 1 + vanished, "inputs": 1}
+    labels[labels == 11] = 0  # every object in the network's batch: its background is the preview's
+    est.estimate(img, K, labels)
+    reused = est.composite_preview(img, labels, K)
+    assert runs["pnet"] == 2 + vanished
+    assert np.array_equal(reused, est.composite_preview(img, labels.copy(), K))
+    assert runs["pnet"] == 3 + vanished
 
 
 def test_composite_preview_shows_what_the_network_saw_when_re_centred(tiny_model_dir):

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from bgprompt_core.networks.loading import ModelLoadError, load_depth_net
+from bgprompt_core.errors import ModelLoadError
+from bgprompt_core.networks.loading import load_depth_net
 
 
 def _evil_dir(tiny_model_dir, tmp_path):

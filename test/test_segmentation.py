@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bgprompt_core.networks.spec import ModelLoadError
+from bgprompt_core.errors import ModelLoadError
 from bgprompt_core.frame.segmentation import RembgSegmenter, expected_model_paths, rembg_home
 
 ENVS = [{}, {"XDG_DATA_HOME": "xdg"}, {"REMBG_HOME": "rh"}, {"U2NET_HOME": "u2"},

@@ -5,7 +5,9 @@ checkpoint) shows up here as the 1-BG prompt no longer beating the white backgro
 """
 import pytest
 
-from bgprompt_core.networks.loading import REGISTRY, ModelLoadError, load_depth_net
+from bgprompt_core.errors import ModelLoadError
+from bgprompt_core.networks.loading import load_depth_net
+from bgprompt_core.networks.spec import REGISTRY
 from bgprompt_core.method.checkpoint import load_prompt
 from bgprompt_core.method.prompts import FourierPrompt, PromptNet
 from bgprompt_core.runtime.build import SHIPPED_PROMPTS, resolve_prompt_path

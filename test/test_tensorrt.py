@@ -323,11 +323,12 @@ def test_export_refuses_an_opset_it_could_not_write(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def unfolded_mini(tmp_path_factory, graphs):
     """mini's 1-BG graph exported WITHOUT folding BiT's weight standardization (what the export wrote before)."""
+    import bgprompt_core.method.deployable as deployable
     import bgprompt_core.runtime.export as export
 
     path = tmp_path_factory.mktemp("unfolded") / "mini-unfolded.onnx"
     mp = pytest.MonkeyPatch()
-    mp.setattr(export, "fold_weight_standardization", lambda net: 0)
+    mp.setattr(deployable, "fold_weight_standardization", lambda net: 0)
     mp.setattr(export, "tensorrt_blockers", lambda proto: [])
     try:
         export_onnx(graphs.model("mini-1bg"), path, 128, max_batch=4)
@@ -580,7 +581,7 @@ def test_cuda_errors_are_named_and_a_missing_driver_is_said_so(graphs, tmp_path,
     12.9 returns cudaErrorInsufficientDriver; both become a TensorRTError that names the driver, and any CUDA
     error is printed by name as NVIDIA's samples do."""
     from bgprompt_core.runtime.build import gpu_present
-    from bgprompt_core.runtime.tensorrt_backend import cudart
+    from bgprompt_core.runtime.cuda_runtime import cudart
 
     trt, rt = fake_tensorrt.install(monkeypatch, "8.6.1", cuda_python=cuda_python)
     assert cudart() is rt and rt.__name__ == ("cuda.cudart" if cuda_python == "12.2.0" else "cuda.bindings.runtime")

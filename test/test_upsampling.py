@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
-from bgprompt_core.geometry import Letterbox
 from bgprompt_core.frame.recenter import recenter_camera
-from bgprompt_core.frame.upsample import colour_weights, joint_bilateral_upsample, letterbox_coords, pack_samples
+from bgprompt_core.frame.upsample import colour_weights, joint_bilateral_upsample, pack_samples
+from bgprompt_core.frame.views import Letterbox, letterbox_coords
 
 K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
 S = 64
@@ -327,8 +327,8 @@ def test_the_box_only_letterboxed_mask_equals_the_whole_frame_resize(hw):
     labels[:, :3] = 6  # one on the frame's edge
     lb = Letterbox(h, w, S, S)
     for obj in split_mask(labels, 0.5, 1):
-        full = ObjectDepthEstimator._letterbox(obj.soft, lb, 0, cv2.INTER_LINEAR).astype(np.float32) / 255
-        assert np.abs(ObjectDepthEstimator._letterbox_mask(obj, lb) - full).max() < 1e-6
+        full = lb.resize_into(obj.soft, 0, cv2.INTER_LINEAR).astype(np.float32) / 255
+        assert np.abs(lb.network_mask(obj) - full).max() < 1e-6
 
 
 def test_fusion_fills_the_sensor_holes_on_thin_parts():

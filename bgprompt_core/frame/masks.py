@@ -5,11 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bgprompt_core.errors import BgpromptError
+from bgprompt_core.errors import InputError
 
-
-class InputError(BgpromptError, ValueError):
-    """A frame that cannot be processed (wrong encoding, sizes, empty mask, bad intrinsics...)."""
 
 
 @dataclass(frozen=True)

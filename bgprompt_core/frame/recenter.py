@@ -96,6 +96,25 @@ class VirtualCamera:
     def warp_normals(self, normals: np.ndarray) -> np.ndarray:
         return self.warp_image(normals.astype(np.float32), cv2.INTER_NEAREST) @ self.R.T.astype(np.float32)
 
+    # --- the network's view of one object (frame/views.py's View) -----------------------------------------
+    def network_image(self, image: np.ndarray) -> np.ndarray:
+        """The frame's uint8 RGB image in the new view, (3, S, S) float32 in [0, 1], white beyond the frame."""
+        return self.warp_image(image, border=(255, 255, 255)).transpose(2, 0, 1).astype(np.float32) / 255.0
+
+    def network_mask(self, obj) -> np.ndarray:
+        """The object's (``masks.MaskObject``) soft mask in the new view, (S, S) float32."""
+        return self.warp_image(obj.soft_float())
+
+    def network_coords(self, box: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.view_coords(box)
+
+    def depth_to_frame(self, depth_s: np.ndarray, valid_s: np.ndarray, size: tuple[int, int],
+                       roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+        """New-view depth back on the old pixels of ``roi`` (``unwarp_depth``: z rescaled per pixel), NaN where
+        invalid; ``size`` is the old view's (H, W), which the camera knows already."""
+        d, ok = self.unwarp_depth(depth_s, valid_s)
+        return np.where(ok, d, np.nan).astype(np.float32)[roi], ok[roi]
+
 
 def recenter_camera(mask: np.ndarray, K: np.ndarray, out_size: tuple[int, int] | None = None,
                     fill: float = 0.8) -> VirtualCamera:

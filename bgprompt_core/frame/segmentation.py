@@ -7,14 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bgprompt_core.networks.spec import ModelLoadError  # not depth_networks: that imports torch, which an exported-graph node lacks
-
-# rembg sessions that read one local file, <name>.onnx, and run on this machine. Others are refused: `sam` needs
-# an encoder and a decoder, the *_custom ones take a path (give the .onnx path instead), and `withoutbg` /
-# `atlascloud` send every image to a paid web service.
-OFFLINE_MODELS = ("u2net", "u2netp", "u2net_human_seg", "u2net_cloth_seg", "silueta", "isnet-general-use",
-                  "isnet-anime", "bria-rmbg", "birefnet-general", "birefnet-general-lite", "birefnet-general-fp16",
-                  "birefnet-portrait", "birefnet-dis", "birefnet-hrsod", "birefnet-cod", "birefnet-massive")
+from bgprompt_core.errors import ModelLoadError
+from bgprompt_core.settings import REMBG_OFFLINE_MODELS
 
 
 def rembg_home() -> Path:
@@ -76,9 +70,9 @@ class RembgSegmenter:
                 raise ModelLoadError(f"rembg loads custom models only from inside its model directories "
                                      f"{[str(r) for r in roots]}: move {path} there (or set U2NET_HOME to its folder)")
             name, kwargs = "u2net_custom", {"model_path": str(path)}
-        elif model not in OFFLINE_MODELS:
-            raise ModelLoadError(f"rembg model {model!r} cannot run offline here: use one of {list(OFFLINE_MODELS)} "
-                                 f"or a path to a U-2-Net-style .onnx file")
+        elif model not in REMBG_OFFLINE_MODELS:
+            raise ModelLoadError(f"rembg model {model!r} cannot run offline here: use one of "
+                                 f"{list(REMBG_OFFLINE_MODELS)} or a path to a U-2-Net-style .onnx file")
         else:
             found = [p for p in expected_model_paths(model) if p.is_file()]
             if not found:

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-METHODS = ("joint-bilateral", "bilinear")  # bilinear: the upsampling before issue 29, for comparison
-
 
 @dataclass(frozen=True)
 class Upsampled:
@@ -42,17 +40,6 @@ class Upsampled:
     ok: np.ndarray  # (R, C) bool: the object's pixels that got a depth
     filled: int  # of those, pixels with no own network sample around them (depth from the nearest pixel with one)
     off_view: int  # object pixels outside the network's view (no depth)
-
-
-def letterbox_coords(lb, roi: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
-    """Network-input coordinates (rows (R, 1), columns (1, C)) of the frame pixels of ``roi`` under a letterbox:
-    the pixel-centre mapping of ``cv2.resize`` from the resized image back to the frame, plus the padding offset."""
-    rh, rw = lb.resized
-    top, left = lb.offset
-    rows, cols = roi
-    ys = (np.arange(rows.start, rows.stop, dtype=np.float32) + 0.5) * np.float32(rh / lb.in_h) - 0.5 + top
-    xs = (np.arange(cols.start, cols.stop, dtype=np.float32) + 0.5) * np.float32(rw / lb.in_w) - 0.5 + left
-    return ys[:, None], xs[None, :]
 
 
 def pack_samples(depth_s: np.ndarray, own_s: np.ndarray, guide_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bgprompt_core.errors import BgpromptError
+from bgprompt_core.errors import ConversionError
 
 ENCODINGS = {  # encoding -> (dtype, channels)
     "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
@@ -22,9 +22,6 @@ ENCODINGS = {  # encoding -> (dtype, channels)
 }
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 
-
-class ConversionError(BgpromptError, ValueError):
-    """A message that cannot be decoded as claimed; the message says what is wrong."""
 
 
 def image_to_array(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> np.ndarray:
@@ -121,7 +118,7 @@ MAX_PIXELS = 4096 * 4096
 
 
 @dataclass
-class Frame:
+class DecodedFrame:
     """One synchronized set of inputs, decoded: what the node and `bag eval` both hand to the estimator."""
 
     rgb: np.ndarray  # (H, W, 3) uint8
@@ -141,11 +138,15 @@ class Frame:
         return None
 
 
+Frame = DecodedFrame  # its name before issue 30 (bgprompt_ros.conversions hands it out); training's render.Frame is
+# a rendered view, another thing
+
+
 def _decode_image(msg) -> np.ndarray:
     return image_to_array(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
 
 
-def decode_frame(msgs: dict, sensor_key: str = "sensor_depth", mask_labels: bool = False) -> Frame:
+def decode_frame(msgs: dict, sensor_key: str = "sensor_depth", mask_labels: bool = False) -> DecodedFrame:
     """Decode rclpy or rosbags messages {image, camera_info[, mask][, sensor_key][, truth]} with the node's checks:
     a colour encoding, at most 4096x4096 pixels (checked before anything is decoded), camera_info that fits the
     image. Raises ConversionError with the reason."""
@@ -165,7 +166,7 @@ def decode_frame(msgs: dict, sensor_key: str = "sensor_depth", mask_labels: bool
             mask_note = mask_values_note(raw)
     depth = {key: to_sensor_depth(msgs[key].encoding, _decode_image(msgs[key]))
              for key in (sensor_key, "truth") if key in msgs}
-    return Frame(rgb, K, mask, depth.get(sensor_key), depth.get("truth"),
+    return DecodedFrame(rgb, K, mask, depth.get(sensor_key), depth.get("truth"),
                  distortion_note(info.distortion_model, info.d), mask_note)
 
 

@@ -21,17 +21,15 @@ from safetensors.torch import save_file
 
 from bgprompt_core.atomic import atomic_write
 from bgprompt_core.method.config import ConfigError, DepthTransformConfig, FourierPromptConfig, PromptConfig, prompt_config_from_dict
-from bgprompt_core.networks.loading import DepthNetSpec
-from bgprompt_core.errors import BgpromptError
+from bgprompt_core.networks.spec import DepthNetSpec
+from bgprompt_core.errors import CheckpointError
+from bgprompt_core.settings import COMPOSITES
 from bgprompt_core.method.prompts import Prompt, StaticPrompt, build_prompt, fourier_scale
 
 FORMAT = "bgprompt-prompt"
 FORMAT_VERSION = 1
 META_KEY = "bgprompt"
 
-
-class CheckpointError(BgpromptError, RuntimeError):
-    """A checkpoint is missing, corrupt, of an unknown format, or incompatible; the message says why."""
 
 
 @dataclass
@@ -47,7 +45,7 @@ class PromptMeta:
     created: str = ""
 
     def __post_init__(self) -> None:
-        if self.composite not in ("replace", "additive"):
+        if self.composite not in COMPOSITES:
             raise ConfigError(f"composite must be 'replace' or 'additive', got {self.composite!r}")
 
     def to_json(self) -> str:
@@ -91,24 +89,25 @@ def save_prompt(path: str | os.PathLike, prompt: Prompt, meta: PromptMeta) -> Pa
 
 
 def read_meta(path: str | os.PathLike) -> PromptMeta:
-    """Only the metadata of a checkpoint (cheap: reads the header)."""
-    return _open(path)[1]
+    """Only the metadata of a checkpoint (cheap: reads the header; no tensor is loaded)."""
+    return _open(path, tensors=False)[1]
 
 
-def _open(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], PromptMeta]:
+def _open(path: str | os.PathLike, tensors: bool = True) -> tuple[dict[str, torch.Tensor], PromptMeta]:
+    """(tensors, metadata) of a checkpoint; ``tensors=False``: the header only ({} for the tensors)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"prompt checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            loaded = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError) as exc:
         hint = " (a .pth.tar from the authors? use `bgprompt import-prompt`)" if path.suffix in (".tar", ".pth") else ""
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc}){hint}") from exc
     if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without bgprompt metadata; not a prompt checkpoint")
-    return tensors, PromptMeta.from_json(header[META_KEY], str(path))
+    return loaded, PromptMeta.from_json(header[META_KEY], str(path))
 
 
 def check_network(meta: PromptMeta, network: DepthNetSpec, origin: str = "prompt") -> None:

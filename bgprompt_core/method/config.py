@@ -9,11 +9,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from bgprompt_core.errors import BgpromptError
+from bgprompt_core.errors import ConfigError
 
-
-class ConfigError(BgpromptError, ValueError):
-    """A configuration value is out of range or inconsistent."""
 
 
 def _positive_int(name: str, value: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from bgprompt_core.method.config import DepthTransformConfig
-from bgprompt_core.networks.spec import OUTPUT_KINDS
+from bgprompt_core.settings import OUTPUT_KINDS
 
 
 def _masked_extrema(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

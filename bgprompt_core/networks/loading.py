@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
 
-from bgprompt_core.networks.spec import HALF, IMAGENET_MEAN, IMAGENET_STD, REGISTRY, DepthNetSpec, ModelLoadError  # noqa: F401
-from bgprompt_core.networks.normalization import Normalization
+from bgprompt_core.errors import ModelLoadError
+from bgprompt_core.networks.normalization import HALF, IMAGENET_MEAN, IMAGENET_STD, Normalization
+from bgprompt_core.networks.spec import REGISTRY, DepthNetSpec
 
 
 class DepthNet(nn.Module):

@@ -1,12 +1,19 @@
-"""phi: a depth network's own input normalization (paper Sec. 3.1, Eq. 1)."""
+"""phi: a depth network's own input normalization (paper Sec. 3.1, Eq. 1), and the usual mean / std values.
+
+Importable without torch (``DepthNetSpec`` carries one): torch is imported when phi is applied to a tensor.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from bgprompt_core.networks.spec import HALF
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True)
@@ -25,11 +32,15 @@ class Normalization:
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
     def inverse(self, c: torch.Tensor) -> torch.Tensor:
+        import torch
+
         mean = torch.tensor(self.mean, dtype=c.dtype, device=c.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=c.dtype, device=c.device).view(1, 3, 1, 1)
         return c * std + mean

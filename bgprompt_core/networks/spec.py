@@ -10,18 +10,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bgprompt_core.errors import BgpromptError
-
-OUTPUT_KINDS = ("relative_disparity", "relative_depth", "metric_depth")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-HALF = (0.5, 0.5, 0.5)
+from bgprompt_core.errors import ModelLoadError  # noqa: F401  (its home before errors.py: still importable here)
+from bgprompt_core.networks.normalization import HALF, IMAGENET_MEAN, IMAGENET_STD, Normalization
+from bgprompt_core.settings import OUTPUT_KINDS
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "models"
 
-
-class ModelLoadError(BgpromptError, RuntimeError):
-    """A depth network could not be found or loaded; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +56,8 @@ class DepthNetSpec:
         self.check_input_size(*self.input_size)
 
     @property
-    def normalization(self):
-        """phi of Eq. 1 as a torch ``Normalization`` (imported here: the spec itself needs no torch)."""
-        from bgprompt_core.networks.normalization import Normalization
-
+    def normalization(self) -> Normalization:
+        """phi of Eq. 1 (applied to torch tensors; neither it nor the spec imports torch before that)."""
         return Normalization(self.mean, self.std)
 
     def check_input_size(self, h: int, w: int) -> None:

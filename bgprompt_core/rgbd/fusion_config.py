@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from bgprompt_core.method.config import ConfigError
+from bgprompt_core.errors import ConfigError
 from bgprompt_core.rgbd.noise import DepthNoise, stereo_noise
+from bgprompt_core.settings import FUSIONS  # noqa: F401  (still importable from here)
 
-FUSIONS = ("none", "fill")
 HOLE_FILLS = ("hybrid", "prediction")
 D435_NOISE = stereo_noise(430.0, 0.050, 0.08)  # the d435-like camera: sigma = 0.0037 z^2 (m)
 

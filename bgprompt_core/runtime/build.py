@@ -19,7 +19,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bgprompt_core.networks.spec import DepthNetSpec, ModelLoadError
+from bgprompt_core.errors import ModelLoadError, StaleGraphError
+from bgprompt_core.networks.spec import DepthNetSpec
+from bgprompt_core.runtime.devices import torch_device
+from bgprompt_core.settings import SHIPPED_PROMPT_NAMES
 
 if TYPE_CHECKING:
     from bgprompt_core.method.model import PromptedDepth
@@ -36,8 +39,7 @@ SHIPPED_PROMPTS = {"mini": {"1bg": PACKAGE_PROMPTS / "mini-1bg.safetensors",
 PROMPT_HELP = ("prompt checkpoint path, or a prompt shipped with the model: '1bg' (its 1-BG), 'pnet' "
                "(its PNet), 'tabletop' (its 1-BG learned on tabletop views, for recenter: true); 'none' is the "
                "white-background baseline")
-SHIPPED_NAMES = ("default", "1bg", "pnet", "tabletop")
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # bgprompt_core/
 PACKAGE_GRAPHS = PACKAGE_ROOT / "graphs"
 # Exported graphs shipped with a model's prompts (fp32, opset 17, batch 1..16), run without torch. PNet is not
 # shipped: its graph is 17 MB (the U-Net), three times these; export it where torch runs. Each graph has a
@@ -47,9 +49,6 @@ PACKAGE_GRAPHS = PACKAGE_ROOT / "graphs"
 SHIPPED_GRAPHS = {"mini": {"1bg": PACKAGE_GRAPHS / "mini-1bg.onnx",
                            "tabletop": PACKAGE_GRAPHS / "mini-tabletop.onnx"}}
 
-
-class StaleGraphError(ModelLoadError):
-    """A shipped graph that does not match the shipped weights (or is missing, truncated, an LFS pointer)."""
 
 
 def check_shipped_graph(graph: Path) -> None:
@@ -88,7 +87,7 @@ def resolve_prompt_path(prompt: str, spec: DepthNetSpec) -> Path | None:
     else a path."""
     if prompt == "none":
         return None
-    if prompt in SHIPPED_NAMES:
+    if prompt in SHIPPED_PROMPT_NAMES:
         if prompt == "default":
             log.warning("prompt 'default' is deprecated: use '1bg' (the same shipped 1-BG prompt)")
         kind = "1bg" if prompt == "default" else prompt
@@ -107,20 +106,13 @@ def build_model(cfg) -> PromptedDepth:
     from bgprompt_core.method.checkpoint import load_prompt
     from bgprompt_core.method.model import PromptedDepth
 
-    device = "cpu" if cfg.backend != "torch" else ("cuda" if cfg.device == "auto" and _cuda() else
-                                                    ("cpu" if cfg.device == "auto" else cfg.device))
+    device = torch_device(cfg.device) if cfg.backend == "torch" else "cpu"  # a graph is exported on the CPU
     net = load_depth_net(cfg.model, device, local_only=cfg.local_only)
     path = resolve_prompt_path(cfg.prompt, net.spec)
     if path is None:
         return PromptedDepth(net)
     prompt, meta = load_prompt(path, net.spec)
     return PromptedDepth(net, prompt.to(device).eval(), meta.composite, meta.depth_transform)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _installed(pkg: str) -> bool:
@@ -133,7 +125,7 @@ def gpu_present() -> bool:
     """A CUDA GPU is usable: asked through cuda-python (what the TensorRT backend uses), never by importing torch."""
     if not _installed("cuda"):
         return False
-    from bgprompt_core.runtime.tensorrt_backend import cuda_device_count
+    from bgprompt_core.runtime.cuda_runtime import cuda_device_count
 
     try:
         return cuda_device_count() > 0
@@ -190,7 +182,7 @@ def check_tensorrt_available(installed=None) -> None:
 def engine_name(cfg, spec: DepthNetSpec) -> str:
     """One engine file per (network, prompt, precision): a changed graph rebuilds it in place with the reason
     logged, instead of piling up engines under hashed names."""
-    prompt = Path(cfg.onnx).stem if cfg.onnx else (Path(cfg.prompt).stem if cfg.prompt not in SHIPPED_NAMES
+    prompt = Path(cfg.onnx).stem if cfg.onnx else (Path(cfg.prompt).stem if cfg.prompt not in SHIPPED_PROMPT_NAMES
                                                    else cfg.prompt)
     label = f"{spec.name}-{prompt}-{cfg.precision}" if not cfg.onnx else f"{prompt}-{cfg.precision}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label)

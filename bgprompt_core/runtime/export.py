@@ -1,60 +1,25 @@
-"""The deployable graph (Eq. 1 + frozen network + Eq. 2) and its ONNX export (contract: onnx_graph.py).
+"""The ONNX export of the deployable graph (``method.deployable.DeployGraph``; contract: graph_contract.py).
 
-``DeployGraph``: ``image`` (N, 3, S, S) in [0, 1] and ``mask`` (N, 1, S, S) -> ``depth`` (N, S, S). The
-1-BG prompt is baked in as a constant image (``sigmoid(B)`` precomputed: exact), PNet runs with matrix
-DFTs, so the graph has no DFT op and TensorRT can build it. With ``half=True`` the network runs in fp16
-while normalization and Eq. 2 stay in fp32 (a strongly typed graph for TensorRT 10.12+/11).
+torch (and onnx) are imported when a graph is exported, not with this module: runtime/ imports without torch.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from bgprompt_core.atomic import atomic_write
-from bgprompt_core.method.composite import composite
-from bgprompt_core.method.depth_transform import output_to_depth
-from bgprompt_core.method.model import PromptedDepth
-from bgprompt_core.runtime.graph_contract import (DEFAULT_OPSET, INPUTS, METADATA_KEY, OUTPUT, GraphError, opset_of, split_shape_slices,
-                         tensorrt_blockers)
-from bgprompt_core.method.prompts import PromptNet, StaticPrompt
-from bgprompt_core.networks.weight_folding import fold_weight_standardization
+from bgprompt_core.runtime.graph_contract import (DEFAULT_OPSET, INPUTS, METADATA_KEY, OUTPUT, GraphError, opset_of,
+                                                  split_shape_slices, tensorrt_blockers)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from bgprompt_core.method.model import PromptedDepth
 
 log = logging.getLogger("bgprompt.export")
-
-
-class DeployGraph(nn.Module):
-    def __init__(self, model: PromptedDepth, size: int, half: bool = False):
-        super().__init__()
-        self.net = copy.deepcopy(model.net)
-        self.folded = fold_weight_standardization(self.net)  # frozen: BiT's standardized weights are constants
-        self.mode, self.transform, self.kind = model.mode, model.transform, model.net.spec.output_kind
-        self.phi = model.net.normalization
-        self.half = half
-        self.pnet: PromptNet | None = None
-        prompt = model.prompt
-        if isinstance(prompt, StaticPrompt):
-            with torch.no_grad():
-                bg = prompt(torch.zeros(1, 1, size, size))
-            self.register_buffer("background", bg.detach().clone())
-        elif isinstance(prompt, PromptNet):
-            self.pnet = copy.deepcopy(prompt).for_export()
-            self.register_buffer("background", torch.zeros(1, 3, size, size))
-        else:
-            self.register_buffer("background", torch.full((1, 3, size, size), float(model.fill)))
-        if half:
-            self.net.half()
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        bg = self.pnet(mask, image) if self.pnet is not None else self.background.expand(image.shape[0], -1, -1, -1)
-        c = composite(image, mask, bg, self.phi, self.mode)
-        raw = self.net(c.half()).float() if self.half else self.net(c)
-        return output_to_depth(raw, self.kind, mask[:, 0], self.transform)
 
 
 def graph_metadata(model: PromptedDepth, size: int, extra: dict | None = None) -> dict:
@@ -63,11 +28,13 @@ def graph_metadata(model: PromptedDepth, size: int, extra: dict | None = None) -
     prompt = model.prompt
     spec = dataclasses.replace(model.net.spec, input_size=(size, size))  # validates size for this network
     return {"bgprompt_format": 1, "network": spec.to_dict(), "input_size": [size, size],
-            "composite": model.mode, "depth_transform": model.transform.to_dict(),
+            "composite": model.composite, "depth_transform": model.transform.to_dict(),
             "prompt": prompt.cfg.to_dict() if prompt is not None else None, **(extra or {})}
 
 
 def _dynamo_export(graph: nn.Module, example: tuple, path: str, opset: int, max_batch: int) -> None:
+    import torch
+
     batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
     kwargs = dict(dynamo=True, input_names=list(INPUTS), output_names=[OUTPUT], opset_version=opset, verbose=False,
                   dynamic_shapes={"image": {0: batch}, "mask": {0: batch}})
@@ -96,6 +63,9 @@ def export_onnx(model: PromptedDepth, path: str | Path, size: int, max_batch: in
     The file appears atomically: a killed export never leaves a truncated graph that a later start would reuse.
     """
     import onnx
+    import torch
+
+    from bgprompt_core.method.deployable import DeployGraph
 
     graph = DeployGraph(model, size, half).eval()
     example = (torch.rand(2, 3, size, size), torch.ones(2, 1, size, size))
@@ -132,3 +102,12 @@ def export_onnx(model: PromptedDepth, path: str | Path, size: int, max_batch: in
         onnx.save(proto, tmp)
 
     return atomic_write(Path(path), write)
+
+
+def __getattr__(name: str):
+    """``DeployGraph`` lived here; it is a torch module now in ``method.deployable`` (imported on demand)."""
+    if name == "DeployGraph":
+        from bgprompt_core.method.deployable import DeployGraph
+
+        return DeployGraph
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

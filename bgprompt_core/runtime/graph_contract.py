@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bgprompt_core.errors import BgpromptError
+from bgprompt_core.errors import GraphError
 
 INPUTS, OUTPUT = ("image", "mask"), "depth"
 # TensorRT 8.6 (JetPack 6.0) imports ONNX up to opset 17; 10.x up to 20 (onnx-tensorrt docs/operators.md).
@@ -19,9 +19,6 @@ INPUTS, OUTPUT = ("image", "mask"), "depth"
 DEFAULT_OPSET = 17
 METADATA_KEY = "bgprompt"
 
-
-class GraphError(BgpromptError, ValueError):
-    """An exported graph that cannot be used as given; the message says what to do."""
 
 
 def parse_metadata(value: str | None, path: str | Path) -> dict:

@@ -35,16 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from bgprompt_core.atomic import atomic_write
-from bgprompt_core.errors import BgpromptError
+from bgprompt_core.errors import TensorRTError
+from bgprompt_core.settings import PRECISIONS
+from bgprompt_core.runtime.cuda_runtime import cuda_run, cudart, gpu_identity
 from bgprompt_core.runtime.graph_contract import INPUTS, OUTPUT, graph_opset, read_onnx_metadata
 
 log = logging.getLogger("bgprompt.tensorrt")
 MIN_VERSION = (8, 6)
 ENGINE_FORMAT = 2  # bump when the key's meaning changes: every cached engine is rebuilt once
 
-
-class TensorRTError(BgpromptError, RuntimeError):
-    """A TensorRT engine could not be built or run; the message says what to do."""
 
 
 # --- versions ---------------------------------------------------------------------------------------------
@@ -114,73 +113,6 @@ def profile_shapes(size: tuple[int, int], max_batch: int, opt_batch: int | None 
     return {name: [[b, ch, h, w] for b in (1, opt, max_batch)] for name, ch in zip(INPUTS, (3, 1))}
 
 
-# --- CUDA through cuda-python -----------------------------------------------------------------------------
-def cudart():
-    """cuda-python's runtime module: ``cuda.bindings.runtime`` from 12.6.1, ``cuda.cudart`` before (JetPack 6.0's
-    12.2 has only that; see test/data/cuda_python_facts.json)."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime
-        except ImportError as exc:
-            raise TensorRTError("the tensorrt backend needs cuda-python (pip install cuda-python; see "
-                                "docs/DEPLOYMENT.md)") from exc
-    return runtime
-
-
-INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver: what cuda-python's runtime returns without a driver (12.9)
-
-
-def cuda_error_name(rt, err) -> str:
-    """``cudaErrorMemoryAllocation (2)``: the name as NVIDIA's samples print it (cudaGetErrorName)."""
-    try:
-        _, name = rt.cudaGetErrorName(err)
-        name = name.decode() if isinstance(name, bytes) else str(name)
-    except Exception:  # noqa: BLE001 - a name is a courtesy; the number is the error
-        name = "unknown CUDA error"
-    return f"{name} ({int(getattr(err, 'value', err))})"
-
-
-def cuda_call(result, what: str = "CUDA call", rt=None):
-    """Unwrap cuda-python's ``(error, value...)`` tuples, raising TensorRTError with the error's name."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    code = int(getattr(err, "value", err))
-    if code != 0:
-        name = cuda_error_name(rt or cudart(), err)
-        hint = (" (no usable NVIDIA driver: install it / JetPack, or use backend onnxruntime)"
-                if code == INSUFFICIENT_DRIVER else "")
-        raise TensorRTError(f"{what} failed: {name}{hint}")
-    return values[0] if len(values) == 1 else (tuple(values) or None)
-
-
-def cuda_run(rt, name: str, *args):
-    """Call ``rt.<name>(*args)``; a missing driver (cuda-python 12.2-12.6 raise RuntimeError) is a TensorRTError."""
-    try:
-        result = getattr(rt, name)(*args)
-    except RuntimeError as exc:
-        raise TensorRTError(f"{name} failed: {exc} (no usable NVIDIA driver: install it / JetPack, or use backend "
-                            f"onnxruntime)") from exc
-    return cuda_call(result, name, rt)
-
-
-def cuda_device_count() -> int:
-    return int(cuda_run(cudart(), "cudaGetDeviceCount"))
-
-
-def gpu_identity() -> dict:
-    """What an engine is specific to. Orin AGX / NX / Nano share a name and compute capability (8.7); their
-    memory, SM count and board model (``/proc/device-tree/model``) tell them apart."""
-    rt = cudart()
-    device = cuda_run(rt, "cudaGetDevice")
-    props = cuda_run(rt, "cudaGetDeviceProperties", device)
-    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-    board = Path("/proc/device-tree/model")
-    return {"gpu": name, "compute_capability": f"{props.major}.{props.minor}",
-            "gpu_memory_mb": int(props.totalGlobalMem) >> 20, "multiprocessors": int(props.multiProcessorCount),
-            "board": board.read_bytes().decode(errors="replace").rstrip("\x00").strip() if board.is_file() else ""}
-
-
 # --- the cache --------------------------------------------------------------------------------------------
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -222,16 +154,7 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str, s
 
     onnx_path, cache_dir = Path(onnx_path), Path(cache_dir)
     feat = features(trt)
-    meta = read_onnx_metadata(onnx_path)
-    opset = graph_opset(onnx_path)
-    if opset > feat.max_opset:
-        raise TensorRTError(f"{onnx_path} is ONNX opset {opset}; TensorRT {trt.__version__} reads up to "
-                            f"{feat.max_opset}: re-export with `bgprompt export --opset {feat.max_opset}`")
-    if precision not in ("fp32", "fp16"):
-        raise TensorRTError(f"precision must be fp32 or fp16, got {precision!r}")
-    if meta.get("precision", "fp32") != precision:
-        raise TensorRTError(f"an {precision} engine needs a graph exported with --precision {precision}; "
-                            f"{onnx_path} is {meta.get('precision')}")
+    meta = _checked_graph(trt, feat, onnx_path, precision)
     size = (size, size) if isinstance(size, int) else tuple(size)
     shapes = profile_shapes(size, max_batch, opt_batch)
     gpu = gpu_identity()
@@ -245,6 +168,33 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str, s
         log.info("reusing TensorRT engine %s", engine_path)
         return engine_path, None
     log.warning("building TensorRT engine %s (%s); this can take minutes on a Jetson", engine_path.name, reason)
+    timing_path = cache_dir / f"timing-trt{trt.__version__}-{_slug(gpu['gpu'])}-{_slug(gpu['board'])}.cache"
+    serialized, config = _serialize(trt, feat, onnx_path, precision, shapes, workspace_gb, timing_path)
+    atomic_write(engine_path, lambda tmp: Path(tmp).write_bytes(bytes(serialized)))
+    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(
+        {"key": key, "graph": meta, "onnx": str(onnx_path)}, indent=2, sort_keys=True)))
+    save_timing_cache(config, timing_path)
+    return engine_path, reason
+
+
+def _checked_graph(trt, feat: TensorRTFeatures, onnx_path: Path, precision: str) -> dict:
+    """The graph's bgprompt metadata, once its opset and precision fit this TensorRT and ``precision``."""
+    meta = read_onnx_metadata(onnx_path)
+    opset = graph_opset(onnx_path)
+    if opset > feat.max_opset:
+        raise TensorRTError(f"{onnx_path} is ONNX opset {opset}; TensorRT {trt.__version__} reads up to "
+                            f"{feat.max_opset}: re-export with `bgprompt export --opset {feat.max_opset}`")
+    if precision not in PRECISIONS:
+        raise TensorRTError(f"precision must be fp32 or fp16, got {precision!r}")
+    if meta.get("precision", "fp32") != precision:
+        raise TensorRTError(f"an {precision} engine needs a graph exported with --precision {precision}; "
+                            f"{onnx_path} is {meta.get('precision')}")
+    return meta
+
+
+def _serialize(trt, feat: TensorRTFeatures, onnx_path: Path, precision: str, shapes: dict, workspace_gb: float,
+               timing_path: Path):
+    """Parse the graph and build the serialized engine: (serialized engine, the builder config)."""
     logger = trt.Logger(trt.Logger.WARNING)
     init_plugins(trt, logger)
     builder = trt.Builder(logger)
@@ -266,16 +216,11 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str, s
     for tensor, (lo, opt, hi) in shapes.items():
         profile.set_shape(tensor, lo, opt, hi)
     config.add_optimization_profile(profile)
-    timing_path = cache_dir / f"timing-trt{trt.__version__}-{_slug(gpu['gpu'])}-{_slug(gpu['board'])}.cache"
     attach_timing_cache(config, timing_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TensorRTError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
-    atomic_write(engine_path, lambda tmp: Path(tmp).write_bytes(bytes(serialized)))
-    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(
-        {"key": key, "graph": meta, "onnx": str(onnx_path)}, indent=2, sort_keys=True)))
-    save_timing_cache(config, timing_path)
-    return engine_path, reason
+    return serialized, config
 
 
 def init_plugins(trt, logger) -> None:
