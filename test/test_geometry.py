@@ -17,7 +17,9 @@ def _project(K, pts):
 
 def test_letterbox_intrinsics_match_resized_projection():
     K = _K()
-    lb = geometry.Letterbox(480, 640, 256, 256)
+    from bgprompt_core.frame.views import Letterbox
+
+    lb = Letterbox(480, 640, 256, 256)
     rh, rw = lb.resized
     top, left = lb.offset
     assert (rh, rw) == (192, 256) and (top, left) == (32, 0)

@@ -41,7 +41,8 @@ from bgprompt_core.evaluation import cloud_metrics as cm
 from bgprompt_core.rgbd.alignment import fit_to_sensor
 from bgprompt_core.method.config import ConfigError
 from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
-from bgprompt_core.geometry import Letterbox, backproject_np
+from bgprompt_core.frame.views import Letterbox
+from bgprompt_core.geometry import backproject_np
 from bgprompt_core.frame.masks import split_mask
 
 from .resolution_report import markdown as _markdown

@@ -20,6 +20,7 @@ from bgprompt_core.method.metrics import object_depth_loss
 from bgprompt_core.method.model import PromptedDepth
 from bgprompt_core.method.prompts import FourierPrompt, PromptNet, build_prompt
 from bgprompt_core.networks.loading import DepthNet, load_depth_net
+from bgprompt_core.runtime.devices import torch_device
 
 from ..data.bag_sets import check_usable, supervision_report
 from ..distributed import Distributed
@@ -42,11 +43,8 @@ def init_bias_from(pnet: PromptNet, path: str, net: DepthNet) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when torch sees a GPU, else the CPU; any other name as given (to become
-    ``bgprompt_core.runtime.devices.torch_device``, issue 30's one home for this choice)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """The configured device name as a torch device (the choice itself: ``runtime.devices.torch_device``)."""
+    return torch.device(torch_device(name))
 
 
 class Trainer:
