@@ -7,12 +7,7 @@ new home (each with a warning naming it).
 """
 from __future__ import annotations
 
-import importlib
-import importlib.abc
-import importlib.util
-import sys
-import types
-import warnings
+from bgprompt_core._moved import MovedModules, install_finder
 
 PACKAGE = "bgprompt_ros"
 
@@ -39,50 +34,6 @@ SPLIT = {
 """Old module name (under bgprompt_ros) split in several -> {old name: the module that holds it now}."""
 
 
-def _split_getattr(old: str):
-    """The module ``__getattr__`` of a split old module: each old name from its new module, with a warning."""
-    homes = SPLIT[old.rpartition(".")[2]]
-
-    def __getattr__(name: str):
-        if name not in homes:
-            raise AttributeError(f"module {old!r} has no attribute {name!r} (it moved: "
-                                 f"{', '.join(sorted(set(homes.values())))})")
-        warnings.warn(f"{old}.{name} moved to {homes[name]}.{name}; import it from there", DeprecationWarning,
-                      stacklevel=2)
-        return getattr(importlib.import_module(homes[name]), name)
-
-    return __getattr__
-
-
-class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, fullname, path=None, target=None):
-        pkg, _, leaf = fullname.rpartition(".")
-        if pkg != PACKAGE or (leaf not in MOVED and leaf not in SPLIT):
-            return None
-        return importlib.util.spec_from_loader(fullname, self)
-
-    def create_module(self, spec):
-        leaf = spec.name.rpartition(".")[2]
-        self._own_spec = None
-        if leaf in SPLIT:
-            homes = ", ".join(sorted(set(SPLIT[leaf].values())))
-            warnings.warn(f"{spec.name} was split into {homes}; import from those", DeprecationWarning, stacklevel=3)
-            return types.ModuleType(spec.name, f"Deprecated: {spec.name} was split into {homes}.")
-        new = f"{PACKAGE}.{MOVED[leaf]}"
-        warnings.warn(f"{spec.name} moved to {new}; import that instead", DeprecationWarning, stacklevel=3)
-        module = importlib.import_module(new)
-        self._own_spec = module.__spec__  # importlib sets __spec__ to the old name's; put it back
-        return module
-
-    def exec_module(self, module):
-        if self._own_spec is not None:
-            module.__spec__ = self._own_spec
-        else:
-            module.__getattr__ = _split_getattr(module.__name__)
-
-
 def install() -> None:
-    """Put the finder for the old paths first on ``sys.meta_path``, once: it claims only the old names, and a stale
-    old file (an editable install's other checkout, a leftover) must not win over the alias."""
-    if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _MovedFinder())
+    """The finder for bgprompt_ros's old paths, once (bgprompt_core's MovedModules)."""
+    install_finder(MovedModules(PACKAGE, MOVED, SPLIT))
