@@ -9,6 +9,7 @@ from bgprompt_core.method.config import ConfigError
 from bgprompt_core.frame.estimator import EstimatorConfig
 from bgprompt_core.rgbd.fusion import FUSION_FIELDS, FUSION_HELP, HOLE_FILLS, FusionConfig, fusion_config_from_params
 from bgprompt_core.runtime.build import PROMPT_HELP
+from bgprompt_core.settings import ALIGNS, BACKENDS, FUSIONS, PRECISIONS, SCALES
 
 TYPES = {str: "PARAMETER_STRING", int: "PARAMETER_INTEGER", float: "PARAMETER_DOUBLE", bool: "PARAMETER_BOOL"}
 # name: (default, description, allowed values or None, needs reload); the type is the default's
@@ -17,9 +18,9 @@ PARAMETERS: dict[str, tuple] = {
     "prompt": ("1bg", PROMPT_HELP, None, True),
     "backend": ("auto", "inference backend; auto: tensorrt with a GPU, tensorrt and cuda-python, else onnxruntime "
                         "(on the shipped or given graph: no torch), else torch",
-                ("auto", "torch", "onnxruntime", "tensorrt"), True),
+                BACKENDS, True),
     "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", None, True),
-    "precision": ("fp32", "network precision", ("fp32", "fp16"), True),
+    "precision": ("fp32", "network precision", PRECISIONS, True),
     "engine_cache_dir": ("~/.cache/bgprompt", "where exported ONNX graphs and TensorRT engines are cached", None, True),
     "onnx": ("", "an exported graph to use instead of exporting on first start", None, True),
     "segmentation": ("mask_topic", "where object masks come from", ("mask_topic", "rembg"), True),
@@ -33,12 +34,12 @@ PARAMETERS: dict[str, tuple] = {
                         True),
     "queue_size": (10, "per-topic synchronizer queue and subscription depth", None, True),
     "scale": ("relative", "relative (up to scale), metric (metric networks) or align-to-sensor (RGB-D)",
-              ("relative", "metric", "align-to-sensor"), True),
+              SCALES, True),
     "align": ("scale-shift", "align-to-sensor fit (scale-shift for disparity networks such as mini)",
-              ("scale", "scale-shift"), True),
+              ALIGNS, True),
     "fusion": ("none", "align-to-sensor: none (the aligned prediction only) or fill (keep consistent sensor depth, "
                        "fill holes and see-through or outlying readings with the aligned prediction)",
-               ("none", "fill"), True),
+               FUSIONS, True),
     "recenter": (False, "re-centre each object by a virtual camera before the network", None, True),
     "max_objects": (16, "objects per frame, the largest kept (one network batch; a TensorRT engine's profile covers "
                         "1..max_objects)", None, True),

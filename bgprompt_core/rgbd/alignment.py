@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bgprompt_core.settings import ALIGNS
+
 
 @dataclass(frozen=True)
 class Alignment:
@@ -70,7 +72,7 @@ def fit_to_sensor(pred: np.ndarray, sensor: np.ndarray, mask: np.ndarray, mode: 
     fewer than ``min_pixels`` stops. The scale may come out negative (a prediction anti-correlated with the
     readings): callers check it.
     """
-    if mode not in ("scale", "scale-shift"):
+    if mode not in ALIGNS:
         raise ValueError(f"alignment mode must be 'scale' or 'scale-shift', got {mode!r}")
     obj = mask.astype(bool)
     ok = obj & np.isfinite(sensor) & (sensor > 0) & np.isfinite(pred) & (pred > 0)

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from bgprompt_core.settings import FUSIONS, SCALES
+
 
 def _make(args: argparse.Namespace) -> int:
     from .make import make_bag
@@ -145,8 +147,8 @@ def _register_eval(bs) -> None:
     p.add_argument("--model", nargs="+")
     p.add_argument("--prompt", nargs="+")
     p.add_argument("--no-baseline", action="store_true", help="do not add the white-background baseline")
-    p.add_argument("--scale", choices=["relative", "metric", "align-to-sensor"])
-    p.add_argument("--fusion", choices=["none", "fill"], help="with align-to-sensor: fill the sensor's holes")
+    p.add_argument("--scale", choices=SCALES)
+    p.add_argument("--fusion", choices=FUSIONS, help="with align-to-sensor: fill the sensor's holes")
     p.add_argument("--segment", choices=["mask", "rembg"], default="mask", help="masks from the bag or rembg")
     p.add_argument("--image-topic")
     p.add_argument("--info-topic")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from bgprompt_core.settings import PRECISIONS
 # configs shipped as package data (setup.py): found in a source checkout, a wheel and a colcon install alike
 PACKAGE_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -40,5 +42,5 @@ def runtime_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", default="mini", help="depth network (default: the embedded `mini`)")
     p.add_argument("--prompt", default="1bg", help=PROMPT_HELP)
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--allow-download", action="store_true", help="let transformers fetch hub models")

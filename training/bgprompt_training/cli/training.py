@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from bgprompt_core.settings import COMPOSITES
+
 from .common import PACKAGE_CONFIGS, dist_backend_arg, shared
 
 
@@ -95,7 +97,7 @@ def _data_and_prompt_flags(p: argparse.ArgumentParser) -> None:
                         "finetune: the network's own weights on a white background (the paper's baseline); "
                         "'single' is a deprecated spelling of 1bg")
     p.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="ablation: 'Img space' = pixel")
-    p.add_argument("--composite", choices=["replace", "additive"], default="replace", help="ablation: 'Additive'")
+    p.add_argument("--composite", choices=COMPOSITES, default="replace", help="ablation: 'Additive'")
     p.add_argument("--pnet-input", choices=["mask", "image"], default="mask", help="ablation: 'Img input' = image")
     p.add_argument("--no-bias", dest="bias", action="store_false", help="ablation: PNet without the learned 1-BG bias")
     p.add_argument("--pnet-downs", type=int, default=7, help="PNet U-Net downsamplings (paper: 7)")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from bgprompt_core.errors import BgpromptError
 from bgprompt_core.method.config import ConfigError, FourierPromptConfig, PixelPromptConfig, PromptNetConfig
+from bgprompt_core.settings import COMPOSITES
 
 from ..data.bags import BagReadConfig, is_bag
 from ..data.trust import TrustConfig
@@ -120,7 +121,7 @@ class TrainConfig:
             warnings.warn("--prompt single is deprecated: use --prompt 1bg", DeprecationWarning, stacklevel=3)
             self.prompt = "1bg"
         choices = {"prompt": ("1bg", "pnet", "finetune"), "param": ("fourier", "pixel"),
-                   "composite": ("replace", "additive"), "pnet_input": ("mask", "image"),
+                   "composite": COMPOSITES, "pnet_input": ("mask", "image"),
                    "pnet_combine": ("mean", "residual"),
                    "eq2_range": ("image", "object"), "optimizer": ("sgd", "adam"),
                    "select_by": tuple(LOWER_IS_BETTER), "supervision": ("sensor", "truth")}
