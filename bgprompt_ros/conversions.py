@@ -86,7 +86,7 @@ def cloud_fields(with_rgb: bool, with_labels: bool = False) -> tuple[list[tuple[
     return fields, 32 if (with_rgb or with_labels) else 16
 
 
-def cloud_data(depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, organized: bool = True,
+def cloud_data(depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, *, organized: bool,
                label: np.ndarray | None = None, source: np.ndarray | None = None) -> tuple[int, int, bool, int, array.array]:
     """(height, width, is_dense, point_step, data) of a PointCloud2 of the back-projected depth.
 

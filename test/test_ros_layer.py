@@ -82,7 +82,7 @@ def test_cloud_data_match_a_per_point_reference_and_fields_like_depth_image_proc
     v, u = np.mgrid[0:4, 0:5]
     pts = np.stack([(u - 2.2) / 50.0 * depth, (v - 1.4) / 40.0 * depth, depth], -1).astype(np.float32)
     rgb = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
-    h, w, dense, step, data = conversions.cloud_data(depth, K, rgb)
+    h, w, dense, step, data = conversions.cloud_data(depth, K, rgb, organized=True)
     assert (h, w, dense, step) == (4, 5, False, 32) and isinstance(data, array.array)
     got = np.frombuffer(data, np.uint8)
     ref = np.frombuffer(sensor_msgs_py_style_cloud(pts, rgb), np.uint8)
@@ -344,7 +344,7 @@ def test_label_and_source_fields_decode_with_an_independent_reader(with_rgb, org
     assert np.array_equal(got["source"], source[sel].reshape(-1))
     assert np.allclose(got["z"], depth[sel].reshape(-1), equal_nan=True)
     with pytest.raises(conversions.ConversionError, match="uint32"):
-        conversions.cloud_data(depth, K, None, label=-label - 1)
+        conversions.cloud_data(depth, K, None, organized=True, label=-label - 1)
 
 
 def test_intrinsics_come_from_p_like_image_geometry_and_distortion_is_named():
