@@ -33,8 +33,16 @@ DECLARED   := $(filter-out $(LOCK),$(wildcard requirements/*.txt))
 LOCK_TOOLS := .cache/lock-tools
 PIP_TOOLS  := pip-tools==7.6.2
 
+# pip first, pinned and hashed: the pip that `python3 -m venv` bundles (23.2) refuses a hashed lock as soon as a
+# locked package asks for another with an extra (pytest-cov -> coverage[toml]: "all requirements must have their
+# versions pinned") whenever the index holds a newer release than the lock's; pip >= 23.3 resolves the extra
+# against the locked pin.
+PIP_PIN    := pip==26.2.1 --hash=sha256:71138adf1f4ca900cdb7d289c21b7494329f2332b6d85f0e1c42108c0384ed3e
+
 $(STAMP): setup.py setup.cfg $(wildcard requirements/*.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	echo "$(PIP_PIN)" > $(VENV)/pip-pin.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $(VENV)/pip-pin.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
