@@ -10,7 +10,7 @@ import yaml
 from bgprompt_ros import conversions
 from bgprompt_core.messages.sync import Synchronizer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_decode_honours_padding_and_big_endian_and_is_zero_copy_when_possible():

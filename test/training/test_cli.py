@@ -249,7 +249,7 @@ def test_predict_without_masks_speaks_the_cli_flags(tmp_path, capsys):
 
 
 # --- an installed (non-editable) layout: every verb finds what it ships ---------------------------------------
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _RUN_CLI = """
 import contextlib, io, json, sys
 from bgprompt_training.cli import main

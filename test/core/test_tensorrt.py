@@ -735,7 +735,7 @@ def test_gpu_check_runs_every_step_against_the_fake(graphs, tmp_path, monkeypatc
     import shutil
     from pathlib import Path
 
-    tool = Path(__file__).resolve().parents[1] / "tools" / "gpu-check"
+    tool = Path(__file__).resolve().parents[2] / "tools" / "gpu-check"
     loader = importlib.machinery.SourceFileLoader("gpu_check", str(tool))
     spec = importlib.util.spec_from_loader("gpu_check", loader)
     gpu_check = importlib.util.module_from_spec(spec)

@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator  # noqa: E402
 from bgprompt_ros.readiness import NotReady, wait_for_nodes  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NODE = str(Path(sys.executable).parent / "object_depth_node")
 H, W = 120, 160
 K = [150.0, 0.0, 79.5, 0.0, 150.0, 59.5, 0.0, 0.0, 1.0]

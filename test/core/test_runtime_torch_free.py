@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "bgprompt_core"
 HEAVY = ("torch", "transformers", "torchvision")
 RUNTIME = sorted(p for p in (CORE / "runtime").glob("*.py"))
