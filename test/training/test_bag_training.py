@@ -313,9 +313,9 @@ def test_two_ranks_equal_one_process_and_a_killed_run_resumes(bag, tmp_path, tin
     assert "supervised by the sensor:" in ran.stdout
     ran = torchrun(2, args(two, "--logdir", str(tmp_path / "tb")))
     assert ran.returncode == 0, ran.stderr[-2000:]
-    with open(tmp_path / "killed.log", "w") as log:  # killed from outside once the step-3 state is on disk
-        proc = subprocess.Popen([str(BIN / "bgprompt"), *args(part)], stdout=log, stderr=log)
-        kill_once_saved(proc, Path(str(part) + ".state"), 3)
+    with open(tmp_path / "killed.err", "w") as err:  # killed from outside once it says its step-3 state is on disk
+        proc = subprocess.Popen([str(BIN / "bgprompt"), *args(part)], stdout=subprocess.PIPE, stderr=err)
+        kill_once_saved(proc, 3)
     assert proc.returncode == -9
     resumed = single(args(part, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]

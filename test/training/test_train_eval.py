@@ -2,9 +2,9 @@
 import json
 import os
 import signal
+import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -16,6 +16,7 @@ from bgprompt_core.networks.loading import build_depth_net, load_depth_net
 from bgprompt_core.method.checkpoint import load_prompt
 from bgprompt_core.method.config import DepthTransformConfig
 from bgprompt_core.method.depth_transform import disparity_to_depth
+from proc_lines import wait_for_match
 from tiny_models import small_config
 from bgprompt_training.eval import evaluate, write_outputs
 from bgprompt_core.evaluation.protocol import sample_metrics
@@ -118,34 +119,37 @@ def saved_step(state_dir: Path) -> int | None:
     return int(name.split("-")[1])
 
 
-def kill_once_saved(proc: subprocess.Popen, state_dir: Path, step: int, target=None, deadline: float = 300) -> int:
-    """SIGKILL a training run from outside as soon as its state on disk reaches ``step`` (the readiness signal
-    the trainer writes anyway: ``OUT.state/LATEST``); ``target()`` picks the process to kill (default: ``proc``).
-    Waits with a deadline; the run must still be going when it is killed. Returns the saved step seen."""
-    end = time.monotonic() + deadline
-    while (seen := saved_step(state_dir)) is None or seen < step:
-        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before saving step {step}"
-        if time.monotonic() > end:
-            proc.kill()
-            raise AssertionError(f"no state of step {step} in {state_dir} after {deadline} s")
-        time.sleep(0.002)  # polls the file: the deadline, not this interval, bounds the wait
+def kill_once_saved(proc: subprocess.Popen, step: int, target=None, deadline: float = 300) -> tuple[int, str]:
+    """SIGKILL a training run from outside as soon as it says its state of ``step`` (or later) is on disk: the
+    line ``state saved: step N`` the trainer prints on stdout (``proc`` runs with ``stdout=PIPE``) after the
+    atomic write. ``target()`` picks the process to kill (default: ``proc``). Waits with a deadline; the run must
+    still be going when it is killed. Returns the saved step seen and the run's whole stdout."""
+    try:
+        while True:
+            m, before = wait_for_match(proc.stdout, re.compile(r"^state saved: step (\d+) "), deadline)
+            if int(m.group(1)) >= step:
+                break
+    except AssertionError:
+        proc.kill()
+        raise
+    assert proc.poll() is None, f"the run ended (exit {proc.returncode}) once it saved step {m.group(1)}"
     pid = target() if target else proc.pid
     assert pid is not None, "the process to kill was not found"
     os.kill(pid, signal.SIGKILL)
-    proc.wait(timeout=deadline)
-    return seen
+    rest, _ = proc.communicate(timeout=deadline)  # drains the pipe: a launcher reporting its rank's death never blocks
+    return int(m.group(1)), "\n".join(before + [m.group(0)]) + "\n" + (rest.decode() if isinstance(rest, bytes) else rest or "")
 
 
 def test_killed_run_resumes_exactly(world, tmp_path):
     full, part = tmp_path / "full.safetensors", tmp_path / "part.safetensors"
     steps = 30  # checkpoints every 5 steps; the run is killed from outside once the first one is on disk
     subprocess.run(_train_cmd(world, full, steps), check=True, capture_output=True, timeout=300)
-    with open(tmp_path / "killed.log", "wb") as log:
-        proc = subprocess.Popen(_train_cmd(world, part, steps), stdout=log, stderr=log)
-        kill_once_saved(proc, Path(str(part) + ".state"), 5)
+    with open(tmp_path / "killed.err", "wb") as err:
+        proc = subprocess.Popen(_train_cmd(world, part, steps), stdout=subprocess.PIPE, stderr=err)
+        seen, _ = kill_once_saved(proc, 5)
     assert proc.returncode == -9  # SIGKILL mid-way, before the last step
     latest = saved_step(Path(str(part) + ".state"))
-    assert latest in range(5, steps, 5)
+    assert latest in range(5, steps, 5) and latest >= seen  # what it said was saved is on disk (or a later one)
     subprocess.run(_train_cmd(world, part, steps, "--resume"), check=True, capture_output=True, timeout=300)
     h_full = json.loads(next(Path(str(full) + ".state").glob("step-*/state.json")).read_text())["history"]
     h_part = json.loads(next(Path(str(part) + ".state").glob("step-*/state.json")).read_text())["history"]

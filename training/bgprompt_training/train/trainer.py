@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -154,6 +155,9 @@ class Trainer:
                 "param_groups": self.opt.state_dict()["param_groups"], "opt_scalars": scalars,
                 "distributed": self.dist.describe(self.cfg.batch)}
         write_state(self.state_dir, self.step, tensors, meta)
+        # after the atomic write: what `--resume` continues from (and the tests' readiness signal to kill a run)
+        tqdm.write(f"state saved: step {self.step} in {self.state_dir}")
+        sys.stdout.flush()
 
     def load_state(self) -> None:
         step_dir, meta = read_state(self.state_dir, self.cfg)
