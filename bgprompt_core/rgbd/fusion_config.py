@@ -6,25 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from bgprompt_core.errors import ConfigError
-from bgprompt_core.rgbd.noise import DepthNoise, stereo_noise
+from bgprompt_core.rgbd.noise import D435_NOISE, DepthNoise, SensorNoiseSettings  # noqa: F401  (D435_NOISE: still importable here)
+from bgprompt_core.rgbd.planes import SupportPlaneSettings
 from bgprompt_core.settings import FUSIONS  # noqa: F401  (still importable from here)
 
 HOLE_FILLS = ("hybrid", "prediction")
-D435_NOISE = stereo_noise(430.0, 0.050, 0.08)  # the d435-like camera: sigma = 0.0037 z^2 (m)
 
 
 @dataclass(frozen=True)
-class FusionConfig:
+class FusionConfig(SensorNoiseSettings, SupportPlaneSettings):
     """How a prediction is fused with an RGB-D sensor's depth (``fuse_object``; metres and pixels).
 
     Args:
-        ring (int, default 15): px, width of the ring around the mask where the support plane is sought.
-        plane_tol (float, default 0.006): m (plus 3 sensor sigmas at the reading's depth), RANSAC inlier distance
-            to the plane.
-        plane_iterations (int, default 200): RANSAC iterations.
-        min_plane_inliers (int, default 50): fewer inliers: no support plane.
-        see_through_tol (float, default 0.005): m (plus 3 sensor sigmas): readings this close to the plane or
-            beyond it were seen through the object.
+        ring, plane_tol, plane_iterations, min_plane_inliers, see_through_tol: the support-plane test
+            (``rgbd.planes.SupportPlaneSettings``).
         min_object_fraction (float, default 0.25): of the object's pixels; with fewer reliable readings the
             scale comes from the object's contact with the plane.
         consistency (float, default 0.010): m (plus 3 sensor sigmas); readings farther than this from the
@@ -44,18 +39,10 @@ class FusionConfig:
         max_interior_hole (float, default 0.02): of the object's pixels: the largest hole "hybrid" interpolates.
     """
 
-    ring: int = 15
-    plane_tol: float = 0.006
-    plane_iterations: int = 200
-    min_plane_inliers: int = 50
-    see_through_tol: float = 0.005
     min_object_fraction: float = 0.25
     consistency: float = 0.010
     contact_quantile: float = 0.1
     residual_sigma: float = 6.0
-    noise_floor: float = D435_NOISE.floor
-    noise_linear: float = D435_NOISE.linear
-    noise_quadratic: float = D435_NOISE.quadratic
     edge_jump: float = 0.03
     min_agreement: float = 0.5
     max_residual: float = 0.015
@@ -63,8 +50,8 @@ class FusionConfig:
     max_interior_hole: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("ring", "plane_tol", "plane_iterations", "min_plane_inliers", "consistency",
-                     "residual_sigma", "max_residual", "edge_jump"):
+        self.check_plane("fusion")
+        for name in ("consistency", "residual_sigma", "max_residual", "edge_jump"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"fusion {name} must be > 0, got {getattr(self, name)!r}")
         if not 0 < self.min_object_fraction <= 1 or not 0 <= self.contact_quantile < 0.5:
@@ -74,10 +61,6 @@ class FusionConfig:
         if self.hole_fill not in HOLE_FILLS:
             raise ConfigError(f"fusion hole_fill must be one of {HOLE_FILLS}, got {self.hole_fill!r}")
         self.noise  # validates the noise terms
-
-    @property
-    def noise(self) -> DepthNoise:
-        return DepthNoise(self.noise_floor, self.noise_linear, self.noise_quadratic)
 
     @staticmethod
     def for_noise(noise: DepthNoise, **kw) -> "FusionConfig":

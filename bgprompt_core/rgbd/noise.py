@@ -51,6 +51,24 @@ def stereo_noise(focal_px: float, baseline: float, subpixel: float) -> DepthNois
     return DepthNoise(quadratic=subpixel / (focal_px * baseline))
 
 
+D435_NOISE = stereo_noise(430.0, 0.050, 0.08)  # the d435-like camera: sigma = 0.0037 z^2 (m)
+
+
+@dataclass(frozen=True)
+class SensorNoiseSettings:
+    """A config's sensor noise terms (``FusionConfig``'s and the bag trust rules'): ``sigma(z) = noise_floor +
+    noise_linear z + noise_quadratic z^2`` (m), by default the d435-like camera's; set them to your camera's."""
+
+    noise_floor: float = D435_NOISE.floor
+    noise_linear: float = D435_NOISE.linear
+    noise_quadratic: float = D435_NOISE.quadratic
+
+    @property
+    def noise(self) -> DepthNoise:
+        """The terms as a ``DepthNoise`` (validates them)."""
+        return DepthNoise(self.noise_floor, self.noise_linear, self.noise_quadratic)
+
+
 def __getattr__(name: str):
     """``depth_edges`` moved to ``bgprompt_core.rgbd.edges``: served from there with a DeprecationWarning."""
     if name == "depth_edges":

@@ -5,10 +5,42 @@ ill-posed for planes seen at a grazing angle) or pull a 300 MB dependency (Open3
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
+from bgprompt_core.errors import ConfigError
 from bgprompt_core.rgbd.noise import DepthNoise
+
+
+@dataclass(frozen=True)
+class SupportPlaneSettings:
+    """The support-plane test of a config (``FusionConfig``'s and the bag trust rules'): RANSAC (``fit_plane``) on
+    the sensor's points in a ring around the object; readings at or beyond the plane were seen through it.
+
+    Args:
+        ring (int, default 15): px, width of the ring around the mask where the support plane is sought.
+        plane_tol (float, default 0.006): m (plus 3 sensor sigmas at the reading's depth), RANSAC inlier distance.
+        plane_iterations (int, default 200): RANSAC iterations.
+        min_plane_inliers (int, default 50): fewer inliers: no support plane.
+        see_through_tol (float, default 0.005): m (plus 3 sensor sigmas): readings this close to the plane or
+            beyond it were seen through the object.
+    """
+
+    ring: int = 15
+    plane_tol: float = 0.006
+    plane_iterations: int = 200
+    min_plane_inliers: int = 50
+    see_through_tol: float = 0.005
+
+    def check_plane(self, what: str) -> None:
+        """Raise ConfigError naming ``what`` (e.g. "fusion") and the field that is out of range."""
+        for name in ("ring", "plane_tol", "plane_iterations", "min_plane_inliers"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{what} {name} must be > 0, got {getattr(self, name)!r}")
+        if not self.see_through_tol >= 0:
+            raise ConfigError(f"{what} see_through_tol must be >= 0, got {self.see_through_tol!r}")
 
 
 def ring_mask(obj: np.ndarray, width: int, exclude: np.ndarray | None = None) -> np.ndarray:

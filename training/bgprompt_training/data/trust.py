@@ -27,27 +27,23 @@ import torch
 
 from bgprompt_core.method.config import ConfigError
 from bgprompt_core.rgbd.edges import depth_edges
-from bgprompt_core.rgbd.fusion_config import D435_NOISE
-from bgprompt_core.rgbd.noise import DepthNoise
-from bgprompt_core.rgbd.planes import fit_plane, plane_depth, ring_mask
+from bgprompt_core.rgbd.noise import SensorNoiseSettings
+from bgprompt_core.rgbd.planes import SupportPlaneSettings, fit_plane, plane_depth, ring_mask
 from bgprompt_core.geometry import camera_rays, normals_from_depth
 
 REASONS = ("hole", "see_through", "edge", "inconsistent")
 
 
 @dataclass(frozen=True)
-class TrustConfig:
+class TrustConfig(SensorNoiseSettings, SupportPlaneSettings):
     """Rules that select an object's trustworthy sensor readings (metres, pixels of the recorded frame).
 
     Args:
         edge_jump (float, default 0.03): relative depth step between valid 4-neighbours that makes a depth edge.
         edge_grow (int, default 1): px, depth edges are grown by this much (flying pixels sit beside them).
         border (int, default 1): px of the mask's border left out (mixed pixels).
-        ring (int, default 15): px, the ring around the object where the support plane is sought.
-        plane_tol (float, default 0.006): m, RANSAC inlier distance of the support plane.
-        plane_iterations (int, default 200), min_plane_inliers (int, default 50): the plane's RANSAC.
-        see_through_tol (float, default 0.005): m (+ 3 sigmas): readings this close to the plane or beyond it were
-            seen through the object.
+        ring, plane_tol, plane_iterations, min_plane_inliers, see_through_tol: the support-plane test, as the
+            node's fusion runs it (``rgbd.planes.SupportPlaneSettings``).
         window (int, default 5): px, odd side of the neighbourhood of the consistency test.
         consistency (float, default 0.01): m (+ 3 sigmas), largest distance to the neighbourhood's median.
         min_neighbours (int, default 6): fewer valid readings in the window: an isolated reading, left out.
@@ -59,24 +55,17 @@ class TrustConfig:
     edge_jump: float = 0.03
     edge_grow: int = 1
     border: int = 1
-    ring: int = 15
-    plane_tol: float = 0.006
-    plane_iterations: int = 200
-    min_plane_inliers: int = 50
-    see_through_tol: float = 0.005
     window: int = 5
     consistency: float = 0.01
     min_neighbours: int = 6
-    noise_floor: float = D435_NOISE.floor
-    noise_linear: float = D435_NOISE.linear
-    noise_quadratic: float = D435_NOISE.quadratic
     smooth_sigma: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("edge_jump", "ring", "plane_tol", "plane_iterations", "min_plane_inliers", "consistency"):
+        self.check_plane("trust")
+        for name in ("edge_jump", "consistency"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"trust {name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("edge_grow", "border", "min_neighbours", "see_through_tol", "smooth_sigma"):
+        for name in ("edge_grow", "border", "min_neighbours", "smooth_sigma"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"trust {name} must be >= 0, got {getattr(self, name)!r}")
         if self.window < 3 or self.window % 2 == 0:
@@ -84,11 +73,6 @@ class TrustConfig:
         if self.min_neighbours > self.window**2:
             raise ConfigError(f"trust min_neighbours {self.min_neighbours} exceeds the window's {self.window**2} px")
         self.noise  # validates the noise terms
-
-    @property
-    def noise(self) -> DepthNoise:
-        return DepthNoise(self.noise_floor, self.noise_linear, self.noise_quadratic)
-
 
 TRUST_FIELDS = tuple(f.name for f in fields(TrustConfig))
 
