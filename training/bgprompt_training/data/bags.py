@@ -18,7 +18,7 @@ opened, lacks a topic or carries a topic of the wrong type is a ConfigError befo
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,10 @@ log = logging.getLogger("bgprompt.train.bags")
 MIN_FRAME_PIXELS = 16  # objects with fewer mask pixels in the frame are not objects (as bag eval's truth_objects)
 
 
-@dataclass(frozen=True)
-class BagReadConfig:
-    """How bags are cut into training samples.
+@dataclass
+class BagSelection:
+    """Which synchronized frames and objects of a bag become training samples: ``BagReadConfig``'s fields and
+    ``TrainConfig``'s bag flags (one definition for both).
 
     Args:
         image_topic, info_topic, mask_topic, depth_topic, truth_topic (str | None): topics; None: bag eval's
@@ -47,7 +48,6 @@ class BagReadConfig:
         stride (int, default 1): use every stride-th synchronized frame.
         sync (str, default "exact"), slop (float, default 0.015): the node's synchronization.
         mask_labels (bool, default False): mono8 mask values are object ids (the node's mask_labels).
-        recenter_fill (float, default 0.8): the share of the input the re-centred object spans (the node's).
         min_pixels (int, default 32): trusted pixels an object needs at network resolution.
         supervision (str, default "sensor"): "truth" keeps every object with ``min_pixels`` of ground truth instead
             (the comparison runs of TrainConfig.supervision; the sensor's figures are still counted).
@@ -62,11 +62,10 @@ class BagReadConfig:
     sync: str = "exact"
     slop: float = 0.015
     mask_labels: bool = False
-    recenter_fill: float = 0.8
     min_pixels: int = 32
     supervision: str = "sensor"
 
-    def __post_init__(self) -> None:
+    def check_selection(self) -> None:
         if self.supervision not in ("sensor", "truth"):
             raise ConfigError(f"supervision must be sensor or truth, got {self.supervision!r}")
         if self.stride < 1:
@@ -75,10 +74,28 @@ class BagReadConfig:
             raise ConfigError(f"sync must be exact or approximate, got {self.sync!r}")
         if not self.slop > 0:
             raise ConfigError(f"slop must be > 0, got {self.slop}")
-        if not 0 < self.recenter_fill <= 1.5:
-            raise ConfigError(f"recenter_fill must lie in (0, 1.5], got {self.recenter_fill}")
         if self.min_pixels < 1:
             raise ConfigError(f"min_pixels must be >= 1, got {self.min_pixels}")
+
+    def selection(self) -> dict:
+        """The BagSelection fields and their values (what TrainConfig passes on to BagReadConfig)."""
+        return {f.name: getattr(self, f.name) for f in fields(BagSelection)}
+
+
+@dataclass
+class BagReadConfig(BagSelection):
+    """How bags are cut into training samples: the ``BagSelection`` and
+
+    Args:
+        recenter_fill (float, default 0.8): the share of the input the re-centred object spans (the node's).
+    """
+
+    recenter_fill: float = 0.8
+
+    def __post_init__(self) -> None:
+        self.check_selection()
+        if not 0 < self.recenter_fill <= 1.5:
+            raise ConfigError(f"recenter_fill must lie in (0, 1.5], got {self.recenter_fill}")
 
 
 @dataclass

@@ -11,20 +11,19 @@ from bgprompt_core.errors import BgpromptError
 from bgprompt_core.method.config import ConfigError, FourierPromptConfig, PixelPromptConfig, PromptNetConfig
 from bgprompt_core.settings import COMPOSITES
 
-from ..data.bags import BagReadConfig, is_bag
+from ..data.bags import BagReadConfig, BagSelection, is_bag
 from ..data.trust import TrustConfig
 
 LOWER_IS_BETTER = {"si_rmse": True, "shape_err": True, "normal_cos": False, "loss": True}
-BAG_FIELDS = ("image_topic", "info_topic", "mask_topic", "depth_topic", "truth_topic", "stride", "sync", "slop",
-              "mask_labels", "min_pixels", "supervision")  # TrainConfig fields that are BagReadConfig's
+BAG_FIELDS = tuple(f.name for f in dataclasses.fields(BagSelection))  # TrainConfig fields that are BagReadConfig's
 
 
 class TrainingError(BgpromptError, RuntimeError):
     """Training cannot go on (a non-finite loss); the prompt on disk is the last good one."""
 
 
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class TrainConfig(BagSelection):
     """One ``bgprompt train`` run; every field is the CLI flag of the same name (``--val-every`` -> val_every).
 
     Args:
@@ -61,10 +60,8 @@ class TrainConfig:
         local_only (bool, default False): never download model files.
         init (str | None): warm start: "shipped" (the model's shipped prompt of --prompt's kind), a shipped name
             (1bg, pnet, tabletop) or a checkpoint; the prompt then takes the checkpoint's config.
-        image_topic, info_topic, mask_topic, depth_topic, truth_topic (str | None): bag topics (bag eval's
-            defaults); stride (int, default 1): every stride-th synchronized frame; sync (default "exact"),
-            slop (default 0.015): the node's synchronization; mask_labels (bool): mono8 masks hold object ids;
-            min_pixels (int, default 32): trusted pixels an object needs (data/bags.py BagReadConfig).
+        image_topic, info_topic, mask_topic, depth_topic, truth_topic, stride, sync, slop, mask_labels,
+            min_pixels: which frames and objects of a bag become samples (inherited: data/bags.py BagSelection).
         smooth_sigma (float, default 1.0): px, smoothing of the sensor depth for Eq. 4's normals (data/trust.py).
         supervision (str, default "sensor"): what supervises bag samples: "sensor" (the trusted readings) or
             "truth" (the bag's ground truth on the object: a comparison run only, e.g. docs/grasp/bag_trained.md;
@@ -103,18 +100,7 @@ class TrainConfig:
     logdir: str | None = None
     local_only: bool = False
     init: str | None = None
-    image_topic: str | None = None
-    info_topic: str | None = None
-    mask_topic: str | None = None
-    depth_topic: str | None = None
-    truth_topic: str | None = None
-    stride: int = 1
-    sync: str = "exact"
-    slop: float = 0.015
-    mask_labels: bool = False
-    min_pixels: int = 32
     smooth_sigma: float = 1.0
-    supervision: str = "sensor"
 
     def __post_init__(self) -> None:
         if self.prompt == "single":
@@ -124,7 +110,7 @@ class TrainConfig:
                    "composite": COMPOSITES, "pnet_input": ("mask", "image"),
                    "pnet_combine": ("mean", "residual"),
                    "eq2_range": ("image", "object"), "optimizer": ("sgd", "adam"),
-                   "select_by": tuple(LOWER_IS_BETTER), "supervision": ("sensor", "truth")}
+                   "select_by": tuple(LOWER_IS_BETTER)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -145,7 +131,7 @@ class TrainConfig:
         self.trust_config()
 
     def bag_config(self) -> BagReadConfig:
-        return BagReadConfig(**{k: getattr(self, k) for k in BAG_FIELDS}, recenter_fill=0.8)
+        return BagReadConfig(**self.selection(), recenter_fill=0.8)
 
     def trust_config(self) -> TrustConfig:
         return TrustConfig(smooth_sigma=self.smooth_sigma)
