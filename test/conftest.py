@@ -53,3 +53,14 @@ def tiny_model_dir(tmp_path_factory):
     (root / "preprocessor_config.json").write_text(json.dumps(
         {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "size": {"height": 56, "width": 56}}))
     return root
+
+
+@pytest.fixture(scope="session")
+def renders(tmp_path_factory):
+    """Six 64 x 64 renders (numpy rasterizer, seed 3): the bag tests' source data."""
+    from bgprompt_training.render.generate import RenderConfig
+    from bgprompt_training.render.store import render_dataset
+
+    root = tmp_path_factory.mktemp("renders")
+    render_dataset(RenderConfig(size=64, seed=3), root, 6, backend="numpy", progress=False)
+    return root

@@ -15,24 +15,7 @@ from bgprompt_core.frame.views import Letterbox
 from bgprompt_core.geometry import backproject_np, resize_roi
 from bgprompt_core.frame.segmentation import RembgSegmenter, clean_mask
 
-K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
-S = 64
-
-
-class Spec:
-    input_size = (S, S)
-    output_kind = "relative_disparity"
-    name = "fake"
-
-
-class ColumnBackend:
-    """Depth = the network-input column index + 1 (a linear function: interpolation reproduces it exactly)."""
-
-    name = "fake"
-
-    def run(self, image, mask):
-        n = image.shape[0]
-        return np.broadcast_to(np.arange(S, dtype=np.float32)[None, None, :] + 1, (n, S, S)).copy()
+from fake_backends import K, S, ColumnBackend, Spec
 
 
 class ObjectBackend:

@@ -13,24 +13,8 @@ from bgprompt_core.frame.recenter import recenter_camera
 from bgprompt_core.frame.upsample import colour_weights, joint_bilateral_upsample, pack_samples
 from bgprompt_core.frame.views import Letterbox, letterbox_coords
 
-K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
-S = 64
+from fake_backends import K, S, ColumnBackend, Spec
 FAR = 1000.0
-
-
-class Spec:
-    input_size = (S, S)
-    output_kind = "relative_disparity"
-    name = "fake"
-
-
-class ColumnBackend:
-    """Depth = network column + 1: linear, so bilinear interpolation reproduces it exactly."""
-
-    name = "fake"
-
-    def run(self, image, mask):
-        return np.broadcast_to(np.arange(S, dtype=np.float32) + 1, (image.shape[0], S, S)).copy()
 
 
 class OwnOrFarBackend:

@@ -24,13 +24,6 @@ BGPROMPT = str(Path(sys.executable).parent / "bgprompt")
 
 
 @pytest.fixture(scope="module")
-def renders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bagdata")
-    render_dataset(RenderConfig(size=64, seed=3), root, 6, backend="numpy", progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
 def renders128(tmp_path_factory):
     root = tmp_path_factory.mktemp("bagdata128")
     render_dataset(RenderConfig(size=128, seed=5), root, 2, backend="numpy", progress=False)

@@ -27,13 +27,6 @@ SIZE = 56  # the tiny network's input
 
 
 @pytest.fixture(scope="module")
-def renders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bagtrain")
-    render_dataset(RenderConfig(size=64, seed=3), root, 6, backend="numpy", progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
 def bag(renders, tmp_path_factory):
     out = tmp_path_factory.mktemp("bags") / "b"
     make_bag(renders, out, sensor="d435-like")
