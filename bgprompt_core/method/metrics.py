@@ -36,7 +36,10 @@ def normalize_to_mean(depth: torch.Tensor, mask: torch.Tensor, target: float = G
 
 
 def optimal_scale(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Closed-form ``argmin_s sum_m (s p - g)^2 = sum(p g m) / (sum(p^2 m) + eps)`` (Eq. 3)."""
+    """Closed-form ``argmin_s sum_m (s p - g)^2 = sum(p g m) / (sum(p^2 m) + eps)`` (Eq. 3).
+
+    The batched, differentiable torch fits (Eq. 3's loss and the evaluation protocol) are here; the torch-free
+    numpy fit a robot runs (sensor alignment, the grasp oracle) is ``rgbd.alignment.least_squares``."""
     m = _m(mask, pred)
     p, g = _masked(pred, m), _masked(gt, m)
     return (p * g).flatten(1).sum(1) / ((p * p).flatten(1).sum(1) + eps)

@@ -13,6 +13,7 @@ from bgprompt_core.evaluation import sensor_model as sm
 from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
 from bgprompt_core.geometry import backproject_np
 from bgprompt_core.method.config import ConfigError
+from bgprompt_core.rgbd.alignment import least_squares
 from bgprompt_core.rgbd.fusion import SOURCE_SENSOR, FusionConfig, fuse_frame, inpaint_mm
 
 from .config import MAX_QUERIES, PREDICTION_FILL, GraspEvalConfig, _prompt_name, fused_name
@@ -146,8 +147,7 @@ def _oracle_reports(o_rel, per_obj: dict[int, dict], gt: np.ndarray, K: np.ndarr
     for oid, o in per_obj.items():
         sel = (o_rel.instance == oid) & np.isfinite(o_rel.depth) & (gt > 0)
         if sel.sum() >= 3:
-            A = np.stack([o_rel.depth[sel], np.ones(sel.sum())], 1).astype(np.float64)
-            (a, b), *_ = np.linalg.lstsq(A, gt[sel].astype(np.float64), rcond=None)
+            a, b = least_squares(o_rel.depth[sel].astype(np.float64), gt[sel].astype(np.float64), "scale-shift")
             oracle_rows[oid] = cm.object_report(_points(a * o_rel.depth + b, K, sel), o["gt_pts"], o["gt_grid"], up)
     return oracle_rows
 
