@@ -250,7 +250,7 @@ class ObjectDepthEstimator:
             labels[obj.box][obj.binary[obj.box]] = obj.id
         predicted = valid
         depth, source, reports, notes = fuse_frame(depth, labels, [o.id for o in objects], sensor, K,
-                                                   self.fusion_cfg, self.cfg.align, fill=self.cfg.fusion == "fill")
+                                                   self.fusion_cfg, self.cfg.align, keep_readings=self.cfg.fusion == "fill")
         warnings += notes
         valid = np.isfinite(depth)
         instance = np.where(valid, labels, 0)

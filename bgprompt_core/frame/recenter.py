@@ -117,13 +117,14 @@ class VirtualCamera:
 
 
 def recenter_camera(mask: np.ndarray, K: np.ndarray, out_size: tuple[int, int] | None = None,
-                    fill: float = 0.8) -> VirtualCamera:
-    """Virtual camera looking at the mask's centroid, zoomed so the mask spans ``fill`` of the half-size."""
+                    span: float = 0.8) -> VirtualCamera:
+    """Virtual camera looking at the mask's centroid, zoomed so the mask spans ``span`` of the half-size (the
+    node's ``recenter_fill``)."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         raise ValueError("cannot re-centre on an empty mask")
-    if not 0 < fill <= 1.5:
-        raise ValueError(f"fill must lie in (0, 1.5], got {fill}")
+    if not 0 < span <= 1.5:
+        raise ValueError(f"span (recenter_fill) must lie in (0, 1.5], got {span}")
     K = np.asarray(K, np.float64)
     out_size = out_size or mask.shape[:2]
     Kinv = np.linalg.inv(K)
@@ -134,6 +135,6 @@ def recenter_camera(mask: np.ndarray, K: np.ndarray, out_size: tuple[int, int] |
     q = corners @ Kinv.T @ R.T
     q = q[:, :2] / q[:, 2:]
     h, w = out_size
-    f = fill * min(h, w) / 2 / max(np.abs(q).max(), 1e-9)
+    f = span * min(h, w) / 2 / max(np.abs(q).max(), 1e-9)
     K_new = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]])
     return VirtualCamera(R, K, K_new, tuple(mask.shape[:2]), tuple(out_size))

@@ -73,7 +73,7 @@ def colour_weights(sigma_color: float) -> np.ndarray:
 
 def joint_bilateral_upsample(packed: tuple[np.ndarray, np.ndarray], guide: np.ndarray, mask: np.ndarray,
                              ys: np.ndarray, xs: np.ndarray, sigma_color: float = 100.0,
-                             fill: bool = True) -> Upsampled:
+                             fill_unreached: bool = True) -> Upsampled:
     """Depth of the object pixels ``mask`` (R, C) of a frame box from the network's samples (see the module doc).
 
     Args:
@@ -83,7 +83,7 @@ def joint_bilateral_upsample(packed: tuple[np.ndarray, np.ndarray], guide: np.nd
         ys, xs: network-input coordinates of each box pixel: (R, 1) and (1, C) (a letterbox) or (R, C) each
             (a virtual camera); NaN where a pixel has none.
         sigma_color: the colour kernel's standard deviation, on the mean absolute channel difference (0-255).
-        fill: give object pixels without an own sample the depth of the nearest pixel with one.
+        fill_unreached: give object pixels without an own sample the depth of the nearest pixel with one.
 
     Implementation: OpenCV calls on uint8 and float32 images holding all four samples of every pixel (remap with
     integer maps gathers them, exactly; absdiff + transform + LUT make the colour weight): numpy's element-wise
@@ -118,7 +118,7 @@ def joint_bilateral_upsample(packed: tuple[np.ndarray, np.ndarray], guide: np.nd
     depth = np.full((R, C), np.nan, np.float32)
     np.divide(num, den, out=depth, where=reached)
     need = obj & ~reached
-    filled = int(np.count_nonzero(need)) if fill and reached.any() else 0
+    filled = int(np.count_nonzero(need)) if fill_unreached and reached.any() else 0
     if filled:
         _, labels = cv2.distanceTransformWithLabels(np.ascontiguousarray(1 - reached.view(np.uint8)), cv2.DIST_L2,
                                                     5, labelType=cv2.DIST_LABEL_PIXEL)

@@ -70,13 +70,13 @@ class Letterbox:
         top, left = self.offset
         return shift_intrinsics(scale_intrinsics(K, rw / self.in_w, rh / self.in_h), left, top)
 
-    def resize_into(self, img: np.ndarray, fill: float, interp: int) -> np.ndarray:
-        """``img`` (H, W[, C]) resized into the padded output, the padding ``fill`` (uint8 stays uint8, else
+    def resize_into(self, img: np.ndarray, pad: float, interp: int) -> np.ndarray:
+        """``img`` (H, W[, C]) resized into the padded output, the padding ``pad`` (uint8 stays uint8, else
         float32)."""
         rh, rw = self.resized
         top, left = self.offset
         shape = (self.out_h, self.out_w) + img.shape[2:]
-        out = np.full(shape, fill, img.dtype if img.dtype == np.uint8 else np.float32)
+        out = np.full(shape, pad, img.dtype if img.dtype == np.uint8 else np.float32)
         out[top:top + rh, left:left + rw] = cv2.resize(img, (rw, rh), interpolation=interp)
         return out
 
@@ -130,9 +130,9 @@ def letterbox_coords(lb: Letterbox, roi: Box) -> tuple[np.ndarray, np.ndarray]:
 
 
 def network_views(objects: list[MaskObject], K: np.ndarray, frame_size: tuple[int, int], size: tuple[int, int],
-                  recenter: bool, fill: float) -> list[View]:
+                  recenter: bool, span: float) -> list[View]:
     """One view per object: a virtual camera re-centred on it (``recenter``), else the frame's one letterbox."""
     if recenter:
-        return [recenter_camera(obj.binary, K, size, fill) for obj in objects]
+        return [recenter_camera(obj.binary, K, size, span) for obj in objects]
     lb = Letterbox(frame_size[0], frame_size[1], size[0], size[1])
     return [lb] * len(objects)

@@ -37,7 +37,7 @@ class DeployGraph(nn.Module):
             self.pnet = copy.deepcopy(prompt).for_export()
             self.register_buffer("background", torch.zeros(1, 3, size, size))
         else:
-            self.register_buffer("background", torch.full((1, 3, size, size), float(model.fill)))
+            self.register_buffer("background", torch.full((1, 3, size, size), float(model.plain_background)))
         if half:
             self.net.half()
 

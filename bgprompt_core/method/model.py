@@ -19,13 +19,13 @@ from bgprompt_core.networks.loading import DepthNet
 class PromptedDepth(nn.Module):
     """``depth = T(D(C))`` with ``C`` from Eq. 1, ``D`` the frozen network and ``T`` Eq. 2 or identity.
 
-    Without a prompt the background is a constant colour ``fill`` in [0, 1] (1.0: the paper's white
+    Without a prompt the background is a constant grey ``plain_background`` in [0, 1] (1.0: the paper's white
     baseline), or a per-sample ``background`` tensor given to ``forward`` (noise, scene images...).
     ``composite``: Eq. 1's mode, "replace" or "additive" (the checkpoints' and graphs' ``composite`` field).
     """
 
     def __init__(self, net: DepthNet, prompt: Prompt | None = None, composite: str = "replace",
-                 transform: DepthTransformConfig = DepthTransformConfig(), fill: float = 1.0, *,
+                 transform: DepthTransformConfig = DepthTransformConfig(), plain_background: float = 1.0, *,
                  mode: str | None = None):
         super().__init__()
         if mode is not None:
@@ -36,7 +36,7 @@ class PromptedDepth(nn.Module):
         self.prompt = prompt
         self.composite = composite
         self.transform = transform
-        self.fill = fill
+        self.plain_background = plain_background
 
     @property
     def mode(self) -> str:
@@ -47,7 +47,7 @@ class PromptedDepth(nn.Module):
     def background(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.prompt is not None:
             return self.prompt(mask, image)
-        return torch.full_like(image, self.fill)
+        return torch.full_like(image, self.plain_background)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor,
                 background: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -195,7 +195,7 @@ def _sensor_only(sensor: np.ndarray, r: _Readings, cfg: FusionConfig, reason: st
 
 
 def _aligned_only(r: _Readings, aligned: np.ndarray, usable: np.ndarray, sc: _Scale, stats: dict):
-    """``fill=False``: the aligned prediction wherever it is positive; no reading kept."""
+    """``keep_readings=False``: the aligned prediction wherever it is positive; no reading kept."""
     depth = np.full(aligned.shape, np.nan, np.float32)
     source = np.zeros(aligned.shape, np.uint8)
     depth[usable] = aligned[usable]
@@ -234,7 +234,7 @@ def _kept_readings(r: _Readings, aligned: np.ndarray, usable: np.ndarray, scale_
 
 def _keep_readings(sensor: np.ndarray, r: _Readings, aligned: np.ndarray, usable: np.ndarray, sc: _Scale,
                    stats: dict, cfg: FusionConfig):
-    """``fill=True`` (step 5): the consistent readings kept bit-exact, the holes filled (``hole_fill``)."""
+    """``keep_readings=True`` (step 5): the consistent readings kept bit-exact, the holes filled (``hole_fill``)."""
     keep, behind = _kept_readings(r, aligned, usable, sc.scale_from, cfg)
     depth = np.full(aligned.shape, np.nan, np.float32)
     source = np.zeros(aligned.shape, np.uint8)
@@ -261,13 +261,13 @@ def _keep_readings(sensor: np.ndarray, r: _Readings, aligned: np.ndarray, usable
 
 
 def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.ndarray, ring: np.ndarray,
-                cfg: FusionConfig, align: str = "scale-shift", fill: bool = True,
+                cfg: FusionConfig, align: str = "scale-shift", keep_readings: bool = True,
                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, FusionReport | None]:
     """One object's metric depth (NaN off it) and per-pixel source, over a region of interest.
 
     pred: relative depth (NaN where the network gave none); sensor: metres, 0/NaN = no reading; obj: the
     object's mask; rays: (H, W, 3) z = 1 rays of these pixels; ring: mask of support-plane candidates.
-    ``fill`` (``fusion='fill'``) keeps the consistent readings and fills the rest (``_keep_readings``); without it
+    ``keep_readings`` (``fusion='fill'``) keeps the consistent readings and fills the rest (``_keep_readings``); without it
     the object's depth is the aligned prediction (``_aligned_only``).
     Returns (depth, source, report); report is None only when there is neither a reading on the object nor a
     support plane to take a scale from (depth all NaN).
@@ -282,13 +282,13 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     stats = dict(inliers=sc.inliers, agreement=agreement, residual_mm=spread_mm)
     aligned = (sc.scale * pred + sc.shift).astype(np.float64)
     usable = r.ok_pred & (aligned > 0)
-    if fill:
+    if keep_readings:
         return _keep_readings(sensor, r, aligned, usable, sc, stats, cfg)
     return _aligned_only(r, aligned, usable, sc, stats)
 
 
 def fuse_frame(pred: np.ndarray, labels: np.ndarray, ids: list[int], sensor: np.ndarray, K: np.ndarray,
-               cfg: FusionConfig, align: str = "scale-shift", fill: bool = True
+               cfg: FusionConfig, align: str = "scale-shift", keep_readings: bool = True
                ) -> tuple[np.ndarray, np.ndarray, dict[int, FusionReport | None], list[str]]:
     """Every object of a frame: ``pred`` (H, W) relative depth (NaN where none), ``labels`` (H, W) the objects'
     masks by id. Each object is fused over its bounding box grown by the ring; the support plane is sought
@@ -309,7 +309,7 @@ def fuse_frame(pred: np.ndarray, labels: np.ndarray, ids: list[int], sensor: np.
                slice(max(cols[0] - cfg.ring, 0), min(cols[-1] + 1 + cfg.ring, w)))
         o = obj[roi]
         d, src, rep = fuse_object(np.where(o, pred[roi], np.nan), sensor[roi], o, rays[roi],
-                                  ring_mask(o, cfg.ring, occupied[roi]), cfg, align, fill)
+                                  ring_mask(o, cfg.ring, occupied[roi]), cfg, align, keep_readings)
         reports[oid] = rep
         if rep is None:
             warnings.append(f"object {oid}: no sensor reading on it and no support plane to take a scale from; "

@@ -23,9 +23,9 @@ def sensor_of(z, rng, sigma=0.001):
     return np.round((z + rng.normal(0, sigma, z.shape)) * 1000).astype(np.float32) / 1000
 
 
-def run(pred, sensor, box, fill=True, align="scale", cfg=fu.FusionConfig()):
+def run(pred, sensor, box, keep_readings=True, align="scale", cfg=fu.FusionConfig()):
     rays = camera_rays(K, H, W).astype(np.float64)
-    return fu.fuse_object(pred, sensor, box, rays, planes.ring_mask(box, 15), cfg, align, fill)
+    return fu.fuse_object(pred, sensor, box, rays, planes.ring_mask(box, 15), cfg, align, keep_readings)
 
 
 def smooth_field(rng, sigma=6.0):
@@ -116,7 +116,7 @@ def test_fusion_none_returns_the_aligned_prediction_only():
     gt, _, box = scene()
     sensor = sensor_of(gt, rng)
     pred = np.where(box, gt / 2.0, np.nan)
-    depth, source, rep = run(pred, sensor, box, fill=False)
+    depth, source, rep = run(pred, sensor, box, keep_readings=False)
     assert (source[box] == fu.SOURCE_PREDICTED).all() and rep.kept == 0
     assert np.allclose(depth[box], rep.scale * pred[box], rtol=1e-6)
 
@@ -136,8 +136,8 @@ SCENES = {
 
 @pytest.mark.parametrize("name", list(SCENES))
 @pytest.mark.parametrize("align", ["scale-shift", "scale"])
-@pytest.mark.parametrize("fill", [True, False])
-def test_an_inverted_prediction_falls_back_to_the_sensor_and_never_empties_the_object(name, align, fill):
+@pytest.mark.parametrize("keep_readings", [True, False])
+def test_an_inverted_prediction_falls_back_to_the_sensor_and_never_empties_the_object(name, align, keep_readings):
     """Issue 24: on concave or ambiguous shapes mini's depth was anti-correlated with the truth, the fit's scale
     came out negative and the object got NO cloud while the sensor saw 84-94% of it."""
     rng = np.random.default_rng(4)
@@ -147,7 +147,7 @@ def test_an_inverted_prediction_falls_back_to_the_sensor_and_never_empties_the_o
     sensor[holes] = 0
     inverted = np.where(obj, gt[obj].max() + gt[obj].min() - gt, np.nan)  # correlation -1 with the truth
     assert np.corrcoef(inverted[obj], gt[obj])[0, 1] < -0.99
-    depth, source, rep = run(inverted, sensor, obj, fill=fill, align=align)
+    depth, source, rep = run(inverted, sensor, obj, keep_readings=keep_readings, align=align)
     assert rep is not None and rep.scale_from == "sensor-only" and rep.reason, rep
     reading = obj & (sensor > 0)
     assert (source[reading] == fu.SOURCE_SENSOR).mean() > 0.95  # the readings (flying pixels at edges aside)

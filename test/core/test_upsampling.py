@@ -188,7 +188,7 @@ def test_joint_bilateral_upsample_matches_its_formula_pixel_by_pixel():
     mask = rng.random((24, 30)) < 0.8
     ys, xs = letterbox_coords(lb, roi)
     packed = pack_samples(depth_s, own, guide_s)
-    up = joint_bilateral_upsample(packed, guide, mask, ys, xs, 30.0, fill=False)
+    up = joint_bilateral_upsample(packed, guide, mask, ys, xs, 30.0, fill_unreached=False)
     ref = _naive(packed, guide, mask, ys, xs, 30.0)
     assert np.array_equal(up.ok, np.isfinite(ref)) and up.ok.sum() > 0.5 * mask.sum()
     assert np.allclose(up.depth[up.ok], ref[up.ok], rtol=1e-5, atol=1e-5)  # float32 against float64

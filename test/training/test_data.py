@@ -151,7 +151,7 @@ def test_recentering_keeps_backprojected_points_and_inverts():
     disc = b**2 - (c @ c - r**2)
     hit = disc > 0
     depth = np.where(hit, (b - np.sqrt(np.clip(disc, 0, None))) * dn[..., 2], 0).astype(np.float32)
-    cam = recenter_camera(hit, K, (size, size), fill=0.8)
+    cam = recenter_camera(hit, K, (size, size), span=0.8)
     new_depth, ok = cam.warp_depth(depth, hit)
     assert ok.sum() > 2 * hit.sum()  # zoomed in
     vv, uu = np.nonzero(ok)

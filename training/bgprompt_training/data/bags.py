@@ -4,7 +4,7 @@ A bag is read exactly as ``bag eval`` and the live node read it (bgprompt_core.m
 and fallbacks, type checks, synchronizer and decoding); every ``stride``-th synchronized frame is used. Each
 object of the frame's mask (16UC1 / 32SC1 instance labels, or a mono8 mask as one object) becomes one sample:
 
-- the node's ``recenter`` view of it (a virtual camera at the object, ``fill`` of the input: recenter.py), the
+- the node's ``recenter`` view of it (a virtual camera at the object, spanning ``recenter_fill`` of the input: recenter.py), the
   image with a white border, the soft object mask (PNet's input and Eq. 1's M);
 - ``depth``: the sensor's readings warped into that view, ``weight``: the trustworthy ones (data/trust.py), the
   only pixels of the loss (sensor_loss.py). A warped pixel that mixes a trusted reading with any other is dropped;
@@ -160,11 +160,11 @@ def _objects(mask: np.ndarray) -> dict[int, np.ndarray]:
 
 
 def object_sample(rgb: np.ndarray, K: np.ndarray, obj: np.ndarray, sensor: np.ndarray, trusted: np.ndarray,
-                  truth: np.ndarray | None, size: int, fill: float = 0.8,
+                  truth: np.ndarray | None, size: int, span: float = 0.8,
                   smooth_sigma: float = 1.0) -> dict[str, torch.Tensor]:
     """One object's training sample in the node's ``recenter`` view (tensors, see the module docstring). Only the
     ``trusted`` readings of ``sensor`` are read: every other pixel of it may hold anything."""
-    cam = recenter_camera(obj, K, (size, size), fill)
+    cam = recenter_camera(obj, K, (size, size), span)
     image = cam.warp_image(rgb, border=(255, 255, 255)).astype(np.float32) / 255.0
     mask = np.clip(cam.warp_image(obj.astype(np.float32)), 0, 1)
     depth, weight = cam.warp_depth(np.where(trusted, sensor, 0).astype(np.float32), trusted)

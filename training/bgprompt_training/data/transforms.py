@@ -81,11 +81,11 @@ class ReplaceBackground:
 class Recenter:
     """Augmentation / fix for non-centred objects: virtual camera rotation + zoom (bgprompt_core.frame.recenter)."""
 
-    def __init__(self, fill: float = 0.8, background: int = 255):
-        self.fill, self.background = fill, background
+    def __init__(self, span: float = 0.8, background: int = 255):
+        self.span, self.background = span, background
 
     def __call__(self, s: dict) -> dict:
-        cam = recenter_camera(s["mask"], s["K"], s["depth"].shape, self.fill)
+        cam = recenter_camera(s["mask"], s["K"], s["depth"].shape, self.span)
         valid = s["depth"] > 0
         depth, ok = cam.warp_depth(s["depth"], valid)
         out = dict(s)
