@@ -249,8 +249,8 @@ class ObjectDepthEstimator:
         for obj in objects:
             labels[obj.box][obj.binary[obj.box]] = obj.id
         predicted = valid
-        depth, source, reports, notes = fuse_frame(depth, labels, [o.id for o in objects], sensor, K,
-                                                   self.fusion_cfg, self.cfg.align, keep_readings=self.cfg.fusion == "fill")
+        depth, source, reports, notes = fuse_frame(depth, labels, [o.id for o in objects], sensor, K, self.fusion_cfg,
+                                                   self.cfg.align, keep_readings=self.cfg.fusion == "fill")
         warnings += notes
         valid = np.isfinite(depth)
         instance = np.where(valid, labels, 0)

@@ -267,8 +267,8 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
 
     pred: relative depth (NaN where the network gave none); sensor: metres, 0/NaN = no reading; obj: the
     object's mask; rays: (H, W, 3) z = 1 rays of these pixels; ring: mask of support-plane candidates.
-    ``keep_readings`` (``fusion='fill'``) keeps the consistent readings and fills the rest (``_keep_readings``); without it
-    the object's depth is the aligned prediction (``_aligned_only``).
+    ``keep_readings`` (``fusion='fill'``) keeps the consistent readings and fills the rest (``_keep_readings``);
+    without it the object's depth is the aligned prediction (``_aligned_only``).
     Returns (depth, source, report); report is None only when there is neither a reading on the object nor a
     support plane to take a scale from (depth all NaN).
     """

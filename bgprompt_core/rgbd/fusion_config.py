@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from bgprompt_core.errors import ConfigError
-from bgprompt_core.rgbd.noise import D435_NOISE, DepthNoise, SensorNoiseSettings  # noqa: F401  (D435_NOISE: still importable here)
+from bgprompt_core.rgbd.noise import D435_NOISE, DepthNoise, SensorNoiseSettings  # noqa: F401  (D435_NOISE: old home)
 from bgprompt_core.rgbd.planes import SupportPlaneSettings
 from bgprompt_core.settings import FUSIONS  # noqa: F401  (still importable from here)
 

@@ -137,7 +137,8 @@ def kill_once_saved(proc: subprocess.Popen, step: int, target=None, deadline: fl
     assert pid is not None, "the process to kill was not found"
     os.kill(pid, signal.SIGKILL)
     rest, _ = proc.communicate(timeout=deadline)  # drains the pipe: a launcher reporting its rank's death never blocks
-    return int(m.group(1)), "\n".join(before + [m.group(0)]) + "\n" + (rest.decode() if isinstance(rest, bytes) else rest or "")
+    rest = rest.decode() if isinstance(rest, bytes) else rest or ""
+    return int(m.group(1)), "\n".join(before + [m.group(0), rest])
 
 
 def test_killed_run_resumes_exactly(world, tmp_path):

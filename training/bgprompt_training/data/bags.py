@@ -4,8 +4,8 @@ A bag is read exactly as ``bag eval`` and the live node read it (bgprompt_core.m
 and fallbacks, type checks, synchronizer and decoding); every ``stride``-th synchronized frame is used. Each
 object of the frame's mask (16UC1 / 32SC1 instance labels, or a mono8 mask as one object) becomes one sample:
 
-- the node's ``recenter`` view of it (a virtual camera at the object, spanning ``recenter_fill`` of the input: recenter.py), the
-  image with a white border, the soft object mask (PNet's input and Eq. 1's M);
+- the node's ``recenter`` view of it (a virtual camera at the object, spanning ``recenter_fill`` of the input:
+  recenter.py), the image with a white border, the soft object mask (PNet's input and Eq. 1's M);
 - ``depth``: the sensor's readings warped into that view, ``weight``: the trustworthy ones (data/trust.py), the
   only pixels of the loss (sensor_loss.py). A warped pixel that mixes a trusted reading with any other is dropped;
 - ``ref`` / ``ref_mask``: the ground truth when the bag has it, for VALIDATION only; else the trusted readings.
