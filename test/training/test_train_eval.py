@@ -1,8 +1,8 @@
 """bgprompt train / eval on tiny configs: learning, frozen network, ablations, exact resume, metrics."""
 import json
 import os
-import signal
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
