@@ -124,7 +124,7 @@ def test_a_killed_rank_fails_the_job_and_resume_in_one_process_continues_it(worl
     with open(tmp_path / "killed.err", "w") as err:
         job = subprocess.Popen(torchrun_cmd(2, train_args(world, part, steps=steps)), stdout=subprocess.PIPE,
                                stderr=err, env=TORCHRUN_ENV)
-        seen, _ = kill_once_saved(job, 3, target=lambda: rank_process(job.pid, 1), deadline=600)
+        seen = kill_once_saved(job, 3, target=lambda: rank_process(job.pid, 1), deadline=600)
     stderr = (tmp_path / "killed.err").read_text()
     assert job.returncode != 0 and "exitcode" in stderr and "-9" in stderr
     latest = saved_step(state_dir)
