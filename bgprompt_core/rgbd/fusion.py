@@ -225,11 +225,19 @@ def _kept_readings(r: _Readings, aligned: np.ndarray, usable: np.ndarray, scale_
     behind = trusted & usable & (d > strict)
     # a disputed reading stays when it lies in one smooth patch with consistent ones (the network may be wrong
     # where the sensor is right); a flying pixel (at a depth edge) or a reflection blob (a step behind) does not
-    patches = smooth_patches(r.sens, trusted & ~edges, strict)
+    # patch; readings at the support plane count when their patch holds a consistent reading off the plane (a flat
+    # object or a lying box continues its surface down to the table; the table seen through glass steps from it)
+    patches = smooth_patches(r.sens, has & ~edges, strict)
+    seeds = consistent if scale_from == "object" else consistent & reliable
+    return consistent | _in_seeded_patch(patches, seeds) | (reliable & ~usable & ~edges), behind
+
+
+def _in_seeded_patch(patches: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The pixels of the smooth patches (``smooth_patches`` labels, 0 = none) that hold a ``seeds`` pixel."""
     seeded = np.zeros(patches.max() + 1, bool)
-    seeded[np.unique(patches[consistent])] = True
+    seeded[np.unique(patches[seeds])] = True
     seeded[0] = False
-    return consistent | (trusted & seeded[patches]) | (reliable & ~usable & ~edges), behind
+    return seeded[patches]
 
 
 def _keep_readings(sensor: np.ndarray, r: _Readings, aligned: np.ndarray, usable: np.ndarray, sc: _Scale,
