@@ -15,8 +15,10 @@ anti-correlated with the truth. So, per object:
    ``min(z_plane / pred)`` (a low quantile over the silhouette's rim, for noise), touches it where it rests.
 4. **Plausibility** (never worse than the sensor): the aligned prediction is used only if its scale is
    positive, at least ``min_agreement`` of the readings agree with it (within ``consistency`` + 3 sensor
-   sigmas) and their robust residual spread is within ``max_residual`` + 3 sigmas. Otherwise the object falls
-   back to **sensor-only**: its own readings, small interior holes interpolated from their neighbourhood.
+   sigmas) and their robust residual spread is within ``max_residual`` + 3 sigmas; placed by the support contact
+   (no readings to test), its depth range along the rays is at most ``max_extent_ratio`` times its width (real
+   objects: 1.8 at most). Otherwise the object falls back to **sensor-only**: its own readings, small interior
+   holes interpolated from their neighbourhood.
    Either way an object with readings never comes out empty, and the report says which path it took and why.
 5. **Fill** (``fusion='fill'``): readings consistent with the aligned prediction are kept bit-exact, at the support
    plane too (a flat object, the resting edge: the table seen through glass lies behind the prediction). The band is
@@ -54,6 +56,7 @@ from bgprompt_core.rgbd.holes import inpaint_mm, interior_holes, normalized_conv
 from bgprompt_core.rgbd.planes import fit_plane, plane_depth, ring_mask
 
 SOURCE_NONE, SOURCE_SENSOR, SOURCE_PREDICTED, SOURCE_INTERPOLATED = 0, 1, 2, 3  # per-pixel origin of a fused depth
+MIN_FIT_READINGS = 20  # fewer reliable readings take no scale fit, and cannot stand for an object alone
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ class _Scale:
 def _scale(pred: np.ndarray, r: _Readings, cfg: FusionConfig, align: str) -> _Scale:
     """Step 3: the scale from the object's reliable readings when there are enough, else from the support contact."""
     n_reliable = int((r.reliable & r.ok_pred).sum())
-    if n_reliable >= 20 and (n_reliable >= cfg.min_object_fraction * r.n_obj or r.zp is None):
+    if n_reliable >= MIN_FIT_READINGS and (n_reliable >= cfg.min_object_fraction * r.n_obj or r.zp is None):
         fit = fit_to_sensor(pred, r.sens, r.reliable & r.ok_pred, align, tol=r.strict)
         if fit is not None:
             return _Scale(fit.scale, fit.shift, fit.inliers, "object")
@@ -143,9 +146,21 @@ def _scale(pred: np.ndarray, r: _Readings, cfg: FusionConfig, align: str) -> _Sc
     return _Scale()
 
 
-def _implausible(pred: np.ndarray, r: _Readings, cfg: FusionConfig, sc: _Scale) -> tuple[str, float, float]:
+def extent_ratio(z: np.ndarray, sel: np.ndarray, rays: np.ndarray) -> float:
+    """The 3-D points ``rays * z`` of ``sel``: their depth range over their widest lateral range (5-95% each,
+    a lateral range of at least 1 mm); NaN with fewer than 10 points."""
+    if np.count_nonzero(sel) < 10:
+        return float("nan")
+    zz = z[sel]
+    lo, hi = np.quantile(np.stack([zz, rays[..., 0][sel] * zz, rays[..., 1][sel] * zz]), [0.05, 0.95], axis=1)
+    span = hi - lo
+    return float(span[0] / max(span[1], span[2], 1e-3))
+
+
+def _implausible(pred: np.ndarray, r: _Readings, cfg: FusionConfig, sc: _Scale, rays: np.ndarray
+                 ) -> tuple[str, float, float]:
     """Step 4: (why the aligned prediction is not used, "" when it is; agreement; residual spread mm) against
-    the object's own readings."""
+    the object's own readings, or, placed by its support contact, against the shape of an object."""
     agreement = spread_mm = np.nan
     if sc.scale_from == "none":
         n_reliable = int((r.reliable & r.ok_pred).sum())
@@ -157,7 +172,11 @@ def _implausible(pred: np.ndarray, r: _Readings, cfg: FusionConfig, sc: _Scale) 
     aligned = sc.scale * pred + sc.shift
     if not (aligned[r.ok_pred] > 0).mean() >= 0.5:
         return "the aligned prediction lies behind the camera", agreement, spread_mm
-    if sc.scale_from != "object":
+    if sc.scale_from != "object":  # no readings to test against: the placed shape must be an object's
+        ratio = extent_ratio(aligned, r.ok_pred & (aligned > 0), rays)
+        if ratio > cfg.max_extent_ratio:
+            return (f"the support-contact placement is {ratio:.1f}x deeper along the rays than wide "
+                    f"(> {cfg.max_extent_ratio:g}x: no object's shape)"), agreement, spread_mm
         return "", agreement, spread_mm
     sel = r.reliable & r.ok_pred
     res = (r.sens - aligned)[sel]
@@ -176,9 +195,12 @@ def _implausible(pred: np.ndarray, r: _Readings, cfg: FusionConfig, sc: _Scale) 
 def _sensor_only(sensor: np.ndarray, r: _Readings, cfg: FusionConfig, reason: str):
     """The fallback: the object's readings (flying pixels at depth edges dropped unless they continue a smooth
     patch), small interior holes interpolated in mm. Readings at the support plane stay when they are a minority
-    (a bowl's or a lying box's bottom touches the table); a majority is the table seen through glass."""
+    (a bowl's or a lying box's bottom touches the table); a majority is the table seen through glass, unless fewer
+    than ``MIN_FIT_READINGS`` lie off it: then glass and a flat object cannot be told apart, and the object keeps
+    every reading, as the raw sensor would (a handful of pixels is no cloud)."""
     has, reliable, obj = r.has, r.reliable, r.obj
-    trusted = has if (has & ~reliable).sum() < 0.5 * has.sum() or not reliable.any() else reliable
+    through_majority = (has & ~reliable).sum() >= 0.5 * has.sum()
+    trusted = reliable if through_majority and reliable.sum() >= MIN_FIT_READINGS else has
     patches = smooth_patches(r.sens, trusted, r.strict)
     keep = trusted & (~r.edges | (patches > 0))
     depth = np.full(r.sens.shape, np.nan, np.float32)
@@ -282,7 +304,7 @@ def fuse_object(pred: np.ndarray, sensor: np.ndarray, obj: np.ndarray, rays: np.
     """
     r = _readings(pred, sensor, obj, rays, ring, cfg, np.random.default_rng(0) if rng is None else rng)
     sc = _scale(pred, r, cfg, align)
-    reason, agreement, spread_mm = _implausible(pred, r, cfg, sc)
+    reason, agreement, spread_mm = _implausible(pred, r, cfg, sc, rays)
     if reason or sc.scale_from == "none":
         if not r.has.any():
             return np.full(pred.shape, np.nan, np.float32), np.zeros(pred.shape, np.uint8), None
