@@ -3,9 +3,13 @@
 1. render a small set of held-out objects (a seed no training used);
 2. evaluate `mini` with the white background, noise, the shipped 1-BG and PNet prompts and the
    references (flat, oracle-shift) -> demo/report.md with the table and Figure 5/6 style PNGs;
-3. object clouds in metres: a few tabletop frames with a simulated RGB-D sensor, `eval-grasp`;
-4. live ROS 2: a synthetic bag (`bgprompt bag make`) is replayed (`bag play`) into the running
-   object_depth_node, inputs and outputs are recorded (`bag record`), and `bag eval` measures the recording.
+3. the robot's loop (``demo_loop``): a bag of tabletop frames with a simulated RGB-D sensor, a 1-BG prompt trained
+   on it by the sensor alone (a few steps);
+4. object clouds in metres: a few held-out tabletop frames with a simulated RGB-D sensor, `eval-grasp`, the
+   bag-trained prompt beside the shipped ones;
+5. live ROS 2: a synthetic bag (`bgprompt bag make`) is replayed (`bag play`) into the running
+   object_depth_node, which runs the bag-trained prompt; inputs and outputs are recorded (`bag record`), and
+   `bag eval` measures the recording.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .demo_loop import bag_loop_step
 
 
 def _run(cmd: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -47,13 +53,15 @@ def _await_line(proc: subprocess.Popen, line: str, timeout: float) -> str | None
 LIVE_LINE = "live node: {served}/{frames} input frames went through the live node"
 
 
-def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float = 180.0) -> list[str]:
+def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float = 180.0,
+                  prompt: str = "1bg") -> list[str]:
     """node + bag record + bag play, each started on a readiness signal, then bag eval on the recording.
 
     Order: the node starts; the recorder waits until the node's output publishers match its subscriptions
     and prints 'bag record: ready'; `bag play --wait-node` waits until the node is lifecycle-active and the
     node and the recorder match its publishers. Returns report lines; the first states how many frames went
-    through the live node (``LIVE_LINE``), with the shortfall named when some did not.
+    through the live node (``LIVE_LINE``), with the shortfall named when some did not. ``prompt``: the node's
+    prompt parameter (a checkpoint is exported to an ONNX graph under out/engine_cache at the node's start).
     """
     import importlib.util
     import shutil
@@ -73,7 +81,7 @@ def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float =
     # "topics: image=/camera/..., camera_info=..." (the demo talks to the ROS layer through its commands only)
     TOPICS = dict(kv.split("=") for kv in made.stdout.split("topics:")[1].strip().split(", "))
     outputs = {"/object_points": "PointCloud2", "/object_depth/image": "Image"}
-    node, rec = _start_node_and_recorder(out, exe, env, TOPICS, outputs, bag_rec, frames, ready_timeout)
+    node, rec = _start_node_and_recorder(out, exe, env, TOPICS, outputs, bag_rec, frames, ready_timeout, prompt)
     problems: list[str] = []
     t0 = time.monotonic()
     try:
@@ -88,14 +96,18 @@ def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float =
     served = min([counts.get(t, 0) for t in outputs] + [frames])
     lines = [LIVE_LINE.format(served=served, frames=frames) + ("" if served == frames else " (SHORTFALL)"), ""]
     lines += [f"- shortfall: {p}" for p in problems]
-    return lines + _live_report(out, exe, env, bag_rec, play_note, elapsed, counts, TOPICS)
+    return lines + _live_report(out, exe, env, bag_rec, play_note, elapsed, counts, TOPICS, prompt)
 
 
 def _start_node_and_recorder(out: Path, exe: Path, env: dict, TOPICS: dict, outputs: dict, bag_rec: Path,
-                             frames: int, ready_timeout: float) -> tuple[subprocess.Popen, subprocess.Popen]:
-    """The node on the bag's topics and `bag record` of its inputs and outputs (waiting for the node)."""
+                             frames: int, ready_timeout: float, prompt: str
+                             ) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """The node on the bag's topics, with ``prompt``, and `bag record` of its inputs and outputs (waiting for the
+    node)."""
     params = out / "node_params.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    sub_reliability: reliable\n    queue_size: 30\n")
+    params.write_text(f"/**:\n  ros__parameters:\n    sub_reliability: reliable\n    queue_size: 30\n"
+                      f"    prompt: '{prompt}'\n    engine_cache_dir: '{out.resolve() / 'engine_cache'}'\n"
+                      + ("" if prompt == "1bg" else "    recenter: true\n"))  # bag prompts learn re-centred crops
     remap = sum((["-r", f"{k}:={TOPICS[k]}"] for k in ("image", "camera_info", "mask")), [])
     topics = [f"{TOPICS[k]}:sensor_msgs/msg/{'CameraInfo' if k == 'camera_info' else 'Image'}" for k in TOPICS]
     topics += [f"{t}:sensor_msgs/msg/{m}" for t, m in outputs.items()]
@@ -157,7 +169,7 @@ def _recorded_counts(bag_rec: Path) -> dict[str, int]:
 
 
 def _live_report(out: Path, exe: Path, env: dict, bag_rec: Path, play_note: str, elapsed: float,
-                 counts: dict[str, int], TOPICS: dict) -> list[str]:
+                 counts: dict[str, int], TOPICS: dict, prompt: str) -> list[str]:
     """The live step's report lines after the first: what was played and recorded, and `bag eval` of it."""
     lines: list[str] = []
     if play_note:
@@ -166,7 +178,7 @@ def _live_report(out: Path, exe: Path, env: dict, bag_rec: Path, play_note: str,
         lines.append("- `bag record` captured: " + ", ".join(f"{t} x{n}" for t, n in sorted(counts.items())))
     if not counts.get(TOPICS["depth"]):
         return lines
-    ev = _run([str(exe / "bgprompt"), "bag", "eval", str(bag_rec), "--model", "mini", "--prompt", "1bg",
+    ev = _run([str(exe / "bgprompt"), "bag", "eval", str(bag_rec), "--model", "mini", "--prompt", prompt,
                "--out", str(out / "bag_eval")], env, timeout=600)
     if ev.returncode != 0:
         return lines + [f"- `bag eval` failed: {_tail(ev.stderr)}"]
@@ -174,8 +186,9 @@ def _live_report(out: Path, exe: Path, env: dict, bag_rec: Path, play_note: str,
                     (out / "bag_eval" / "summary.md").read_text()]
 
 
-def grasp_step(out: Path, frames: int = 8) -> list[str]:
-    """Object clouds in metres from a simulated RGB-D sensor on a few held-out tabletop frames (eval-grasp)."""
+def grasp_step(out: Path, frames: int = 8, extra_prompts: tuple[str, ...] = ()) -> list[str]:
+    """Object clouds in metres from a simulated RGB-D sensor on a few held-out tabletop frames (eval-grasp), the
+    shipped prompts and ``extra_prompts`` (checkpoints)."""
     from bgprompt_core.runtime.build import SHIPPED_PROMPTS
 
     from .grasp import (DEFAULT_PARAMS, GraspEvalConfig, evaluate_grasp, goal_lines, markdown, merge_results,
@@ -187,7 +200,8 @@ def grasp_step(out: Path, frames: int = 8) -> list[str]:
     if not (data / "manifest.json").is_file():
         render_dataset(RenderConfig(kind="tabletop", size=256, seed=901, families=("primitive", "superquadric", "lathe")),
                        data, frames, progress=False)
-    prompts = ("none", "1bg") + (("tabletop",) if SHIPPED_PROMPTS["mini"]["tabletop"].is_file() else ())
+    shipped = ("tabletop",) if SHIPPED_PROMPTS["mini"]["tabletop"].is_file() else ()
+    prompts = ("none", "1bg") + shipped + extra_prompts
     cfg = GraspEvalConfig.from_params_file(DEFAULT_PARAMS, prompts=prompts, min_pixels=100, sensors=("d435-like",),
                                            bootstrap=200)
     result = merge_results([evaluate_grasp(data, cfg, progress=False, keep_clouds=1)], cfg)
@@ -216,8 +230,9 @@ def run_demo(out: Path, count: int = 48) -> int:
     rows = evaluate("mini", [str(data)], prompts=prompts, backgrounds=["white", "noise"], count=count,
                     local_only=True, figures=out / "figures", figure_count=3, eq2_variants=False)
     t_eval = time.time() - t0
-    grasp = grasp_step(out)
-    live = live_ros_step(out, data)
+    loop = bag_loop_step(out, Path(sys.executable).parent, dict(os.environ))
+    grasp = grasp_step(out, extra_prompts=(str(loop.checkpoint),) if loop.checkpoint else ())
+    live = live_ros_step(out, data, prompt=str(loop.checkpoint) if loop.checkpoint else "1bg")
     figs = sorted((out / "figures").glob("*.png"))
     lines = ["# bgprompt demo report", "",
              f"The embedded default `mini` (a small DPT-hybrid trained on rendered scenes only) on {count} freshly "
@@ -227,10 +242,13 @@ def run_demo(out: Path, count: int = 48) -> int:
              "Read it with the references: `flat` is a constant depth, `oracle-shift` the best a renormalization of "
              "the white-background output can do. See docs/RESULTS.md for the full evaluation.", "",
              "## Figures", "", *[f"![{p.name}](figures/{p.name})" for p in figs], "",
+             "## Learn a prompt from the robot's own bag", "", *loop.lines, "",
              "## Grasp-ready clouds in metres (RGB-D sensor that fails on glass, metal, black plastic)", "", *grasp, "",
              "## Live ROS 2 run", "", *live, ""]
     (out / "report.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"\n{live[0]}")
     print(f"demo report: {out.resolve()}/report.md\nfigures: {out.resolve()}/figures/ (and {out.resolve()}/bag_eval/)")
-    return 0 if "SHORTFALL" not in live[0] else 1
+    if loop.checkpoint is None:
+        print(f"demo: the robot loop failed: {loop.lines[0]}", file=sys.stderr)
+    return 0 if "SHORTFALL" not in live[0] and loop.checkpoint is not None else 1
