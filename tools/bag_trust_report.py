@@ -6,7 +6,8 @@ would see it. Prints a markdown table (docs/grasp/bag_trained.md):
 
     .venv/bin/python tools/bag_trust_report.py RENDER_DIR
     .venv/bin/python tools/bag_trust_report.py --figure OUT.png PROMPT [PROMPT ...]   # backgrounds side by side
-    .venv/bin/python tools/bag_trust_report.py --compare RESULTS.json SENSOR_RUN TRUTH_RUN  # eval-grasp figures
+    .venv/bin/python tools/bag_trust_report.py --compare RESULTS.json SENSOR_RUN TRUTH_RUN [START]  # eval-grasp
+      (START: the warm start's method name, e.g. "1-BG", to measure against it instead of the best shipped prompt)
 """
 from __future__ import annotations
 
@@ -91,10 +92,11 @@ def figure(out: str, prompts: list[str]) -> None:
         raise OSError(f"could not write {out}")
 
 
-def compare(results: str, sensor_run: str, truth_run: str, boot: int = 1000) -> None:
+def compare(results: str, sensor_run: str, truth_run: str, start: str | None = None, boot: int = 1000) -> None:
     """Median Chamfer (mm) per material of every fused prompt in an eval-grasp results.json; the bag-trained
-    prompt against the best shipped one (paired: the same objects; bootstrap 95% interval of the ratio of
-    medians), and its share of the gain of the prompt trained on the same frames with ground truth."""
+    prompt against the best shipped one, or against its warm start ``start`` (a method name such as "1-BG")
+    (paired: the same objects; bootstrap 95% interval of the ratio of medians), and its share of the gain of the
+    prompt trained on the same frames with ground truth over that same reference."""
     import json
 
     r = json.loads(open(results).read())
@@ -103,7 +105,8 @@ def compare(results: str, sensor_run: str, truth_run: str, boot: int = 1000) -> 
     methods = sorted({x["method"] for x in rows if x["method"].split(" + ")[0] in
                       ("1-BG", "PNet", "tabletop 1-BG", "white", sensor_run, truth_run)})
     shipped = [m for m in methods if m.split(" + ")[0] in ("1-BG", "PNet", "tabletop 1-BG")]
-    print("| material | objects | " + " | ".join(methods) + " | bag-trained vs best shipped [95% CI] | "
+    versus = "best shipped" if start is None else f"its warm start {start}"
+    print("| material | objects | " + " | ".join(methods) + f" | bag-trained vs {versus} [95% CI] | "
           "share of the GT-trained gain |")
     print("|---|---|" + "---|" * (len(methods) + 2))
     rng = np.random.default_rng(0)
@@ -117,7 +120,7 @@ def compare(results: str, sensor_run: str, truth_run: str, boot: int = 1000) -> 
             continue
         a = {m: np.array([by[k][m] if by[k][m] is not None else np.inf for k in keys], float) for m in methods}
         med = {m: float(np.median(v)) for m, v in a.items()}
-        best = min(shipped, key=lambda m: med[m])
+        best = min(shipped, key=lambda m: med[m]) if start is None else f"{start} + fusion"
         ratio = med[sensor_m] / med[best]
         idx = rng.integers(0, len(keys), (boot, len(keys)))
         ratios = np.median(a[sensor_m][idx], 1) / np.median(a[best][idx], 1)
@@ -131,7 +134,7 @@ def compare(results: str, sensor_run: str, truth_run: str, boot: int = 1000) -> 
 
 if __name__ == "__main__":
     if sys.argv[1] == "--compare":
-        compare(*sys.argv[2:5])
+        compare(*sys.argv[2:6])
     elif sys.argv[1] == "--figure":
         figure(sys.argv[2], sys.argv[3:])
     else:
