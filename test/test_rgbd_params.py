@@ -55,3 +55,20 @@ def test_a_params_file_with_a_bad_fusion_value_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="fusion_min_agreement"):
         read_params_file(bad)
     assert np.isfinite(FusionConfig().noise.sigma(1.0))
+
+
+def test_eval_grasp_fuses_with_each_presets_noise_or_with_the_params_files():
+    from bgprompt_core.evaluation.sensor_model import PRESETS
+    from bgprompt_core.method.config import ConfigError
+    from bgprompt_training.grasp import _Methods
+
+    tof = PRESETS["tof-like"]
+    for mode, want in (("preset", tof.noise), ("params", FusionConfig().noise)):
+        methods = _Methods.__new__(_Methods)  # the estimators are not needed to choose fusion's settings
+        methods.cfg = GraspEvalConfig.from_params_file(RGBD, fusion_noise=mode)
+        got = methods.fusion_for(tof)
+        assert (got.noise_floor, got.noise_linear, got.noise_quadratic) == (want.floor, want.linear, want.quadratic)
+        assert got.consistency == methods.cfg.fusion.consistency  # nothing else changes
+    assert tof.noise != FusionConfig().noise  # the two modes differ on this preset
+    with pytest.raises(ConfigError, match="fusion_noise"):
+        GraspEvalConfig(fusion_noise="camera")

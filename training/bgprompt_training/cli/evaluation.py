@@ -88,7 +88,7 @@ def _cmd_eval_grasp(args: argparse.Namespace) -> int:
     cfg = GraspEvalConfig.from_params_file(
         params, model=args.model, prompts=prompts, oracle_prompt=args.oracle_prompt,
         sensors=tuple(args.sensor), count=args.count, min_pixels=args.min_pixels, local_only=args.local_only,
-        bootstrap=args.bootstrap)
+        bootstrap=args.bootstrap, fusion_noise=args.fusion_noise)
     methods = _Methods(cfg)
     results = [evaluate_grasp(d, cfg, keep_clouds=args.figures, methods=methods) for d in args.data]
     path = write_report(merge_results(results, cfg), Path(args.out), cfg, params)
@@ -142,6 +142,10 @@ def register_eval_grasp(sub) -> None:
                                     "config/object_depth_rgbd.yaml): prompt, align, recenter, fusion_*")
     p.add_argument("--sensor", nargs="+", default=list(PRESETS), choices=["stored", *PRESETS],
                    help=f"sensor presets to evaluate (default: all: {', '.join(PRESETS)}); stored: the render's own")
+    p.add_argument("--fusion-noise", choices=["preset", "params"], default="preset",
+                   help="the sensor noise fusion assumes: preset (each preset's own, as a node whose fusion_noise_* "
+                        "describe its camera) or params (the params file's for every preset: a camera the node's "
+                        "parameters do not describe)")
     p.add_argument("--oracle-prompt", help="prompt of the oracle and fill-comparison rows (default: the shipped one)")
     p.add_argument("--count", type=int, help="at most this many frames per data set")
     p.add_argument("--min-pixels", type=int, default=150, help="objects with fewer mask pixels are left out")

@@ -12,6 +12,7 @@ from bgprompt_core.rgbd.fusion import FusionConfig, fusion_config_from_params
 SUMMARY = ("chamfer_mm", "accuracy_10mm", "completeness_10mm", "completeness_5mm", "centroid_mm", "box_extent_mm",
            "grasp_width_mm", "grasp_centre_mm")
 MAX_QUERIES = 8000  # GT surface samples per object whose distance to a cloud is measured (a fixed random subset)
+FUSION_NOISES = ("preset", "params")  # the noise fusion assumes: each sensor preset's, or the params file's
 DEFAULT_PARAMS = Path(__file__).resolve().parents[3] / "config" / "object_depth_rgbd.yaml"
 
 
@@ -32,7 +33,10 @@ class GraspEvalConfig:
         align (str, default "scale-shift"), recenter (bool, default True): the node's settings (from the params
             file when one is given).
         fusion (FusionConfig): fusion settings (from the params file's fusion_* when one is given); the noise
-            terms are replaced by each preset's.
+            terms are replaced by each preset's unless ``fusion_noise`` is "params".
+        fusion_noise (str, default "preset"): the sensor noise fusion assumes: "preset" (each sensor preset's own,
+            a node whose fusion_noise_* describe its camera) or "params" (the params file's for every preset: a
+            camera the node's parameters do not describe).
         compare_fill (bool, default True): add the "fill: prediction" rows for the oracle prompt.
         bootstrap (int, default 1000): resamples of the goals' ratio intervals.
         local_only (bool, default True): never download model files.
@@ -49,6 +53,7 @@ class GraspEvalConfig:
     align: str = "scale-shift"
     recenter: bool = True
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    fusion_noise: str = "preset"
     compare_fill: bool = True
     bootstrap: int = 1000
     local_only: bool = True
@@ -61,6 +66,8 @@ class GraspEvalConfig:
         bad = [s for s in self.sensors if s != "stored" and s not in sm.PRESETS]
         if bad or not self.sensors:
             raise ConfigError(f"unknown sensors {bad}; choose from {('stored', *sm.PRESETS)}")
+        if self.fusion_noise not in FUSION_NOISES:
+            raise ConfigError(f"fusion_noise must be one of {FUSION_NOISES}, got {self.fusion_noise!r}")
         if self.goal_prompt not in self.prompts:
             raise ConfigError(f"the shipped prompt {self.goal_prompt!r} must be among the prompts {self.prompts}")
 

@@ -50,7 +50,10 @@ class _Methods:
         self.relative = {p: ObjectDepthEstimator(EstimatorConfig(prompt=p, **base)) for p in cfg.prompts}
 
     def fusion_for(self, preset: sm.SensorPreset | None) -> FusionConfig:
-        return self.cfg.fusion if preset is None else replace(
+        """Fusion's settings for a sensor preset: its own noise terms, or the params file's (``fusion_noise``)."""
+        if preset is None or self.cfg.fusion_noise == "params":
+            return self.cfg.fusion
+        return replace(
             self.cfg.fusion, noise_floor=preset.noise.floor, noise_linear=preset.noise.linear,
             noise_quadratic=preset.noise.quadratic)
 

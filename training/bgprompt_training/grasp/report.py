@@ -182,8 +182,11 @@ def write_report(result: dict, out: Path, cfg: GraspEvalConfig, params_file: str
     lines = ["# Object clouds in metres from simulated RGB-D sensors", "",
              f"{frames}; every sensor preset of `bgprompt_core.evaluation.sensor_model` ({', '.join(cfg.sensors)}); whole "
              f"objects only. Fusion runs with the settings of `{params_file or 'the config given'}` (align "
-             f"`{cfg.align}`, recenter `{cfg.recenter}`, hole fill `{cfg.fusion.hole_fill}`), its noise terms set "
-             f"to each preset's; the goals are judged on the shipped prompt's row (**{shipped}**).", "",
+             f"`{cfg.align}`, recenter `{cfg.recenter}`, hole fill `{cfg.fusion.hole_fill}`), its noise terms "
+             + ("set to each preset's" if cfg.fusion_noise == "preset" else
+                "the params file's for every preset (`--fusion-noise params`: a camera the parameters do not "
+                "describe)")
+             + f"; the goals are judged on the shipped prompt's row (**{shipped}**).", "",
              "Chamfer: mean of both directions' mean nearest-neighbour distances to the GT surface (sampled on a 2x "
              "finer grid), median / mean over objects (an object with no cloud counts as inf in the median and is "
              "left out of the mean: its share is the no-cloud column); acc: % of the cloud's points within 10 mm "
