@@ -192,15 +192,25 @@ def _implausible(pred: np.ndarray, r: _Readings, cfg: FusionConfig, sc: _Scale, 
     return "", agreement, spread_mm
 
 
+def _flat(r: _Readings, relief: float) -> bool:
+    """Whether the object's readings off the support plane lie within ``relief`` m in front of it along the rays
+    (their 95th percentile), i.e. the object is too flat for a reading at the plane to be far from its surface."""
+    if r.zp is None or relief <= 0 or not r.reliable.any():
+        return False
+    return float(np.quantile((r.zp - r.sens)[r.reliable], 0.95)) <= relief
+
+
 def _sensor_only(sensor: np.ndarray, r: _Readings, cfg: FusionConfig, reason: str):
     """The fallback: the object's readings (flying pixels at depth edges dropped unless they continue a smooth
     patch), small interior holes interpolated in mm. Readings at the support plane stay when they are a minority
     (a bowl's or a lying box's bottom touches the table); a majority is the table seen through glass, unless fewer
-    than ``MIN_FIT_READINGS`` lie off it: then glass and a flat object cannot be told apart, and the object keeps
-    every reading, as the raw sensor would (a handful of pixels is no cloud)."""
+    than ``MIN_FIT_READINGS`` lie off it (glass and a flat object cannot be told apart: a handful of pixels is no
+    cloud) or the object is flat (``flat_relief``: a tray's bottom; were it glass, a reading at the plane would be
+    off by no more than the object's relief). Then the object keeps every reading, as the raw sensor would."""
     has, reliable, obj = r.has, r.reliable, r.obj
     through_majority = (has & ~reliable).sum() >= 0.5 * has.sum()
-    trusted = reliable if through_majority and reliable.sum() >= MIN_FIT_READINGS else has
+    tall = reliable.sum() >= MIN_FIT_READINGS and not _flat(r, cfg.flat_relief)
+    trusted = reliable if through_majority and tall else has
     patches = smooth_patches(r.sens, trusted, r.strict)
     keep = trusted & (~r.edges | (patches > 0))
     depth = np.full(r.sens.shape, np.nan, np.float32)

@@ -37,6 +37,10 @@ class FusionConfig(SensorNoiseSettings, SupportPlaneSettings):
         max_extent_ratio (float, default 3.0): a support-contact placement whose depth range along the rays
             (5-95%) exceeds this many times the object's widest lateral extent is implausible (sensor-only); real
             objects measured 1.8 at most (493 objects, procedural and scanned, docs/grasp's frames).
+        flat_relief (float, default 0.05): m; a sensor-only object whose readings off the support plane lie at most
+            this far in front of it along the rays (95%) is flat (a tray, a plate, a lying book): its readings at
+            the plane are its own and are kept, as the raw sensor's; a taller object's majority at the plane is
+            the table seen through glass. 0: never.
         hole_fill (str, default "hybrid"): "hybrid" (small interior holes from the sensor's neighbourhood, the
             rest from the prediction) or "prediction" (every hole from the prediction).
         max_interior_hole (float, default 0.02): of the object's pixels: the largest hole "hybrid" interpolates.
@@ -50,6 +54,7 @@ class FusionConfig(SensorNoiseSettings, SupportPlaneSettings):
     min_agreement: float = 0.5
     max_residual: float = 0.015
     max_extent_ratio: float = 3.0
+    flat_relief: float = 0.05
     hole_fill: str = "hybrid"
     max_interior_hole: float = 0.02
 
@@ -60,6 +65,8 @@ class FusionConfig(SensorNoiseSettings, SupportPlaneSettings):
                 raise ConfigError(f"fusion {name} must be > 0, got {getattr(self, name)!r}")
         if not 0 < self.min_object_fraction <= 1 or not 0 <= self.contact_quantile < 0.5:
             raise ConfigError("fusion min_object_fraction must lie in (0, 1], contact_quantile in [0, 0.5)")
+        if not 0 <= self.flat_relief < 1:  # NaN compares False
+            raise ConfigError(f"fusion flat_relief must lie in [0, 1) m, got {self.flat_relief!r}")
         if not 0 <= self.min_agreement <= 1 or not 0 <= self.max_interior_hole <= 1:
             raise ConfigError("fusion min_agreement and max_interior_hole must lie in [0, 1]")
         if self.hole_fill not in HOLE_FILLS:
@@ -92,6 +99,8 @@ FUSION_HELP = {  # one line per field, for the node's parameter descriptions
     "max_residual": "m (+3 sensor sigmas): a larger robust residual spread around the prediction: sensor-only",
     "max_extent_ratio": "a support-contact placement deeper along the rays than this many times its width: "
                         "sensor-only",
+    "flat_relief": "m: a sensor-only object whose off-plane readings lie at most this far in front of the plane "
+                   "(95%) is flat and keeps its readings at the plane (0: never)",
     "hole_fill": "hybrid (small interior holes from the sensor's neighbourhood, the rest from the prediction) or "
                  "prediction (every hole from the prediction)",
     "max_interior_hole": "share of an object's pixels: the largest hole hybrid fill interpolates from the sensor",
