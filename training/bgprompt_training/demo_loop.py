@@ -1,6 +1,6 @@
 """``make demo``'s robot loop (issue 27): a prompt learned from the robot's own RGB-D bag, no ground truth in the loss.
 
-The four steps a robot team follows (README, "Learn a prompt from your robot's bags"), each run as its command:
+The four steps a robot team follows (README, "Learning a prompt from your robot's own recordings"), each its command:
 1. record: a bag of tabletop frames seen by a simulated RGB-D sensor (`bgprompt bag make` writes what `bag record`
    or `ros2 bag record` would write from the camera driver: image, camera_info, instance mask, 16UC1 depth);
 2. learn: `bgprompt train --data BAG --prompt 1bg --init shipped` (the sensor's trustworthy readings supervise);
