@@ -19,15 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from .demo_loop import bag_loop_step
+from .demo_loop import _tail, bag_loop_step
 
 
 def _run(cmd: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _tail(text: str, n: int = 400) -> str:
-    return " ".join(text.strip().split())[-n:]
 
 
 def _await_line(proc: subprocess.Popen, line: str, timeout: float) -> str | None:

@@ -27,6 +27,7 @@ class BagLoop:
 
 
 def _tail(text: str, n: int = 400) -> str:
+    """The last ``n`` characters of a command's output on one line (the demo's error reports)."""
     return " ".join(text.strip().split())[-n:]
 
 
