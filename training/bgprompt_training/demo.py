@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .demo_loop import _tail, bag_loop_step
+from .demo_loop import bag_loop_step, one_line_tail
 
 
 def _run(cmd: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -39,7 +39,7 @@ def _await_line(proc: subprocess.Popen, line: str, timeout: float) -> str | None
             continue
         got = proc.stdout.readline()
         if not got:
-            return f"it exited with status {proc.wait()} before saying {line!r}: {_tail(''.join(seen))}"
+            return f"it exited with status {proc.wait()} before saying {line!r}: {one_line_tail(''.join(seen))}"
         if got.strip() == line:
             return None
         seen.append(got)
@@ -73,7 +73,7 @@ def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float =
     made = _run([str(exe / "bgprompt"), "bag", "make", "--data", str(data), "--out", str(bag_in),
                  "--limit", str(frames)], env)
     if made.returncode != 0:
-        return [LIVE_LINE.format(served=0, frames=frames) + f" (bag make failed: {_tail(made.stderr)})"]
+        return [LIVE_LINE.format(served=0, frames=frames) + f" (bag make failed: {one_line_tail(made.stderr)})"]
     # "topics: image=/camera/..., camera_info=..." (the demo talks to the ROS layer through its commands only)
     TOPICS = dict(kv.split("=") for kv in made.stdout.split("topics:")[1].strip().split(", "))
     outputs = {"/object_points": "PointCloud2", "/object_depth/image": "Image"}
@@ -87,7 +87,7 @@ def live_ros_step(out: Path, data: Path, frames: int = 8, ready_timeout: float =
     elapsed = time.monotonic() - t0
     record_log = (out / "record.log").read_text()
     if rec.returncode not in (0, None) and "incomplete" in record_log:
-        problems.append(f"`bag record`: {_tail(record_log)}")
+        problems.append(f"`bag record`: {one_line_tail(record_log)}")
     counts = _recorded_counts(bag_rec)
     served = min([counts.get(t, 0) for t in outputs] + [frames])
     lines = [LIVE_LINE.format(served=served, frames=frames) + ("" if served == frames else " (SHORTFALL)"), ""]
@@ -130,7 +130,7 @@ def _play_when_ready(rec: subprocess.Popen, exe: Path, env: dict, bag_in: Path, 
                  "--wait-node", "object_depth", "--wait-node", "bgprompt_bag_record", *wait],
                 env, timeout=ready_timeout + 300)
     if play.returncode != 0:
-        problems.append(f"`bag play` failed: {_tail(play.stderr)}")
+        problems.append(f"`bag play` failed: {one_line_tail(play.stderr)}")
     else:
         play_note = f"`bag play` published {play.stdout.split()[1]} messages of {frames} frames"
     try:
@@ -177,7 +177,7 @@ def _live_report(out: Path, exe: Path, env: dict, bag_rec: Path, play_note: str,
     ev = _run([str(exe / "bgprompt"), "bag", "eval", str(bag_rec), "--model", "mini", "--prompt", prompt,
                "--out", str(out / "bag_eval")], env, timeout=600)
     if ev.returncode != 0:
-        return lines + [f"- `bag eval` failed: {_tail(ev.stderr)}"]
+        return lines + [f"- `bag eval` failed: {one_line_tail(ev.stderr)}"]
     return lines + ["- `bag eval` on the recording (its RGB-D-like depth as reference):", "",
                     (out / "bag_eval" / "summary.md").read_text()]
 

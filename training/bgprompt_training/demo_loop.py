@@ -26,7 +26,7 @@ class BagLoop:
     lines: list[str] = field(default_factory=list)
 
 
-def _tail(text: str, n: int = 400) -> str:
+def one_line_tail(text: str, n: int = 400) -> str:
     """The last ``n`` characters of a command's output on one line (the demo's error reports)."""
     return " ".join(text.strip().split())[-n:]
 
@@ -54,7 +54,7 @@ def bag_loop_step(out: Path, exe: Path, env: dict, frames: int = 12, steps: int 
             continue
         run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if run.returncode != 0:
-            return BagLoop(None, [f"**FAILED** (status {run.returncode}): `{shown}`: {_tail(run.stderr)}"])
+            return BagLoop(None, [f"**FAILED** (status {run.returncode}): `{shown}`: {one_line_tail(run.stderr)}"])
         said = [ln for ln in run.stdout.splitlines() if ln.startswith("supervised by")]
         lines += [f"    # {s}".replace(str(out) + "/", "") for s in said]
     head = (f"A robot's loop without ground truth in the loss, each step its command ({time.monotonic() - t0:.0f} s "
