@@ -247,7 +247,7 @@ class ObjectDepthEstimator:
         ``fusion: fill`` fused with) the sensor (``rgbd.fusion.fuse_frame``)."""
         labels = np.zeros(depth.shape, np.int32)  # the support plane is sought around each object, away from all
         for obj in objects:
-            labels[obj.box][obj.binary[obj.box]] = obj.id
+            labels[obj.box][obj.box_binary] = obj.id
         predicted = valid
         depth, source, reports, notes = fuse_frame(depth, labels, [o.id for o in objects], sensor, K, self.fusion_cfg,
                                                    self.cfg.align, keep_readings=self.cfg.fusion == "fill")

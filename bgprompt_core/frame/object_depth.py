@@ -28,7 +28,7 @@ def object_depth(depth_s: np.ndarray, mask_s: np.ndarray, guide_s: np.ndarray, v
     """
     own = mask_s >= threshold  # the network pixels that are this object's own depth samples
     box = obj.box
-    binary = obj.binary[box]
+    binary = obj.box_binary
     if upsampling == "bilinear":
         d, ok = view.depth_to_frame(depth_s, own, image.shape[:2], box)
         ok &= binary & (d > 0)  # NaN > 0 is False

@@ -56,8 +56,18 @@ def pack_samples(depth_s: np.ndarray, own_s: np.ndarray, guide_s: np.ndarray) ->
 # colour + ownership -> one byte: round(sum |dRGB| / 6 + 1/4) (the mean absolute channel difference / 2; the 1/4
 # keeps sums off rounding ties), +255 (saturating) when the sample is not the object's: the colour weight is a table
 # of that byte whose last entry is exactly 0
-_MIX = np.array([[1 / 6, 1 / 6, 1 / 6, 1.0, 0.25]], np.float32)
 _LUTS: dict[float, np.ndarray] = {}
+
+
+def colour_index(diff: np.ndarray) -> np.ndarray:
+    """(..., 4) uint8 absolute differences [dR, dG, dB, dA] -> (...) uint8 min(round((dR + dG + dB) / 6 + 1/4) + dA,
+    255): the byte ``colour_weights`` looks up (dA is 0 for an own sample, 255 otherwise).
+
+    Channel planes and saturating adds: ``cv2.transform`` with the same weights gives identical bytes at 4-5x the
+    cost (its generic per-pixel matrix path; measured on a 200 x 200 object's 4 samples: 1.55 vs 0.35 ms)."""
+    r, g, b, a = cv2.split(diff)
+    total = cv2.add(cv2.add(r, g, dtype=cv2.CV_16U), b, dtype=cv2.CV_16U)
+    return cv2.add(cv2.convertScaleAbs(total, alpha=1 / 6, beta=0.25), a)
 
 
 def colour_weights(sigma_color: float) -> np.ndarray:
@@ -86,7 +96,7 @@ def joint_bilateral_upsample(packed: tuple[np.ndarray, np.ndarray], guide: np.nd
         fill_unreached: give object pixels without an own sample the depth of the nearest pixel with one.
 
     Implementation: OpenCV calls on uint8 and float32 images holding all four samples of every pixel (remap with
-    integer maps gathers them, exactly; absdiff + transform + LUT make the colour weight): numpy's element-wise
+    integer maps gathers them, exactly; absdiff + ``colour_index`` + LUT make the colour weight): numpy's element-wise
     passes, small-axis reductions and ``exp`` cost 3-15x more on these machines.
     """
     depth_s, col = packed
@@ -107,7 +117,7 @@ def joint_bilateral_upsample(packed: tuple[np.ndarray, np.ndarray], guide: np.nd
     guide4 = cv2.cvtColor(np.ascontiguousarray(guide), cv2.COLOR_RGB2RGBA)  # alpha 255: "own" matches, else +255
     g = cv2.remap(col, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)  # clamped at the edges
     diff = cv2.absdiff(g, np.concatenate([guide4] * 4))
-    wgt = cv2.multiply(cv2.LUT(cv2.transform(diff, _MIX), colour_weights(sigma_color)), tents)
+    wgt = cv2.multiply(cv2.LUT(colour_index(diff), colour_weights(sigma_color)), tents)
     d = cv2.remap(depth_s, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
     wd = cv2.multiply(wgt, d).reshape(4, R, C)
     wgt = wgt.reshape(4, R, C)

@@ -18,7 +18,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from bgprompt_core.frame.masks import MaskObject
+from bgprompt_core.frame.masks import MaskObject, SoftCrops
 from bgprompt_core.frame.recenter import recenter_camera
 from bgprompt_core.geometry import resize_roi, scale_intrinsics, shift_intrinsics
 
@@ -87,8 +87,8 @@ class Letterbox:
     def network_mask(self, obj: MaskObject) -> np.ndarray:
         """``resize_into(obj.soft, 0, INTER_LINEAR)`` in [0, 1], computed on the object's box only for binary masks
         (zero beyond it; a soft mask may have a halo: whole frame)."""
-        if obj.soft.dtype != np.uint8:
-            return self.resize_into(obj.soft, 0, cv2.INTER_LINEAR)
+        if obj.frame_soft is not None:
+            return self.resize_into(obj.frame_soft, 0, cv2.INTER_LINEAR)
         rh, rw = self.resized
         top, left = self.offset
         sy, sx = rh / self.in_h, rw / self.in_w
@@ -97,7 +97,7 @@ class Letterbox:
         out_roi = (slice(max(int(rows.start * sy) - margin, 0), min(int(math.ceil(rows.stop * sy)) + margin, rh)),
                    slice(max(int(cols.start * sx) - margin, 0), min(int(math.ceil(cols.stop * sx)) + margin, rw)))
         out = np.zeros((self.out_h, self.out_w), np.float32)
-        small = resize_roi(obj.soft, (rh, rw), out_roi)
+        small = resize_roi(SoftCrops(obj), (rh, rw), out_roi)  # reads only the crop around the box
         out[top + out_roi[0].start:top + out_roi[0].stop, left + out_roi[1].start:left + out_roi[1].stop] = \
             small * np.float32(1 / 255)
         return out

@@ -139,6 +139,67 @@ def test_split_mask_kinds():
         split_mask(soft * 3, 0.5, 4)
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int64])
+def test_split_mask_holds_each_object_on_its_box_as_a_full_frame_split_would(dtype):
+    """Box-local objects (issue 29) equal the frame-sized masks and boxes computed directly, for every kind of mask,
+    labels above 65535 included; crops across the box's edge read zeros beyond it."""
+    from bgprompt_core.frame.masks import SoftCrops
+
+    rng = np.random.default_rng(5)
+    labels = np.zeros((90, 130), dtype)
+    ids = [3, 11, 70000] if dtype == np.int64 else [3, 11, 4000]
+    for i in ids:
+        for _ in range(3):  # several blobs per label: the box spans them all
+            y, x = rng.integers(0, 80), rng.integers(0, 120)
+            labels[y:y + rng.integers(2, 10), x:x + rng.integers(2, 10)] = i
+    masks = [labels, labels == ids[1], (labels == ids[0]).astype(np.uint8) * 255,
+             np.where(labels == ids[2], 0.9, np.where(labels > 0, 0.2, 0.0)).astype(np.float32)]
+    for mask in masks:
+        for obj in split_mask(mask, 0.5, 1):
+            if mask.dtype == dtype:
+                ref = labels == obj.id
+            else:
+                ref = mask >= 0.5 if mask.dtype == np.float32 else mask > 0
+            ys, xs = np.nonzero(ref)
+            assert obj.box == (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+            assert obj.box_binary.shape == (np.ptp(ys) + 1, np.ptp(xs) + 1) and obj.pixels == ref.sum()
+            assert np.array_equal(obj.binary, ref)
+            ref_soft = mask if mask.dtype == np.float32 else ref.astype(np.uint8) * 255
+            assert np.array_equal(obj.soft, ref_soft) and obj.soft.dtype == ref_soft.dtype
+            crops = SoftCrops(obj)
+            for rows, cols in [(slice(0, 90), slice(0, 130)), (slice(ys.min() - 3 if ys.min() >= 3 else 0, 90),
+                                                                slice(0, xs.max())), (slice(0, 1), slice(0, 1))]:
+                assert np.array_equal(crops[rows, cols], ref_soft[rows, cols])
+                assert np.array_equal(obj.soft_float((rows, cols)), obj.soft_float()[rows, cols])
+
+
+def test_split_mask_builds_no_frame_sized_mask_per_object(monkeypatch):
+    """16 small objects on a frame: split_mask's peak memory is about one frame-sized bool, not 2 per object; the
+    estimator's letterbox path never asks for an object's frame-sized masks."""
+    import tracemalloc
+
+    labels = np.zeros((480, 640), np.uint16)
+    for i in range(16):
+        labels[20 + 28 * i:40 + 28 * i, 30 * i:30 * i + 25] = i + 1
+    tracemalloc.start()
+    objs = split_mask(labels, 0.5, 4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(objs) == 16 and peak < 3 * labels.size, f"{peak / labels.size:.1f} bytes per frame pixel"
+    import bgprompt_core.frame.estimator as estimator_module
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        out = split_mask(*args, **kwargs)
+        seen.extend(out)
+        return out
+
+    monkeypatch.setattr(estimator_module, "split_mask", spy)
+    _est(ColumnBackend()).estimate(np.full((480, 640, 3), 200, np.uint8), K, labels)
+    assert len(seen) == 16 and not any("binary" in vars(o) or "soft" in vars(o) for o in seen)
+
+
 def test_back_warp_on_the_object_box_equals_a_full_frame_resize():
     """The ROI-only back-warp samples exactly where cv2.resize of the whole letterboxed depth would."""
     rng = np.random.default_rng(3)

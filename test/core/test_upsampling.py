@@ -10,7 +10,7 @@ import torch
 
 from bgprompt_core.frame.estimator import EstimatorConfig, ObjectDepthEstimator
 from bgprompt_core.frame.recenter import recenter_camera
-from bgprompt_core.frame.upsample import colour_weights, joint_bilateral_upsample, pack_samples
+from bgprompt_core.frame.upsample import colour_index, colour_weights, joint_bilateral_upsample, pack_samples
 from bgprompt_core.frame.views import Letterbox, letterbox_coords
 
 from fake_backends import K, S, ColumnBackend, Spec
@@ -174,6 +174,18 @@ def test_colour_weights_are_the_gaussian_of_the_mean_channel_difference_and_zero
     m = 2.0 * np.arange(255)
     assert np.allclose(lut[:255], np.maximum(np.exp(-m ** 2 / (2 * 25.0 ** 2)), 1e-30), rtol=1e-6)
     assert lut[255] == 0 and lut[:255].min() > 0  # never underflows for an own sample, exactly 0 for another's
+
+
+def test_colour_index_is_the_rounded_mean_channel_difference_plus_ownership_for_every_sum():
+    """Every channel sum 0..765 (and random triples), own (dA 0) and not own (dA 255): floor(sum / 6 + 3/4) + dA,
+    saturated at 255 (the byte ``_naive`` computes)."""
+    s = np.arange(766)
+    triples = np.stack([np.minimum(s, 255), np.clip(s - 255, 0, 255), np.clip(s - 510, 0, 255)], -1)
+    triples = np.concatenate([triples, np.random.default_rng(8).integers(0, 256, (5000, 3))])
+    for da in (0, 255):
+        diff = np.concatenate([triples, np.full((len(triples), 1), da)], -1).astype(np.uint8)[:, None, :]
+        expect = np.minimum(np.floor(triples.sum(1) / 6 + 0.75) + da, 255)
+        assert np.array_equal(colour_index(diff)[:, 0], expect.astype(np.uint8))
 
 
 def test_joint_bilateral_upsample_matches_its_formula_pixel_by_pixel():
