@@ -59,6 +59,7 @@ class NodeDiagnostics:
         self._logged: dict[str, float] = {}
         self.faults: dict[str, tuple[float, str]] = {}  # kind -> (time.monotonic(), text) of recent frame problems
         self._input_window: dict[str, int] = {}  # per topic: messages received since the last diagnostics
+        self._unpaired_seen: dict[str, int] = {}  # per topic: the synchronizer's unpaired count at the last one
 
     # --- what a published frame tells -----------------------------------------------------------
     def _note_result(self, res, received: float) -> None:
@@ -148,7 +149,16 @@ class NodeDiagnostics:
         out, self._input_window = self._input_window, {t: 0 for t in self._input_window}
         return out
 
-    def silent_failures(self, window: dict[str, int] | None = None) -> list[str]:
+    def _unpaired_window(self) -> dict[str, int]:
+        """Per input topic: stamps the synchronizer dropped without that topic's message (its other inputs came)
+        since the last call."""
+        now = dict(self.sync.stats.unpaired) if self.sync else {}
+        out = {t: n - self._unpaired_seen.get(t, 0) for t, n in now.items()}
+        self._unpaired_seen = now
+        return {t: n for t, n in out.items() if n > 0}
+
+    def silent_failures(self, window: dict[str, int] | None = None,
+                        unpaired: dict[str, int] | None = None) -> list[str]:
         """Causes of an output that looks healthy but is not: nothing finite, no input, inputs that stopped or never
         pair up, inputs lost on the way, no sensor readings; and each frame problem while it lasts."""
         out = []
@@ -160,7 +170,7 @@ class NodeDiagnostics:
         if self.sensor_coverage == 0.0:
             out.append("sensor coverage 0: no valid sensor_depth reading on any object")
         out += self._input_failures(now, stalled)
-        lost = self._inputs_lost(window or {})
+        lost = self._inputs_lost(window or {}, unpaired or {})
         return out + ([lost] if lost else [])
 
     def _input_failures(self, now: float, stalled: float) -> list[str]:
@@ -179,15 +189,20 @@ class NodeDiagnostics:
         return []
 
     @staticmethod
-    def _inputs_lost(window: dict[str, int]) -> str:
-        """An input topic that delivered far fewer messages than another in the last period, with the usual fix."""
+    def _inputs_lost(window: dict[str, int], unpaired: dict[str, int]) -> str:
+        """Inputs lost on the way in the last period, with the usual fix: frames whose other inputs came while one
+        topic's message never did (``unpaired``, from the synchronizer: every such frame, however few), or an input
+        topic that delivered far fewer messages than another (``window``)."""
         most = max(window.values(), default=0)
         starved = [t for t, n in window.items() if most >= 3 and n < most / 2]
-        if not starved:
+        parts = [f"{n} frame(s) without {t} (their other inputs came and went unpaired)"
+                 for t, n in sorted(unpaired.items())]
+        if starved:
+            parts.append(f"{', '.join(f'{t} {window[t]}' for t in starved)} vs {most} messages on another input")
+        if not parts:
             return ""
         profile = any(os.environ.get(v) for v in PROFILE_VARS)
-        return (f"inputs lost on the way: {', '.join(f'{t} {window[t]}' for t in starved)} vs {most} messages "
-                f"on another input in the last period" + ("" if profile else
+        return (f"inputs lost on the way: {'; '.join(parts)} in the last period" + ("" if profile else
                 "; large images over best-effort DDS need a Fast DDS profile (the launch file sets "
                 "config/fastdds_large_messages.xml; give the camera driver the same)"))
 
@@ -203,6 +218,8 @@ class NodeDiagnostics:
                 "sync_dropped": str(sum(stats.dropped.values()) if stats else 0),
                 "stamp_jumps": str(stats.jumps if stats else 0),
                 "received": ", ".join(f"{k}={v}" for k, v in stats.received.items()) if stats else "",
+                # per topic: frames whose other inputs came while this one's never did (lost before the node)
+                "unpaired": ", ".join(f"{k}={v}" for k, v in stats.unpaired.items()) if stats else "",
                 # what runs: the configured values (a change waits for cleanup + configure: pending)
                 "backend": str(self.c("backend")), "model": str(self.c("model")), "prompt": str(self.c("prompt")),
                 "scale": str(self.c("scale")), "segmentation": str(self.c("segmentation")),
@@ -234,7 +251,7 @@ class NodeDiagnostics:
         workers = sum(th.name == "object_depth_worker" and th.is_alive() for th in threading.enumerate())
         pending = self.pending()
         values = self._status_values(workers, pending)
-        silent = self.silent_failures(self._window())
+        silent = self.silent_failures(self._window(), self._unpaired_window())
         values.update(no_finite_frames=str(self.no_finite_streak),
                       sensor_coverage="n/a" if self.sensor_coverage is None else f"{self.sensor_coverage:.3f}",
                       seconds_since_match="never" if self.last_match is None else

@@ -39,6 +39,9 @@ class SyncStats:
     matched: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # per topic: overflowed, superseded or too late
     received: dict[str, int] = field(default_factory=dict)  # per topic: every message given to ``add``
+    # per topic: stamps whose other inputs arrived while this topic's message never did, dropped unpaired (exact
+    # sync, after its first set): frames lost before the synchronizer, or never published on this topic
+    unpaired: dict[str, int] = field(default_factory=dict)
     jumps: int = 0  # times the stamps went back in time and the synchronizer started over
     last_jump: tuple[int, int] | None = None  # (newest stamp output before it, the first set's stamp after), ns
 
@@ -55,7 +58,8 @@ class Synchronizer:
             raise ValueError("need distinct topics, queue_size >= 1, and slop, age_penalty, min_period >= 0")
         self.topics, self.mode = list(topics), mode
         self.slop_ns = int(round(slop * 1e9))
-        self.stats = SyncStats(dropped={t: 0 for t in topics}, received={t: 0 for t in topics})
+        self.stats = SyncStats(dropped={t: 0 for t in topics}, received={t: 0 for t in topics},
+                               unpaired={t: 0 for t in topics})
         lower_bound = int(round(min_period * 1e9))
         self._new_policy = (lambda: ExactTime(len(topics), queue_size)) if mode == "exact" else \
             (lambda: ApproximateTime(len(topics), queue_size, self.slop_ns, age_penalty, lower_bound))
@@ -75,6 +79,8 @@ class Synchronizer:
                 self._count_dropped(self._late)
                 self._after_jump, self._late = None, [0] * len(self.topics)
         self._count_dropped(self._policy.take_dropped())
+        for j, n in enumerate(self._policy.take_unpaired()):
+            self.stats.unpaired[self.topics[j]] += n
         for s in sets:
             self._floor = [st for st, _ in s]
         self.stats.matched += len(sets)
@@ -107,9 +113,16 @@ class ExactTime:
         self.tuples: dict[int, list] = {}
         self.last_out: int | None = None
         self._dropped = [0] * n
+        self._unpaired = [0] * n
 
     def take_dropped(self) -> list[int]:
         out, self._dropped = self._dropped, [0] * self.n
+        return out
+
+    def take_unpaired(self) -> list[int]:
+        """Per topic: stamps dropped without its message while others had theirs, since the last call (rows
+        dropped before the first set are start-up, not loss: not counted)."""
+        out, self._unpaired = self._unpaired, [0] * self.n
         return out
 
     def add(self, i: int, stamp: int, msg: Any) -> list[list]:
@@ -136,6 +149,7 @@ class ExactTime:
     def _count(self, row: list) -> None:
         for j, x in enumerate(row):
             self._dropped[j] += x is not None
+            self._unpaired[j] += x is None and self.last_out is not None
 
     def held(self) -> list[int]:
         """Per topic: messages queued, waiting for their set."""
@@ -169,6 +183,10 @@ class ApproximateTime:
     def held(self) -> list[int]:
         """Per topic: messages queued, waiting for their set."""
         return [len(q) + len(p) for q, p in zip(self.deques, self.past)]
+
+    def take_unpaired(self) -> list[int]:
+        """Not tracked by this policy (a dropped message has no single stamp to miss a partner at): zeros."""
+        return [0] * self.n
 
     # --- input ----------------------------------------------------------------------------------
     def add(self, i: int, stamp: int, msg: Any) -> list[list]:

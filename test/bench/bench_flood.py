@@ -77,15 +77,18 @@ def flood(frames: int, profile: bool) -> str:
     rclpy.try_shutdown()
     last = {kv.key: kv.value for kv in diag[-1].values} if diag else {}
     received = dict(kv.split("=") for kv in last.get("received", "").split(", ") if "=" in kv)
+    unpaired = dict(kv.split("=") for kv in last.get("unpaired", "").split(", ") if "=" in kv)
     named = [st.message for st in diag if "lost" in st.message or "dropped" in st.message]
     got = len(served & set(stamps))
     image_in, dropped = int(received.get("image", 0)), int(last.get("dropped_overload", 0))
     # every frame not served is accounted for: superseded in the node (the dropped_overload counter) or lost before
-    # it (named in the diagnostics' message: "inputs lost on the way")
-    accounted = frames - got <= dropped + (frames - image_in if named else 0)
+    # it: counted per missing input (the unpaired value) and named in the diagnostics' message ("inputs lost on
+    # the way")
+    accounted = frames - got <= dropped + (sum(int(v) for v in unpaired.values()) if named else 0)
     return (f"30 Hz flood, 640x480 rgb8, default parameters, {'with' if profile else 'without'} the Fast DDS profile: "
             f"{frames} published, {got} served, {dropped} superseded in the node (latest-only: dropped_overload), "
-            f"{frames - image_in} images lost before the node (received {received or '?'}); named in /diagnostics: "
+            f"{frames - image_in} images lost before the node (received {received or '?'}; unpaired "
+            f"{unpaired or '?'}); named in /diagnostics: "
             f"{'yes: ' + named[-1][:90] + '...' if named else 'no'}; every lost frame accounted for in /diagnostics "
             f"(goal): {'met' if accounted else 'NOT met'}")
 
