@@ -219,7 +219,8 @@ class NodeDiagnostics:
                 "stamp_jumps": str(stats.jumps if stats else 0),
                 "received": ", ".join(f"{k}={v}" for k, v in stats.received.items()) if stats else "",
                 # per topic: frames whose other inputs came while this one's never did (lost before the node)
-                "unpaired": ", ".join(f"{k}={v}" for k, v in stats.unpaired.items()) if stats else "",
+                "unpaired": ("n/a (counted with exact sync only)" if stats and self.sync.mode != "exact" else
+                             ", ".join(f"{k}={v}" for k, v in stats.unpaired.items()) if stats else ""),
                 # what runs: the configured values (a change waits for cleanup + configure: pending)
                 "backend": str(self.c("backend")), "model": str(self.c("model")), "prompt": str(self.c("prompt")),
                 "scale": str(self.c("scale")), "segmentation": str(self.c("segmentation")),

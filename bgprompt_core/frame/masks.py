@@ -52,11 +52,12 @@ class MaskObject:
         if self.frame_soft is not None:
             return self.frame_soft[rows, cols]
         out = np.zeros((rows.stop - rows.start, cols.stop - cols.start), self.box_soft.dtype)
-        r0, r1 = max(rows.start, self.box[0].start), min(rows.stop, self.box[0].stop)
-        c0, c1 = max(cols.start, self.box[1].start), min(cols.stop, self.box[1].stop)
+        (b0, b1), (d0, d1) = (self.box[0].start, self.box[0].stop), (self.box[1].start, self.box[1].stop)
+        r0, r1 = max(rows.start, b0), min(rows.stop, b1)  # the region's overlap with the box
+        c0, c1 = max(cols.start, d0), min(cols.stop, d1)
         if r0 < r1 and c0 < c1:
             out[r0 - rows.start:r1 - rows.start, c0 - cols.start:c1 - cols.start] = \
-                self.box_soft[r0 - self.box[0].start:r1 - self.box[0].start, c0 - self.box[1].start:c1 - self.box[1].start]
+                self.box_soft[r0 - b0:r1 - b0, c0 - d0:c1 - d0]
         return out
 
     def soft_float(self, roi: tuple[slice, slice] | None = None) -> np.ndarray:
