@@ -24,22 +24,34 @@ def depth_edges(z: np.ndarray, jump: float) -> np.ndarray:
 
 
 def smooth_patches(sens: np.ndarray, valid: np.ndarray, tol: np.ndarray) -> np.ndarray:
-    """Labels (int32, 0 = none) of the patches of ``valid`` readings where no 4-neighbour step exceeds ``tol``:
-    a pixel with such a step to a valid neighbour is a patch border and belongs to none."""
+    """Labels (int32, 0 = none) of the patches of ``valid`` readings that continue one surface: between two
+    4-neighbours either the depth step is within ``tol``, or the surface through the next reading on either side
+    continues linearly to within ``tol`` (the second difference: a steep side, seen at a grazing angle, steps by
+    more than ``tol`` per pixel yet stays one surface; a reflection blob or an occluding part steps off the
+    surface's slope). A pixel with a step that is neither, to a valid neighbour, is a patch border and belongs to
+    none."""
+    z = np.where(valid, sens, 0.0)
     step = np.zeros(sens.shape, bool)
     for ax in (0, 1):
-        a = np.take(sens, range(1, sens.shape[ax]), axis=ax)
-        b = np.take(sens, range(0, sens.shape[ax] - 1), axis=ax)
-        va = np.take(valid, range(1, sens.shape[ax]), axis=ax)
-        vb = np.take(valid, range(0, sens.shape[ax] - 1), axis=ax)
-        t = np.take(tol, range(1, sens.shape[ax]), axis=ax)
-        jump = va & vb & (np.abs(a - b) > t)
-        if ax == 0:
-            step[1:] |= jump
-            step[:-1] |= jump
-        else:
-            step[:, 1:] |= jump
-            step[:, :-1] |= jump
+        zt, vt = np.moveaxis(z, ax, 0), np.moveaxis(valid, ax, 0)
+        tt = np.moveaxis(np.broadcast_to(tol, sens.shape), ax, 0)
+        n = zt.shape[0]
+        if n < 2:
+            continue
+        d = zt[1:] - zt[:-1]  # pair k: readings k and k + 1
+        t = tt[1:]
+        ok = np.abs(d) <= t
+        if n >= 3:
+            # the slope from the pair before (k - 1, k) and after (k + 1, k + 2), where both readings exist
+            fwd = np.zeros_like(ok)
+            fwd[1:] = vt[:-2] & (np.abs(d[1:] - d[:-1]) <= t[1:])
+            bwd = np.zeros_like(ok)
+            bwd[:-1] = vt[2:] & (np.abs(d[:-1] - d[1:]) <= t[:-1])
+            ok |= fwd | bwd
+        jump = vt[1:] & vt[:-1] & ~ok
+        st = np.moveaxis(step, ax, 0)  # a view: writes land in ``step``
+        st[1:] |= jump
+        st[:-1] |= jump
     return cv2.connectedComponents((valid & ~step).astype(np.uint8), connectivity=4)[1]
 
 

@@ -25,8 +25,9 @@ anti-correlated with the truth. So, per object:
    ``consistency`` + 3 sigmas, widened in front of the surface to 3 robust sigmas of the residuals where the
    network's shape is off (shape error must not cost true readings); readings BEHIND the predicted surface
    (reflections, like see-through readings for glass) get no widening. A disputed reading is still kept when it
-   lies in one smooth patch of readings (no step above the band between neighbours) with consistent ones: true
-   surfaces are continuous, a reflection blob or a flying pixel is not. A reading at a depth edge is a flying pixel
+   lies in one smooth patch of readings with consistent ones (between neighbours, no step above the band that the
+   surface's own slope does not continue: a steep side seen at a grazing angle is one patch): true surfaces are
+   continuous, a reflection blob or a flying pixel is not. A reading at a depth edge is a flying pixel
    only when no chain of agreeing neighbours on the object links it to a reading off the edges (``flying_pixels``):
    the silhouette's readings step to the table, and true readings step to a flying pixel beside them, yet continue
    the object's surface. Then holes are filled:

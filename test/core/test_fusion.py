@@ -6,7 +6,7 @@ import pytest
 from bgprompt_core.geometry import camera_rays
 from bgprompt_core.rgbd import fusion as fu
 from bgprompt_core.rgbd import planes
-from bgprompt_core.rgbd.edges import depth_edges, flying_pixels
+from bgprompt_core.rgbd.edges import depth_edges, flying_pixels, smooth_patches
 from bgprompt_core.rgbd.holes import inpaint_mm
 from bgprompt_core.rgbd.noise import DepthNoise
 from scenes import bowl_on_table, box_on_table
@@ -212,6 +212,44 @@ def test_disputed_readings_continuing_a_smooth_patch_are_kept():
     depth, source, rep = run(pred, sensor, box, align="scale-shift")
     assert rep.scale_from == "object" and rep.kept > 0.97
     assert (source[dent] == fu.SOURCE_SENSOR).mean() > 0.97
+
+
+def test_smooth_patches_follow_a_steep_surface_and_break_where_a_blob_steps_off_its_slope():
+    """A surface seen at a grazing angle steps 2 cm per pixel (more than the 1 cm tolerance) yet is one patch; a
+    blob read 6 cm behind it, and a 5 mm step on a flat surface, are not part of it (closed form)."""
+    rows = np.arange(40, dtype=np.float64)[:, None]
+    ramp = np.broadcast_to(0.5 + 0.02 * rows, (40, 30)).copy()
+    tol = np.full(ramp.shape, 0.01)
+    valid = np.ones(ramp.shape, bool)
+    whole = smooth_patches(ramp, valid, tol)
+    assert whole[0, 0] > 0 and (whole == whole[0, 0]).all()  # one patch, no border pixel
+    blob = np.zeros(ramp.shape, bool)
+    blob[15:25, 10:20] = True
+    labels = smooth_patches(np.where(blob, ramp + 0.06, ramp), valid, tol)
+    inside, outside = labels[17:23, 12:18], labels[:10]
+    assert (inside > 0).all() and len(np.unique(inside)) == 1 and (outside > 0).all()
+    assert inside[0, 0] != outside[0, 0] and (labels[blob & ~np.roll(blob, 1, 0)] == 0).all()  # its rim: borders
+    flat = np.full((20, 20), 0.6)
+    flat[:, 10:] += 0.015  # a step of 1.5 cm between two flat parts: no slope continues across it
+    labels = smooth_patches(flat, np.ones(flat.shape, bool), np.full(flat.shape, 0.01))
+    assert labels[5, 2] != labels[5, 17] and (labels[:, 9:11] == 0).all()
+
+
+def test_readings_on_a_steep_face_behind_a_wrong_prediction_are_kept():
+    """The reported loss (issue 24, diffuse objects keeping 53-91% of their consistent readings): on a face that
+    steps more than the band per pixel every pixel was a patch border, so readings behind a wrong part of the
+    prediction were dropped as reflections. A face is continuous when its slope continues."""
+    rng = np.random.default_rng(12)
+    gt, _, box = scene()
+    ys, _ = np.nonzero(box)
+    gt = np.where(box, 0.45 + 0.004 * (np.arange(H)[:, None] - ys.min()), gt)  # a face 4 mm deeper per row
+    sensor = (gt + rng.normal(0, 0.0001, gt.shape)).astype(np.float32)
+    dent = box & (np.abs(np.arange(H)[:, None] - ys.mean()) < 3)  # the network puts 6 rows 3 cm too near
+    pred = np.where(box, (gt - 0.03 * dent) / 3.0, np.nan)
+    cfg = fu.FusionConfig(consistency=0.002, noise_quadratic=0.0)  # a band of 2 mm: below the face's step
+    depth, source, rep = run(pred, sensor, box, align="scale-shift", cfg=cfg)
+    assert rep.scale_from == "object" and rep.scale == pytest.approx(3.0, rel=1e-2)
+    assert (source[dent] == fu.SOURCE_SENSOR).all() and rep.kept > 0.99
 
 
 def test_reflections_behind_the_predicted_surface_are_rejected():
