@@ -216,7 +216,7 @@ def test_disputed_readings_continuing_a_smooth_patch_are_kept():
 
 def test_smooth_patches_follow_a_steep_surface_and_break_where_a_blob_steps_off_its_slope():
     """A surface seen at a grazing angle steps 2 cm per pixel (more than the 1 cm tolerance) yet is one patch; a
-    blob read 6 cm behind it, and a 5 mm step on a flat surface, are not part of it (closed form)."""
+    blob read 6 cm behind it, and a 1.5 cm step between two flat parts, are not part of it (closed form)."""
     rows = np.arange(40, dtype=np.float64)[:, None]
     ramp = np.broadcast_to(0.5 + 0.02 * rows, (40, 30)).copy()
     tol = np.full(ramp.shape, 0.01)
